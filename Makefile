@@ -1,0 +1,213 @@
+# ferry - one non-recursive GNU Makefile.
+#
+#   make            build bin/ferryd (optimised)
+#   make test       install missing packages, build everything under ASan+UBSan
+#                   with -Werror, run unit tests, then integration tests against
+#                   a throwaway PostgreSQL cluster
+#   make run        install missing packages, build, start a private PostgreSQL
+#                   under var/, migrate, run ferryd in the foreground
+#   make check      clang-format and banned.h checks on the tree
+#   make install    PREFIX, DESTDIR, SYSCONFDIR honoured
+#   make clean
+#
+# V=1 shows the full commands.
+
+PREFIX ?= /usr/local
+SYSCONFDIR ?= $(PREFIX)/etc
+BINDIR ?= $(PREFIX)/bin
+DATADIR ?= $(PREFIX)/share
+
+CC ?= cc
+PKGS := libcurl libpq libmicrohttpd jansson libuv openssl
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CMOCKA_LIBS = $(shell pkg-config --libs cmocka 2>/dev/null)
+
+VERSION := $(shell cat VERSION)
+
+WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
+	-Wvla -Wpointer-arith -Wno-unused-parameter -Wundef
+BASE_CFLAGS := -std=c17 -D_GNU_SOURCE -MMD -MP -I. -Ibuild/gen $(WARN) \
+	-DFERRY_VERSION='"$(VERSION)"'
+REL_CFLAGS := -O2 -g
+ASAN_CFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+	-fno-sanitize-recover=undefined -Werror
+CFLAGS ?=
+LDFLAGS ?=
+
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
+# ---- sources ----------------------------------------------------------------
+
+COMMON_SRCS := \
+	common/buf.c \
+	common/config.c \
+	common/err.c \
+	common/log.c
+
+QUEUE_SRCS := \
+	queue/migrate.c \
+	queue/pg.c \
+	queue/registry.c \
+	queue/secret.c \
+	queue/validate.c
+
+ADMIN_SRCS := \
+	admin/http.c \
+	admin/routes.c
+
+GATEWAY_SRCS := \
+	gateway/main.c
+
+GEN_SRCS := build/gen/migrations.c
+
+LIB_SRCS := $(COMMON_SRCS) $(QUEUE_SRCS) $(ADMIN_SRCS)
+SQL_FILES := $(sort $(wildcard sql/*.sql))
+
+UNIT_TESTS := \
+	tests/unit/common/test_buf \
+	tests/unit/common/test_config \
+	tests/unit/queue/test_validate
+
+INTEGRATION_TESTS := \
+	tests/integration/test_migrate \
+	tests/integration/test_admin
+
+TEST_SUPPORT_SRCS := tests/integration/harness.c
+
+# libFuzzer harnesses: tests/fuzz/NAME.c, seeds in tests/fuzz/corpus/NAME/.
+FUZZ_TARGETS := \
+	fuzz_config
+
+FUZZ_SECONDS ?= 20
+
+# ---- object lists per build flavour -------------------------------------------
+
+rel_obj = $(patsubst %.c,build/rel/%.o,$(1))
+asan_obj = $(patsubst %.c,build/asan/%.o,$(1))
+
+REL_LIB_OBJS := $(call rel_obj,$(LIB_SRCS) $(GEN_SRCS))
+ASAN_LIB_OBJS := $(call asan_obj,$(LIB_SRCS) $(GEN_SRCS))
+
+.PHONY: all test unit integration check fuzz run install uninstall clean deps docs
+.DEFAULT_GOAL := all
+.SECONDARY:
+
+all: bin/ferryd
+
+bin/ferryd: $(REL_LIB_OBJS) $(call rel_obj,$(GATEWAY_SRCS))
+	@mkdir -p $(@D)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(REL_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
+build/asan/ferryd: $(ASAN_LIB_OBJS) $(call asan_obj,$(GATEWAY_SRCS))
+	@mkdir -p $(@D)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(ASAN_CFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
+build/rel/%.o: %.c
+	@mkdir -p $(@D)
+	@echo "  CC      $<"
+	$(Q)$(CC) $(BASE_CFLAGS) $(REL_CFLAGS) $(PKG_CFLAGS) $(CFLAGS) -c -o $@ $<
+
+build/asan/%.o: %.c
+	@mkdir -p $(@D)
+	@echo "  CC      $< (asan)"
+	$(Q)$(CC) $(BASE_CFLAGS) $(ASAN_CFLAGS) $(PKG_CFLAGS) -c -o $@ $<
+
+# The migrations are compiled in, so a binary always carries its own schema.
+build/gen/migrations.c: scripts/embed-sql.sh $(SQL_FILES)
+	@mkdir -p $(@D)
+	@echo "  GEN     $@"
+	$(Q)sh scripts/embed-sql.sh $(SQL_FILES) > $@.tmp && mv $@.tmp $@
+
+build/rel/build/gen/%.o: build/gen/%.c
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(BASE_CFLAGS) $(REL_CFLAGS) $(PKG_CFLAGS) -c -o $@ $<
+
+build/asan/build/gen/%.o: build/gen/%.c
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(BASE_CFLAGS) $(ASAN_CFLAGS) $(PKG_CFLAGS) -c -o $@ $<
+
+# ---- tests --------------------------------------------------------------------
+
+TEST_BINS := $(addprefix build/asan/,$(UNIT_TESTS) $(INTEGRATION_TESTS))
+
+build/asan/tests/unit/%: build/asan/tests/unit/%.o $(ASAN_LIB_OBJS)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(ASAN_CFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
+
+build/asan/tests/integration/%: build/asan/tests/integration/%.o \
+		$(call asan_obj,$(TEST_SUPPORT_SRCS)) $(ASAN_LIB_OBJS)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(ASAN_CFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
+
+# ---- fuzzing (clang, libFuzzer + ASan + UBSan) ---------------------------------
+
+FUZZ_CC ?= clang
+FUZZ_CFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined
+FUZZ_BINS := $(addprefix build/fuzz/,$(FUZZ_TARGETS))
+
+build/fuzz/obj/%.o: %.c
+	@mkdir -p $(@D)
+	@echo "  CC      $< (fuzz)"
+	$(Q)$(FUZZ_CC) $(BASE_CFLAGS) $(FUZZ_CFLAGS) $(PKG_CFLAGS) -c -o $@ $<
+
+build/fuzz/%: build/fuzz/obj/tests/fuzz/%.o $(patsubst %.c,build/fuzz/obj/%.o,$(LIB_SRCS) \
+		$(GEN_SRCS))
+	@echo "  LD      $@"
+	$(Q)$(FUZZ_CC) -fsanitize=fuzzer,address,undefined -o $@ $^ $(PKG_LIBS)
+
+# Each harness runs for FUZZ_SECONDS on a scratch copy of its seed corpus.
+fuzz: deps
+	$(Q)$(MAKE) --no-print-directory $(FUZZ_BINS)
+	$(Q)sh scripts/run-fuzz.sh $(FUZZ_SECONDS) $(FUZZ_BINS)
+
+deps:
+	$(Q)sh scripts/deps.sh
+
+# Each step is its own make so that deps.sh runs before pkg-config is asked.
+# The fuzzers run last, for FUZZ_TEST_SECONDS each: a smoke run on every
+# commit; `make fuzz` runs them longer.
+FUZZ_TEST_SECONDS ?= 10
+test: deps
+	$(Q)$(MAKE) --no-print-directory build/asan/ferryd $(TEST_BINS) $(FUZZ_BINS)
+	$(Q)FUZZ_SECONDS=$(FUZZ_TEST_SECONDS) sh scripts/run-tests.sh \
+		$(addprefix build/asan/,$(UNIT_TESTS)) -- \
+		$(addprefix build/asan/,$(INTEGRATION_TESTS)) -- $(FUZZ_BINS)
+
+unit: build/asan/ferryd $(addprefix build/asan/,$(UNIT_TESTS))
+	$(Q)sh scripts/run-tests.sh $(addprefix build/asan/,$(UNIT_TESTS)) --
+
+run: deps
+	$(Q)$(MAKE) --no-print-directory bin/ferryd
+	$(Q)sh scripts/run-dev.sh
+
+# docs/configuration.md is generated from the config table; `make test` fails
+# when the committed file differs.
+docs: bin/ferryd
+	$(Q)bin/ferryd config-reference > docs/configuration.md
+
+ALL_C := $(shell git ls-files '*.c' '*.h' 2>/dev/null)
+check:
+	$(Q)clang-format --dry-run --Werror $(ALL_C)
+	$(Q)sh scripts/check-banned.sh $(filter %.c,$(ALL_C))
+
+install: bin/ferryd
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SYSCONFDIR)/ferry $(DESTDIR)$(DATADIR)/doc/ferry
+	install -m 0755 bin/ferryd $(DESTDIR)$(BINDIR)/ferryd
+	install -m 0644 docs/ferry.ini.example $(DESTDIR)$(SYSCONFDIR)/ferry/ferry.ini.example
+	install -m 0644 README.md docs/*.md admin/openapi.yaml $(DESTDIR)$(DATADIR)/doc/ferry/
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/ferryd $(DESTDIR)$(SYSCONFDIR)/ferry/ferry.ini.example
+	rm -rf $(DESTDIR)$(DATADIR)/doc/ferry
+
+clean:
+	rm -rf build bin
+
+-include $(shell find build -name '*.d' 2>/dev/null)

@@ -1,0 +1,525 @@
+/*
+ * routes.c - what each admin API route does (the HTTP side is in http.c).
+ *
+ * Each handler checks its path parameters and body, calls the queue registry
+ * and fills in a struct admin_reply; it always fills it in, with an error
+ * object when anything failed. The routes, their bodies and every error they
+ * return are documented in admin/openapi.yaml: keep the two in step.
+ *
+ * Input rules:
+ *   - a request body is a JSON object; unknown fields, duplicate keys and
+ *     wrong types are refused with 400, so a typo never goes unnoticed;
+ *   - a {device} is a positive decimal int64 without sign or leading zeros;
+ *   - a push token is never echoed back, in a message or in a reply: a
+ *     device shows only a short prefix of it (token_prefix);
+ *   - the one-time device secret appears only in the reply to its creation.
+ *
+ * Registry errors map as: FERRY_ENOTFOUND 404, FERRY_EUNAVAIL 503,
+ * FERRY_EINVAL 400, anything else 500 (logged as event=admin_store_error).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "admin/admin_int.h"
+#include "common/log.h"
+#include "queue/queue.h"
+#include "common/banned.h"
+
+#define HTTP_OK 200
+#define HTTP_CREATED 201
+#define HTTP_NO_CONTENT 204
+#define HTTP_BAD_REQUEST 400
+#define HTTP_NOT_FOUND 404
+#define HTTP_INTERNAL 500
+#define HTTP_UNAVAILABLE 503
+
+/* Longest int64 in decimal, and an RFC 3339 UTC time with milliseconds. */
+#define DEVICE_ID_DIGITS 19
+#define TIME_LEN 32
+
+/* At most this much of a push token is shown, and never more than half. */
+#define TOKEN_PREFIX_MAX 8
+#define ELLIPSIS "\xe2\x80\xa6" /* U+2026 */
+
+#define USER_RULE "1-64 bytes of [A-Za-z0-9._:@+-]"
+
+/* ---- registry errors ---- */
+
+static void reply_store_error(struct admin_reply *rep, enum ferry_err rc, const char *op,
+			      int64_t id)
+{
+	switch (rc) {
+	case FERRY_ENOTFOUND:
+		admin_reply_error(rep, HTTP_NOT_FOUND, "device '%" PRId64 "' not found", id);
+		break;
+	case FERRY_EUNAVAIL:
+		log_warn("event=admin_store_unavailable op=\"%s\"", op);
+		admin_reply_error(rep, HTTP_UNAVAILABLE, "database unavailable: try again later");
+		break;
+	case FERRY_EINVAL:
+		admin_reply_error(rep, HTTP_BAD_REQUEST, "%s refused by the database: %s", op,
+				  ferry_strerror(rc));
+		break;
+	default:
+		log_error("event=admin_store_error op=\"%s\" device=%" PRId64 " err=\"%s\"", op, id,
+			  ferry_strerror(rc));
+		admin_reply_error(rep, HTTP_INTERNAL, "%s failed: %s", op, ferry_strerror(rc));
+		break;
+	}
+}
+
+/* ---- path parameters ---- */
+
+static int user_param(const struct admin_req *req, struct admin_reply *rep)
+{
+	char q[ADMIN_QUOTE_MAX + 8];
+
+	if (queue_user_valid(req->params[0]))
+		return 1;
+	admin_reply_error(rep, HTTP_BAD_REQUEST, "user '%s' is invalid: " USER_RULE,
+			  admin_quote(q, sizeof(q), req->params[0]));
+	return 0;
+}
+
+/* Digits only, no leading zero, 1-19 digits, positive, fits int64. */
+static int device_param(const struct admin_req *req, struct admin_reply *rep, int64_t *id)
+{
+	const char *s = req->params[0];
+	size_t i, len = strlen(s);
+	char q[ADMIN_QUOTE_MAX + 8];
+	long long v;
+
+	for (i = 0; i < len && s[i] >= '0' && s[i] <= '9'; i++)
+		;
+	if (len && len <= DEVICE_ID_DIGITS && i == len && s[0] != '0') {
+		errno = 0;
+		v = strtoll(s, NULL, 10);
+		if (!errno) {
+			*id = v;
+			return 1;
+		}
+	}
+	admin_reply_error(rep, HTTP_BAD_REQUEST,
+			  "device id '%s' is invalid: expected a positive decimal integer",
+			  admin_quote(q, sizeof(q), s));
+	return 0;
+}
+
+/* ---- request bodies ---- */
+
+static const char *json_type_name(const json_t *j)
+{
+	switch (json_typeof(j)) {
+	case JSON_OBJECT:
+		return "an object";
+	case JSON_ARRAY:
+		return "an array";
+	case JSON_STRING:
+		return "a string";
+	case JSON_INTEGER:
+	case JSON_REAL:
+		return "a number";
+	case JSON_TRUE:
+	case JSON_FALSE:
+		return "a boolean";
+	default:
+		return "null";
+	}
+}
+
+/* The body as a JSON object with keys from @allowed only; NULL and @rep set if not. */
+static json_t *body_object(const struct admin_req *req, const char *const *allowed,
+			   struct admin_reply *rep)
+{
+	char q[ADMIN_QUOTE_MAX + 8];
+	json_error_t jerr;
+	const char *key;
+	json_t *obj, *v;
+	size_t i;
+
+	if (!req->body_len) {
+		admin_reply_error(rep, HTTP_BAD_REQUEST,
+				  "request body is empty: expected a JSON object");
+		return NULL;
+	}
+	obj = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+	if (!obj) {
+		if (json_error_code(&jerr) == json_error_out_of_memory)
+			admin_reply_error(rep, HTTP_INTERNAL, "out of memory");
+		else
+			admin_reply_error(rep, HTTP_BAD_REQUEST,
+					  "invalid JSON: %s at line %d column %d", jerr.text,
+					  jerr.line, jerr.column);
+		return NULL;
+	}
+	if (!json_is_object(obj)) {
+		admin_reply_error(rep, HTTP_BAD_REQUEST,
+				  "request body must be a JSON object, not %s",
+				  json_type_name(obj));
+		json_decref(obj);
+		return NULL;
+	}
+	json_object_foreach(obj, key, v)
+	{
+		for (i = 0; allowed[i] && strcmp(allowed[i], key); i++)
+			;
+		if (!allowed[i]) {
+			admin_reply_error(rep, HTTP_BAD_REQUEST, "unknown field '%s'",
+					  admin_quote(q, sizeof(q), key));
+			json_decref(obj);
+			return NULL;
+		}
+	}
+	return obj;
+}
+
+/*
+ * The string field @key of @obj into *out (borrowed from @obj). An absent or
+ * null optional field gives NULL. Returns 0 with @rep set when it is missing
+ * though @required, or not a string.
+ */
+static int field_string(json_t *obj, const char *key, int required, const char **out,
+			struct admin_reply *rep)
+{
+	json_t *v = json_object_get(obj, key);
+
+	*out = NULL;
+	if ((!v || json_is_null(v)) && !required)
+		return 1;
+	if (!v) {
+		admin_reply_error(rep, HTTP_BAD_REQUEST, "field '%s' is required", key);
+		return 0;
+	}
+	if (!json_is_string(v)) {
+		admin_reply_error(rep, HTTP_BAD_REQUEST, "field '%s' must be a string, not %s", key,
+				  json_type_name(v));
+		return 0;
+	}
+	*out = json_string_value(v);
+	return 1;
+}
+
+/* Every byte in [@lo, 0x7e], and 1 to @max of them. */
+static int ascii_range(const char *s, char lo, size_t max)
+{
+	size_t i;
+
+	for (i = 0; s[i]; i++)
+		if (s[i] < lo || s[i] > '~')
+			return 0;
+	return i >= 1 && i <= max;
+}
+
+static int app_valid(const char *s)
+{
+	size_t i;
+
+	for (i = 0; s[i]; i++)
+		if (!strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:@+-",
+			    s[i]))
+			return 0;
+	return i >= 1 && i <= QUEUE_APP_MAX;
+}
+
+static int hex_only(const char *s)
+{
+	for (; *s; s++)
+		if (!strchr("0123456789abcdefABCDEF", *s))
+			return 0;
+	return 1;
+}
+
+/* provider and token; nothing of the token goes into a message. */
+static int check_token(const struct queue_push_token *t, struct admin_reply *rep)
+{
+	int apns = !strcmp(t->provider, "apns");
+
+	if (!apns && strcmp(t->provider, "fcm")) {
+		admin_reply_error(rep, HTTP_BAD_REQUEST,
+				  "field 'provider' must be one of apns, fcm");
+		return 0;
+	}
+	if (!ascii_range(t->token, '!', QUEUE_TOKEN_MAX)) {
+		admin_reply_error(
+			rep, HTTP_BAD_REQUEST,
+			"field 'token' must be 1-%d bytes of printable ASCII without spaces",
+			QUEUE_TOKEN_MAX);
+		return 0;
+	}
+	if (apns && !hex_only(t->token)) {
+		admin_reply_error(rep, HTTP_BAD_REQUEST,
+				  "field 'token' must be hexadecimal for provider apns");
+		return 0;
+	}
+	return 1;
+}
+
+/* app, topic, environment, once provider and token are known good. */
+static int check_options(struct queue_push_token *t, struct admin_reply *rep)
+{
+	int apns = !strcmp(t->provider, "apns");
+
+	if (t->app && !app_valid(t->app)) {
+		admin_reply_error(rep, HTTP_BAD_REQUEST, "field 'app' must be 1-%d bytes of %s",
+				  QUEUE_APP_MAX, "[A-Za-z0-9._:@+-]");
+		return 0;
+	}
+	if (t->topic && !apns) {
+		admin_reply_error(rep, HTTP_BAD_REQUEST,
+				  "field 'topic' is only allowed for provider apns");
+		return 0;
+	}
+	if (t->topic && !ascii_range(t->topic, ' ', QUEUE_TOPIC_MAX)) {
+		admin_reply_error(rep, HTTP_BAD_REQUEST,
+				  "field 'topic' must be 1-%d bytes of printable ASCII",
+				  QUEUE_TOPIC_MAX);
+		return 0;
+	}
+	if (!t->environment)
+		t->environment = "production";
+	if (strcmp(t->environment, "production") && strcmp(t->environment, "sandbox")) {
+		admin_reply_error(rep, HTTP_BAD_REQUEST,
+				  "field 'environment' must be one of production, sandbox");
+		return 0;
+	}
+	if (!apns && strcmp(t->environment, "production")) {
+		admin_reply_error(rep, HTTP_BAD_REQUEST,
+				  "field 'environment' may be 'sandbox' only for provider apns");
+		return 0;
+	}
+	return 1;
+}
+
+/* ---- replies ---- */
+
+/* @ms (Unix milliseconds) as "2026-11-28T15:05:49.123Z". */
+static void format_time(int64_t ms, char out[TIME_LEN])
+{
+	time_t secs = (time_t)(ms / 1000);
+	int frac = (int)(ms % 1000);
+	struct tm tm;
+	size_t n;
+
+	if (frac < 0) {
+		frac += 1000;
+		secs--;
+	}
+	if (!gmtime_r(&secs, &tm)) {
+		snprintf(out, TIME_LEN, "1970-01-01T00:00:00.000Z");
+		return;
+	}
+	n = strftime(out, TIME_LEN, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(out + n, TIME_LEN - n, ".%03dZ", frac);
+}
+
+static json_t *push_json(const struct queue_device *d)
+{
+	char prefix[TOKEN_PREFIX_MAX + sizeof(ELLIPSIS)], updated[TIME_LEN];
+	size_t n = strlen(d->push_token) / 2;
+
+	if (n > TOKEN_PREFIX_MAX)
+		n = TOKEN_PREFIX_MAX;
+	snprintf(prefix, sizeof(prefix), "%.*s" ELLIPSIS, (int)n, d->push_token);
+	format_time(d->push_updated_ms, updated);
+	return json_pack("{s:s?,s:s,s:s?,s:s?,s:s?,s:s}", "provider", d->push_provider,
+			 "token_prefix", prefix, "app", d->push_app, "topic", d->push_topic,
+			 "environment", d->push_environment, "updated", updated);
+}
+
+static json_t *device_json(const struct queue_device *d)
+{
+	char id[24], created[TIME_LEN], seen[TIME_LEN];
+	json_t *push = d->push_token ? push_json(d) : json_null();
+
+	snprintf(id, sizeof(id), "%" PRId64, d->id);
+	format_time(d->created_ms, created);
+	if (d->last_seen_ms)
+		format_time(d->last_seen_ms, seen);
+	if (!push)
+		return NULL;
+	return json_pack("{s:s,s:s,s:s,s:s,s:s?,s:o}", "device_id", id, "user", d->user, "platform",
+			 d->platform, "created", created, "last_seen",
+			 d->last_seen_ms ? seen : NULL, "push", push);
+}
+
+/* Reply 200 with device @id as it is now. */
+static void reply_device(const struct admin_req *req, struct admin_reply *rep, int64_t id,
+			 const char *op)
+{
+	struct queue_device dev;
+	enum ferry_err rc;
+
+	memset(&dev, 0, sizeof(dev));
+	rc = queue_device_get(req->reg, id, &dev);
+	if (rc) {
+		reply_store_error(rep, rc, op, id);
+		return;
+	}
+	admin_reply_json(rep, HTTP_OK, device_json(&dev));
+	if (rep->status == HTTP_INTERNAL)
+		log_error("event=admin_reply_failed op=\"%s\" device=%" PRId64, op, id);
+	queue_device_release(&dev);
+}
+
+/* ---- the routes ---- */
+
+void admin_route_healthz(const struct admin_req *req, struct admin_reply *rep)
+{
+	admin_reply_json(rep, HTTP_OK, json_pack("{s:s}", "status", "ok"));
+}
+
+void admin_route_readyz(const struct admin_req *req, struct admin_reply *rep)
+{
+	enum ferry_err rc = queue_registry_ping(req->reg);
+
+	if (rc) {
+		log_warn("event=admin_not_ready database=\"%s\"", ferry_strerror(rc));
+		admin_reply_json(rep, HTTP_UNAVAILABLE,
+				 json_pack("{s:s,s:{s:s}}", "status", "not ready", "checks",
+					   "database", "unavailable"));
+		return;
+	}
+	admin_reply_json(rep, HTTP_OK,
+			 json_pack("{s:s,s:{s:s}}", "status", "ready", "checks", "database", "ok"));
+}
+
+void admin_route_devices_create(const struct admin_req *req, struct admin_reply *rep)
+{
+	static const char *const fields[] = { "platform", NULL };
+	char secret[QUEUE_SECRET_LEN + 1], id_text[24];
+	const char *platform;
+	enum ferry_err rc;
+	json_t *obj;
+	int64_t id;
+
+	if (!user_param(req, rep) || !(obj = body_object(req, fields, rep)))
+		return;
+	if (!field_string(obj, "platform", 1, &platform, rep))
+		goto out;
+	if (!queue_platform_valid(platform)) {
+		admin_reply_error(rep, HTTP_BAD_REQUEST,
+				  "field 'platform' must be one of ios, android, desktop, web");
+		goto out;
+	}
+	rc = queue_device_create(req->reg, req->params[0], platform, &id, secret);
+	if (rc) {
+		reply_store_error(rep, rc, "device creation", 0);
+		goto out;
+	}
+	snprintf(id_text, sizeof(id_text), "%" PRId64, id);
+	admin_reply_json(rep, HTTP_CREATED,
+			 json_pack("{s:s,s:s,s:s,s:s}", "device_id", id_text, "user",
+				   req->params[0], "platform", platform, "secret", secret));
+	explicit_bzero(secret, sizeof(secret));
+	if (rep->status == HTTP_CREATED)
+		snprintf(rep->location, sizeof(rep->location), "/v1/devices/%s", id_text);
+	log_info("event=admin_device_created device=%s user=%s platform=%s", id_text,
+		 req->params[0], platform);
+out:
+	json_decref(obj);
+}
+
+void admin_route_devices_list(const struct admin_req *req, struct admin_reply *rep)
+{
+	struct queue_device *devs = NULL;
+	json_t *arr, *dev;
+	enum ferry_err rc;
+	size_t i, n = 0;
+
+	if (!user_param(req, rep))
+		return;
+	rc = queue_device_list(req->reg, req->params[0], &devs, &n);
+	if (rc) {
+		reply_store_error(rep, rc, "device listing", 0);
+		return;
+	}
+	arr = json_array();
+	for (i = 0; arr && i < n; i++) {
+		dev = device_json(&devs[i]);
+		if (json_array_append_new(arr, dev)) {
+			json_decref(arr);
+			arr = NULL;
+		}
+	}
+	queue_device_list_free(devs, n);
+	admin_reply_json(rep, HTTP_OK,
+			 arr ? json_pack("{s:s,s:o}", "user", req->params[0], "devices", arr)
+			     : NULL);
+}
+
+void admin_route_device_get(const struct admin_req *req, struct admin_reply *rep)
+{
+	int64_t id;
+
+	if (device_param(req, rep, &id))
+		reply_device(req, rep, id, "device lookup");
+}
+
+void admin_route_device_delete(const struct admin_req *req, struct admin_reply *rep)
+{
+	enum ferry_err rc;
+	int64_t id;
+
+	if (!device_param(req, rep, &id))
+		return;
+	rc = queue_device_delete(req->reg, id);
+	if (rc) {
+		reply_store_error(rep, rc, "device deletion", id);
+		return;
+	}
+	log_info("event=admin_device_deleted device=%" PRId64, id);
+	admin_reply_empty(rep, HTTP_NO_CONTENT);
+}
+
+void admin_route_push_set(const struct admin_req *req, struct admin_reply *rep)
+{
+	static const char *const fields[] = {
+		"provider", "token", "app", "topic", "environment", NULL,
+	};
+	struct queue_push_token t = { 0 };
+	enum ferry_err rc;
+	json_t *obj;
+	int64_t id;
+
+	if (!device_param(req, rep, &id) || !(obj = body_object(req, fields, rep)))
+		return;
+	if (!field_string(obj, "provider", 1, &t.provider, rep) ||
+	    !field_string(obj, "token", 1, &t.token, rep) ||
+	    !field_string(obj, "app", 0, &t.app, rep) ||
+	    !field_string(obj, "topic", 0, &t.topic, rep) ||
+	    !field_string(obj, "environment", 0, &t.environment, rep) || !check_token(&t, rep) ||
+	    !check_options(&t, rep))
+		goto out;
+	rc = queue_device_set_push(req->reg, id, &t);
+	if (rc) {
+		reply_store_error(rep, rc, "push token update", id);
+		goto out;
+	}
+	log_info("event=admin_push_set device=%" PRId64 " provider=%s environment=%s", id,
+		 t.provider, t.environment);
+	reply_device(req, rep, id, "push token update");
+out:
+	json_decref(obj);
+}
+
+void admin_route_push_clear(const struct admin_req *req, struct admin_reply *rep)
+{
+	enum ferry_err rc;
+	int64_t id;
+
+	if (!device_param(req, rep, &id))
+		return;
+	rc = queue_device_clear_push(req->reg, id);
+	if (rc) {
+		reply_store_error(rep, rc, "push token removal", id);
+		return;
+	}
+	log_info("event=admin_push_cleared device=%" PRId64, id);
+	admin_reply_empty(rep, HTTP_NO_CONTENT);
+}

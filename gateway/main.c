@@ -1,0 +1,331 @@
+/*
+ * main.c - ferryd: the daemon's entry point and its commands.
+ *
+ *   ferryd [run] [-c FILE]       serve (the default command)
+ *   ferryd migrate [-c FILE]     apply pending schema migrations
+ *   ferryd check-config [-c FILE] validate and print the effective config
+ *   ferryd config-reference      print docs/configuration.md
+ *   ferryd version
+ *
+ * Exit codes (docs/operations.md): 0 success, 1 runtime failure, 2 usage or
+ * configuration error, 3 database schema mismatch, 4 database unreachable.
+ *
+ * The main thread runs a libuv loop that owns the signals: handlers only
+ * wake the loop; SIGINT/SIGTERM stop it, SIGHUP reloads the configuration
+ * (parsed and validated whole, then swapped; keys that need a restart are
+ * named in the log). The admin API runs on libmicrohttpd's threads.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <uv.h>
+
+#include "admin/admin.h"
+#include "common/config.h"
+#include "common/log.h"
+#include "queue/queue.h"
+#include "common/banned.h"
+
+enum exit_code {
+	EXIT_OK = 0,
+	EXIT_RUNTIME = 1,
+	EXIT_USAGE = 2,
+	EXIT_SCHEMA = 3,
+	EXIT_DB_DOWN = 4,
+};
+
+#define ERRLEN 1024
+
+struct daemon {
+	uv_loop_t loop;
+	uv_signal_t sigint, sigterm, sighup;
+	const char *config_path;
+	struct ferry_config *cfg;      /* the one in force */
+	struct ferry_config *boot_cfg; /* what the admin server was started with */
+	struct queue_registry *reg;
+	struct admin_server *admin;
+};
+
+static void usage(FILE *out)
+{
+	fprintf(out, "usage: ferryd [run] [-c FILE]\n"
+		     "       ferryd migrate [-c FILE]\n"
+		     "       ferryd check-config [-c FILE]\n"
+		     "       ferryd config-reference\n"
+		     "       ferryd version\n"
+		     "\n"
+		     "Without -c, built-in defaults and FERRY_<SECTION>_<KEY> variables apply.\n");
+}
+
+static int exit_for(enum ferry_err rc)
+{
+	switch (rc) {
+	case FERRY_OK:
+		return EXIT_OK;
+	case FERRY_ECONFIG:
+		return EXIT_USAGE;
+	case FERRY_ESCHEMA:
+		return EXIT_SCHEMA;
+	case FERRY_EUNAVAIL:
+		return EXIT_DB_DOWN;
+	default:
+		return EXIT_RUNTIME;
+	}
+}
+
+static int load_config(const char *path, struct ferry_config **cfg)
+{
+	char err[ERRLEN];
+
+	if (config_load(path, cfg, err, sizeof(err))) {
+		fprintf(stderr, "ferryd: %s\n", err);
+		return EXIT_USAGE;
+	}
+	log_set_level((enum log_level)(*cfg)->log.level);
+	return EXIT_OK;
+}
+
+static void report_change(const char *section, const char *key, int reloadable, void *arg)
+{
+	if (reloadable)
+		log_info("event=config_reloaded key=%s.%s", section, key);
+	else
+		log_warn("event=config_needs_restart key=%s.%s", section, key);
+}
+
+/* SIGHUP: load and validate everything first; apply only if all of it is good. */
+static void reload(struct daemon *d)
+{
+	struct ferry_config *next;
+	char err[ERRLEN];
+	char *token = NULL;
+
+	if (config_load(d->config_path, &next, err, sizeof(err))) {
+		log_error("event=reload_failed reason=\"%s\" action=kept_old_config", err);
+		return;
+	}
+	if (config_admin_token(next, &token, err, sizeof(err)) || (d->admin && !*token)) {
+		log_error("event=reload_failed reason=\"%s\" action=kept_old_config",
+			  token ? "admin token is empty" : err);
+		free(token);
+		config_free(next);
+		return;
+	}
+	if (d->admin && admin_set_token(d->admin, token)) {
+		log_error("event=reload_failed reason=\"cannot set admin token\"");
+		free(token);
+		config_free(next);
+		return;
+	}
+	free(token);
+	config_diff(d->cfg, next, report_change, NULL);
+	log_set_level((enum log_level)next->log.level);
+	if (d->cfg != d->boot_cfg)
+		config_free(d->cfg);
+	d->cfg = next;
+	log_info("event=reload_done");
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+	struct daemon *d = h->data;
+
+	if (signum == SIGHUP) {
+		reload(d);
+		return;
+	}
+	log_info("event=stopping signal=%s", signum == SIGINT ? "SIGINT" : "SIGTERM");
+	uv_stop(&d->loop);
+}
+
+static int watch_signals(struct daemon *d)
+{
+	uv_signal_t *hs[] = { &d->sigint, &d->sigterm, &d->sighup };
+	int nums[] = { SIGINT, SIGTERM, SIGHUP };
+
+	for (int i = 0; i < 3; i++) {
+		if (uv_signal_init(&d->loop, hs[i]) || uv_signal_start(hs[i], on_signal, nums[i]))
+			return -1;
+		hs[i]->data = d;
+	}
+	return 0;
+}
+
+static void close_handle(uv_handle_t *h, void *arg)
+{
+	if (!uv_is_closing(h))
+		uv_close(h, NULL);
+}
+
+static int start_admin(struct daemon *d)
+{
+	char err[ERRLEN];
+	char *token = NULL;
+	uint16_t port = 0;
+	enum ferry_err rc;
+
+	if (!*d->cfg->admin.listen) {
+		log_info("event=admin_disabled");
+		return EXIT_OK;
+	}
+	if (config_admin_token(d->cfg, &token, err, sizeof(err))) {
+		fprintf(stderr, "ferryd: %s\n", err);
+		return EXIT_USAGE;
+	}
+	if (!*token) {
+		free(token);
+		fprintf(stderr, "ferryd: the admin API needs a token: set [admin] token or "
+				"token_file (or listen = \"\" to disable it)\n");
+		return EXIT_USAGE;
+	}
+	rc = admin_start(d->cfg, token, d->reg, &d->admin, &port, err, sizeof(err));
+	free(token);
+	if (rc) {
+		fprintf(stderr, "ferryd: %s\n", err);
+		return EXIT_RUNTIME;
+	}
+	log_info("event=admin_listening listen=%s port=%u", d->cfg->admin.listen, port);
+	return EXIT_OK;
+}
+
+static int cmd_run(const char *path)
+{
+	struct daemon d = { .config_path = path };
+	char err[ERRLEN];
+	enum ferry_err rc;
+	int code;
+
+	code = load_config(path, &d.cfg);
+	if (code)
+		return code;
+	d.boot_cfg = d.cfg;
+	rc = queue_schema_check(d.cfg->store.conninfo, d.cfg->store.connect_timeout, NULL, err,
+				sizeof(err));
+	if (rc) {
+		fprintf(stderr, "ferryd: %s\n", err);
+		code = exit_for(rc);
+		goto out_cfg;
+	}
+	d.reg = queue_registry_new(d.cfg->store.conninfo, d.cfg->store.connect_timeout,
+				   d.cfg->admin.threads);
+	if (!d.reg || uv_loop_init(&d.loop)) {
+		fprintf(stderr, "ferryd: cannot initialise: out of memory\n");
+		code = EXIT_RUNTIME;
+		goto out_reg;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	if (watch_signals(&d)) {
+		fprintf(stderr, "ferryd: cannot install signal handlers\n");
+		code = EXIT_RUNTIME;
+		goto out_loop;
+	}
+	code = start_admin(&d);
+	if (code)
+		goto out_loop;
+	log_info("event=started version=%s schema=%d", FERRY_VERSION, queue_schema_latest());
+	uv_run(&d.loop, UV_RUN_DEFAULT);
+	admin_stop(d.admin);
+	log_info("event=stopped");
+
+out_loop:
+	uv_walk(&d.loop, close_handle, NULL);
+	uv_run(&d.loop, UV_RUN_DEFAULT);
+	uv_loop_close(&d.loop);
+out_reg:
+	queue_registry_free(d.reg);
+out_cfg:
+	if (d.cfg != d.boot_cfg)
+		config_free(d.cfg);
+	config_free(d.boot_cfg);
+	return code;
+}
+
+static int cmd_migrate(const char *path)
+{
+	struct ferry_config *cfg;
+	char err[ERRLEN];
+	int applied = 0, code;
+	enum ferry_err rc;
+
+	code = load_config(path, &cfg);
+	if (code)
+		return code;
+	rc = queue_migrate(cfg->store.conninfo, cfg->store.connect_timeout, &applied, err,
+			   sizeof(err));
+	config_free(cfg);
+	if (rc) {
+		fprintf(stderr, "ferryd: %s\n", err);
+		return exit_for(rc);
+	}
+	printf("schema at version %d (%d migration%s applied)\n", queue_schema_latest(), applied,
+	       applied == 1 ? "" : "s");
+	return EXIT_OK;
+}
+
+static int cmd_check_config(const char *path)
+{
+	struct ferry_config *cfg;
+	char err[ERRLEN];
+	char *token = NULL;
+	int code;
+
+	code = load_config(path, &cfg);
+	if (code)
+		return code;
+	if (config_admin_token(cfg, &token, err, sizeof(err))) {
+		fprintf(stderr, "ferryd: %s\n", err);
+		config_free(cfg);
+		return EXIT_USAGE;
+	}
+	free(token);
+	config_print(cfg, stdout);
+	config_free(cfg);
+	return EXIT_OK;
+}
+
+int main(int argc, char **argv)
+{
+	const char *cmd = "run";
+	const char *path = NULL;
+	int i = 1;
+
+	if (argc > 1 && argv[1][0] != '-')
+		cmd = argv[i++];
+	for (; i < argc; i++) {
+		if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) &&
+		    i + 1 < argc) {
+			path = argv[++i];
+		} else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+			usage(stdout);
+			return EXIT_OK;
+		} else {
+			fprintf(stderr, "ferryd: unexpected argument '%s'\n", argv[i]);
+			usage(stderr);
+			return EXIT_USAGE;
+		}
+	}
+
+	if (strcmp(cmd, "run") == 0)
+		return cmd_run(path);
+	if (strcmp(cmd, "migrate") == 0)
+		return cmd_migrate(path);
+	if (strcmp(cmd, "check-config") == 0)
+		return cmd_check_config(path);
+	if (strcmp(cmd, "config-reference") == 0) {
+		config_print_reference(stdout);
+		return EXIT_OK;
+	}
+	if (strcmp(cmd, "version") == 0) {
+		printf("ferryd %s (schema %d)\n", FERRY_VERSION, queue_schema_latest());
+		return EXIT_OK;
+	}
+	if (strcmp(cmd, "help") == 0) {
+		usage(stdout);
+		return EXIT_OK;
+	}
+	fprintf(stderr, "ferryd: unknown command '%s'\n", cmd);
+	usage(stderr);
+	return EXIT_USAGE;
+}

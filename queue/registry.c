@@ -1,0 +1,373 @@
+/*
+ * registry.c - the device registry: a thread-safe pool of blocking libpq
+ * connections for the control plane (the admin API).
+ *
+ * Design: a fixed array of slots, each holding at most one connection, handed
+ * out under a mutex; a caller that finds every slot busy waits on a condition
+ * variable. Connections open lazily and are dropped when libpq reports them
+ * broken, so the registry heals by itself after a PostgreSQL restart.
+ * Read-only queries are retried once on a fresh connection when the old one
+ * turned out to be dead; writes are not (the caller cannot know whether they
+ * happened), they fail with FERRY_EUNAVAIL and the client retries.
+ *
+ * The hot envelope path never comes here.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libpq-fe.h>
+
+#include "common/log.h"
+#include "queue/queue.h"
+#include "queue/pg_int.h"
+#include "common/banned.h"
+
+#define REGISTRY_MAX_CONN 64
+
+struct queue_registry {
+	char *conninfo;
+	unsigned connect_timeout;
+	unsigned nconn;
+	pthread_mutex_t lock;
+	pthread_cond_t freed;
+	PGconn *conns[REGISTRY_MAX_CONN];
+	unsigned char busy[REGISTRY_MAX_CONN];
+};
+
+#define DEVICE_COLUMNS                                                             \
+	"id, user_id, platform, push_provider, push_token, push_app, apns_topic, " \
+	"push_environment, (extract(epoch FROM created) * 1000)::bigint, "         \
+	"coalesce((extract(epoch FROM push_updated) * 1000)::bigint, 0), "         \
+	"coalesce((extract(epoch FROM last_seen) * 1000)::bigint, 0)"
+
+struct queue_registry *queue_registry_new(const char *conninfo, unsigned connect_timeout,
+					  unsigned nconn)
+{
+	struct queue_registry *reg = calloc(1, sizeof(*reg));
+
+	if (!reg)
+		return NULL;
+	reg->conninfo = strdup(conninfo ? conninfo : "");
+	if (!reg->conninfo) {
+		free(reg);
+		return NULL;
+	}
+	reg->connect_timeout = connect_timeout;
+	reg->nconn = nconn < 1 ? 1 : nconn > REGISTRY_MAX_CONN ? REGISTRY_MAX_CONN : nconn;
+	pthread_mutex_init(&reg->lock, NULL);
+	pthread_cond_init(&reg->freed, NULL);
+	return reg;
+}
+
+void queue_registry_free(struct queue_registry *reg)
+{
+	if (!reg)
+		return;
+	for (unsigned i = 0; i < reg->nconn; i++)
+		PQfinish(reg->conns[i]);
+	pthread_cond_destroy(&reg->freed);
+	pthread_mutex_destroy(&reg->lock);
+	free(reg->conninfo);
+	free(reg);
+}
+
+/* Take a slot, waiting for one if all are busy, and make sure it holds a live
+ * connection. Returns the slot index or -1 (database unreachable). */
+static int acquire(struct queue_registry *reg)
+{
+	char err[512];
+	int idx = -1;
+
+	pthread_mutex_lock(&reg->lock);
+	while (idx < 0) {
+		for (unsigned i = 0; i < reg->nconn; i++) {
+			if (!reg->busy[i]) {
+				idx = (int)i;
+				break;
+			}
+		}
+		if (idx < 0)
+			pthread_cond_wait(&reg->freed, &reg->lock);
+	}
+	reg->busy[idx] = 1;
+	pthread_mutex_unlock(&reg->lock);
+
+	if (reg->conns[idx] && PQstatus(reg->conns[idx]) == CONNECTION_OK)
+		return idx;
+	PQfinish(reg->conns[idx]);
+	reg->conns[idx] = queue_pg_connect(reg->conninfo, reg->connect_timeout, err, sizeof(err));
+	if (reg->conns[idx])
+		return idx;
+	log_warn("event=registry_connect_failed reason=\"%s\"", err);
+	pthread_mutex_lock(&reg->lock);
+	reg->busy[idx] = 0;
+	pthread_cond_signal(&reg->freed);
+	pthread_mutex_unlock(&reg->lock);
+	return -1;
+}
+
+static void release(struct queue_registry *reg, int idx)
+{
+	if (PQstatus(reg->conns[idx]) != CONNECTION_OK) {
+		PQfinish(reg->conns[idx]);
+		reg->conns[idx] = NULL;
+	}
+	pthread_mutex_lock(&reg->lock);
+	reg->busy[idx] = 0;
+	pthread_cond_signal(&reg->freed);
+	pthread_mutex_unlock(&reg->lock);
+}
+
+/* Map a failed result to an error: constraint and data errors are the
+ * caller's (EINVAL), a dead connection is EUNAVAIL, the rest EDB. */
+static enum ferry_err result_error(PGconn *conn, const PGresult *res)
+{
+	const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+
+	if (PQstatus(conn) != CONNECTION_OK)
+		return FERRY_EUNAVAIL;
+	if (state && strcmp(state, "23505") == 0)
+		return FERRY_EEXIST;
+	if (state && strcmp(state, "23503") == 0)
+		return FERRY_ENOTFOUND;
+	if (state && (strncmp(state, "22", 2) == 0 || strncmp(state, "23", 2) == 0))
+		return FERRY_EINVAL;
+	if (state && (strncmp(state, "08", 2) == 0 || strncmp(state, "57", 2) == 0))
+		return FERRY_EUNAVAIL;
+	return FERRY_EDB;
+}
+
+/*
+ * Run one statement with text parameters. On success *out holds the result
+ * (PQclear it). @reads marks a statement safe to retry on a new connection.
+ */
+static enum ferry_err run(struct queue_registry *reg, const char *sql, int nparams,
+			  const char *const *params, int reads, PGresult **out)
+{
+	for (int attempt = 0; attempt < 2; attempt++) {
+		PGresult *res;
+		ExecStatusType st;
+		enum ferry_err rc;
+		int idx = acquire(reg);
+
+		if (idx < 0)
+			return FERRY_EUNAVAIL;
+		res = PQexecParams(reg->conns[idx], sql, nparams, NULL, params, NULL, NULL, 0);
+		st = PQresultStatus(res);
+		if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+			release(reg, idx);
+			*out = res;
+			return FERRY_OK;
+		}
+		rc = result_error(reg->conns[idx], res);
+		if (rc != FERRY_EINVAL && rc != FERRY_EEXIST && rc != FERRY_ENOTFOUND)
+			log_warn("event=registry_query_failed reason=\"%s\"",
+				 PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY)
+					 ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY)
+					 : "connection lost");
+		PQclear(res);
+		release(reg, idx);
+		if (rc != FERRY_EUNAVAIL || !reads)
+			return rc;
+	}
+	return FERRY_EUNAVAIL;
+}
+
+enum ferry_err queue_registry_ping(struct queue_registry *reg)
+{
+	PGresult *res;
+	enum ferry_err rc = run(reg, "SELECT 1", 0, NULL, 1, &res);
+
+	if (!rc)
+		PQclear(res);
+	return rc;
+}
+
+enum ferry_err queue_device_create(struct queue_registry *reg, const char *user,
+				   const char *platform, int64_t *id,
+				   char secret[QUEUE_SECRET_LEN + 1])
+{
+	uint8_t hash[QUEUE_SECRET_HASH_LEN];
+	char hash_hex[2 * QUEUE_SECRET_HASH_LEN + 3] = "\\x";
+	const char *params[3] = { user, hash_hex, platform };
+	PGresult *res;
+	enum ferry_err rc;
+
+	rc = queue_secret_new(secret);
+	if (rc)
+		return rc;
+	queue_secret_hash(secret, QUEUE_SECRET_LEN, hash);
+	for (int i = 0; i < QUEUE_SECRET_HASH_LEN; i++)
+		snprintf(hash_hex + 2 + 2 * i, 3, "%02x", hash[i]);
+	rc = run(reg,
+		 "INSERT INTO devices (user_id, secret_hash, platform) "
+		 "VALUES ($1, $2::bytea, $3) RETURNING id",
+		 3, params, 0, &res);
+	if (rc)
+		return rc;
+	*id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+	PQclear(res);
+	return FERRY_OK;
+}
+
+static char *dup_or_null(const PGresult *res, int row, int col, int *failed)
+{
+	char *s;
+
+	if (PQgetisnull(res, row, col))
+		return NULL;
+	s = strdup(PQgetvalue(res, row, col));
+	if (!s)
+		*failed = 1;
+	return s;
+}
+
+static enum ferry_err parse_device(const PGresult *res, int row, struct queue_device *d)
+{
+	int failed = 0;
+
+	memset(d, 0, sizeof(*d));
+	d->id = strtoll(PQgetvalue(res, row, 0), NULL, 10);
+	d->user = dup_or_null(res, row, 1, &failed);
+	d->platform = dup_or_null(res, row, 2, &failed);
+	d->push_provider = dup_or_null(res, row, 3, &failed);
+	d->push_token = dup_or_null(res, row, 4, &failed);
+	d->push_app = dup_or_null(res, row, 5, &failed);
+	d->push_topic = dup_or_null(res, row, 6, &failed);
+	d->push_environment = dup_or_null(res, row, 7, &failed);
+	d->created_ms = strtoll(PQgetvalue(res, row, 8), NULL, 10);
+	d->push_updated_ms = strtoll(PQgetvalue(res, row, 9), NULL, 10);
+	d->last_seen_ms = strtoll(PQgetvalue(res, row, 10), NULL, 10);
+	if (failed) {
+		queue_device_release(d);
+		return FERRY_ENOMEM;
+	}
+	return FERRY_OK;
+}
+
+enum ferry_err queue_device_get(struct queue_registry *reg, int64_t id, struct queue_device *out)
+{
+	char idbuf[24];
+	const char *params[1] = { idbuf };
+	PGresult *res;
+	enum ferry_err rc;
+
+	snprintf(idbuf, sizeof(idbuf), "%lld", (long long)id);
+	rc = run(reg, "SELECT " DEVICE_COLUMNS " FROM devices WHERE id = $1", 1, params, 1, &res);
+	if (rc)
+		return rc;
+	rc = PQntuples(res) == 1 ? parse_device(res, 0, out) : FERRY_ENOTFOUND;
+	PQclear(res);
+	return rc;
+}
+
+enum ferry_err queue_device_list(struct queue_registry *reg, const char *user,
+				 struct queue_device **out, size_t *n)
+{
+	const char *params[1] = { user };
+	struct queue_device *devs;
+	PGresult *res;
+	enum ferry_err rc;
+	int rows;
+
+	rc = run(reg, "SELECT " DEVICE_COLUMNS " FROM devices WHERE user_id = $1 ORDER BY id", 1,
+		 params, 1, &res);
+	if (rc)
+		return rc;
+	rows = PQntuples(res);
+	devs = calloc(rows ? (size_t)rows : 1, sizeof(*devs));
+	if (!devs) {
+		PQclear(res);
+		return FERRY_ENOMEM;
+	}
+	for (int i = 0; i < rows; i++) {
+		rc = parse_device(res, i, &devs[i]);
+		if (rc) {
+			queue_device_list_free(devs, (size_t)i);
+			PQclear(res);
+			return rc;
+		}
+	}
+	PQclear(res);
+	*out = devs;
+	*n = (size_t)rows;
+	return FERRY_OK;
+}
+
+/* Run a statement keyed by device id; FERRY_ENOTFOUND when it touched no row. */
+static enum ferry_err run_on_device(struct queue_registry *reg, const char *sql, int nparams,
+				    const char *const *params)
+{
+	PGresult *res;
+	enum ferry_err rc = run(reg, sql, nparams, params, 0, &res);
+
+	if (rc)
+		return rc;
+	rc = strcmp(PQcmdTuples(res), "0") == 0 ? FERRY_ENOTFOUND : FERRY_OK;
+	PQclear(res);
+	return rc;
+}
+
+enum ferry_err queue_device_delete(struct queue_registry *reg, int64_t id)
+{
+	char idbuf[24];
+	const char *params[1] = { idbuf };
+
+	snprintf(idbuf, sizeof(idbuf), "%lld", (long long)id);
+	return run_on_device(reg, "DELETE FROM devices WHERE id = $1", 1, params);
+}
+
+enum ferry_err queue_device_set_push(struct queue_registry *reg, int64_t id,
+				     const struct queue_push_token *tok)
+{
+	char idbuf[24];
+	const char *params[6] = { idbuf,      tok->provider,
+				  tok->token, tok->app,
+				  tok->topic, tok->environment ? tok->environment : "production" };
+
+	snprintf(idbuf, sizeof(idbuf), "%lld", (long long)id);
+	return run_on_device(reg,
+			     "UPDATE devices SET push_provider = $2, push_token = $3, "
+			     "push_app = $4, apns_topic = $5, push_environment = $6, "
+			     "push_updated = now() WHERE id = $1",
+			     6, params);
+}
+
+enum ferry_err queue_device_clear_push(struct queue_registry *reg, int64_t id)
+{
+	char idbuf[24];
+	const char *params[1] = { idbuf };
+
+	snprintf(idbuf, sizeof(idbuf), "%lld", (long long)id);
+	return run_on_device(reg,
+			     "UPDATE devices SET push_provider = NULL, push_token = NULL, "
+			     "push_app = NULL, apns_topic = NULL, push_environment = NULL, "
+			     "push_updated = NULL WHERE id = $1",
+			     1, params);
+}
+
+void queue_device_release(struct queue_device *dev)
+{
+	if (!dev)
+		return;
+	free(dev->user);
+	free(dev->platform);
+	free(dev->push_provider);
+	free(dev->push_token);
+	free(dev->push_app);
+	free(dev->push_topic);
+	free(dev->push_environment);
+	memset(dev, 0, sizeof(*dev));
+}
+
+void queue_device_list_free(struct queue_device *devs, size_t n)
+{
+	if (!devs)
+		return;
+	for (size_t i = 0; i < n; i++)
+		queue_device_release(&devs[i]);
+	free(devs);
+}

@@ -1,0 +1,92 @@
+#!/bin/sh
+# run-tests.sh UNIT... -- INTEGRATION... [-- FUZZER...]
+#
+# Runs the unit tests, then starts a throwaway PostgreSQL cluster in a fresh
+# temporary directory, runs the integration tests against it (each test makes
+# its own databases) and removes the cluster, whatever happened; then each
+# libFuzzer harness for FUZZ_SECONDS (default 10). Ends with a
+# "N passed, N failed" line and a non-zero exit if anything failed.
+set -u
+here=$(dirname "$0")
+. "$here/pg.sh"
+
+passed=0
+failed=0
+failures=""
+
+run_one() {
+	echo "== $1"
+	if "$1"; then
+		passed=$((passed + 1))
+	else
+		failed=$((failed + 1))
+		failures="$failures $1"
+	fi
+}
+
+export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:halt_on_error=1}"
+export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
+
+while [ $# -gt 0 ] && [ "$1" != "--" ]; do
+	run_one "$1"
+	shift
+done
+[ $# -gt 0 ] && shift
+
+# The documentation generated from the config table must be committed as is.
+echo "== docs/configuration.md matches the config table"
+if build/asan/ferryd config-reference | diff -u docs/configuration.md - >/dev/null; then
+	passed=$((passed + 1))
+else
+	build/asan/ferryd config-reference | diff -u docs/configuration.md - | head -40
+	echo "docs/configuration.md is stale: run 'make docs'" >&2
+	failed=$((failed + 1))
+	failures="$failures docs/configuration.md"
+fi
+
+integration=""
+while [ $# -gt 0 ] && [ "$1" != "--" ]; do
+	integration="$integration $1"
+	shift
+done
+[ $# -gt 0 ] && shift
+fuzzers="$*"
+
+if [ -n "$integration" ]; then
+	tmp=$(mktemp -d /tmp/ferry-test.XXXXXX)
+	chmod 755 "$tmp"
+	cleanup() {
+		pg_stop "$tmp/pgdata"
+		rm -rf "$tmp"
+	}
+	trap cleanup EXIT
+	trap 'exit 130' INT TERM
+	if pg_init "$tmp/pgdata" && pg_start "$tmp/pgdata" "$tmp/sock" -c fsync=off \
+		-c max_connections=200; then
+		export FERRY_TEST_PGHOST="$tmp/sock"
+		export FERRY_TEST_PGUSER="$(pg_owner)"
+		export FERRY_TEST_TMPDIR="$tmp"
+		export FERRY_TEST_FERRYD="${FERRY_TEST_FERRYD:-build/asan/ferryd}"
+		for t in $integration; do
+			run_one "$t"
+		done
+	else
+		echo "could not start a throwaway PostgreSQL cluster" >&2
+		failed=$((failed + 1))
+		failures="$failures (postgres)"
+	fi
+fi
+
+for f in $fuzzers; do
+	if sh "$here/run-fuzz.sh" "${FUZZ_SECONDS:-10}" "$f"; then
+		passed=$((passed + 1))
+	else
+		failed=$((failed + 1))
+		failures="$failures $f"
+	fi
+done
+
+echo
+[ -n "$failures" ] && echo "failed:$failures"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

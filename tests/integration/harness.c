@@ -1,0 +1,414 @@
+/*
+ * harness.c - integration test support (see harness.h).
+ *
+ * Databases are named <prefix>_<pid>_<n> so that tests running at the same
+ * time in one cluster never meet. Daemons are started with fork/exec and
+ * their stderr kept in a file that is printed when a test fails.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <curl/curl.h>
+
+#include "tests/integration/harness.h"
+#include "common/banned.h"
+
+static const char *env_or_fail(const char *name)
+{
+	const char *v = getenv(name);
+
+	if (!v || !*v)
+		fail_msg("%s is not set: run integration tests through 'make test'", name);
+	return v;
+}
+
+static char *xasprintf(const char *fmt, ...)
+{
+	va_list ap;
+	char *s;
+
+	va_start(ap, fmt);
+	if (vasprintf(&s, fmt, ap) < 0)
+		s = NULL;
+	va_end(ap);
+	if (!s)
+		fail_msg("out of memory");
+	return s;
+}
+
+static char *base_conninfo(const char *dbname)
+{
+	return xasprintf("host=%s user=%s dbname=%s", env_or_fail("FERRY_TEST_PGHOST"),
+			 env_or_fail("FERRY_TEST_PGUSER"), dbname);
+}
+
+PGconn *th_pg_connect(const char *conninfo)
+{
+	PGconn *conn = PQconnectdb(conninfo);
+
+	if (PQstatus(conn) != CONNECTION_OK)
+		fail_msg("cannot connect to '%s': %s", conninfo, PQerrorMessage(conn));
+	PQsetNoticeProcessor(conn, NULL, NULL);
+	return conn;
+}
+
+PGresult *th_pg_exec(PGconn *conn, const char *sql)
+{
+	PGresult *res = PQexec(conn, sql);
+	ExecStatusType st = PQresultStatus(res);
+
+	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
+		fail_msg("SQL failed: %s\n  %s", sql, PQerrorMessage(conn));
+	return res;
+}
+
+const char *th_pg_sqlstate(PGconn *conn, const char *sql, char state[6])
+{
+	PGresult *res = PQexec(conn, sql);
+	ExecStatusType st = PQresultStatus(res);
+	const char *s;
+
+	state[0] = '\0';
+	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+		s = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+		snprintf(state, 6, "%s", s ? s : "?????");
+	}
+	PQclear(res);
+	return state;
+}
+
+char *th_db_new(const char *prefix)
+{
+	static int counter;
+	char *admin = base_conninfo("postgres");
+	char *name = xasprintf("%s_%d_%d", prefix, (int)getpid(), ++counter);
+	char *sql = xasprintf("CREATE DATABASE \"%s\"", name);
+	PGconn *conn = th_pg_connect(admin);
+	char *conninfo;
+
+	PQclear(th_pg_exec(conn, sql));
+	PQfinish(conn);
+	conninfo = base_conninfo(name);
+	free(sql);
+	free(name);
+	free(admin);
+	return conninfo;
+}
+
+int th_free_port(void)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET,
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(sa);
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) ||
+	    getsockname(fd, (struct sockaddr *)&sa, &len))
+		fail_msg("cannot find a free port: %s", strerror(errno));
+	close(fd);
+	return ntohs(sa.sin_port);
+}
+
+char *th_write_file(const char *name, const char *text)
+{
+	static int counter;
+	char *path = xasprintf("%s/%d_%d_%s", env_or_fail("FERRY_TEST_TMPDIR"), (int)getpid(),
+			       ++counter, name);
+	FILE *f = fopen(path, "w");
+
+	if (!f || fputs(text, f) < 0 || fclose(f))
+		fail_msg("cannot write '%s': %s", path, strerror(errno));
+	return path;
+}
+
+char *th_ferryd_config(const char *conninfo, int admin_port, const char *token)
+{
+	return xasprintf("[store]\nconninfo = \"%s\"\n\n[admin]\nlisten = 127.0.0.1:%d\n"
+			 "token = \"%s\"\n\n[log]\nlevel = debug\n",
+			 conninfo, admin_port, token);
+}
+
+static char *read_all(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	char *s = NULL;
+	size_t n = 0;
+	FILE *mem;
+	char chunk[4096];
+	size_t r;
+
+	mem = open_memstream(&s, &n);
+	if (!mem)
+		fail_msg("out of memory");
+	while (f && (r = fread(chunk, 1, sizeof(chunk), f)) > 0)
+		fwrite(chunk, 1, r, mem);
+	if (f)
+		fclose(f);
+	fclose(mem);
+	return s;
+}
+
+/* fork/exec @argv with stdout and stderr to @log_path (or inherited if NULL). */
+static pid_t spawn(const char *const argv[], const char *log_path)
+{
+	pid_t pid = fork();
+
+	if (pid < 0)
+		fail_msg("fork: %s", strerror(errno));
+	if (pid == 0) {
+		if (log_path) {
+			int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+
+			if (fd < 0)
+				_exit(126);
+			dup2(fd, STDOUT_FILENO);
+			dup2(fd, STDERR_FILENO);
+			close(fd);
+		}
+		execv(argv[0], (char *const *)argv);
+		_exit(127);
+	}
+	return pid;
+}
+
+static int wait_status(pid_t pid)
+{
+	int st;
+
+	while (waitpid(pid, &st, 0) < 0)
+		if (errno != EINTR)
+			fail_msg("waitpid: %s", strerror(errno));
+	if (WIFEXITED(st))
+		return WEXITSTATUS(st);
+	return 128 + WTERMSIG(st);
+}
+
+int th_ferryd_cmd(const char *config_path, const char *const argv_tail[], char **output)
+{
+	const char *argv[32];
+	char *log_path = NULL;
+	int n = 0, status;
+
+	argv[n++] = env_or_fail("FERRY_TEST_FERRYD");
+	for (int i = 0; argv_tail[i] && n < 28; i++)
+		argv[n++] = argv_tail[i];
+	if (config_path) {
+		argv[n++] = "-c";
+		argv[n++] = config_path;
+	}
+	argv[n] = NULL;
+	if (output)
+		log_path = th_write_file("cmd.log", "");
+	status = wait_status(spawn(argv, log_path));
+	if (output)
+		*output = read_all(log_path);
+	if (log_path) {
+		unlink(log_path);
+		free(log_path);
+	}
+	return status;
+}
+
+static void dump_log(const struct th_ferryd *d)
+{
+	char *log = read_all(d->log_path);
+
+	fprintf(stderr, "---- ferryd log (%s) ----\n%s---- end of log ----\n", d->log_path, log);
+	free(log);
+}
+
+void th_ferryd_start(struct th_ferryd *d, const char *config_text, int admin_port)
+{
+	struct timespec pause = { 0, 50 * 1000 * 1000 };
+	const char *argv[5];
+	int st;
+
+	memset(d, 0, sizeof(*d));
+	d->config_path = th_write_file("ferry.ini", config_text);
+	d->log_path = xasprintf("%s.log", d->config_path);
+	d->admin_port = admin_port;
+	snprintf(d->admin_url, sizeof(d->admin_url), "http://127.0.0.1:%d", admin_port);
+	argv[0] = env_or_fail("FERRY_TEST_FERRYD");
+	argv[1] = "run";
+	argv[2] = "-c";
+	argv[3] = d->config_path;
+	argv[4] = NULL;
+	d->pid = spawn(argv, d->log_path);
+
+	for (int i = 0; i < 400; i++) {
+		char url[96];
+		CURL *c;
+		long status = 0;
+
+		if (waitpid(d->pid, &st, WNOHANG) == d->pid) {
+			dump_log(d);
+			fail_msg("ferryd exited before it was ready");
+		}
+		snprintf(url, sizeof(url), "%s/healthz", d->admin_url);
+		c = curl_easy_init();
+		curl_easy_setopt(c, CURLOPT_URL, url);
+		curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+		curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 1000L);
+		if (curl_easy_perform(c) == CURLE_OK)
+			curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+		curl_easy_cleanup(c);
+		if (status == 200)
+			return;
+		nanosleep(&pause, NULL);
+	}
+	dump_log(d);
+	kill(d->pid, SIGKILL);
+	fail_msg("ferryd did not become healthy within 20 s");
+}
+
+int th_ferryd_stop(struct th_ferryd *d, int sig)
+{
+	int status;
+
+	if (d->pid <= 0)
+		return -1;
+	kill(d->pid, sig);
+	status = wait_status(d->pid);
+	d->pid = 0;
+	if (status != 0)
+		dump_log(d);
+	unlink(d->config_path);
+	unlink(d->log_path);
+	free(d->config_path);
+	free(d->log_path);
+	d->config_path = d->log_path = NULL;
+	return status;
+}
+
+static size_t collect(char *p, size_t size, size_t n, void *arg)
+{
+	FILE *mem = arg;
+
+	return fwrite(p, size, n, mem);
+}
+
+struct hdr_ctx {
+	struct th_response *r;
+	FILE *all;
+};
+
+static size_t header_cb(char *p, size_t size, size_t n, void *arg)
+{
+	struct hdr_ctx *ctx = arg;
+	struct th_response *r = ctx->r;
+	size_t len = size * n;
+	static const char ct[] = "content-type:";
+
+	fwrite(p, 1, len, ctx->all);
+	if (len > sizeof(ct) - 1 && strncasecmp(p, ct, sizeof(ct) - 1) == 0) {
+		const char *v = p + sizeof(ct) - 1;
+		size_t vlen = len - (sizeof(ct) - 1);
+
+		while (vlen && (*v == ' ' || *v == '\t'))
+			v++, vlen--;
+		while (vlen && (v[vlen - 1] == '\r' || v[vlen - 1] == '\n'))
+			vlen--;
+		free(r->content_type);
+		r->content_type = strndup(v, vlen);
+	}
+	return len;
+}
+
+void th_http_hdr(struct th_response *r, const char *method, const char *url, const char *header,
+		 const char *body)
+{
+	struct curl_slist *hdrs = NULL;
+	size_t blen = 0, hlen = 0;
+	struct hdr_ctx ctx = { .r = r };
+	FILE *mem;
+	CURL *c;
+	CURLcode cc;
+
+	memset(r, 0, sizeof(*r));
+	mem = open_memstream(&r->body, &blen);
+	ctx.all = open_memstream(&r->headers, &hlen);
+	c = curl_easy_init();
+	if (!mem || !ctx.all || !c)
+		fail_msg("out of memory");
+	if (header)
+		hdrs = curl_slist_append(hdrs, header);
+	if (body) {
+		hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
+		curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+		curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+	}
+	hdrs = curl_slist_append(hdrs, "Expect:");
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+	if (strcmp(method, "HEAD") == 0)
+		curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, mem);
+	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, header_cb);
+	curl_easy_setopt(c, CURLOPT_HEADERDATA, &ctx);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
+	cc = curl_easy_perform(c);
+	if (cc != CURLE_OK)
+		fail_msg("%s %s: %s", method, url, curl_easy_strerror(cc));
+	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
+	curl_easy_cleanup(c);
+	curl_slist_free_all(hdrs);
+	fclose(mem);
+	fclose(ctx.all);
+}
+
+char *th_response_header(const struct th_response *r, const char *name)
+{
+	size_t nlen = strlen(name);
+	const char *line = r->headers;
+
+	while (line && *line) {
+		const char *end = strchr(line, '\n');
+		size_t len = end ? (size_t)(end - line) : strlen(line);
+
+		if (len > nlen && strncasecmp(line, name, nlen) == 0 && line[nlen] == ':') {
+			const char *v = line + nlen + 1;
+			size_t vlen = len - nlen - 1;
+
+			while (vlen && (*v == ' ' || *v == '\t'))
+				v++, vlen--;
+			while (vlen && (v[vlen - 1] == '\r' || v[vlen - 1] == ' '))
+				vlen--;
+			return strndup(v, vlen);
+		}
+		line = end ? end + 1 : NULL;
+	}
+	return NULL;
+}
+
+void th_http(struct th_response *r, const char *method, const char *url, const char *token,
+	     const char *body)
+{
+	char *hdr = token ? xasprintf("Authorization: Bearer %s", token) : NULL;
+
+	th_http_hdr(r, method, url, hdr, body);
+	free(hdr);
+}
+
+void th_response_release(struct th_response *r)
+{
+	free(r->body);
+	free(r->content_type);
+	free(r->headers);
+	memset(r, 0, sizeof(*r));
+}

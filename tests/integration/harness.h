@@ -1,0 +1,96 @@
+/*
+ * harness.h - support for integration tests: throwaway databases, a running
+ * ferryd, HTTP requests.
+ *
+ * scripts/run-tests.sh starts one throwaway PostgreSQL cluster per `make test`
+ * and exports FERRY_TEST_PGHOST (its socket directory), FERRY_TEST_PGUSER,
+ * FERRY_TEST_TMPDIR (a scratch directory removed afterwards) and
+ * FERRY_TEST_FERRYD (the daemon binary to test). Each test makes databases of
+ * its own with th_db_new(), so tests never see each other's data.
+ *
+ * Every function here fails the test (cmocka fail_msg) instead of returning
+ * errors, so test bodies stay short.
+ */
+#ifndef FERRY_TESTS_HARNESS_H
+#define FERRY_TESTS_HARNESS_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#include <libpq-fe.h>
+
+/* A fresh, empty database; returns its libpq conninfo (static storage per
+ * call is NOT used: the string is malloc'ed, free it). */
+char *th_db_new(const char *prefix);
+
+/* Connect to a conninfo or fail the test. */
+PGconn *th_pg_connect(const char *conninfo);
+
+/* Run @sql; fail the test unless it succeeded. Returns the result (PQclear it). */
+PGresult *th_pg_exec(PGconn *conn, const char *sql);
+
+/* Run @sql and return the SQLSTATE it failed with ("" if it succeeded). */
+const char *th_pg_sqlstate(PGconn *conn, const char *sql, char state[6]);
+
+/* A TCP port on 127.0.0.1 that was free a moment ago. */
+int th_free_port(void);
+
+/* Write @text to a new file in FERRY_TEST_TMPDIR; returns its malloc'ed path. */
+char *th_write_file(const char *name, const char *text);
+
+/* A running daemon. */
+struct th_ferryd {
+	pid_t pid;
+	int admin_port;
+	char admin_url[64]; /* http://127.0.0.1:PORT */
+	char *config_path;
+	char *log_path; /* its stderr */
+};
+
+/*
+ * Run `ferryd ARGS... -c CONFIG` (argv_tail is NULL-terminated; config_path
+ * may be NULL for no -c) and return its exit status. If @output is not NULL it
+ * receives everything the command wrote to stdout and stderr (free it).
+ */
+int th_ferryd_cmd(const char *config_path, const char *const argv_tail[], char **output);
+
+/*
+ * Start `ferryd run -c FILE` with @config_text written to a file, stderr to a
+ * log file. Waits until GET /healthz on @admin_port answers 200, or fails the
+ * test (printing the daemon's log) after 20 s or if the daemon exits.
+ */
+void th_ferryd_start(struct th_ferryd *d, const char *config_text, int admin_port);
+
+/* A standard config for @conninfo, admin on @admin_port with @token.
+ * Returns a malloc'ed string. */
+char *th_ferryd_config(const char *conninfo, int admin_port, const char *token);
+
+/* Send @sig, wait for exit; returns the exit status (or 128+signal). */
+int th_ferryd_stop(struct th_ferryd *d, int sig);
+
+/* An HTTP response. */
+struct th_response {
+	long status;
+	char *body;	    /* NUL-terminated, malloc'ed */
+	char *content_type; /* malloc'ed, may be NULL */
+	char *headers;	    /* every response header line, raw, malloc'ed */
+};
+
+/* Value of response header @name (case-insensitive), malloc'ed; NULL if absent. */
+char *th_response_header(const struct th_response *r, const char *name);
+
+/*
+ * Send @method @url with optional bearer @token (NULL: no Authorization
+ * header) and optional @body (sent as application/json). Fails the test on
+ * transport errors.
+ */
+void th_http(struct th_response *r, const char *method, const char *url, const char *token,
+	     const char *body);
+
+/* Same, with a raw extra header line (e.g. "Authorization: Basic x"), or NULL. */
+void th_http_hdr(struct th_response *r, const char *method, const char *url, const char *header,
+		 const char *body);
+
+void th_response_release(struct th_response *r);
+
+#endif

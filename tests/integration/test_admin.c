@@ -1,0 +1,684 @@
+/*
+ * test_admin.c - the admin REST API over real HTTP, against a real ferryd on
+ * a fresh, migrated PostgreSQL database.
+ *
+ * One daemon serves the whole group (group setup/teardown); each test uses
+ * users of its own so that tests do not see each other's devices. The
+ * daemon runs with [admin] max_body = 1k so that 413 is cheap to provoke.
+ * Bodies are checked by parsing them with jansson, not by matching text;
+ * only error messages are matched by substring.
+ *
+ * Teardown stops the daemon with SIGTERM and requires exit status 0, which
+ * under ASan includes "no leaks", so admin_stop() freeing everything is
+ * tested too. The last test reads the daemon's log and checks that no
+ * secret reached it.
+ */
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+#include <libpq-fe.h>
+
+#include "tests/integration/harness.h"
+#include "common/banned.h"
+
+#define TOKEN "admin-test-token-7f3a"
+#define APNS_TOKEN "0123456789abcdef0123456789ABCDEF0123456789abcdef0123456789abcdef"
+#define FCM_TOKEN "fcm-token:APA91bH_example-0123456789"
+#define MAX_BODY 1024
+
+struct ctx {
+	char *conninfo;
+	struct th_ferryd d;
+	char secret[64]; /* one device secret, to look for in the log */
+};
+
+/* ---- helpers ---- */
+
+/* th_ferryd_config() with max_body = 1k added to its [admin] section. */
+static char *admin_config(const char *conninfo, int port)
+{
+	char *base = th_ferryd_config(conninfo, port, TOKEN);
+	const char *at = strstr(base, "[admin]\n");
+	static const char extra[] = "max_body = 1k\n";
+	size_t head, len = strlen(base);
+	char *text;
+
+	assert_non_null(at);
+	head = (size_t)(at - base) + strlen("[admin]\n");
+	text = malloc(len + sizeof(extra));
+	assert_non_null(text);
+	memcpy(text, base, head);
+	memcpy(text + head, extra, sizeof(extra) - 1);
+	memcpy(text + head + sizeof(extra) - 1, base + head, len - head + 1);
+	free(base);
+	return text;
+}
+
+static void url_of(const struct ctx *c, const char *path, char *url, size_t len)
+{
+	int n = snprintf(url, len, "%s%s", c->d.admin_url, path);
+
+	assert_true(n > 0 && (size_t)n < len);
+}
+
+/* @method @path (below the daemon's URL) with the right token. */
+static void request(struct ctx *c, struct th_response *r, const char *method, const char *path,
+		    const char *body)
+{
+	char url[1024];
+
+	url_of(c, path, url, sizeof(url));
+	th_http(r, method, url, TOKEN, body);
+}
+
+/* The body as JSON; fails the test unless it is JSON with an application/json type. */
+static json_t *body_json(const struct th_response *r)
+{
+	json_error_t jerr;
+	json_t *j;
+
+	assert_non_null(r->content_type);
+	assert_string_equal(r->content_type, "application/json");
+	j = json_loads(r->body, 0, &jerr);
+	if (!j)
+		fail_msg("response is not JSON (%s): %s", jerr.text, r->body);
+	return j;
+}
+
+static const char *str_field(json_t *obj, const char *key)
+{
+	json_t *v = json_object_get(obj, key);
+
+	if (!json_is_string(v))
+		fail_msg("field '%s' is missing or not a string", key);
+	return json_string_value(v);
+}
+
+/* An error reply: @status, the error object with @code, a message containing @needle. */
+static void assert_error(const struct th_response *r, long status, const char *code,
+			 const char *needle)
+{
+	json_t *j, *err;
+
+	if (r->status != status)
+		fail_msg("expected status %ld, got %ld: %s", status, r->status, r->body);
+	j = body_json(r);
+	err = json_object_get(j, "error");
+	assert_true(json_is_object(err));
+	assert_int_equal(json_object_size(j), 1);
+	assert_int_equal(json_object_size(err), 2);
+	assert_string_equal(str_field(err, "code"), code);
+	if (needle && !strstr(str_field(err, "message"), needle))
+		fail_msg("message '%s' does not mention '%s'", str_field(err, "message"), needle);
+	json_decref(j);
+}
+
+/* Send and expect an error in one go. */
+static void expect_error(struct ctx *c, const char *method, const char *path, const char *body,
+			 long status, const char *code, const char *needle)
+{
+	struct th_response r;
+
+	request(c, &r, method, path, body);
+	assert_error(&r, status, code, needle);
+	th_response_release(&r);
+}
+
+/* "2026-11-28T15:05:49.123Z" */
+static void assert_time(const char *s)
+{
+	static const char shape[] = "dddd-dd-ddTdd:dd:dd.dddZ";
+	size_t i;
+
+	assert_int_equal(strlen(s), strlen(shape));
+	for (i = 0; shape[i]; i++) {
+		if (shape[i] == 'd')
+			assert_true(s[i] >= '0' && s[i] <= '9');
+		else
+			assert_int_equal(s[i], shape[i]);
+	}
+}
+
+static void assert_device_id(const char *s)
+{
+	size_t i;
+
+	assert_true(s[0] >= '1' && s[0] <= '9');
+	for (i = 0; s[i]; i++)
+		assert_true(s[i] >= '0' && s[i] <= '9');
+	assert_true(i <= 19);
+}
+
+/* Create a device for @user; returns its id (malloc'ed); the secret into @secret if not NULL. */
+static char *create_device(struct ctx *c, const char *user, const char *platform, char *secret,
+			   size_t secret_len)
+{
+	char path[256], body[128], location[64];
+	struct th_response r;
+	char *loc, *id;
+	json_t *j;
+
+	snprintf(path, sizeof(path), "/v1/users/%s/devices", user);
+	snprintf(body, sizeof(body), "{\"platform\":\"%s\"}", platform);
+	request(c, &r, "POST", path, body);
+	if (r.status != 201)
+		fail_msg("device creation: %ld %s", r.status, r.body);
+	j = body_json(&r);
+	assert_int_equal(json_object_size(j), 4);
+	id = strdup(str_field(j, "device_id"));
+	assert_device_id(id);
+	assert_string_equal(str_field(j, "user"), user);
+	assert_string_equal(str_field(j, "platform"), platform);
+	if (secret)
+		snprintf(secret, secret_len, "%s", str_field(j, "secret"));
+	loc = th_response_header(&r, "Location");
+	assert_non_null(loc);
+	snprintf(location, sizeof(location), "/v1/devices/%s", id);
+	assert_string_equal(loc, location);
+	free(loc);
+	json_decref(j);
+	th_response_release(&r);
+	return id;
+}
+
+/* GET /v1/devices/@id, expecting 200; returns the device object. */
+static json_t *get_device(struct ctx *c, const char *id)
+{
+	struct th_response r;
+	char path[64];
+	json_t *j;
+
+	snprintf(path, sizeof(path), "/v1/devices/%s", id);
+	request(c, &r, "GET", path, NULL);
+	if (r.status != 200)
+		fail_msg("GET %s: %ld %s", path, r.status, r.body);
+	j = body_json(&r);
+	th_response_release(&r);
+	return j;
+}
+
+static int count_rows(const char *conninfo, const char *sql)
+{
+	PGconn *conn = th_pg_connect(conninfo);
+	PGresult *res = th_pg_exec(conn, sql);
+	int n = (int)strtol(PQgetvalue(res, 0, 0), NULL, 10);
+
+	PQclear(res);
+	PQfinish(conn);
+	return n;
+}
+
+/* ---- group fixtures ---- */
+
+static int group_setup(void **state)
+{
+	struct ctx *c = calloc(1, sizeof(*c));
+	const char *const migrate[] = { "migrate", NULL };
+	int port = th_free_port();
+	char *text, *path;
+
+	assert_non_null(c);
+	c->conninfo = th_db_new("admin");
+	text = admin_config(c->conninfo, port);
+	path = th_write_file("admin-migrate.ini", text);
+	assert_int_equal(th_ferryd_cmd(path, migrate, NULL), 0);
+	unlink(path);
+	free(path);
+	th_ferryd_start(&c->d, text, port);
+	free(text);
+	*state = c;
+	return 0;
+}
+
+static int group_teardown(void **state)
+{
+	struct ctx *c = *state;
+	int status = th_ferryd_stop(&c->d, SIGTERM);
+
+	free(c->conninfo);
+	free(c);
+	if (status != 0)
+		fprintf(stderr, "ferryd exited with status %d\n", status);
+	return status == 0 ? 0 : -1;
+}
+
+/* ---- tests ---- */
+
+static void test_health_without_token(void **state)
+{
+	struct ctx *c = *state;
+	struct th_response r;
+	char url[256];
+	json_t *j;
+
+	url_of(c, "/healthz", url, sizeof(url));
+	th_http(&r, "GET", url, NULL, NULL);
+	assert_int_equal(r.status, 200);
+	j = body_json(&r);
+	assert_int_equal(json_object_size(j), 1);
+	assert_string_equal(str_field(j, "status"), "ok");
+	json_decref(j);
+	th_response_release(&r);
+
+	url_of(c, "/readyz", url, sizeof(url));
+	th_http(&r, "GET", url, NULL, NULL);
+	assert_int_equal(r.status, 200);
+	j = body_json(&r);
+	assert_string_equal(str_field(j, "status"), "ready");
+	assert_string_equal(str_field(json_object_get(j, "checks"), "database"), "ok");
+	json_decref(j);
+	th_response_release(&r);
+
+	url_of(c, "/healthz", url, sizeof(url));
+	th_http(&r, "HEAD", url, NULL, NULL);
+	assert_int_equal(r.status, 200);
+	th_response_release(&r);
+}
+
+static void expect_unauthorized(struct th_response *r)
+{
+	char *www = th_response_header(r, "WWW-Authenticate");
+
+	assert_error(r, 401, "unauthorized", NULL);
+	assert_non_null(www);
+	assert_string_equal(www, "Bearer");
+	free(www);
+	th_response_release(r);
+}
+
+static void test_auth_required(void **state)
+{
+	struct ctx *c = *state;
+	struct th_response r;
+	char url[256];
+
+	url_of(c, "/v1/users/alice/devices", url, sizeof(url));
+	th_http(&r, "GET", url, NULL, NULL);
+	expect_unauthorized(&r);
+	th_http(&r, "GET", url, "wrong-token", NULL);
+	expect_unauthorized(&r);
+	th_http(&r, "GET", url, TOKEN "x", NULL);
+	expect_unauthorized(&r);
+	th_http_hdr(&r, "GET", url, "Authorization: Basic YWRtaW46c2VjcmV0", NULL);
+	expect_unauthorized(&r);
+	th_http_hdr(&r, "GET", url, "Authorization: Bearer", NULL);
+	expect_unauthorized(&r);
+
+	/* Auth comes before the body is looked at, and before routing. */
+	th_http(&r, "POST", url, NULL, "{\"platform\":\"ios\"}");
+	expect_unauthorized(&r);
+	th_http(&r, "POST", url, "wrong-token", "not json");
+	expect_unauthorized(&r);
+	url_of(c, "/v1/no/such/route", url, sizeof(url));
+	th_http(&r, "GET", url, NULL, NULL);
+	expect_unauthorized(&r);
+
+	/* The scheme name is case-insensitive. */
+	url_of(c, "/v1/users/alice/devices", url, sizeof(url));
+	th_http_hdr(&r, "GET", url, "Authorization: bearer " TOKEN, NULL);
+	assert_int_equal(r.status, 200);
+	th_response_release(&r);
+}
+
+static void test_device_create_list_get(void **state)
+{
+	struct ctx *c = *state;
+	char secret[64];
+	struct th_response r;
+	json_t *j, *devs, *dev;
+	char *id;
+	size_t i;
+
+	id = create_device(c, "alice", "ios", secret, sizeof(secret));
+	assert_int_equal(strlen(secret), 43);
+	for (i = 0; secret[i]; i++)
+		assert_non_null(strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+				       "0123456789-_",
+				       secret[i]));
+	snprintf(c->secret, sizeof(c->secret), "%s", secret);
+
+	request(c, &r, "GET", "/v1/users/alice/devices", NULL);
+	assert_int_equal(r.status, 200);
+	j = body_json(&r);
+	assert_string_equal(str_field(j, "user"), "alice");
+	devs = json_object_get(j, "devices");
+	assert_true(json_is_array(devs));
+	assert_int_equal(json_array_size(devs), 1);
+	dev = json_array_get(devs, 0);
+	assert_string_equal(str_field(dev, "device_id"), id);
+	assert_null(json_object_get(dev, "secret"));
+	assert_null(strstr(r.body, secret));
+	json_decref(j);
+	th_response_release(&r);
+
+	j = get_device(c, id);
+	assert_string_equal(str_field(j, "device_id"), id);
+	assert_string_equal(str_field(j, "user"), "alice");
+	assert_string_equal(str_field(j, "platform"), "ios");
+	assert_time(str_field(j, "created"));
+	assert_true(json_is_null(json_object_get(j, "last_seen")));
+	assert_true(json_is_null(json_object_get(j, "push")));
+	assert_null(json_object_get(j, "secret"));
+	json_decref(j);
+
+	/* An unknown user has no devices, which is not an error. */
+	request(c, &r, "GET", "/v1/users/nobody-here/devices", NULL);
+	assert_int_equal(r.status, 200);
+	j = body_json(&r);
+	assert_int_equal(json_array_size(json_object_get(j, "devices")), 0);
+	json_decref(j);
+	th_response_release(&r);
+	free(id);
+}
+
+static void test_invalid_user(void **state)
+{
+	struct ctx *c = *state;
+	char path[256];
+
+	expect_error(c, "POST", "/v1/users/a%20b/devices", "{\"platform\":\"ios\"}", 400,
+		     "bad_request", "user 'a b' is invalid");
+	expect_error(c, "GET", "/v1/users/a%20b/devices", NULL, 400, "bad_request",
+		     "user 'a b' is invalid");
+	snprintf(path, sizeof(path), "/v1/users/%065d/devices", 0);
+	expect_error(c, "POST", path, "{\"platform\":\"ios\"}", 400, "bad_request", "is invalid");
+	expect_error(c, "GET", path, NULL, 400, "bad_request", "is invalid");
+	expect_error(c, "POST", "/v1/users//devices", "{\"platform\":\"ios\"}", 400, "bad_request",
+		     "user '' is invalid");
+	expect_error(c, "GET", "/v1/users/a%2Fb/devices", NULL, 400, "bad_request",
+		     "user 'a/b' is invalid");
+	expect_error(c, "GET", "/v1/users/a%00b/devices", NULL, 400, "bad_request",
+		     "percent-escape");
+	expect_error(c, "GET", "/v1/users/a%zzb/devices", NULL, 400, "bad_request",
+		     "percent-escape");
+}
+
+static void test_bad_request_bodies(void **state)
+{
+	struct ctx *c = *state;
+	const char *p = "/v1/users/bodies/devices";
+
+	expect_error(c, "POST", p, "{\"platform\":\"nokia\"}", 400, "bad_request",
+		     "field 'platform' must be one of ios, android, desktop, web");
+	expect_error(c, "POST", p, "{\"platform\":\"ios\"", 400, "bad_request", "invalid JSON");
+	expect_error(c, "POST", p, "{platform: ios}", 400, "bad_request", "invalid JSON");
+	expect_error(c, "POST", p, "[\"ios\"]", 400, "bad_request", "must be a JSON object");
+	expect_error(c, "POST", p, "\"ios\"", 400, "bad_request", "must be a JSON object");
+	expect_error(c, "POST", p, "{\"platform\":\"ios\",\"x\":1}", 400, "bad_request",
+		     "unknown field 'x'");
+	expect_error(c, "POST", p, "{\"platform\":7}", 400, "bad_request",
+		     "field 'platform' must be a string");
+	expect_error(c, "POST", p, "{}", 400, "bad_request", "field 'platform' is required");
+	expect_error(c, "POST", p, "{\"platform\":\"ios\",\"platform\":\"web\"}", 400,
+		     "bad_request", "duplicate");
+	expect_error(c, "POST", p, "", 400, "bad_request", "empty");
+}
+
+static void test_body_too_large(void **state)
+{
+	struct ctx *c = *state;
+	struct th_response r;
+	char url[256], *body = malloc(2 * MAX_BODY + 32);
+
+	assert_non_null(body);
+	snprintf(body, 2 * MAX_BODY + 32, "{\"platform\":\"%0*d\"}", 2 * MAX_BODY, 0);
+	expect_error(c, "POST", "/v1/users/big/devices", body, 413, "payload_too_large",
+		     "max_body");
+	/* Without the token, the answer is 401 whatever the size. */
+	url_of(c, "/v1/users/big/devices", url, sizeof(url));
+	th_http(&r, "POST", url, NULL, body);
+	expect_unauthorized(&r);
+	/* The daemon is still fine, and nothing was created. */
+	request(c, &r, "GET", "/v1/users/big/devices", NULL);
+	assert_int_equal(r.status, 200);
+	th_response_release(&r);
+	free(body);
+}
+
+static void test_routes_and_methods(void **state)
+{
+	struct ctx *c = *state;
+	struct th_response r;
+	char *allow;
+
+	expect_error(c, "GET", "/nope", NULL, 404, "not_found", "'/nope'");
+	expect_error(c, "GET", "/v1/nope", NULL, 404, "not_found", "'/v1/nope'");
+	expect_error(c, "GET", "/v1/devices/1/push/x", NULL, 404, "not_found", NULL);
+
+	request(c, &r, "PATCH", "/v1/devices/1", "{}");
+	assert_error(&r, 405, "method_not_allowed", "PATCH");
+	allow = th_response_header(&r, "Allow");
+	assert_non_null(allow);
+	assert_string_equal(allow, "GET, HEAD, DELETE");
+	free(allow);
+	th_response_release(&r);
+
+	request(c, &r, "POST", "/healthz", NULL);
+	assert_error(&r, 405, "method_not_allowed", NULL);
+	allow = th_response_header(&r, "Allow");
+	assert_non_null(allow);
+	assert_string_equal(allow, "GET, HEAD");
+	free(allow);
+	th_response_release(&r);
+
+	request(c, &r, "GET", "/v1/devices/1/push", NULL);
+	assert_error(&r, 405, "method_not_allowed", NULL);
+	allow = th_response_header(&r, "Allow");
+	assert_non_null(allow);
+	assert_string_equal(allow, "PUT, DELETE");
+	free(allow);
+	th_response_release(&r);
+
+	expect_error(c, "GET", "/v1/devices/abc", NULL, 400, "bad_request",
+		     "device id 'abc' is invalid");
+	expect_error(c, "GET", "/v1/devices/0", NULL, 400, "bad_request", "device id '0'");
+	expect_error(c, "GET", "/v1/devices/-1", NULL, 400, "bad_request", "device id '-1'");
+	expect_error(c, "GET", "/v1/devices/01", NULL, 400, "bad_request", "device id '01'");
+	expect_error(c, "GET", "/v1/devices/9223372036854775808", NULL, 400, "bad_request",
+		     "is invalid");
+	expect_error(c, "GET", "/v1/devices/9223372036854775807", NULL, 404, "not_found",
+		     "device '9223372036854775807' not found");
+}
+
+static void assert_push(json_t *dev, const char *provider, const char *token, const char *app,
+			const char *topic, const char *environment)
+{
+	json_t *push = json_object_get(dev, "push");
+	char prefix[32];
+
+	assert_true(json_is_object(push));
+	assert_string_equal(str_field(push, "provider"), provider);
+	snprintf(prefix, sizeof(prefix), "%.8s\xe2\x80\xa6", token);
+	assert_string_equal(str_field(push, "token_prefix"), prefix);
+	assert_null(json_object_get(push, "token"));
+	if (app)
+		assert_string_equal(str_field(push, "app"), app);
+	else
+		assert_true(json_is_null(json_object_get(push, "app")));
+	if (topic)
+		assert_string_equal(str_field(push, "topic"), topic);
+	else
+		assert_true(json_is_null(json_object_get(push, "topic")));
+	assert_string_equal(str_field(push, "environment"), environment);
+	assert_time(str_field(push, "updated"));
+}
+
+static void test_push_token(void **state)
+{
+	struct ctx *c = *state;
+	char *id = create_device(c, "pusher", "android", NULL, 0);
+	char path[64];
+	struct th_response r;
+	json_t *j;
+
+	snprintf(path, sizeof(path), "/v1/devices/%s/push", id);
+	request(c, &r, "PUT", path,
+		"{\"provider\":\"apns\",\"token\":\"" APNS_TOKEN "\",\"app\":\"main\","
+		"\"topic\":\"com.example.app\",\"environment\":\"sandbox\"}");
+	assert_int_equal(r.status, 200);
+	assert_null(strstr(r.body, APNS_TOKEN));
+	j = body_json(&r);
+	assert_string_equal(str_field(j, "device_id"), id);
+	assert_push(j, "apns", APNS_TOKEN, "main", "com.example.app", "sandbox");
+	json_decref(j);
+	th_response_release(&r);
+
+	snprintf(path, sizeof(path), "/v1/devices/%s", id);
+	request(c, &r, "GET", path, NULL);
+	assert_int_equal(r.status, 200);
+	assert_null(strstr(r.body, APNS_TOKEN));
+	th_response_release(&r);
+
+	snprintf(path, sizeof(path), "/v1/devices/%s/push", id);
+	request(c, &r, "PUT", path, "{\"provider\":\"fcm\",\"token\":\"" FCM_TOKEN "\"}");
+	assert_int_equal(r.status, 200);
+	assert_null(strstr(r.body, FCM_TOKEN));
+	j = body_json(&r);
+	assert_push(j, "fcm", FCM_TOKEN, NULL, NULL, "production");
+	json_decref(j);
+	th_response_release(&r);
+
+	request(c, &r, "DELETE", path, NULL);
+	assert_int_equal(r.status, 204);
+	assert_string_equal(r.body, "");
+	th_response_release(&r);
+	j = get_device(c, id);
+	assert_true(json_is_null(json_object_get(j, "push")));
+	json_decref(j);
+	free(id);
+}
+
+static void test_push_token_invalid(void **state)
+{
+	struct ctx *c = *state;
+	char *id = create_device(c, "pusher2", "ios", NULL, 0);
+	char path[64];
+
+	snprintf(path, sizeof(path), "/v1/devices/%s/push", id);
+	expect_error(c, "PUT", path, "{\"provider\":\"apns\",\"token\":\"not-hex\"}", 400,
+		     "bad_request", "hexadecimal");
+	expect_error(c, "PUT", path,
+		     "{\"provider\":\"fcm\",\"token\":\"" FCM_TOKEN "\",\"topic\":\"t\"}", 400,
+		     "bad_request", "field 'topic'");
+	expect_error(c, "PUT", path,
+		     "{\"provider\":\"fcm\",\"token\":\"" FCM_TOKEN
+		     "\",\"environment\":\"sandbox\"}",
+		     400, "bad_request", "field 'environment'");
+	expect_error(c, "PUT", path, "{\"provider\":\"fcm\",\"token\":\"a b\"}", 400, "bad_request",
+		     "field 'token'");
+	expect_error(c, "PUT", path, "{\"provider\":\"fcm\",\"token\":\"\"}", 400, "bad_request",
+		     "field 'token'");
+	expect_error(c, "PUT", path, "{\"provider\":\"fcm\"}", 400, "bad_request",
+		     "field 'token' is required");
+	expect_error(c, "PUT", path, "{\"provider\":\"gcm\",\"token\":\"abc\"}", 400, "bad_request",
+		     "field 'provider' must be one of apns, fcm");
+	expect_error(c, "PUT", path, "{\"provider\":\"apns\",\"token\":\"ab\",\"app\":\"a b\"}",
+		     400, "bad_request", "field 'app'");
+	expect_error(c, "PUT", path, "{\"provider\":\"apns\",\"token\":\"ab\",\"tokn\":\"ab\"}",
+		     400, "bad_request", "unknown field 'tokn'");
+	expect_error(c, "PUT", path, "{\"provider\":\"apns\",\"token\":12}", 400, "bad_request",
+		     "must be a string");
+	/* Nothing of a refused token leaks into the message. */
+	expect_error(c, "PUT", path, "{\"provider\":\"apns\",\"token\":\"SECRETzz\"}", 400,
+		     "bad_request", "hexadecimal");
+
+	expect_error(c, "PUT", "/v1/devices/987654321/push",
+		     "{\"provider\":\"fcm\",\"token\":\"" FCM_TOKEN "\"}", 404, "not_found",
+		     "device '987654321' not found");
+	expect_error(c, "DELETE", "/v1/devices/987654321/push", NULL, 404, "not_found",
+		     "device '987654321' not found");
+	free(id);
+}
+
+static void test_device_delete(void **state)
+{
+	struct ctx *c = *state;
+	char *id = create_device(c, "leaver", "desktop", NULL, 0);
+	char path[64], sql[512];
+	struct th_response r;
+	PGconn *conn;
+
+	snprintf(sql, sizeof(sql),
+		 "INSERT INTO envelopes (recipient_device, seq, sender_user, sender_device, "
+		 "client_id, kind, payload, expires) VALUES "
+		 "(%s, 1, 'bob', 0, 1, 'message', '\\x01'::bytea, now() + interval '1 day'), "
+		 "(%s, 2, 'bob', 0, 2, 'message', '\\x02'::bytea, now() + interval '1 day')",
+		 id, id);
+	conn = th_pg_connect(c->conninfo);
+	PQclear(th_pg_exec(conn, sql));
+	PQfinish(conn);
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM envelopes WHERE recipient_device = %s",
+		 id);
+	assert_int_equal(count_rows(c->conninfo, sql), 2);
+
+	snprintf(path, sizeof(path), "/v1/devices/%s", id);
+	request(c, &r, "DELETE", path, "ignored body");
+	assert_int_equal(r.status, 204);
+	assert_string_equal(r.body, "");
+	th_response_release(&r);
+	assert_int_equal(count_rows(c->conninfo, sql), 0);
+
+	expect_error(c, "GET", path, NULL, 404, "not_found", "not found");
+	expect_error(c, "DELETE", path, NULL, 404, "not_found", "not found");
+	request(c, &r, "GET", "/v1/users/leaver/devices", NULL);
+	assert_int_equal(r.status, 200);
+	th_response_release(&r);
+	free(id);
+}
+
+/* Runs last: no token, device secret or push token reached the log. */
+static void test_log_has_no_secrets(void **state)
+{
+	struct ctx *c = *state;
+	char buf[4096];
+	size_t n, len = 0;
+	char *log = NULL;
+	FILE *f = fopen(c->d.log_path, "r");
+
+	assert_non_null(f);
+	while ((n = fread(buf, 1, sizeof(buf), f)) > 0) {
+		log = realloc(log, len + n + 1);
+		assert_non_null(log);
+		memcpy(log + len, buf, n);
+		len += n;
+	}
+	fclose(f);
+	assert_non_null(log);
+	log[len] = '\0';
+	assert_non_null(strstr(log, "event=admin_request"));
+	assert_null(strstr(log, TOKEN));
+	assert_null(strstr(log, APNS_TOKEN));
+	assert_null(strstr(log, FCM_TOKEN));
+	assert_null(strstr(log, "SECRETzz"));
+	assert_true(c->secret[0]);
+	assert_null(strstr(log, c->secret));
+	free(log);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_health_without_token),
+		cmocka_unit_test(test_auth_required),
+		cmocka_unit_test(test_device_create_list_get),
+		cmocka_unit_test(test_invalid_user),
+		cmocka_unit_test(test_bad_request_bodies),
+		cmocka_unit_test(test_body_too_large),
+		cmocka_unit_test(test_routes_and_methods),
+		cmocka_unit_test(test_push_token),
+		cmocka_unit_test(test_push_token_invalid),
+		cmocka_unit_test(test_device_delete),
+		cmocka_unit_test(test_log_has_no_secrets),
+	};
+
+	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}

@@ -1,0 +1,770 @@
+/*
+ * test_config.c - unit tests for common/config.c.
+ *
+ * Each test writes its config text to a mkstemp() file in /tmp and removes it
+ * before returning. The FERRY_* variables of the table are cleared before
+ * every test, so the environment of the shell running the tests cannot leak
+ * in. Error tests check the return code and that the one-line message names
+ * the file, the line and the key.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "common/config.h"
+#include "common/log.h"
+#include "common/banned.h"
+
+#define ERRLEN 512
+
+static const char *const env_vars[] = {
+	"FERRY_STORE_CONNINFO",	  "FERRY_STORE_CONNECT_TIMEOUT",
+	"FERRY_ADMIN_LISTEN",	  "FERRY_ADMIN_TOKEN",
+	"FERRY_ADMIN_TOKEN_FILE", "FERRY_ADMIN_MAX_BODY",
+	"FERRY_ADMIN_THREADS",	  "FERRY_LOG_LEVEL",
+};
+
+static int clear_env(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof(env_vars) / sizeof(env_vars[0]); i++)
+		unsetenv(env_vars[i]);
+	return 0;
+}
+
+/* Write @len bytes of @text to a new temporary file; returns its malloc'ed path. */
+static char *write_tmp_n(const char *text, size_t len)
+{
+	char *path = strdup("/tmp/ferry-test-config.XXXXXX");
+	int fd;
+
+	assert_non_null(path);
+	fd = mkstemp(path);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, text, len), (ssize_t)len);
+	assert_int_equal(close(fd), 0);
+	return path;
+}
+
+static char *write_tmp(const char *text)
+{
+	return write_tmp_n(text, strlen(text));
+}
+
+static void remove_tmp(char *path)
+{
+	assert_int_equal(unlink(path), 0);
+	free(path);
+}
+
+static void assert_contains(const char *hay, const char *needle)
+{
+	if (!strstr(hay, needle))
+		fail_msg("expected \"%s\" in \"%s\"", needle, hay);
+}
+
+static void assert_lacks(const char *hay, const char *needle)
+{
+	if (strstr(hay, needle))
+		fail_msg("did not expect \"%s\" in \"%s\"", needle, hay);
+}
+
+/* Load @text as a file; the config must be valid. */
+static struct ferry_config *load_ok(const char *text)
+{
+	char *path = write_tmp(text);
+	struct ferry_config *cfg = NULL;
+	char err[ERRLEN] = "";
+	enum ferry_err rc = config_load(path, &cfg, err, sizeof(err));
+
+	if (rc)
+		fail_msg("config_load: %s", err);
+	assert_non_null(cfg);
+	assert_string_equal(cfg->path, path);
+	remove_tmp(path);
+	return cfg;
+}
+
+/*
+ * Load @text, expect FERRY_ECONFIG with a message that starts with
+ * "FILE:LINE: " and contains @needle (which names the key).
+ */
+static void expect_error(const char *text, unsigned line, const char *needle)
+{
+	char *path = write_tmp(text);
+	struct ferry_config *cfg = (struct ferry_config *)&cfg;
+	char err[ERRLEN] = "", prefix[128];
+
+	assert_int_equal(config_load(path, &cfg, err, sizeof(err)), FERRY_ECONFIG);
+	assert_null(cfg);
+	snprintf(prefix, sizeof(prefix), "%s:%u: ", path, line);
+	if (strncmp(err, prefix, strlen(prefix)) != 0)
+		fail_msg("expected \"%s\" to start with \"%s\"", err, prefix);
+	assert_contains(err, needle);
+	assert_null(strchr(err, '\n'));
+	remove_tmp(path);
+}
+
+/* config_print() into a malloc'ed string. */
+static char *print_config(const struct ferry_config *cfg)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+
+	assert_non_null(f);
+	config_print(cfg, f);
+	assert_int_equal(fclose(f), 0);
+	return text;
+}
+
+static void assert_defaults(const struct ferry_config *cfg)
+{
+	assert_string_equal(cfg->store.conninfo, "");
+	assert_int_equal(cfg->store.connect_timeout, 5);
+	assert_string_equal(cfg->admin.listen, "127.0.0.1:7280");
+	assert_string_equal(cfg->admin.token, "");
+	assert_string_equal(cfg->admin.token_file, "");
+	assert_int_equal(cfg->admin.max_body, 64 * 1024);
+	assert_int_equal(cfg->admin.threads, 2);
+	assert_int_equal(cfg->log.level, LOG_LEVEL_INFO);
+}
+
+static void test_no_file(void **state)
+{
+	struct ferry_config *cfg = NULL;
+	char err[ERRLEN];
+
+	(void)state;
+	assert_int_equal(config_load(NULL, &cfg, err, sizeof(err)), FERRY_OK);
+	assert_null(cfg->path);
+	assert_defaults(cfg);
+	config_free(cfg);
+	config_free(NULL);
+}
+
+static void test_empty_file(void **state)
+{
+	struct ferry_config *cfg = load_ok("");
+
+	(void)state;
+	assert_defaults(cfg);
+	config_free(cfg);
+}
+
+static void test_every_key(void **state)
+{
+	struct ferry_config *cfg = load_ok("[gateway]\n"
+					   "[store]\n"
+					   "conninfo = host=db dbname=ferry\n"
+					   "connect_timeout = 300\n"
+					   "[push.apns]\n"
+					   "[push.fcm]\n"
+					   "[admin]\n"
+					   "listen = [::1]:8080\n"
+					   "token = abc\n"
+					   "token_file = /etc/ferry/token\n"
+					   "max_body = 1M\n"
+					   "threads = 64\n"
+					   "[receipts]\n"
+					   "[log]\n"
+					   "level = debug\n");
+
+	(void)state;
+	assert_string_equal(cfg->store.conninfo, "host=db dbname=ferry");
+	assert_int_equal(cfg->store.connect_timeout, 300);
+	assert_string_equal(cfg->admin.listen, "[::1]:8080");
+	assert_string_equal(cfg->admin.token, "abc");
+	assert_string_equal(cfg->admin.token_file, "/etc/ferry/token");
+	assert_int_equal(cfg->admin.max_body, 1024 * 1024);
+	assert_int_equal(cfg->admin.threads, 64);
+	assert_int_equal(cfg->log.level, LOG_LEVEL_DEBUG);
+	config_free(cfg);
+}
+
+static void test_missing_file(void **state)
+{
+	struct ferry_config *cfg = NULL;
+	char err[ERRLEN];
+
+	(void)state;
+	assert_int_equal(config_load("/tmp/ferry-test-no-such-file.ini", &cfg, err, sizeof(err)),
+			 FERRY_ECONFIG);
+	assert_null(cfg);
+	assert_string_equal(err, "cannot read config file '/tmp/ferry-test-no-such-file.ini': "
+				 "No such file or directory");
+	assert_int_equal(config_load("/tmp", &cfg, err, sizeof(err)), FERRY_ECONFIG);
+	assert_string_equal(err, "cannot read config file '/tmp': Is a directory");
+}
+
+static void test_structure_errors(void **state)
+{
+	(void)state;
+	expect_error("[admin]\nthreads = 2\nbogus = 1\n", 3, "[admin] bogus: unknown key");
+	expect_error("[log]\n\n\n\n\n\n[nope]\n", 7, "[nope]: unknown section");
+	expect_error("[gateway]\nlisten = 1.2.3.4:5\n", 2, "[gateway] listen: unknown key");
+	expect_error("# c\nlevel = info\n[log]\n", 2, "level: key before any [section] header");
+	expect_error("[log]\njust words\n", 2, "expected 'key = value' or '[section]'");
+	expect_error("[log]\n= info\n", 2, "expected 'key = value' or '[section]'");
+	expect_error("[log\n", 1, "expected 'key = value' or '[section]'");
+	expect_error("[admin]\nthreads = 2\n\nthreads = 3\n", 4,
+		     "[admin] threads: duplicate key (first set on line 2)");
+	/* The same key twice, split by another section header, is still a duplicate. */
+	expect_error("[log]\nlevel = info\n[admin]\n[log]\nlevel = warn\n", 5,
+		     "[log] level: duplicate key");
+	/* Keys are case-sensitive. */
+	expect_error("[log]\nLevel = info\n", 2, "[log] Level: unknown key");
+}
+
+static void test_bad_numbers(void **state)
+{
+	static const char *const bad[] = {
+		"abc", "-1", "+5", "5x", "0x10", "1.5", "1 000", "\"\"", "5k",
+	};
+	char text[128];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(text, sizeof(text), "[admin]\nthreads = %s\n", bad[i]);
+		expect_error(text, 2, "[admin] threads: '");
+		expect_error(text, 2, "' is not a whole number");
+	}
+	expect_error("[admin]\nthreads =\n", 2, "[admin] threads: '' is not a whole number");
+	expect_error("[admin]\nthreads = 100\n", 2,
+		     "[admin] threads: '100' is above the maximum 64");
+	expect_error("[admin]\nthreads = 0\n", 2, "[admin] threads: '0' is below the minimum 1");
+	expect_error("[admin]\nthreads = 99999999999999999999999999\n", 2,
+		     "[admin] threads: '99999999999999999999999999' is above the maximum 64");
+	expect_error("[admin]\nthreads = 4294967298\n", 2, "is above the maximum 64");
+	expect_error("[store]\nconnect_timeout = 301\n", 2,
+		     "[store] connect_timeout: '301' is above the maximum 300");
+}
+
+static void test_sizes(void **state)
+{
+	static const struct {
+		const char *text;
+		size_t bytes;
+	} good[] = {
+		{ "1024", 1024 },     { "1k", 1024 },	  { "64K", 65536 },
+		{ "16m", 16u << 20 }, { "2M", 2u << 20 }, { "0001k", 1024 },
+	};
+	char text[128];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		struct ferry_config *cfg;
+
+		snprintf(text, sizeof(text), "[admin]\nmax_body = %s\n", good[i].text);
+		cfg = load_ok(text);
+		assert_int_equal(cfg->admin.max_body, good[i].bytes);
+		config_free(cfg);
+	}
+	expect_error("[admin]\nmax_body = 5x\n", 2,
+		     "[admin] max_body: '5x' is not a size (e.g. 64k, 1m)");
+	expect_error("[admin]\nmax_body = 64kb\n", 2, "'64kb' is not a size");
+	expect_error("[admin]\nmax_body = k\n", 2, "'k' is not a size");
+	expect_error("[admin]\nmax_body = 1t\n", 2, "'1t' is not a size");
+	expect_error("[admin]\nmax_body = -1k\n", 2, "'-1k' is not a size");
+	expect_error("[admin]\nmax_body = 64 k\n", 2, "'64 k' is not a size");
+	expect_error("[admin]\nmax_body = 17m\n", 2,
+		     "[admin] max_body: '17m' is above the maximum 16m");
+	expect_error("[admin]\nmax_body = 1g\n", 2, "'1g' is above the maximum 16m");
+	expect_error("[admin]\nmax_body = 1023\n", 2,
+		     "[admin] max_body: '1023' is below the minimum 1k");
+	/* Overflow in the multiplication, not only in the digits. */
+	expect_error("[admin]\nmax_body = 18014398509481984k\n", 2, "is above the maximum 16m");
+	expect_error("[admin]\nmax_body = 18446744073709551615g\n", 2, "is above the maximum 16m");
+}
+
+static void test_log_level(void **state)
+{
+	static const struct {
+		const char *name;
+		int level;
+	} good[] = {
+		{ "debug", LOG_LEVEL_DEBUG },
+		{ "info", LOG_LEVEL_INFO },
+		{ "warn", LOG_LEVEL_WARN },
+		{ "error", LOG_LEVEL_ERROR },
+	};
+	char text[64];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		struct ferry_config *cfg;
+
+		snprintf(text, sizeof(text), "[log]\nlevel = %s\n", good[i].name);
+		cfg = load_ok(text);
+		assert_int_equal(cfg->log.level, good[i].level);
+		config_free(cfg);
+	}
+	expect_error("[log]\nlevel = verbose\n", 2,
+		     "[log] level: 'verbose' is not a log level (debug, info, warn, error)");
+	expect_error("[log]\nlevel = fatal\n", 2, "'fatal' is not a log level");
+}
+
+static void test_addresses(void **state)
+{
+	static const char *const bad[] = {
+		"localhost", "host:", ":80",  "h:65536",  "::1:80", "[::1]80", "[::1]",	  "[]:80",
+		"h:-1",	     "h:+80", "h:8o", "h:123456", "a b:80", "[::1:80", "h:80 80",
+	};
+	struct ferry_config *cfg;
+	char text[128];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(text, sizeof(text), "[admin]\nlisten = %s\n", bad[i]);
+		expect_error(text, 2, "[admin] listen: '");
+		expect_error(text, 2, "' is not host:port (e.g. 127.0.0.1:7280, [::1]:7280)");
+	}
+	cfg = load_ok("[admin]\nlisten = \"\"\n");
+	assert_string_equal(cfg->admin.listen, "");
+	config_free(cfg);
+	cfg = load_ok("[admin]\nlisten =\n");
+	assert_string_equal(cfg->admin.listen, "");
+	config_free(cfg);
+}
+
+static void test_split_addr(void **state)
+{
+	static const struct {
+		const char *addr, *host;
+		uint16_t port;
+	} good[] = {
+		{ "127.0.0.1:7280", "127.0.0.1", 7280 },
+		{ "[::1]:7280", "::1", 7280 },
+		{ "localhost:0", "localhost", 0 },
+		{ "example.org:65535", "example.org", 65535 },
+		{ "[fe80::1%eth0]:80", "fe80::1%eth0", 80 },
+	};
+	char *host = NULL;
+	uint16_t port = 1;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		assert_int_equal(config_split_addr(good[i].addr, &host, &port), FERRY_OK);
+		assert_string_equal(host, good[i].host);
+		assert_int_equal(port, good[i].port);
+		free(host);
+	}
+	host = NULL;
+	assert_int_equal(config_split_addr("", &host, &port), FERRY_EINVAL);
+	assert_int_equal(config_split_addr(NULL, &host, &port), FERRY_EINVAL);
+	assert_int_equal(config_split_addr("h:99999", &host, &port), FERRY_EINVAL);
+	assert_int_equal(config_split_addr(":1", &host, &port), FERRY_EINVAL);
+	assert_null(host);
+}
+
+static void test_quotes_and_comments(void **state)
+{
+	struct ferry_config *cfg = load_ok("\xef\xbb\xbf# leading comment\r\n"
+					   "; another\r\n"
+					   "\r\n"
+					   "   [ admin ]   \r\n"
+					   "\t# indented comment\n"
+					   "  token   =   \"a # b ; c\"  \n"
+					   "token_file = \"  spaced  \"\n"
+					   "listen = \"\"\n"
+					   "[store]\n"
+					   "conninfo = host=db # not a comment\n"
+					   "[log]\n"
+					   "level=\"warn\"\n");
+
+	(void)state;
+	assert_string_equal(cfg->admin.token, "a # b ; c");
+	assert_string_equal(cfg->admin.token_file, "  spaced  ");
+	assert_string_equal(cfg->admin.listen, "");
+	assert_string_equal(cfg->store.conninfo, "host=db # not a comment");
+	assert_int_equal(cfg->log.level, LOG_LEVEL_WARN);
+	config_free(cfg);
+
+	expect_error("[admin]\ntoken = \"abc\n", 2, "[admin] token: missing closing quote");
+	expect_error("[admin]\ntoken = \"a\"b\"\n", 2,
+		     "[admin] token: text after the closing quote");
+	expect_error("[admin]\nthreads = 4 # four\n", 2, "'4 # four' is not a whole number");
+}
+
+static void test_limits(void **state)
+{
+	char *text = malloc(CONFIG_MAX_FILE + 64);
+	size_t n;
+
+	(void)state;
+	assert_non_null(text);
+	/* A value of CONFIG_MAX_VALUE bytes is fine as long as the line is too. */
+	n = (size_t)snprintf(text, 64, "[store]\nconninfo=");
+	memset(text + n, 'x', CONFIG_MAX_VALUE - 9);
+	n += CONFIG_MAX_VALUE - 9;
+	memcpy(text + n, "\n", 2);
+	{
+		struct ferry_config *cfg = load_ok(text);
+
+		assert_int_equal(strlen(cfg->store.conninfo), CONFIG_MAX_VALUE - 9);
+		config_free(cfg);
+	}
+	memcpy(text + n, "x\n", 3);
+	expect_error(text, 2, "line is longer than 4096 bytes");
+
+	/* One byte over the file limit, all of it comments. */
+	memset(text, '\n', CONFIG_MAX_FILE + 1);
+	text[CONFIG_MAX_FILE + 1] = '\0';
+	{
+		char *path = write_tmp(text);
+		struct ferry_config *cfg = NULL;
+		char err[ERRLEN];
+
+		assert_int_equal(config_load(path, &cfg, err, sizeof(err)), FERRY_ECONFIG);
+		assert_null(cfg);
+		assert_contains(err, path);
+		assert_contains(err, "is larger than 1048576 bytes");
+		remove_tmp(path);
+	}
+	free(text);
+}
+
+static void test_control_characters(void **state)
+{
+	static const char nul[] = "[admin]\ntoken = ab\0cd\n";
+	struct ferry_config *cfg = NULL;
+	char err[ERRLEN];
+	char *path;
+
+	(void)state;
+	expect_error("[admin]\ntoken = a\x01secret\n", 2, "line contains a control character");
+	expect_error("[admin]\ntoken = a\rb\n", 2, "line contains a control character");
+
+	path = write_tmp_n(nul, sizeof(nul) - 1);
+	assert_int_equal(config_load(path, &cfg, err, sizeof(err)), FERRY_ECONFIG);
+	assert_contains(err, ":2: line contains a control character");
+	remove_tmp(path);
+
+	/* From the environment, and the secret is not echoed. */
+	setenv("FERRY_ADMIN_TOKEN", "\x1bsupersecret", 1);
+	assert_int_equal(config_load(NULL, &cfg, err, sizeof(err)), FERRY_ECONFIG);
+	assert_null(cfg);
+	assert_string_equal(err, "environment FERRY_ADMIN_TOKEN: value contains a control "
+				 "character");
+	unsetenv("FERRY_ADMIN_TOKEN");
+}
+
+static void test_env_overrides(void **state)
+{
+	char *path = write_tmp("[admin]\nthreads = 8\nlisten = 127.0.0.1:1\n"
+			       "[store]\nconninfo = host=file\n");
+	struct ferry_config *cfg = NULL;
+	char err[ERRLEN];
+
+	(void)state;
+	setenv("FERRY_ADMIN_THREADS", "16", 1);
+	setenv("FERRY_STORE_CONNINFO", "host=env", 1);
+	setenv("FERRY_ADMIN_MAX_BODY", "1m", 1);
+	setenv("FERRY_LOG_LEVEL", "error", 1);
+	setenv("FERRY_ADMIN_LISTEN", "", 1); /* set but empty: disables */
+	assert_int_equal(config_load(path, &cfg, err, sizeof(err)), FERRY_OK);
+	assert_int_equal(cfg->admin.threads, 16);
+	assert_string_equal(cfg->store.conninfo, "host=env");
+	assert_int_equal(cfg->admin.max_body, 1 << 20);
+	assert_int_equal(cfg->log.level, LOG_LEVEL_ERROR);
+	assert_string_equal(cfg->admin.listen, "");
+	config_free(cfg);
+
+	setenv("FERRY_ADMIN_THREADS", "0", 1);
+	cfg = (struct ferry_config *)&cfg;
+	assert_int_equal(config_load(path, &cfg, err, sizeof(err)), FERRY_ECONFIG);
+	assert_null(cfg);
+	assert_string_equal(err, "environment FERRY_ADMIN_THREADS: '0' is below the minimum 1");
+
+	setenv("FERRY_ADMIN_THREADS", "4", 1);
+	setenv("FERRY_LOG_LEVEL", "loud", 1);
+	assert_int_equal(config_load(NULL, &cfg, err, sizeof(err)), FERRY_ECONFIG);
+	assert_string_equal(err, "environment FERRY_LOG_LEVEL: 'loud' is not a log level "
+				 "(debug, info, warn, error)");
+	clear_env(NULL);
+	remove_tmp(path);
+}
+
+static void test_print_masks_secrets(void **state)
+{
+	struct ferry_config *cfg =
+		load_ok("[store]\n"
+			"conninfo = host=db password=hunter2 user=ferry "
+			"sslpassword='key pass\\' phrase' dbname='host=x password=innerpw'\n"
+			"[admin]\n"
+			"token = s3cr3t-t0ken\n"
+			"max_body = 1536\n");
+	char *out = print_config(cfg);
+
+	(void)state;
+	assert_lacks(out, "hunter2");
+	assert_lacks(out, "s3cr3t");
+	assert_lacks(out, "phrase");
+	assert_lacks(out, "innerpw");
+	assert_contains(out, "[store]\nconninfo = host=db password=******** user=ferry "
+			     "sslpassword=******** dbname=********\n");
+	assert_contains(out, "[admin]\nlisten = 127.0.0.1:7280\ntoken = ********\n");
+	assert_contains(out, "token_file = \"\"\n");
+	assert_contains(out, "max_body = 1536\n");
+	assert_contains(out, "[log]\nlevel = info\n");
+	free(out);
+	config_free(cfg);
+
+	/* URIs: the user info password and password parameters. */
+	setenv("FERRY_STORE_CONNINFO",
+	       "postgresql://ferry:hunter2@db:5432/ferry?sslmode=require&%70assword=pw2", 1);
+	assert_int_equal(config_load(NULL, &cfg, NULL, 0), FERRY_OK);
+	out = print_config(cfg);
+	assert_lacks(out, "hunter2");
+	assert_lacks(out, "pw2");
+	assert_contains(out, "conninfo = postgresql://ferry:********@db:5432/ferry?"
+			     "sslmode=require&%70assword=********\n");
+	free(out);
+	config_free(cfg);
+
+	/* What cannot be parsed as a conninfo is masked whole. */
+	setenv("FERRY_STORE_CONNINFO", "host=db password hunter2", 1);
+	assert_int_equal(config_load(NULL, &cfg, NULL, 0), FERRY_OK);
+	out = print_config(cfg);
+	assert_lacks(out, "hunter2");
+	assert_contains(out, "conninfo = ********\n");
+	free(out);
+	config_free(cfg);
+
+	/* An empty secret is shown as empty, so that the operator sees it is unset. */
+	assert_int_equal(config_load(NULL, &cfg, NULL, 0), FERRY_OK);
+	out = print_config(cfg);
+	assert_contains(out, "token = \"\"\n");
+	free(out);
+	config_free(cfg);
+	unsetenv("FERRY_STORE_CONNINFO");
+}
+
+/* config_print() output is a config file that loads to the same values. */
+static void test_print_round_trip(void **state)
+{
+	struct ferry_config *a = load_ok("[store]\nconninfo = host=db\nconnect_timeout = 7\n"
+					 "[admin]\nlisten = [::1]:1\ntoken_file = \" x \"\n"
+					 "max_body = 2048k\nthreads = 3\n[log]\nlevel = warn\n");
+	char *text = print_config(a), *again;
+	struct ferry_config *b;
+
+	(void)state;
+	assert_contains(text, "max_body = 2m\n");
+	b = load_ok(text);
+	again = print_config(b);
+	assert_string_equal(text, again);
+	assert_string_equal(b->admin.token_file, " x ");
+	free(text);
+	free(again);
+	config_free(a);
+	config_free(b);
+}
+
+struct change {
+	char name[64];
+	int reloadable;
+};
+
+struct changes {
+	struct change c[16];
+	size_t n;
+};
+
+static void record_change(const char *section, const char *key, int reloadable, void *arg)
+{
+	struct changes *ch = arg;
+
+	assert_true(ch->n < 16);
+	snprintf(ch->c[ch->n].name, sizeof(ch->c[ch->n].name), "%s.%s", section, key);
+	ch->c[ch->n++].reloadable = reloadable;
+}
+
+static void test_diff(void **state)
+{
+	struct ferry_config *a = load_ok("[admin]\ntoken = one\nthreads = 2\n");
+	struct ferry_config *b = load_ok("[admin]\ntoken = two\nthreads = 4\nmax_body = 64k\n"
+					 "[log]\nlevel = debug\n[store]\nconninfo = host=x\n");
+	struct changes ch = { .n = 0 };
+
+	(void)state;
+	config_diff(a, a, record_change, &ch);
+	assert_int_equal(ch.n, 0);
+	config_diff(a, b, record_change, &ch);
+	/* Table order; max_body is unchanged (64k is the default). */
+	assert_int_equal(ch.n, 4);
+	assert_string_equal(ch.c[0].name, "store.conninfo");
+	assert_false(ch.c[0].reloadable);
+	assert_string_equal(ch.c[1].name, "admin.token");
+	assert_true(ch.c[1].reloadable);
+	assert_string_equal(ch.c[2].name, "admin.threads");
+	assert_false(ch.c[2].reloadable);
+	assert_string_equal(ch.c[3].name, "log.level");
+	assert_true(ch.c[3].reloadable);
+	config_free(a);
+	config_free(b);
+}
+
+static void test_admin_token(void **state)
+{
+	char *tokfile = write_tmp("  tok en\t \r\nsecond line\n");
+	char *emptyfile = write_tmp("\n\nlater\n");
+	char text[256], err[ERRLEN], *tok = NULL;
+	struct ferry_config *cfg;
+
+	(void)state;
+	cfg = load_ok("[admin]\ntoken = direct\n");
+	assert_int_equal(config_admin_token(cfg, &tok, err, sizeof(err)), FERRY_OK);
+	assert_string_equal(tok, "direct");
+	free(tok);
+	config_free(cfg);
+
+	/* Neither set: an empty token. */
+	cfg = load_ok("");
+	assert_int_equal(config_admin_token(cfg, &tok, err, sizeof(err)), FERRY_OK);
+	assert_string_equal(tok, "");
+	free(tok);
+	config_free(cfg);
+
+	snprintf(text, sizeof(text), "[admin]\ntoken_file = %s\n", tokfile);
+	cfg = load_ok(text);
+	assert_int_equal(config_admin_token(cfg, &tok, err, sizeof(err)), FERRY_OK);
+	assert_string_equal(tok, "  tok en");
+	free(tok);
+	config_free(cfg);
+
+	/* token wins over token_file. */
+	snprintf(text, sizeof(text), "[admin]\ntoken = direct\ntoken_file = %s\n", tokfile);
+	cfg = load_ok(text);
+	assert_int_equal(config_admin_token(cfg, &tok, err, sizeof(err)), FERRY_OK);
+	assert_string_equal(tok, "direct");
+	free(tok);
+	config_free(cfg);
+
+	snprintf(text, sizeof(text), "[admin]\ntoken_file = %s\n", emptyfile);
+	cfg = load_ok(text);
+	tok = (char *)&tok;
+	assert_int_equal(config_admin_token(cfg, &tok, err, sizeof(err)), FERRY_ECONFIG);
+	assert_null(tok);
+	assert_contains(err, "[admin] token_file: the first line of '");
+	assert_contains(err, emptyfile);
+	assert_contains(err, "is empty");
+	config_free(cfg);
+
+	cfg = load_ok("[admin]\ntoken_file = /tmp/ferry-test-no-such-token\n");
+	assert_int_equal(config_admin_token(cfg, &tok, err, sizeof(err)), FERRY_ECONFIG);
+	assert_null(tok);
+	assert_string_equal(err, "cannot read token file '/tmp/ferry-test-no-such-token': "
+				 "No such file or directory");
+	config_free(cfg);
+
+	remove_tmp(tokfile);
+	remove_tmp(emptyfile);
+}
+
+/*
+ * docs/ferry.ini.example shows every key at its default, commented out:
+ * each "key = value" line of config_print(defaults) appears as "#key = value",
+ * and the file with those lines uncommented loads to the defaults.
+ */
+static void test_example_file(void **state)
+{
+	struct ferry_config *def;
+	char *defaults, *example = NULL, *line, *save = NULL;
+	size_t len = 0;
+	FILE *f = fopen("docs/ferry.ini.example", "r");
+
+	(void)state;
+	if (!f)
+		fail_msg("cannot open docs/ferry.ini.example (run the tests from the top "
+			 "directory)");
+	assert_true(getdelim(&example, &len, '\0', f) > 0);
+	fclose(f);
+	assert_int_equal(config_load(NULL, &def, NULL, 0), FERRY_OK);
+	defaults = print_config(def);
+	for (line = strtok_r(defaults, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		char want[256];
+
+		if (line[0] == '[')
+			snprintf(want, sizeof(want), "\n%s\n", line);
+		else
+			snprintf(want, sizeof(want), "\n#%s\n", line);
+		assert_contains(example, want);
+	}
+	for (char *p = example; (p = strstr(p, "\n#")) != NULL; p++) {
+		if (p[2] != ' ' && p[2] != '\n' && p[2] != '#')
+			p[1] = ' ';
+	}
+	{
+		struct ferry_config *cfg = load_ok(example);
+		char *a = print_config(cfg);
+
+		f = open_memstream(&save, &len);
+		config_print(def, f);
+		fclose(f);
+		assert_string_equal(a, save);
+		free(a);
+		free(save);
+		config_free(cfg);
+	}
+	free(defaults);
+	free(example);
+	config_free(def);
+}
+
+static void test_reference(void **state)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+
+	(void)state;
+	config_print_reference(f);
+	fclose(f);
+	assert_true(strncmp(text, "# ferry configuration\n", 22) == 0);
+	assert_contains(text, "## [gateway]\n\nNo keys yet.\n");
+	assert_contains(text, "## [push.apns]\n\nNo keys yet.\n");
+	assert_contains(text, "## [receipts]\n\nNo keys yet.\n");
+	assert_contains(text, "| `max_body` | size | `64k` | 1k to 16m | restart | "
+			      "`FERRY_ADMIN_MAX_BODY` |");
+	assert_contains(text, "| `token` | secret | *empty* |  | yes | `FERRY_ADMIN_TOKEN` |");
+	assert_contains(text, "`FERRY_LOG_LEVEL`");
+	assert_contains(text, "`FERRY_STORE_CONNECT_TIMEOUT`");
+	assert_contains(text, "ferryd check-config -c FILE");
+	free(text);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup(test_no_file, clear_env),
+		cmocka_unit_test_setup(test_empty_file, clear_env),
+		cmocka_unit_test_setup(test_every_key, clear_env),
+		cmocka_unit_test_setup(test_missing_file, clear_env),
+		cmocka_unit_test_setup(test_structure_errors, clear_env),
+		cmocka_unit_test_setup(test_bad_numbers, clear_env),
+		cmocka_unit_test_setup(test_sizes, clear_env),
+		cmocka_unit_test_setup(test_log_level, clear_env),
+		cmocka_unit_test_setup(test_addresses, clear_env),
+		cmocka_unit_test_setup(test_split_addr, clear_env),
+		cmocka_unit_test_setup(test_quotes_and_comments, clear_env),
+		cmocka_unit_test_setup(test_limits, clear_env),
+		cmocka_unit_test_setup(test_control_characters, clear_env),
+		cmocka_unit_test_setup(test_env_overrides, clear_env),
+		cmocka_unit_test_setup(test_print_masks_secrets, clear_env),
+		cmocka_unit_test_setup(test_print_round_trip, clear_env),
+		cmocka_unit_test_setup(test_diff, clear_env),
+		cmocka_unit_test_setup(test_admin_token, clear_env),
+		cmocka_unit_test_setup(test_example_file, clear_env),
+		cmocka_unit_test_setup(test_reference, clear_env),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -32,6 +32,7 @@ BASE_CFLAGS := -std=c17 -D_GNU_SOURCE -MMD -MP -I. -Ibuild/gen $(WARN) \
 REL_CFLAGS := -O2 -g
 ASAN_CFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
 	-fno-sanitize-recover=undefined -Werror
+TSAN_CFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=thread -Werror
 CFLAGS ?=
 LDFLAGS ?=
 
@@ -47,9 +48,11 @@ COMMON_SRCS := \
 	common/buf.c \
 	common/config.c \
 	common/err.c \
-	common/log.c
+	common/log.c \
+	common/mailbox.c
 
 QUEUE_SRCS := \
+	queue/device.c \
 	queue/migrate.c \
 	queue/pg.c \
 	queue/registry.c \
@@ -61,27 +64,66 @@ ADMIN_SRCS := \
 	admin/routes.c
 
 GATEWAY_SRCS := \
+	gateway/conn.c \
+	gateway/gateway.c \
+	gateway/presence.c \
+	gateway/proto.c \
+	gateway/route.c \
+	gateway/tls.c
+
+MAIN_SRCS := \
 	gateway/main.c
+
+# libferry: the client library (not linked into ferryd), and ferry-client.
+CLIENT_SRCS := \
+	client/client.c \
+	client/conn.c \
+	client/dedup.c \
+	client/handle.c \
+	client/net.c \
+	client/sendq.c \
+	client/tls.c \
+	client/util.c
+
+CLI_SRCS := \
+	client/cli.c \
+	client/cli_util.c
+
+# What libferry needs from the rest of the tree.
+CLIENT_DEPS_SRCS := \
+	common/buf.c \
+	common/err.c \
+	common/log.c \
+	gateway/proto.c
 
 GEN_SRCS := build/gen/migrations.c
 
-LIB_SRCS := $(COMMON_SRCS) $(QUEUE_SRCS) $(ADMIN_SRCS)
+LIB_SRCS := $(COMMON_SRCS) $(QUEUE_SRCS) $(ADMIN_SRCS) $(GATEWAY_SRCS)
 SQL_FILES := $(sort $(wildcard sql/*.sql))
 
 UNIT_TESTS := \
+	tests/unit/client/test_client \
 	tests/unit/common/test_buf \
 	tests/unit/common/test_config \
+	tests/unit/gateway/test_proto \
 	tests/unit/queue/test_validate
 
 INTEGRATION_TESTS := \
+	tests/integration/test_cli \
+	tests/integration/test_daemon \
+	tests/integration/test_gateway \
 	tests/integration/test_migrate \
 	tests/integration/test_admin
 
-TEST_SUPPORT_SRCS := tests/integration/harness.c
+TEST_SUPPORT_SRCS := \
+	tests/integration/harness.c \
+	tests/integration/rawdev.c
 
 # libFuzzer harnesses: tests/fuzz/NAME.c, seeds in tests/fuzz/corpus/NAME/.
 FUZZ_TARGETS := \
-	fuzz_config
+	fuzz_admin_routes \
+	fuzz_config \
+	fuzz_proto
 
 FUZZ_SECONDS ?= 20
 
@@ -97,17 +139,41 @@ ASAN_LIB_OBJS := $(call asan_obj,$(LIB_SRCS) $(GEN_SRCS))
 .DEFAULT_GOAL := all
 .SECONDARY:
 
-all: bin/ferryd
+all: bin/ferryd bin/ferry-client
 
-bin/ferryd: $(REL_LIB_OBJS) $(call rel_obj,$(GATEWAY_SRCS))
+bin/ferryd: $(REL_LIB_OBJS) $(call rel_obj,$(MAIN_SRCS))
 	@mkdir -p $(@D)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(REL_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
-build/asan/ferryd: $(ASAN_LIB_OBJS) $(call asan_obj,$(GATEWAY_SRCS))
+bin/ferry-client: $(call rel_obj,$(CLIENT_SRCS) $(CLI_SRCS) $(CLIENT_DEPS_SRCS))
+	@mkdir -p $(@D)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(REL_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
+build/asan/ferry-client: $(call asan_obj,$(CLIENT_SRCS) $(CLI_SRCS) $(CLIENT_DEPS_SRCS))
 	@mkdir -p $(@D)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(ASAN_CFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
+build/asan/ferryd: $(ASAN_LIB_OBJS) $(call asan_obj,$(MAIN_SRCS))
+	@mkdir -p $(@D)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(ASAN_CFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
+build/tsan/ferryd: $(patsubst %.c,build/tsan/%.o,$(LIB_SRCS) $(GEN_SRCS) $(MAIN_SRCS))
+	@mkdir -p $(@D)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(TSAN_CFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
+build/tsan/%.o: %.c
+	@mkdir -p $(@D)
+	@echo "  CC      $< (tsan)"
+	$(Q)$(CC) $(BASE_CFLAGS) $(TSAN_CFLAGS) $(PKG_CFLAGS) -c -o $@ $<
+
+build/tsan/build/gen/%.o: build/gen/%.c
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(BASE_CFLAGS) $(TSAN_CFLAGS) $(PKG_CFLAGS) -c -o $@ $<
 
 build/rel/%.o: %.c
 	@mkdir -p $(@D)
@@ -137,12 +203,17 @@ build/asan/build/gen/%.o: build/gen/%.c
 
 TEST_BINS := $(addprefix build/asan/,$(UNIT_TESTS) $(INTEGRATION_TESTS))
 
+build/asan/tests/unit/client/test_client: build/asan/tests/unit/client/test_client.o \
+		$(call asan_obj,$(CLIENT_SRCS) client/cli_util.c) $(ASAN_LIB_OBJS)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(ASAN_CFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
+
 build/asan/tests/unit/%: build/asan/tests/unit/%.o $(ASAN_LIB_OBJS)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(ASAN_CFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
 
 build/asan/tests/integration/%: build/asan/tests/integration/%.o \
-		$(call asan_obj,$(TEST_SUPPORT_SRCS)) $(ASAN_LIB_OBJS)
+		$(call asan_obj,$(TEST_SUPPORT_SRCS) $(CLIENT_SRCS)) $(ASAN_LIB_OBJS)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(ASAN_CFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
 
@@ -157,8 +228,15 @@ build/fuzz/obj/%.o: %.c
 	@echo "  CC      $< (fuzz)"
 	$(Q)$(FUZZ_CC) $(BASE_CFLAGS) $(FUZZ_CFLAGS) $(PKG_CFLAGS) -c -o $@ $<
 
-build/fuzz/%: build/fuzz/obj/tests/fuzz/%.o $(patsubst %.c,build/fuzz/obj/%.o,$(LIB_SRCS) \
-		$(GEN_SRCS))
+FUZZ_LIB_OBJS := $(patsubst %.c,build/fuzz/obj/%.o,$(LIB_SRCS) $(GEN_SRCS))
+
+build/fuzz/%: build/fuzz/obj/tests/fuzz/%.o $(FUZZ_LIB_OBJS)
+	@echo "  LD      $@"
+	$(Q)$(FUZZ_CC) -fsanitize=fuzzer,address,undefined -o $@ $^ $(PKG_LIBS)
+
+# The admin routes run against stubs of the registry (a link seam).
+build/fuzz/fuzz_admin_routes: build/fuzz/obj/tests/fuzz/fuzz_admin_routes.o \
+		$(filter-out %/queue/registry.o,$(FUZZ_LIB_OBJS))
 	@echo "  LD      $@"
 	$(Q)$(FUZZ_CC) -fsanitize=fuzzer,address,undefined -o $@ $^ $(PKG_LIBS)
 
@@ -174,9 +252,14 @@ deps:
 # The fuzzers run last, for FUZZ_TEST_SECONDS each: a smoke run on every
 # commit; `make fuzz` runs them longer.
 FUZZ_TEST_SECONDS ?= 10
+# Tests that drive a daemon run twice: once against the ASan build, once
+# against a ThreadSanitizer build (the workers, the admin threads).
+TSAN_TESTS := tests/integration/test_admin tests/integration/test_gateway
 test: deps
-	$(Q)$(MAKE) --no-print-directory build/asan/ferryd $(TEST_BINS) $(FUZZ_BINS)
-	$(Q)FUZZ_SECONDS=$(FUZZ_TEST_SECONDS) sh scripts/run-tests.sh \
+	$(Q)$(MAKE) --no-print-directory build/asan/ferryd build/asan/ferry-client \
+		build/tsan/ferryd $(TEST_BINS) $(FUZZ_BINS)
+	$(Q)FUZZ_SECONDS=$(FUZZ_TEST_SECONDS) FERRY_TSAN_FERRYD=build/tsan/ferryd \
+		FERRY_TSAN_TESTS="$(addprefix build/asan/,$(TSAN_TESTS))" sh scripts/run-tests.sh \
 		$(addprefix build/asan/,$(UNIT_TESTS)) -- \
 		$(addprefix build/asan/,$(INTEGRATION_TESTS)) -- $(FUZZ_BINS)
 
@@ -184,7 +267,7 @@ unit: build/asan/ferryd $(addprefix build/asan/,$(UNIT_TESTS))
 	$(Q)sh scripts/run-tests.sh $(addprefix build/asan/,$(UNIT_TESTS)) --
 
 run: deps
-	$(Q)$(MAKE) --no-print-directory bin/ferryd
+	$(Q)$(MAKE) --no-print-directory bin/ferryd bin/ferry-client
 	$(Q)sh scripts/run-dev.sh
 
 # docs/configuration.md is generated from the config table; `make test` fails
@@ -192,19 +275,20 @@ run: deps
 docs: bin/ferryd
 	$(Q)bin/ferryd config-reference > docs/configuration.md
 
-ALL_C := $(shell git ls-files '*.c' '*.h' 2>/dev/null)
+ALL_C := $(shell git ls-files -co --exclude-standard '*.c' '*.h' 2>/dev/null)
 check:
 	$(Q)clang-format --dry-run --Werror $(ALL_C)
 	$(Q)sh scripts/check-banned.sh $(filter %.c,$(ALL_C))
 
-install: bin/ferryd
+install: bin/ferryd bin/ferry-client
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SYSCONFDIR)/ferry $(DESTDIR)$(DATADIR)/doc/ferry
 	install -m 0755 bin/ferryd $(DESTDIR)$(BINDIR)/ferryd
 	install -m 0644 docs/ferry.ini.example $(DESTDIR)$(SYSCONFDIR)/ferry/ferry.ini.example
 	install -m 0644 README.md docs/*.md admin/openapi.yaml $(DESTDIR)$(DATADIR)/doc/ferry/
 
 uninstall:
-	rm -f $(DESTDIR)$(BINDIR)/ferryd $(DESTDIR)$(SYSCONFDIR)/ferry/ferry.ini.example
+	rm -f $(DESTDIR)$(BINDIR)/ferryd $(DESTDIR)$(BINDIR)/ferry-client \
+		$(DESTDIR)$(SYSCONFDIR)/ferry/ferry.ini.example
 	rm -rf $(DESTDIR)$(DATADIR)/doc/ferry
 
 clean:

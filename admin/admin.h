@@ -16,17 +16,20 @@
 #include "common/config.h"
 
 struct queue_registry;
+struct gateway;
 struct admin_server;
 
 /*
  * Start serving on cfg->admin.listen with bearer token @token (borrowed,
- * copied; must not be empty). @reg is borrowed and must outlive the server.
+ * copied; must not be empty). @reg and @gw (NULL: no device gateway) are
+ * borrowed and must outlive the server.
  * On failure returns an error, writes the reason to @err and starts nothing.
  * *port gets the bound port (useful when the configured port is 0).
  */
 enum ferry_err admin_start(const struct ferry_config *cfg, const char *token,
-			   struct queue_registry *reg, struct admin_server **out, uint16_t *port,
-			   char *err, size_t errlen) FERRY_WUR;
+			   struct queue_registry *reg, struct gateway *gw,
+			   struct admin_server **out, uint16_t *port, char *err,
+			   size_t errlen) FERRY_WUR;
 
 /* Replace the bearer token (SIGHUP). @token is copied. */
 enum ferry_err admin_set_token(struct admin_server *srv, const char *token) FERRY_WUR;

@@ -10,7 +10,8 @@
  *
  * A handler runs on one of libmicrohttpd's threads; several run at once. All
  * they share is struct admin_server, read-only after admin_start() but for
- * the token, which only http.c touches (under its lock).
+ * the token (under its lock) and the atomics admin_stop() waits on, which
+ * only http.c touches.
  */
 #ifndef FERRY_ADMIN_ADMIN_INT_H
 #define FERRY_ADMIN_ADMIN_INT_H
@@ -35,6 +36,7 @@
 /* A request as a handler sees it; everything is borrowed for the call. */
 struct admin_req {
 	struct queue_registry *reg;
+	struct gateway *gw; /* NULL when the device gateway is off */
 	const char *method;
 	/* Percent-decoded path parameters, in the order of the pattern. They
 	 * contain no NUL byte (a %00 is rejected before dispatch). */

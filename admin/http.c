@@ -5,7 +5,8 @@
  * Threads: libmicrohttpd runs its own polling threads (a pool of
  * [admin] threads, epoll where available). Everything in struct admin_server
  * is read-only while the daemon runs except the token hash, which
- * admin_set_token() swaps under token_lock from the main thread.
+ * admin_set_token() swaps under token_lock from the main thread, and the
+ * atomics admin_stop() waits on (requests in flight, stopping).
  *
  * A request goes through on_access() three ways: once when its headers are
  * in (auth is decided then, and a declared body over max_body is refused at
@@ -32,6 +33,12 @@
  * path parameters are percent-decoded, so "%2F" cannot make up a route and
  * "%00" is refused instead of cutting a parameter short.
  *
+ * Stopping (admin_stop()): no new connection is accepted (one that comes
+ * meanwhile waits in the listen backlog until the socket is closed at the
+ * end), the requests in flight are let finish, each answer then saying
+ * "Connection: close", for up to ADMIN_CONN_TIMEOUT seconds, and only then
+ * is libmicrohttpd stopped, which drops whatever connections remain.
+ *
  * Diagnostics: one event=admin_request line per answered request (method,
  * escaped path, status, peer, body size, duration); never a header, a body
  * or the token.
@@ -42,6 +49,7 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,9 +87,12 @@
 struct admin_server {
 	struct MHD_Daemon *daemon;
 	struct queue_registry *reg; /* borrowed */
+	struct gateway *gw;	    /* borrowed, may be NULL */
 	size_t max_body;
 	pthread_rwlock_t token_lock;
 	unsigned char token_hash[TOKEN_HASH_LEN]; /* under token_lock */
+	atomic_uint inflight;			  /* requests begun, not yet completed */
+	atomic_bool stopping;			  /* admin_stop() has begun */
 };
 
 enum auth {
@@ -371,6 +382,7 @@ static void call_route(struct admin_server *srv, const struct route *r, const st
 	char *params[ADMIN_MAX_PARAMS] = { NULL };
 	struct admin_req req = {
 		.reg = srv->reg,
+		.gw = srv->gw,
 		.method = method,
 		.body = rq->body.data ? rq->body.data : "",
 		.body_len = rq->body.len,
@@ -482,8 +494,9 @@ static struct MHD_Response *make_response(struct admin_reply *rep)
 }
 
 /* Send @rep (and release it), log the request. MHD_NO closes the connection. */
-static enum MHD_Result send_reply(struct MHD_Connection *conn, struct request *rq,
-				  const char *method, const char *path, struct admin_reply *rep)
+static enum MHD_Result send_reply(struct admin_server *srv, struct MHD_Connection *conn,
+				  struct request *rq, const char *method, const char *path,
+				  struct admin_reply *rep)
 {
 	struct MHD_Response *resp = make_response(rep);
 	enum MHD_Result ret = MHD_NO;
@@ -504,6 +517,8 @@ static enum MHD_Result send_reply(struct MHD_Connection *conn, struct request *r
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, rep->allow);
 	if (rep->location[0])
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION, rep->location);
+	if (atomic_load(&srv->stopping))
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
 	ret = MHD_queue_response(conn, rep->status, resp);
 	MHD_destroy_response(resp);
 	if (ret == MHD_YES)
@@ -526,7 +541,7 @@ static enum MHD_Result refuse_body(struct admin_server *srv, struct MHD_Connecti
 				  "request body is larger than %zu bytes ([admin] max_body)",
 				  srv->max_body);
 	buf_release(&rq->body);
-	return send_reply(conn, rq, method, path, &rep);
+	return send_reply(srv, conn, rq, method, path, &rep);
 }
 
 /* ---- the libmicrohttpd callbacks ---- */
@@ -590,7 +605,7 @@ static enum MHD_Result request_finish(struct admin_server *srv, struct MHD_Conne
 		dispatch(srv, rq, path, method, &rep);
 	else
 		reply_unauthorized(&rep, rq->auth);
-	return send_reply(conn, rq, method, path, &rep);
+	return send_reply(srv, conn, rq, method, path, &rep);
 }
 
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
@@ -607,6 +622,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
 			return MHD_NO;
 		buf_init(&rq->body, srv->max_body);
 		clock_gettime(CLOCK_MONOTONIC, &rq->start);
+		atomic_fetch_add(&srv->inflight, 1);
 		*con_cls = rq;
 		return request_start(srv, conn, url, method, rq);
 	}
@@ -621,10 +637,12 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 			 enum MHD_RequestTerminationCode toe)
 {
+	struct admin_server *srv = cls;
 	struct request *rq = *con_cls;
 
 	if (!rq)
 		return;
+	atomic_fetch_sub(&srv->inflight, 1);
 	if (!rq->answered)
 		log_debug("event=admin_request_aborted reason=%d", (int)toe);
 	buf_release(&rq->body);
@@ -739,7 +757,8 @@ static uint16_t bound_port(struct MHD_Daemon *d, int fd)
 static struct MHD_Daemon *daemon_start(struct admin_server *srv, int fd, int family,
 				       unsigned threads)
 {
-	unsigned int flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG;
+	/* MHD_USE_ITC: needed by MHD_quiesce_daemon() in admin_stop(). */
+	unsigned int flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_USE_ITC;
 
 	if (family == AF_INET6)
 		flags |= MHD_USE_IPv6;
@@ -760,8 +779,8 @@ static void server_free(struct admin_server *srv)
 }
 
 enum ferry_err admin_start(const struct ferry_config *cfg, const char *token,
-			   struct queue_registry *reg, struct admin_server **out, uint16_t *port,
-			   char *err, size_t errlen)
+			   struct queue_registry *reg, struct gateway *gw,
+			   struct admin_server **out, uint16_t *port, char *err, size_t errlen)
 {
 	struct admin_server *srv;
 	enum ferry_err rc;
@@ -779,7 +798,10 @@ enum ferry_err admin_start(const struct ferry_config *cfg, const char *token,
 		return FERRY_ENOMEM;
 	}
 	srv->reg = reg;
+	srv->gw = gw;
 	srv->max_body = cfg->admin.max_body;
+	atomic_init(&srv->inflight, 0);
+	atomic_init(&srv->stopping, 0);
 	if (!sha256(token, strlen(token), srv->token_hash)) {
 		snprintf(err, errlen, "cannot start the admin API: SHA-256 unavailable");
 		rc = FERRY_EIO;
@@ -824,12 +846,41 @@ enum ferry_err admin_set_token(struct admin_server *srv, const char *token)
 	return FERRY_OK;
 }
 
+/*
+ * Stop accepting and wait until the requests in flight are answered, for at
+ * most ADMIN_CONN_TIMEOUT seconds. Returns the listening socket, which
+ * libmicrohttpd no longer closes, or MHD_INVALID_SOCKET.
+ */
+static MHD_socket drain(struct admin_server *srv)
+{
+	const struct timespec pause = { 0, 10 * 1000 * 1000 };
+	MHD_socket fd;
+	unsigned n;
+
+	atomic_store(&srv->stopping, 1);
+	fd = MHD_quiesce_daemon(srv->daemon);
+	for (int i = 0; i < ADMIN_CONN_TIMEOUT * 100; i++) {
+		if (!atomic_load(&srv->inflight))
+			return fd;
+		nanosleep(&pause, NULL);
+	}
+	n = atomic_load(&srv->inflight);
+	if (n)
+		log_warn("event=admin_stop_timeout requests=%u", n);
+	return fd;
+}
+
 void admin_stop(struct admin_server *srv)
 {
+	MHD_socket fd;
+
 	if (!srv)
 		return;
-	/* Waits for the threads; closes the listening socket too. */
+	fd = drain(srv);
+	/* Waits for the threads; then the quiesced socket may be closed. */
 	MHD_stop_daemon(srv->daemon);
+	if (fd != MHD_INVALID_SOCKET)
+		close(fd);
 	server_free(srv);
 	log_info("event=admin_stopped");
 }

@@ -27,6 +27,7 @@
 #include <jansson.h>
 
 #include "admin/admin_int.h"
+#include "gateway/gateway.h"
 #include "common/log.h"
 #include "queue/queue.h"
 #include "common/banned.h"
@@ -133,6 +134,19 @@ static const char *json_type_name(const json_t *j)
 	}
 }
 
+/*
+ * jansson's message in @jerr without the " near '...'" it appends: that is up
+ * to 20 bytes of the body, which may be part of a push token. Edits @jerr.
+ */
+static const char *parse_error_text(json_error_t *jerr)
+{
+	char *near = strstr(jerr->text, " near '");
+
+	if (near)
+		*near = '\0';
+	return jerr->text;
+}
+
 /* The body as a JSON object with keys from @allowed only; NULL and @rep set if not. */
 static json_t *body_object(const struct admin_req *req, const char *const *allowed,
 			   struct admin_reply *rep)
@@ -154,8 +168,8 @@ static json_t *body_object(const struct admin_req *req, const char *const *allow
 			admin_reply_error(rep, HTTP_INTERNAL, "out of memory");
 		else
 			admin_reply_error(rep, HTTP_BAD_REQUEST,
-					  "invalid JSON: %s at line %d column %d", jerr.text,
-					  jerr.line, jerr.column);
+					  "invalid JSON: %s at line %d column %d",
+					  parse_error_text(&jerr), jerr.line, jerr.column);
 		return NULL;
 	}
 	if (!json_is_object(obj)) {
@@ -377,16 +391,16 @@ void admin_route_healthz(const struct admin_req *req, struct admin_reply *rep)
 void admin_route_readyz(const struct admin_req *req, struct admin_reply *rep)
 {
 	enum ferry_err rc = queue_registry_ping(req->reg);
+	/* Without a device gateway configured there are no listeners to wait for. */
+	int listeners = !req->gw || gateway_ready(req->gw);
 
-	if (rc) {
+	if (rc)
 		log_warn("event=admin_not_ready database=\"%s\"", ferry_strerror(rc));
-		admin_reply_json(rep, HTTP_UNAVAILABLE,
-				 json_pack("{s:s,s:{s:s}}", "status", "not ready", "checks",
-					   "database", "unavailable"));
-		return;
-	}
-	admin_reply_json(rep, HTTP_OK,
-			 json_pack("{s:s,s:{s:s}}", "status", "ready", "checks", "database", "ok"));
+	admin_reply_json(rep, !rc && listeners ? HTTP_OK : HTTP_UNAVAILABLE,
+			 json_pack("{s:s,s:{s:s,s:s}}", "status",
+				   !rc && listeners ? "ready" : "not ready", "checks", "database",
+				   rc ? "unavailable" : "ok", "listeners",
+				   listeners ? "ok" : "down"));
 }
 
 void admin_route_devices_create(const struct admin_req *req, struct admin_reply *rep)
@@ -473,6 +487,8 @@ void admin_route_device_delete(const struct admin_req *req, struct admin_reply *
 		reply_store_error(rep, rc, "device deletion", id);
 		return;
 	}
+	/* A connection of a deleted device must not live on. */
+	gateway_device_deleted(req->gw, id);
 	log_info("event=admin_device_deleted device=%" PRId64, id);
 	admin_reply_empty(rep, HTTP_NO_CONTENT);
 }

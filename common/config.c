@@ -76,6 +76,42 @@ struct entry {
 #define FIELD(f) offsetof(struct ferry_config, f)
 
 static const struct entry table[] = {
+	{ "gateway", "listen", TYPE_ADDR, "0.0.0.0:7222", 0, 0, FIELD(gateway.listen), 0, NULL,
+	  "Address devices connect to over plain TCP: `host:port` or `[v6]:port`. Empty "
+	  "disables the plain listener." },
+	{ "gateway", "tls_listen", TYPE_ADDR, "0.0.0.0:7223", 0, 0, FIELD(gateway.tls_listen), 0,
+	  NULL,
+	  "Address devices connect to over TLS; used when `tls_cert` and `tls_key` are set." },
+	{ "gateway", "tls_cert", TYPE_STRING, "", 0, 0, FIELD(gateway.tls_cert), 0, NULL,
+	  "PEM file with the server certificate (and its chain). With `tls_key`, enables the TLS "
+	  "listener (TLS 1.2 or later, ECDHE with AES-GCM or ChaCha20)." },
+	{ "gateway", "tls_key", TYPE_STRING, "", 0, 0, FIELD(gateway.tls_key), 0, NULL,
+	  "PEM file with the private key of `tls_cert`." },
+	{ "gateway", "workers", TYPE_UINT, "0", 0, 64, FIELD(gateway.workers), 0, NULL,
+	  "Worker threads, each with its own event loop and connections. 0: one per core." },
+	{ "gateway", "max_frame", TYPE_SIZE, "64k", 1 * KIB, 16 * MIB, FIELD(gateway.max_frame), 0,
+	  NULL,
+	  "Largest frame a device may send (announced in WELCOME); a payload may be up to "
+	  "128 bytes less." },
+	{ "gateway", "max_connections", TYPE_UINT, "10000", 1, 1000000,
+	  FIELD(gateway.max_connections), 0, NULL,
+	  "Devices connected at once; one more is answered ERROR overloaded. Mind the process's "
+	  "open-file limit." },
+	{ "gateway", "max_output", TYPE_SIZE, "1m", 16 * KIB, 256 * MIB, FIELD(gateway.max_output),
+	  0, NULL,
+	  "Bytes that may wait for one slow device to read them; past it the connection is "
+	  "closed." },
+	{ "gateway", "ack_timeout", TYPE_UINT, "250", 10, 60000, FIELD(gateway.ack_timeout), 0,
+	  "ms",
+	  "How long a DELIVER to an online device may wait for its DELIVER_ACK before it counts as "
+	  "not delivered." },
+	{ "gateway", "handshake_timeout", TYPE_UINT, "10000", 100, 600000,
+	  FIELD(gateway.handshake_timeout), 0, "ms",
+	  "Time from connecting to a valid HELLO and its check." },
+	{ "gateway", "idle_timeout", TYPE_UINT, "120000", 1000, 86400000,
+	  FIELD(gateway.idle_timeout), 0, "ms",
+	  "A connection that sends nothing for this long is closed (announced in WELCOME; "
+	  "devices PING well within it)." },
 	{ "store", "conninfo", TYPE_CONNINFO, "", 0, 0, FIELD(store.conninfo), 0, NULL,
 	  "libpq connection string (`key=value` pairs or a `postgresql://` URI). Empty: libpq "
 	  "defaults and the `PG*` environment variables." },
@@ -107,7 +143,7 @@ struct section {
 };
 
 static const struct section sections[] = {
-	{ "gateway", NULL },
+	{ "gateway", "The device-facing listeners, worker threads and connection limits." },
 	{ "store", "The PostgreSQL database." },
 	{ "push.apns", NULL },
 	{ "push.fcm", NULL },
@@ -1066,6 +1102,16 @@ void config_diff(const struct ferry_config *old, const struct ferry_config *new,
 	}
 }
 
+/*
+ * An admin token travels as "Authorization: Bearer <token>", and the
+ * whitespace around a header value and after "Bearer" is not part of the
+ * token: one that starts or ends with a space or tab could never match.
+ */
+static int token_padded(const char *s, size_t n)
+{
+	return n && (s[0] == ' ' || s[0] == '\t' || s[n - 1] == ' ' || s[n - 1] == '\t');
+}
+
 enum ferry_err config_admin_token(const struct ferry_config *cfg, char **out, char *err,
 				  size_t errlen)
 {
@@ -1077,6 +1123,11 @@ enum ferry_err config_admin_token(const struct ferry_config *cfg, char **out, ch
 
 	*out = NULL;
 	if (cfg->admin.token[0] || !path[0]) {
+		if (token_padded(cfg->admin.token, strlen(cfg->admin.token))) {
+			seterr(err, errlen,
+			       "[admin] token: value starts or ends with a space or tab");
+			return FERRY_ECONFIG;
+		}
 		*out = strdup(cfg->admin.token);
 		if (!*out)
 			goto nomem;
@@ -1095,6 +1146,8 @@ enum ferry_err config_admin_token(const struct ferry_config *cfg, char **out, ch
 		problem = "is too long";
 	else if (has_control(text.data, n))
 		problem = "contains a control character";
+	else if (token_padded(text.data, n))
+		problem = "starts with a space or tab";
 	if (problem) {
 		seterr(err, errlen, "[admin] token_file: the first line of '%s' %s", path, problem);
 		buf_release(&text);

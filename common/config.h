@@ -31,6 +31,20 @@ struct ferry_config {
 	char *path; /* file it was read from, or NULL */
 
 	struct {
+		char *listen;		    /* host:port for devices, "" disables */
+		char *tls_listen;	    /* host:port for TLS devices */
+		char *tls_cert;		    /* PEM certificate chain; with tls_key enables TLS */
+		char *tls_key;		    /* PEM private key */
+		unsigned workers;	    /* worker threads, 0: one per core */
+		size_t max_frame;	    /* bytes */
+		unsigned max_connections;   /* devices connected at once */
+		size_t max_output;	    /* bytes queued for one slow reader */
+		unsigned ack_timeout;	    /* ms a DELIVER may wait for its ack */
+		unsigned handshake_timeout; /* ms from connect to a valid HELLO */
+		unsigned idle_timeout;	    /* ms without a frame before closing */
+	} gateway;
+
+	struct {
 		char *conninfo;		  /* libpq connection string */
 		unsigned connect_timeout; /* seconds */
 	} store;

@@ -25,6 +25,7 @@
 #include "admin/admin.h"
 #include "common/config.h"
 #include "common/log.h"
+#include "gateway/gateway.h"
 #include "queue/queue.h"
 #include "common/banned.h"
 
@@ -45,6 +46,7 @@ struct daemon {
 	struct ferry_config *cfg;      /* the one in force */
 	struct ferry_config *boot_cfg; /* what the admin server was started with */
 	struct queue_registry *reg;
+	struct gateway *gw;
 	struct admin_server *admin;
 };
 
@@ -87,6 +89,30 @@ static int load_config(const char *path, struct ferry_config **cfg)
 	return EXIT_OK;
 }
 
+/*
+ * What `run` needs beyond a well-formed file: checked by check-config too, and
+ * by run before it touches the database, so a config error is always exit 2.
+ */
+static int validate_for_run(const struct ferry_config *cfg)
+{
+	char err[ERRLEN];
+	char *token = NULL;
+
+	if (config_admin_token(cfg, &token, err, sizeof(err))) {
+		fprintf(stderr, "ferryd: %s\n", err);
+		return EXIT_USAGE;
+	}
+	if (*cfg->admin.listen && !*token)
+		fprintf(stderr, "ferryd: warning: no [admin] token or token_file: the admin API "
+				"stays off\n");
+	free(token);
+	if (!*cfg->gateway.tls_cert != !*cfg->gateway.tls_key) {
+		fprintf(stderr, "ferryd: TLS needs both [gateway] tls_cert and tls_key\n");
+		return EXIT_USAGE;
+	}
+	return EXIT_OK;
+}
+
 static void report_change(const char *section, const char *key, int reloadable, void *arg)
 {
 	if (reloadable)
@@ -106,7 +132,7 @@ static void reload(struct daemon *d)
 		log_error("event=reload_failed reason=\"%s\" action=kept_old_config", err);
 		return;
 	}
-	if (config_admin_token(next, &token, err, sizeof(err)) || (d->admin && !*token)) {
+	if (d->admin && (config_admin_token(next, &token, err, sizeof(err)) || !*token)) {
 		log_error("event=reload_failed reason=\"%s\" action=kept_old_config",
 			  token ? "admin token is empty" : err);
 		free(token);
@@ -159,6 +185,24 @@ static void close_handle(uv_handle_t *h, void *arg)
 		uv_close(h, NULL);
 }
 
+static int start_gateway(struct daemon *d)
+{
+	char err[ERRLEN];
+	uint16_t ports[2];
+	enum ferry_err rc;
+
+	if (!*d->cfg->gateway.listen && !*d->cfg->gateway.tls_cert) {
+		log_info("event=gateway_disabled");
+		return EXIT_OK;
+	}
+	rc = gateway_start(d->cfg, d->reg, &d->gw, ports, err, sizeof(err));
+	if (rc) {
+		fprintf(stderr, "ferryd: %s\n", err);
+		return rc == FERRY_ECONFIG ? EXIT_USAGE : EXIT_RUNTIME;
+	}
+	return EXIT_OK;
+}
+
 static int start_admin(struct daemon *d)
 {
 	char err[ERRLEN];
@@ -175,12 +219,12 @@ static int start_admin(struct daemon *d)
 		return EXIT_USAGE;
 	}
 	if (!*token) {
+		/* An unauthenticated admin API is never an option. */
 		free(token);
-		fprintf(stderr, "ferryd: the admin API needs a token: set [admin] token or "
-				"token_file (or listen = \"\" to disable it)\n");
-		return EXIT_USAGE;
+		log_warn("event=admin_disabled reason=\"no [admin] token or token_file\"");
+		return EXIT_OK;
 	}
-	rc = admin_start(d->cfg, token, d->reg, &d->admin, &port, err, sizeof(err));
+	rc = admin_start(d->cfg, token, d->reg, d->gw, &d->admin, &port, err, sizeof(err));
 	free(token);
 	if (rc) {
 		fprintf(stderr, "ferryd: %s\n", err);
@@ -201,6 +245,9 @@ static int cmd_run(const char *path)
 	if (code)
 		return code;
 	d.boot_cfg = d.cfg;
+	code = validate_for_run(d.cfg);
+	if (code)
+		goto out_cfg;
 	rc = queue_schema_check(d.cfg->store.conninfo, d.cfg->store.connect_timeout, NULL, err,
 				sizeof(err));
 	if (rc) {
@@ -208,8 +255,9 @@ static int cmd_run(const char *path)
 		code = exit_for(rc);
 		goto out_cfg;
 	}
+	/* Admin threads and the gateway's threadpool jobs share the registry. */
 	d.reg = queue_registry_new(d.cfg->store.conninfo, d.cfg->store.connect_timeout,
-				   d.cfg->admin.threads);
+				   d.cfg->admin.threads + 4);
 	if (!d.reg || uv_loop_init(&d.loop)) {
 		fprintf(stderr, "ferryd: cannot initialise: out of memory\n");
 		code = EXIT_RUNTIME;
@@ -221,14 +269,19 @@ static int cmd_run(const char *path)
 		code = EXIT_RUNTIME;
 		goto out_loop;
 	}
-	code = start_admin(&d);
+	code = start_gateway(&d);
 	if (code)
 		goto out_loop;
+	code = start_admin(&d);
+	if (code)
+		goto out_gateway;
 	log_info("event=started version=%s schema=%d", FERRY_VERSION, queue_schema_latest());
 	uv_run(&d.loop, UV_RUN_DEFAULT);
 	admin_stop(d.admin);
 	log_info("event=stopped");
 
+out_gateway:
+	gateway_stop(d.gw);
 out_loop:
 	uv_walk(&d.loop, close_handle, NULL);
 	uv_run(&d.loop, UV_RUN_DEFAULT);
@@ -267,22 +320,16 @@ static int cmd_migrate(const char *path)
 static int cmd_check_config(const char *path)
 {
 	struct ferry_config *cfg;
-	char err[ERRLEN];
-	char *token = NULL;
 	int code;
 
 	code = load_config(path, &cfg);
 	if (code)
 		return code;
-	if (config_admin_token(cfg, &token, err, sizeof(err))) {
-		fprintf(stderr, "ferryd: %s\n", err);
-		config_free(cfg);
-		return EXIT_USAGE;
-	}
-	free(token);
-	config_print(cfg, stdout);
+	code = validate_for_run(cfg);
+	if (!code)
+		config_print(cfg, stdout);
 	config_free(cfg);
-	return EXIT_OK;
+	return code;
 }
 
 int main(int argc, char **argv)

@@ -98,8 +98,10 @@ struct queue_push_token {
 
 /*
  * A registry with up to @nconn connections to @conninfo, opened lazily and
- * reopened after a failure; @connect_timeout is in seconds (a
- * connect_timeout inside @conninfo wins). Returns NULL only when out of memory.
+ * reopened after a failure (for a second after a failed connect, calls fail
+ * with FERRY_EUNAVAIL at once rather than each waiting for the timeout).
+ * @connect_timeout is in seconds (a connect_timeout inside @conninfo wins).
+ * Returns NULL only when out of memory.
  */
 struct queue_registry *queue_registry_new(const char *conninfo, unsigned connect_timeout,
 					  unsigned nconn);
@@ -140,7 +142,29 @@ enum ferry_err queue_device_set_push(struct queue_registry *reg, int64_t id,
 /* Remove the device's push token. FERRY_ENOTFOUND if the device is unknown. */
 enum ferry_err queue_device_clear_push(struct queue_registry *reg, int64_t id) FERRY_WUR;
 
+/*
+ * Check a device's credentials: FERRY_OK and the device's user in @user if
+ * device @id exists and SHA-256(@secret) equals its stored hash (compared in
+ * constant time); FERRY_EAUTH for an unknown device or a wrong secret alike.
+ */
+enum ferry_err queue_device_auth(struct queue_registry *reg, int64_t id, const void *secret,
+				 size_t len, char user[QUEUE_USER_MAX + 1]) FERRY_WUR;
+
+/*
+ * The ids of @user's devices, ascending: up to @max into @ids, the number
+ * written in *n. An unknown user has none.
+ */
+enum ferry_err queue_user_devices(struct queue_registry *reg, const char *user, int64_t *ids,
+				  size_t max, size_t *n) FERRY_WUR;
+
+/* Set last_seen = now() for @n devices in one statement. */
+enum ferry_err queue_devices_seen(struct queue_registry *reg, const int64_t *ids,
+				  size_t n) FERRY_WUR;
+
+/* Free the strings @dev owns and zero it. NULL is a no-op. */
 void queue_device_release(struct queue_device *dev);
+
+/* Release @n records and the array itself. NULL is a no-op. */
 void queue_device_list_free(struct queue_device *devs, size_t n);
 
 #endif

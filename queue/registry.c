@@ -17,15 +17,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <libpq-fe.h>
+#include <openssl/crypto.h>
 
+#include "common/buf.h"
 #include "common/log.h"
 #include "queue/queue.h"
 #include "queue/pg_int.h"
 #include "common/banned.h"
 
 #define REGISTRY_MAX_CONN 64
+/* After a failed connect, callers fail at once for this long instead of each
+ * waiting connect_timeout on a database that is down or hanging. */
+#define REGISTRY_RETRY_MS 1000
 
 struct queue_registry {
 	char *conninfo;
@@ -35,7 +41,16 @@ struct queue_registry {
 	pthread_cond_t freed;
 	PGconn *conns[REGISTRY_MAX_CONN];
 	unsigned char busy[REGISTRY_MAX_CONN];
+	uint64_t down_until; /* monotonic ms; under lock */
 };
+
+static uint64_t monotonic_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
 
 #define DEVICE_COLUMNS                                                             \
 	"id, user_id, platform, push_provider, push_token, push_app, apns_topic, " \
@@ -79,7 +94,7 @@ void queue_registry_free(struct queue_registry *reg)
 static int acquire(struct queue_registry *reg)
 {
 	char err[512];
-	int idx = -1;
+	int idx = -1, down;
 
 	pthread_mutex_lock(&reg->lock);
 	while (idx < 0) {
@@ -98,11 +113,20 @@ static int acquire(struct queue_registry *reg)
 	if (reg->conns[idx] && PQstatus(reg->conns[idx]) == CONNECTION_OK)
 		return idx;
 	PQfinish(reg->conns[idx]);
-	reg->conns[idx] = queue_pg_connect(reg->conninfo, reg->connect_timeout, err, sizeof(err));
-	if (reg->conns[idx])
-		return idx;
-	log_warn("event=registry_connect_failed reason=\"%s\"", err);
+	reg->conns[idx] = NULL;
 	pthread_mutex_lock(&reg->lock);
+	down = monotonic_ms() < reg->down_until;
+	pthread_mutex_unlock(&reg->lock);
+	if (!down) {
+		reg->conns[idx] =
+			queue_pg_connect(reg->conninfo, reg->connect_timeout, err, sizeof(err));
+		if (reg->conns[idx])
+			return idx;
+		log_warn("event=registry_connect_failed reason=\"%s\"", err);
+	}
+	pthread_mutex_lock(&reg->lock);
+	if (!down)
+		reg->down_until = monotonic_ms() + REGISTRY_RETRY_MS;
 	reg->busy[idx] = 0;
 	pthread_cond_signal(&reg->freed);
 	pthread_mutex_unlock(&reg->lock);
@@ -349,25 +373,89 @@ enum ferry_err queue_device_clear_push(struct queue_registry *reg, int64_t id)
 			     1, params);
 }
 
-void queue_device_release(struct queue_device *dev)
+enum ferry_err queue_device_auth(struct queue_registry *reg, int64_t id, const void *secret,
+				 size_t len, char user[QUEUE_USER_MAX + 1])
 {
-	if (!dev)
-		return;
-	free(dev->user);
-	free(dev->platform);
-	free(dev->push_provider);
-	free(dev->push_token);
-	free(dev->push_app);
-	free(dev->push_topic);
-	free(dev->push_environment);
-	memset(dev, 0, sizeof(*dev));
+	static const uint8_t nobody[QUEUE_SECRET_HASH_LEN];
+	uint8_t want[QUEUE_SECRET_HASH_LEN], got[QUEUE_SECRET_HASH_LEN];
+	char idbuf[24];
+	const char *params[1] = { idbuf };
+	const uint8_t *stored = nobody;
+	PGresult *res;
+	enum ferry_err rc;
+	int found = 0;
+
+	snprintf(idbuf, sizeof(idbuf), "%lld", (long long)id);
+	rc = run(reg, "SELECT user_id, encode(secret_hash, 'hex') FROM devices WHERE id = $1", 1,
+		 params, 1, &res);
+	if (rc)
+		return rc;
+	if (PQntuples(res) == 1 && PQgetlength(res, 0, 1) == 2 * QUEUE_SECRET_HASH_LEN) {
+		const char *hex = PQgetvalue(res, 0, 1);
+
+		for (int i = 0; i < QUEUE_SECRET_HASH_LEN; i++) {
+			unsigned v;
+
+			sscanf(hex + 2 * i, "%2x", &v);
+			want[i] = (uint8_t)v;
+		}
+		snprintf(user, QUEUE_USER_MAX + 1, "%s", PQgetvalue(res, 0, 0));
+		stored = want;
+		found = 1;
+	}
+	PQclear(res);
+	/* Hash and compare even for an unknown device, so both cost the same. */
+	queue_secret_hash(secret, len, got);
+	if (CRYPTO_memcmp(stored, got, QUEUE_SECRET_HASH_LEN) != 0 || !found)
+		return FERRY_EAUTH;
+	return FERRY_OK;
 }
 
-void queue_device_list_free(struct queue_device *devs, size_t n)
+enum ferry_err queue_user_devices(struct queue_registry *reg, const char *user, int64_t *ids,
+				  size_t max, size_t *n)
 {
-	if (!devs)
-		return;
-	for (size_t i = 0; i < n; i++)
-		queue_device_release(&devs[i]);
-	free(devs);
+	const char *params[1] = { user };
+	PGresult *res;
+	enum ferry_err rc;
+	size_t rows;
+
+	rc = run(reg, "SELECT id FROM devices WHERE user_id = $1 ORDER BY id", 1, params, 1, &res);
+	if (rc)
+		return rc;
+	rows = (size_t)PQntuples(res);
+	if (rows > max)
+		rows = max;
+	for (size_t i = 0; i < rows; i++)
+		ids[i] = strtoll(PQgetvalue(res, (int)i, 0), NULL, 10);
+	*n = rows;
+	PQclear(res);
+	return FERRY_OK;
+}
+
+enum ferry_err queue_devices_seen(struct queue_registry *reg, const int64_t *ids, size_t n)
+{
+	struct buf arr;
+	const char *params[1];
+	PGresult *res;
+	enum ferry_err rc;
+
+	if (n == 0)
+		return FERRY_OK;
+	buf_init(&arr, 24 * n + 2);
+	rc = buf_puts(&arr, "{");
+	for (size_t i = 0; i < n && !rc; i++)
+		rc = buf_printf(&arr, "%s%lld", i ? "," : "", (long long)ids[i]);
+	if (!rc)
+		rc = buf_puts(&arr, "}");
+	if (rc) {
+		buf_release(&arr);
+		return rc;
+	}
+	params[0] = arr.data;
+	rc = run(reg, "UPDATE devices SET last_seen = now() WHERE id = ANY($1::bigint[])", 1,
+		 params, 0, &res);
+	buf_release(&arr);
+	if (!rc)
+		PQclear(res);
+	return rc;
 }

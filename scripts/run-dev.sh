@@ -63,6 +63,9 @@ fi
 if [ ! -f "$cfg" ]; then
 	cat > "$cfg" <<EOT
 # Development configuration written by 'make run'. Edit freely; it is kept.
+[gateway]
+listen = 127.0.0.1:7222
+
 [store]
 conninfo = "host=$sock dbname=$db user=$(pg_owner)"
 
@@ -77,10 +80,20 @@ fi
 
 "$top/bin/ferryd" migrate -c "$cfg"
 
-admin=$(sed -n 's/^listen *= *//p' "$cfg" | head -n 1)
+# The listen keys of [gateway] and [admin] as written in the config.
+conf_get() {
+	awk -v sect="[$1]" -v key="$2" '
+		/^\[/ { in_s = ($0 == sect) }
+		in_s && $1 == key && $2 == "=" { print $3; exit }' "$cfg"
+}
+admin=$(conf_get admin listen)
+devices=$(conf_get gateway listen)
+: "${admin:=127.0.0.1:7280}"
+: "${devices:=0.0.0.0:7222}"
 cat <<EOT
 
 ferry is starting (Ctrl-C stops it and PostgreSQL)
+  devices:     $devices (plain TCP; docs/protocol.md)
   admin API:   http://$admin
   admin token: $(cat "$tokfile")
   config:      $cfg

@@ -70,6 +70,19 @@ if [ -n "$integration" ]; then
 		for t in $integration; do
 			run_one "$t"
 		done
+		# The same daemon-level tests against a ThreadSanitizer build.
+		if [ -n "${FERRY_TSAN_FERRYD:-}" ]; then
+			for t in ${FERRY_TSAN_TESTS:-}; do
+				echo "== $t (ferryd under ThreadSanitizer)"
+				if FERRY_TEST_FERRYD="$FERRY_TSAN_FERRYD" \
+					TSAN_OPTIONS="halt_on_error=1 exitcode=66" "$t"; then
+					passed=$((passed + 1))
+				else
+					failed=$((failed + 1))
+					failures="$failures $t(tsan)"
+				fi
+			done
+		fi
 	else
 		echo "could not start a throwaway PostgreSQL cluster" >&2
 		failed=$((failed + 1))

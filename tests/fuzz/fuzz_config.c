@@ -7,6 +7,7 @@
  */
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -26,6 +27,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (!devnull) {
 		devnull = fopen("/dev/null", "w");
 		log_set_level(LOG_LEVEL_FATAL);
+		/* Only the input decides what loads. */
+		clearenv();
 	}
 	fd = memfd_create("fuzz.ini", 0);
 	if (fd < 0)

@@ -23,6 +23,7 @@
 
 #include <cmocka.h>
 #include <curl/curl.h>
+#include <jansson.h>
 
 #include "tests/integration/harness.h"
 #include "common/banned.h"
@@ -135,11 +136,42 @@ char *th_write_file(const char *name, const char *text)
 	return path;
 }
 
+char *th_ferryd_config_ex(const char *conninfo, int admin_port, const char *token,
+			  const char *extra)
+{
+	/* The device listener is off unless @extra configures it. */
+	const char *gateway = strstr(extra, "[gateway]") ? "" : "[gateway]\nlisten = \"\"\n\n";
+
+	return xasprintf("[store]\nconninfo = \"%s\"\n\n[admin]\nlisten = 127.0.0.1:%d\n"
+			 "token = \"%s\"\n\n%s[log]\nlevel = debug\n%s",
+			 conninfo, admin_port, token, gateway, extra);
+}
+
 char *th_ferryd_config(const char *conninfo, int admin_port, const char *token)
 {
-	return xasprintf("[store]\nconninfo = \"%s\"\n\n[admin]\nlisten = 127.0.0.1:%d\n"
-			 "token = \"%s\"\n\n[log]\nlevel = debug\n",
-			 conninfo, admin_port, token);
+	return th_ferryd_config_ex(conninfo, admin_port, token, "");
+}
+
+void th_device_create(const struct th_ferryd *d, const char *token, const char *user, int64_t *id,
+		      char secret[64])
+{
+	char url[256];
+	struct th_response r;
+	json_error_t jerr;
+	json_t *j;
+
+	snprintf(url, sizeof(url), "%s/v1/users/%s/devices", d->admin_url, user);
+	th_http(&r, "POST", url, token, "{\"platform\":\"desktop\"}");
+	if (r.status != 201)
+		fail_msg("creating a device for '%s': HTTP %ld %s", user, r.status, r.body);
+	j = json_loads(r.body, 0, &jerr);
+	if (!j || !json_is_string(json_object_get(j, "device_id")) ||
+	    !json_is_string(json_object_get(j, "secret")))
+		fail_msg("unexpected device JSON: %s", r.body);
+	*id = strtoll(json_string_value(json_object_get(j, "device_id")), NULL, 10);
+	snprintf(secret, 64, "%s", json_string_value(json_object_get(j, "secret")));
+	json_decref(j);
+	th_response_release(&r);
 }
 
 static char *read_all(const char *path)
@@ -185,16 +217,44 @@ static pid_t spawn(const char *const argv[], const char *log_path)
 	return pid;
 }
 
+/* Wait for @pid; past 60 s kill it (a hung daemon must not hang make test)
+ * and fail the test. */
 static int wait_status(pid_t pid)
 {
+	struct timespec pause = { 0, 10 * 1000 * 1000 };
 	int st;
 
-	while (waitpid(pid, &st, 0) < 0)
-		if (errno != EINTR)
+	for (int i = 0; i < 6000; i++) {
+		pid_t r = waitpid(pid, &st, WNOHANG);
+
+		if (r == pid) {
+			if (WIFEXITED(st))
+				return WEXITSTATUS(st);
+			return 128 + WTERMSIG(st);
+		}
+		if (r < 0 && errno != EINTR)
 			fail_msg("waitpid: %s", strerror(errno));
-	if (WIFEXITED(st))
-		return WEXITSTATUS(st);
-	return 128 + WTERMSIG(st);
+		nanosleep(&pause, NULL);
+	}
+	kill(pid, SIGKILL);
+	waitpid(pid, &st, 0);
+	fail_msg("process %d did not exit within 60 s; killed", (int)pid);
+	return -1;
+}
+
+pid_t th_spawn(const char *const argv[], const char *out_path)
+{
+	return spawn(argv, out_path);
+}
+
+int th_wait(pid_t pid)
+{
+	return wait_status(pid);
+}
+
+char *th_read_file(const char *path)
+{
+	return read_all(path);
 }
 
 int th_ferryd_cmd(const char *config_path, const char *const argv_tail[], char **output)
@@ -272,7 +332,32 @@ void th_ferryd_start(struct th_ferryd *d, const char *config_text, int admin_por
 	}
 	dump_log(d);
 	kill(d->pid, SIGKILL);
+	waitpid(d->pid, &st, 0);
 	fail_msg("ferryd did not become healthy within 20 s");
+}
+
+int th_log_count(const struct th_ferryd *d, const char *needle)
+{
+	char *log = read_all(d->log_path);
+	int n = 0;
+
+	for (const char *p = log; (p = strstr(p, needle)) != NULL; p += strlen(needle))
+		n++;
+	free(log);
+	return n;
+}
+
+void th_log_wait(const struct th_ferryd *d, const char *needle, int n)
+{
+	struct timespec pause = { 0, 20 * 1000 * 1000 };
+
+	for (int i = 0; i < 500; i++) {
+		if (th_log_count(d, needle) >= n)
+			return;
+		nanosleep(&pause, NULL);
+	}
+	dump_log(d);
+	fail_msg("'%s' did not appear %d time(s) in the log within 10 s", needle, n);
 }
 
 int th_ferryd_stop(struct th_ferryd *d, int sig)

@@ -15,6 +15,7 @@
 #define FERRY_TESTS_HARNESS_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include <libpq-fe.h>
@@ -61,9 +62,35 @@ int th_ferryd_cmd(const char *config_path, const char *const argv_tail[], char *
  */
 void th_ferryd_start(struct th_ferryd *d, const char *config_text, int admin_port);
 
-/* A standard config for @conninfo, admin on @admin_port with @token.
- * Returns a malloc'ed string. */
+/* A standard config for @conninfo, admin on @admin_port with @token, the
+ * device listener off. Returns a malloc'ed string. */
 char *th_ferryd_config(const char *conninfo, int admin_port, const char *token);
+
+/* The same with @extra (INI text; sections may repeat) appended. */
+char *th_ferryd_config_ex(const char *conninfo, int admin_port, const char *token,
+			  const char *extra);
+
+/* Register a device for @user through the admin API; *id and @secret get
+ * its credentials. */
+void th_device_create(const struct th_ferryd *d, const char *token, const char *user, int64_t *id,
+		      char secret[64]);
+
+/* Start @argv (argv[0] a path) with stdout and stderr to @out_path. */
+pid_t th_spawn(const char *const argv[], const char *out_path);
+
+/* Wait for @pid (at most 60 s, then it is killed and the test fails);
+ * returns its exit status, or 128 + the signal that ended it. */
+int th_wait(pid_t pid);
+
+/* The whole content of a file (malloc'ed; empty if it does not exist). */
+char *th_read_file(const char *path);
+
+/* How many times @needle occurs in the daemon's log so far. */
+int th_log_count(const struct th_ferryd *d, const char *needle);
+
+/* Wait up to 10 s until @needle occurs at least @n times in the log; fails the
+ * test (printing the log) otherwise. */
+void th_log_wait(const struct th_ferryd *d, const char *needle, int n);
 
 /* Send @sig, wait for exit; returns the exit status (or 128+signal). */
 int th_ferryd_stop(struct th_ferryd *d, int sig);

@@ -8,11 +8,15 @@
  * Bodies are checked by parsing them with jansson, not by matching text;
  * only error messages are matched by substring.
  *
+ * (test_stop_finishes_requests starts and stops a daemon of its own.)
+ *
  * Teardown stops the daemon with SIGTERM and requires exit status 0, which
  * under ASan includes "no leaks", so admin_stop() freeing everything is
  * tested too. The last test reads the daemon's log and checks that no
  * secret reached it.
  */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -21,6 +25,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -215,6 +221,92 @@ static int count_rows(const char *conninfo, const char *sql)
 	PQclear(res);
 	PQfinish(conn);
 	return n;
+}
+
+/* A TCP connection to 127.0.0.1:@port that gives up reading after 10 s. */
+static int tcp_connect(int port)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+	struct timeval tv = { 10, 0 };
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	assert_true(fd >= 0);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
+	return fd;
+}
+
+static void send_all(int fd, const char *p, size_t n)
+{
+	while (n) {
+		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+
+		assert_true(w > 0);
+		p += w;
+		n -= (size_t)w;
+	}
+}
+
+/* Everything @fd delivers until EOF (or the read timeout), malloc'ed. */
+static char *recv_all(int fd)
+{
+	size_t len = 0;
+	char *s = NULL, chunk[4096];
+	ssize_t r;
+
+	while ((r = recv(fd, chunk, sizeof(chunk), 0)) > 0) {
+		s = realloc(s, len + (size_t)r + 1);
+		assert_non_null(s);
+		memcpy(s + len, chunk, (size_t)r);
+		len += (size_t)r;
+	}
+	s = s ? s : calloc(1, 1);
+	assert_non_null(s);
+	s[len] = '\0';
+	return s;
+}
+
+static void sleep_ms(long ms)
+{
+	struct timespec t = { ms / 1000, (ms % 1000) * 1000000L };
+
+	nanosleep(&t, NULL);
+}
+
+/* Everything in the file at @path, malloc'ed ("" when it cannot be read). */
+static char *read_text(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	size_t len = 0, n;
+	char *s = calloc(1, 1), chunk[4096];
+
+	assert_non_null(s);
+	while (f && (n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
+		s = realloc(s, len + n + 1);
+		assert_non_null(s);
+		memcpy(s + len, chunk, n);
+		len += n;
+		s[len] = '\0';
+	}
+	if (f)
+		fclose(f);
+	return s;
+}
+
+/* Wait up to 10 s for @needle in the log of @d. */
+static void wait_for_log(const struct th_ferryd *d, const char *needle)
+{
+	for (int i = 0; i < 200; i++) {
+		char *log = read_text(d->log_path);
+		int found = strstr(log, needle) != NULL;
+
+		free(log);
+		if (found)
+			return;
+		sleep_ms(50);
+	}
+	fail_msg("'%s' did not appear in %s", needle, d->log_path);
 }
 
 /* ---- group fixtures ---- */
@@ -557,6 +649,21 @@ static void test_push_token(void **state)
 	free(id);
 }
 
+/* PUT @body to @path: a 400 "invalid JSON" naming @problem, quoting nothing of "SECRETjs". */
+static void expect_invalid_json(struct ctx *c, const char *path, const char *body,
+				const char *problem)
+{
+	struct th_response r;
+
+	request(c, &r, "PUT", path, body);
+	assert_error(&r, 400, "bad_request", "invalid JSON");
+	assert_error(&r, 400, "bad_request", problem);
+	assert_error(&r, 400, "bad_request", " at line 1 column ");
+	if (strstr(r.body, "SECRETjs"))
+		fail_msg("the token is quoted in: %s", r.body);
+	th_response_release(&r);
+}
+
 static void test_push_token_invalid(void **state)
 {
 	struct ctx *c = *state;
@@ -590,6 +697,12 @@ static void test_push_token_invalid(void **state)
 	/* Nothing of a refused token leaks into the message. */
 	expect_error(c, "PUT", path, "{\"provider\":\"apns\",\"token\":\"SECRETzz\"}", 400,
 		     "bad_request", "hexadecimal");
+	/* Not even when the JSON around it is broken (the parser quotes its input). */
+	expect_invalid_json(c, path, "{\"provider\":\"fcm\",\"token\":\"SECRETjs\tx\"}",
+			    "control character");
+	expect_invalid_json(c, path, "{\"provider\":\"fcm\",\"token\":\"SECRETjs", "end");
+	expect_invalid_json(c, path, "{\"provider\":\"fcm\",\"token\":\"SECRETjs\\q\"}",
+			    "invalid escape");
 
 	expect_error(c, "PUT", "/v1/devices/987654321/push",
 		     "{\"provider\":\"fcm\",\"token\":\"" FCM_TOKEN "\"}", 404, "not_found",
@@ -635,6 +748,42 @@ static void test_device_delete(void **state)
 	free(id);
 }
 
+/*
+ * SIGTERM lets a request in flight finish (docs/operations.md): the end of
+ * its body is sent only after the daemon began stopping, and the request is
+ * still answered, with "Connection: close". A daemon of its own.
+ */
+static void test_stop_finishes_requests(void **state)
+{
+	static const char body[] = "{\"platform\":\"ios\"}";
+	struct ctx *c = *state;
+	struct th_ferryd d;
+	int port = th_free_port(), fd;
+	char *text = admin_config(c->conninfo, port), head[512], *resp;
+
+	th_ferryd_start(&d, text, port);
+	free(text);
+	snprintf(head, sizeof(head),
+		 "POST /v1/users/drain/devices HTTP/1.1\r\nHost: x\r\n"
+		 "Authorization: Bearer " TOKEN "\r\nContent-Type: application/json\r\n"
+		 "Content-Length: %zu\r\n\r\n",
+		 strlen(body));
+	fd = tcp_connect(port);
+	send_all(fd, head, strlen(head));
+	send_all(fd, body, 5);
+	sleep_ms(300); /* the headers are in: the request is in flight */
+	assert_int_equal(kill(d.pid, SIGTERM), 0);
+	wait_for_log(&d, "event=stopping");
+	sleep_ms(300); /* well into admin_stop() */
+	send_all(fd, body + 5, strlen(body) - 5);
+	resp = recv_all(fd);
+	close(fd);
+	if (strncmp(resp, "HTTP/1.1 201 ", 13) != 0 || !strstr(resp, "\r\nConnection: close\r\n"))
+		fail_msg("expected a 201 with Connection: close, got: '%s'", resp);
+	free(resp);
+	assert_int_equal(th_ferryd_stop(&d, SIGTERM), 0);
+}
+
 /* Runs last: no token, device secret or push token reached the log. */
 static void test_log_has_no_secrets(void **state)
 {
@@ -659,6 +808,7 @@ static void test_log_has_no_secrets(void **state)
 	assert_null(strstr(log, APNS_TOKEN));
 	assert_null(strstr(log, FCM_TOKEN));
 	assert_null(strstr(log, "SECRETzz"));
+	assert_null(strstr(log, "SECRETjs"));
 	assert_true(c->secret[0]);
 	assert_null(strstr(log, c->secret));
 	free(log);
@@ -677,6 +827,7 @@ int main(void)
 		cmocka_unit_test(test_push_token),
 		cmocka_unit_test(test_push_token_invalid),
 		cmocka_unit_test(test_device_delete),
+		cmocka_unit_test(test_stop_finishes_requests),
 		cmocka_unit_test(test_log_has_no_secrets),
 	};
 

@@ -162,6 +162,17 @@ static void test_empty_file(void **state)
 static void test_every_key(void **state)
 {
 	struct ferry_config *cfg = load_ok("[gateway]\n"
+					   "listen = 127.0.0.1:9000\n"
+					   "tls_listen = [::]:9001\n"
+					   "tls_cert = /etc/ferry/cert.pem\n"
+					   "tls_key = /etc/ferry/key.pem\n"
+					   "workers = 3\n"
+					   "max_frame = 128k\n"
+					   "max_connections = 50000\n"
+					   "max_output = 2m\n"
+					   "ack_timeout = 500\n"
+					   "handshake_timeout = 3000\n"
+					   "idle_timeout = 60000\n"
 					   "[store]\n"
 					   "conninfo = host=db dbname=ferry\n"
 					   "connect_timeout = 300\n"
@@ -178,6 +189,17 @@ static void test_every_key(void **state)
 					   "level = debug\n");
 
 	(void)state;
+	assert_string_equal(cfg->gateway.listen, "127.0.0.1:9000");
+	assert_string_equal(cfg->gateway.tls_listen, "[::]:9001");
+	assert_string_equal(cfg->gateway.tls_cert, "/etc/ferry/cert.pem");
+	assert_string_equal(cfg->gateway.tls_key, "/etc/ferry/key.pem");
+	assert_int_equal(cfg->gateway.workers, 3);
+	assert_int_equal(cfg->gateway.max_frame, 128 * 1024);
+	assert_int_equal(cfg->gateway.max_connections, 50000);
+	assert_int_equal(cfg->gateway.max_output, 2 * 1024 * 1024);
+	assert_int_equal(cfg->gateway.ack_timeout, 500);
+	assert_int_equal(cfg->gateway.handshake_timeout, 3000);
+	assert_int_equal(cfg->gateway.idle_timeout, 60000);
 	assert_string_equal(cfg->store.conninfo, "host=db dbname=ferry");
 	assert_int_equal(cfg->store.connect_timeout, 300);
 	assert_string_equal(cfg->admin.listen, "[::1]:8080");
@@ -209,7 +231,7 @@ static void test_structure_errors(void **state)
 	(void)state;
 	expect_error("[admin]\nthreads = 2\nbogus = 1\n", 3, "[admin] bogus: unknown key");
 	expect_error("[log]\n\n\n\n\n\n[nope]\n", 7, "[nope]: unknown section");
-	expect_error("[gateway]\nlisten = 1.2.3.4:5\n", 2, "[gateway] listen: unknown key");
+	expect_error("[gateway]\nlisten_on = 1.2.3.4:5\n", 2, "[gateway] listen_on: unknown key");
 	expect_error("# c\nlevel = info\n[log]\n", 2, "level: key before any [section] header");
 	expect_error("[log]\njust words\n", 2, "expected 'key = value' or '[section]'");
 	expect_error("[log]\n= info\n", 2, "expected 'key = value' or '[section]'");
@@ -614,7 +636,7 @@ static void test_diff(void **state)
 
 static void test_admin_token(void **state)
 {
-	char *tokfile = write_tmp("  tok en\t \r\nsecond line\n");
+	char *tokfile = write_tmp("tok en\t \r\nsecond line\n");
 	char *emptyfile = write_tmp("\n\nlater\n");
 	char text[256], err[ERRLEN], *tok = NULL;
 	struct ferry_config *cfg;
@@ -636,7 +658,7 @@ static void test_admin_token(void **state)
 	snprintf(text, sizeof(text), "[admin]\ntoken_file = %s\n", tokfile);
 	cfg = load_ok(text);
 	assert_int_equal(config_admin_token(cfg, &tok, err, sizeof(err)), FERRY_OK);
-	assert_string_equal(tok, "  tok en");
+	assert_string_equal(tok, "tok en");
 	free(tok);
 	config_free(cfg);
 
@@ -667,6 +689,54 @@ static void test_admin_token(void **state)
 
 	remove_tmp(tokfile);
 	remove_tmp(emptyfile);
+}
+
+/*
+ * A token with a space or tab at either end could never match a Bearer
+ * header (the whitespace around the token is not part of it): refused.
+ */
+static void test_admin_token_padded(void **state)
+{
+	char *lead = write_tmp(" \ttok\n");
+	char text[256], err[ERRLEN], *tok;
+	struct ferry_config *cfg;
+	static const char *const padded[] = { "\" tok\"", "\"tok \"", "\"tok\t\"", "\"\ttok\"" };
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(padded) / sizeof(padded[0]); i++) {
+		snprintf(text, sizeof(text), "[admin]\ntoken = %s\n", padded[i]);
+		cfg = load_ok(text);
+		tok = (char *)&tok;
+		assert_int_equal(config_admin_token(cfg, &tok, err, sizeof(err)), FERRY_ECONFIG);
+		assert_null(tok);
+		assert_string_equal(err, "[admin] token: value starts or ends with a space or tab");
+		config_free(cfg);
+	}
+
+	/* The same through the environment; the secret is not quoted. */
+	setenv("FERRY_ADMIN_TOKEN", "tok-secret ", 1);
+	cfg = load_ok("");
+	assert_int_equal(config_admin_token(cfg, &tok, err, sizeof(err)), FERRY_ECONFIG);
+	assert_lacks(err, "tok-secret");
+	config_free(cfg);
+	unsetenv("FERRY_ADMIN_TOKEN");
+
+	/* A token file's trailing whitespace is removed, its leading is refused. */
+	snprintf(text, sizeof(text), "[admin]\ntoken_file = %s\n", lead);
+	cfg = load_ok(text);
+	assert_int_equal(config_admin_token(cfg, &tok, err, sizeof(err)), FERRY_ECONFIG);
+	assert_null(tok);
+	assert_contains(err, "[admin] token_file: the first line of '");
+	assert_contains(err, "starts with a space or tab");
+	config_free(cfg);
+
+	/* Inner whitespace is fine. */
+	cfg = load_ok("[admin]\ntoken = \"t o\tk\"\n");
+	assert_int_equal(config_admin_token(cfg, &tok, err, sizeof(err)), FERRY_OK);
+	assert_string_equal(tok, "t o\tk");
+	free(tok);
+	config_free(cfg);
+	remove_tmp(lead);
 }
 
 /*
@@ -729,7 +799,7 @@ static void test_reference(void **state)
 	config_print_reference(f);
 	fclose(f);
 	assert_true(strncmp(text, "# ferry configuration\n", 22) == 0);
-	assert_contains(text, "## [gateway]\n\nNo keys yet.\n");
+	assert_contains(text, "## [gateway]\n\nThe device-facing listeners");
 	assert_contains(text, "## [push.apns]\n\nNo keys yet.\n");
 	assert_contains(text, "## [receipts]\n\nNo keys yet.\n");
 	assert_contains(text, "| `max_body` | size | `64k` | 1k to 16m | restart | "
@@ -762,6 +832,7 @@ int main(void)
 		cmocka_unit_test_setup(test_print_round_trip, clear_env),
 		cmocka_unit_test_setup(test_diff, clear_env),
 		cmocka_unit_test_setup(test_admin_token, clear_env),
+		cmocka_unit_test_setup(test_admin_token_padded, clear_env),
 		cmocka_unit_test_setup(test_example_file, clear_env),
 		cmocka_unit_test_setup(test_reference, clear_env),
 	};

@@ -1,0 +1,648 @@
+/*
+ * conn.c - one device connection: reading and decoding frames, writing,
+ * TLS through memory BIOs, the handshake and its deadline, the idle timeout.
+ *
+ * States: HANDSHAKE (until HELLO) -> AUTH (credentials checked on the
+ * threadpool) -> READY -> CLOSING. Any frame not allowed in the current state
+ * closes the connection with ERROR bad_frame.
+ *
+ * Memory: reads land in the worker's shared buffer; a connection keeps bytes
+ * of its own only while a frame is incomplete, and frees them as soon as the
+ * frame is. Writes go straight to the socket when it takes them
+ * (uv_try_write); only the rest is queued, and a queue past [gateway]
+ * max_output closes the connection (a slow reader must not grow memory).
+ * DELIVER frames are shared: a queued one references its envelope instead of
+ * copying it.
+ *
+ * Closing: gw_conn_close() sends the ERROR, stops reading, fails what the
+ * connection holds (route.c), shuts the socket down after the queued writes
+ * and closes the handles, or closes them after a short deadline if the peer
+ * does not read. The memory is freed when the last handle is closed and no
+ * threadpool job refers to the connection any more.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/err.h>
+
+#include "common/log.h"
+#include "gateway/gateway_int.h"
+#include "common/banned.h"
+
+/* How long a closing connection may take to flush its last frames. */
+#define CLOSE_FLUSH_MS 2000
+
+struct wreq {
+	uv_write_t req;
+	struct gw_conn *c;
+	struct gw_env *env; /* referenced, or NULL */
+	void *owned;	    /* freed after the write, or NULL */
+};
+
+struct auth_job {
+	uv_work_t req;
+	struct gw_conn *c;
+	int64_t device_id;
+	size_t secret_len;
+	uint8_t secret[PROTO_MAX_SECRET];
+	char user[QUEUE_USER_MAX + 1];
+	enum ferry_err rc;
+};
+
+static void conn_free(struct gw_conn *c)
+{
+	struct gateway *gw = c->w->gw;
+
+	HASH_DEL(c->w->conns, c);
+	SSL_free(c->ssl); /* frees the BIOs too */
+	buf_release(&c->in);
+	if (c->counted)
+		atomic_fetch_sub(&gw->connections, 1);
+	free(c);
+}
+
+void gw_conn_ref(struct gw_conn *c)
+{
+	c->refs++;
+}
+
+void gw_conn_unref(struct gw_conn *c)
+{
+	if (--c->refs == 0)
+		conn_free(c);
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+	gw_conn_unref(h->data);
+}
+
+static void close_handles(struct gw_conn *c)
+{
+	uv_handle_t *hs[] = { (uv_handle_t *)&c->tcp, (uv_handle_t *)&c->timer,
+			      (uv_handle_t *)&c->ack_timer };
+
+	for (size_t i = 0; i < 3; i++)
+		if (!uv_is_closing(hs[i]))
+			uv_close(hs[i], on_handle_closed);
+}
+
+struct gw_conn *gw_conn_find(struct gw_worker *w, uint64_t id)
+{
+	struct gw_conn *c;
+
+	HASH_FIND(hh, w->conns, &id, sizeof(id), c);
+	return c;
+}
+
+/* ---- writing ---- */
+
+static void on_written(uv_write_t *req, int status)
+{
+	struct wreq *wr = (struct wreq *)req;
+	struct gw_conn *c = wr->c;
+
+	if (wr->env)
+		gw_env_unref(wr->env);
+	free(wr->owned);
+	free(wr);
+	if (status < 0 && status != UV_ECANCELED)
+		gw_conn_close(c, 0, NULL);
+}
+
+/* Write @len bytes at @p: as much as the socket takes now, the rest queued
+ * with a reference to @env or in @owned (taken either way) or in a copy. */
+static void raw_write(struct gw_conn *c, const uint8_t *p, size_t len, struct gw_env *env,
+		      void *owned)
+{
+	const struct ferry_config *cfg = c->w->gw->cfg;
+	struct wreq *wr;
+	uv_buf_t b;
+	int n;
+
+	if (uv_is_closing((uv_handle_t *)&c->tcp))
+		goto drop;
+	if (c->tcp.write_queue_size + len > cfg->gateway.max_output) {
+		log_info("event=conn_slow_reader conn=%llu device=%lld queued=%zu",
+			 (unsigned long long)c->id, (long long)c->device_id,
+			 c->tcp.write_queue_size);
+		gw_conn_close(c, 0, NULL);
+		goto drop;
+	}
+	if (c->tcp.write_queue_size == 0) {
+		b = uv_buf_init((char *)p, (unsigned)len);
+		n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+		if (n == (int)len)
+			goto drop; /* all written: nothing to keep */
+		if (n < 0 && n != UV_EAGAIN) {
+			gw_conn_close(c, 0, NULL);
+			goto drop;
+		}
+		if (n > 0) {
+			p += n;
+			len -= (size_t)n;
+		}
+	}
+	wr = malloc(sizeof(*wr) + (env || owned ? 0 : len));
+	if (!wr) {
+		gw_conn_close(c, 0, NULL);
+		goto drop;
+	}
+	wr->c = c;
+	wr->env = env ? gw_env_ref(env) : NULL;
+	wr->owned = owned;
+	if (!env && !owned) {
+		memcpy(wr + 1, p, len);
+		p = (const uint8_t *)(wr + 1);
+	}
+	b = uv_buf_init((char *)p, (unsigned)len);
+	if (uv_write(&wr->req, (uv_stream_t *)&c->tcp, &b, 1, on_written)) {
+		if (wr->env)
+			gw_env_unref(wr->env);
+		free(wr->owned);
+		free(wr);
+		gw_conn_close(c, 0, NULL);
+	}
+	return;
+drop:
+	free(owned);
+}
+
+/* Move what OpenSSL wrote into its output BIO to the socket. */
+static void flush_tls(struct gw_conn *c)
+{
+	int pending;
+
+	while ((pending = (int)BIO_ctrl_pending(c->wbio)) > 0) {
+		uint8_t *chunk = malloc((size_t)pending);
+		int n;
+
+		if (!chunk) {
+			gw_conn_close(c, 0, NULL);
+			return;
+		}
+		n = BIO_read(c->wbio, chunk, pending);
+		if (n <= 0) {
+			free(chunk);
+			return;
+		}
+		raw_write(c, chunk, (size_t)n, NULL, chunk);
+	}
+}
+
+void gw_conn_write(struct gw_conn *c, const void *p, size_t len, struct gw_env *env)
+{
+	if (!c->ssl) {
+		raw_write(c, p, len, env, NULL);
+		return;
+	}
+	/* A memory BIO takes everything: SSL_write does not block or split. */
+	if (SSL_write(c->ssl, p, (int)len) != (int)len) {
+		ERR_clear_error();
+		gw_conn_close(c, 0, NULL);
+		return;
+	}
+	flush_tls(c);
+}
+
+void gw_conn_send_frame(struct gw_conn *c, const struct proto_frame *f)
+{
+	uint8_t out[1024];
+	size_t len;
+
+	if (proto_encode(f, out, sizeof(out), &len))
+		ferry_panic("cannot encode a %s frame", proto_type_name(f->type));
+	gw_conn_write(c, out, len, NULL);
+}
+
+void gw_conn_send_error(struct gw_conn *c, unsigned code, const char *text)
+{
+	struct proto_frame f = { .type = PROTO_ERROR };
+
+	f.u.error.code = code;
+	f.u.error.text.p = (const uint8_t *)text;
+	f.u.error.text.len = strnlen(text, PROTO_MAX_TEXT);
+	gw_conn_send_frame(c, &f);
+}
+
+/* ---- closing ---- */
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+	struct gw_conn *c = req->data;
+
+	free(req);
+	close_handles(c);
+	gw_conn_unref(c);
+}
+
+static void on_close_deadline(uv_timer_t *t)
+{
+	close_handles(t->data);
+}
+
+void gw_conn_close(struct gw_conn *c, unsigned code, const char *text)
+{
+	uv_shutdown_t *req;
+
+	if (c->state == GW_CONN_CLOSING)
+		return;
+	/* First, so that a failure while sending the ERROR cannot re-enter. */
+	c->state = GW_CONN_CLOSING;
+	if (code && !uv_is_closing((uv_handle_t *)&c->tcp))
+		gw_conn_send_error(c, code, text ? text : proto_error_name(code));
+	log_debug("event=conn_closed conn=%llu device=%lld code=%s", (unsigned long long)c->id,
+		  (long long)c->device_id, code ? proto_error_name(code) : "none");
+	uv_read_stop((uv_stream_t *)&c->tcp);
+	uv_timer_stop(&c->ack_timer);
+	gw_route_conn_closed(c);
+	if (c->device_id)
+		gw_presence_remove(c->w->gw, c->device_id, c->id);
+	if (c->ssl) {
+		SSL_shutdown(c->ssl);
+		ERR_clear_error();
+		flush_tls(c);
+	}
+	if (uv_is_closing((uv_handle_t *)&c->tcp)) {
+		close_handles(c);
+		return;
+	}
+	uv_timer_start(&c->timer, on_close_deadline, CLOSE_FLUSH_MS, 0);
+	req = malloc(sizeof(*req));
+	if (!req) {
+		close_handles(c);
+		return;
+	}
+	req->data = c;
+	gw_conn_ref(c);
+	if (uv_shutdown(req, (uv_stream_t *)&c->tcp, on_shutdown)) {
+		free(req);
+		gw_conn_unref(c);
+		close_handles(c);
+	}
+}
+
+/* ---- timers ---- */
+
+static void on_timer(uv_timer_t *t)
+{
+	struct gw_conn *c = t->data;
+	const struct ferry_config *cfg = c->w->gw->cfg;
+	uint64_t now = uv_now(&c->w->loop);
+
+	if (c->state != GW_CONN_READY) {
+		gw_conn_close(c, PROTO_ERR_TIMEOUT, "no valid HELLO in time");
+		return;
+	}
+	if (now - c->last_rx >= cfg->gateway.idle_timeout) {
+		gw_conn_close(c, PROTO_ERR_TIMEOUT, "idle for too long");
+		return;
+	}
+	uv_timer_start(&c->timer, on_timer, c->last_rx + cfg->gateway.idle_timeout - now, 0);
+}
+
+static void on_ack_timer(uv_timer_t *t)
+{
+	gw_route_ack_timeout(t->data);
+}
+
+void gw_conn_arm_ack_timer(struct gw_conn *c)
+{
+	uint64_t now = uv_now(&c->w->loop);
+
+	if (!c->fifo || c->state == GW_CONN_CLOSING) {
+		uv_timer_stop(&c->ack_timer);
+		return;
+	}
+	uv_timer_start(&c->ack_timer, on_ack_timer,
+		       c->fifo->deadline > now ? c->fifo->deadline - now : 0, 0);
+}
+
+/* ---- the handshake ---- */
+
+static void auth_work(uv_work_t *req)
+{
+	struct auth_job *job = req->data;
+	struct gateway *gw = job->c->w->gw;
+
+	job->rc =
+		queue_device_auth(gw->reg, job->device_id, job->secret, job->secret_len, job->user);
+}
+
+static void welcome(struct gw_conn *c)
+{
+	const struct ferry_config *cfg = c->w->gw->cfg;
+	struct proto_frame f = { .type = PROTO_WELCOME };
+
+	f.u.welcome.server_time = gw_now_ms();
+	f.u.welcome.pending = 0;
+	f.u.welcome.max_frame = cfg->gateway.max_frame;
+	f.u.welcome.idle_timeout = cfg->gateway.idle_timeout;
+	gw_conn_send_frame(c, &f);
+}
+
+static void auth_done(uv_work_t *req, int status)
+{
+	struct auth_job *job = req->data;
+	struct gw_conn *c = job->c;
+	struct gateway *gw = c->w->gw;
+	unsigned old_worker;
+	uint64_t old_conn;
+
+	if (c->state != GW_CONN_AUTH) {
+		/* closed meanwhile */
+	} else if (job->rc == FERRY_EAUTH) {
+		log_info("event=auth_failed conn=%llu device=%lld", (unsigned long long)c->id,
+			 (long long)job->device_id);
+		gw_conn_close(c, PROTO_ERR_AUTH_FAILED, "unknown device or wrong secret");
+	} else if (job->rc) {
+		log_warn("event=auth_unavailable conn=%llu reason=\"%s\"",
+			 (unsigned long long)c->id, ferry_strerror(job->rc));
+		gw_conn_close(c, PROTO_ERR_INTERNAL, "cannot check credentials now; retry later");
+	} else {
+		c->device_id = job->device_id;
+		memcpy(c->user, job->user, sizeof(c->user));
+		c->state = GW_CONN_READY;
+		if (gw_presence_add(gw, c->device_id, c->w->index, c->id, &old_worker, &old_conn) >
+		    0) {
+			struct gw_msg *m = calloc(1, sizeof(*m));
+
+			if (m) {
+				m->kind = GW_MSG_KICK;
+				m->conn_id = old_conn;
+				m->code = PROTO_ERR_REPLACED;
+				gw_post(gw, c->w, old_worker, m);
+			}
+		}
+		welcome(c);
+		uv_timer_start(&c->timer, on_timer, gw->cfg->gateway.idle_timeout, 0);
+		log_debug("event=conn_ready conn=%llu device=%lld user=%s",
+			  (unsigned long long)c->id, (long long)c->device_id, c->user);
+	}
+	OPENSSL_cleanse(job->secret, sizeof(job->secret));
+	free(job);
+	gw_conn_unref(c);
+}
+
+static void start_auth(struct gw_conn *c, const struct proto_hello *h)
+{
+	struct auth_job *job;
+
+	if (h->version != PROTO_VERSION) {
+		gw_conn_close(c, PROTO_ERR_UNSUPPORTED_VERSION, "this server speaks version 1");
+		return;
+	}
+	if (h->device_id > INT64_MAX) {
+		gw_conn_close(c, PROTO_ERR_AUTH_FAILED, "unknown device or wrong secret");
+		return;
+	}
+	job = calloc(1, sizeof(*job));
+	if (!job) {
+		gw_conn_close(c, PROTO_ERR_INTERNAL, "out of memory");
+		return;
+	}
+	job->req.data = job;
+	job->c = c;
+	job->device_id = (int64_t)h->device_id;
+	job->secret_len = h->secret.len;
+	memcpy(job->secret, h->secret.p, h->secret.len);
+	c->state = GW_CONN_AUTH;
+	gw_conn_ref(c);
+	if (uv_queue_work(&c->w->loop, &job->req, auth_work, auth_done)) {
+		free(job);
+		gw_conn_unref(c);
+		gw_conn_close(c, PROTO_ERR_INTERNAL, "cannot check credentials now");
+	}
+}
+
+/* ---- frames ---- */
+
+static void handle_ready(struct gw_conn *c, const struct proto_frame *f)
+{
+	struct proto_frame pong = { .type = PROTO_PONG };
+
+	switch (f->type) {
+	case PROTO_SEND:
+		gw_route_send(c, &f->u.send);
+		break;
+	case PROTO_DELIVER_ACK:
+		gw_route_delivered(c, &f->u.ids);
+		break;
+	case PROTO_RECEIPT:
+		gw_conn_send_error(c, PROTO_ERR_NOT_IMPLEMENTED,
+				   "receipts are not served by this server yet");
+		break;
+	case PROTO_PING:
+		pong.u.nonce = f->u.nonce;
+		gw_conn_send_frame(c, &pong);
+		break;
+	case PROTO_PONG:
+		break;
+	case PROTO_ERROR:
+		log_info("event=conn_peer_error conn=%llu device=%lld code=%s",
+			 (unsigned long long)c->id, (long long)c->device_id,
+			 proto_error_name(f->u.error.code));
+		gw_conn_close(c, 0, NULL);
+		break;
+	default:
+		gw_conn_close(c, PROTO_ERR_BAD_FRAME, "frame not allowed from a device");
+	}
+}
+
+static void handle_frame(struct gw_conn *c, const struct proto_frame *f)
+{
+	switch (c->state) {
+	case GW_CONN_HANDSHAKE:
+		if (f->type == PROTO_HELLO)
+			start_auth(c, &f->u.hello);
+		else
+			gw_conn_close(c, PROTO_ERR_BAD_FRAME, "the first frame must be HELLO");
+		break;
+	case GW_CONN_AUTH:
+		gw_conn_close(c, PROTO_ERR_BAD_FRAME, "wait for WELCOME before sending");
+		break;
+	case GW_CONN_READY:
+		handle_ready(c, f);
+		break;
+	case GW_CONN_CLOSING:
+		break;
+	}
+}
+
+/* Decode and handle every whole frame in @p; returns the bytes used. */
+static size_t decode_all(struct gw_conn *c, const uint8_t *p, size_t len)
+{
+	size_t max = c->w->gw->cfg->gateway.max_frame;
+	struct proto_frame f;
+	size_t off = 0, used;
+	enum ferry_err rc;
+
+	while (off < len && c->state != GW_CONN_CLOSING) {
+		rc = proto_decode(p + off, len - off, max, &f, &used);
+		if (rc == FERRY_ETOOBIG) {
+			gw_conn_close(c, PROTO_ERR_TOO_LARGE, "frame over max_frame");
+			return len;
+		}
+		if (rc) {
+			gw_conn_close(c, PROTO_ERR_BAD_FRAME, "malformed frame");
+			return len;
+		}
+		if (used == 0)
+			break;
+		handle_frame(c, &f);
+		off += used;
+	}
+	return c->state == GW_CONN_CLOSING ? len : off;
+}
+
+/* Feed plaintext bytes: complete a partial frame first, then decode in place. */
+static void consume(struct gw_conn *c, const uint8_t *p, size_t len)
+{
+	size_t used;
+
+	if (c->in.len) {
+		if (buf_append(&c->in, p, len)) {
+			gw_conn_close(c, PROTO_ERR_TOO_LARGE, "frame over max_frame");
+			return;
+		}
+		used = decode_all(c, (const uint8_t *)c->in.data, c->in.len);
+		if (c->state == GW_CONN_CLOSING || used == c->in.len) {
+			buf_release(&c->in);
+			return;
+		}
+		memmove(c->in.data, c->in.data + used, c->in.len - used);
+		c->in.len -= used;
+		return;
+	}
+	used = decode_all(c, p, len);
+	if (used < len && buf_append(&c->in, p + used, len - used))
+		gw_conn_close(c, PROTO_ERR_TOO_LARGE, "frame over max_frame");
+}
+
+static void read_tls(struct gw_conn *c, const uint8_t *p, size_t len)
+{
+	int n, e;
+
+	if (BIO_write(c->rbio, p, (int)len) != (int)len) {
+		gw_conn_close(c, 0, NULL);
+		return;
+	}
+	while (c->state != GW_CONN_CLOSING) {
+		n = SSL_read(c->ssl, c->w->plain, GW_READ_CHUNK);
+		if (n > 0) {
+			consume(c, c->w->plain, (size_t)n);
+			continue;
+		}
+		e = SSL_get_error(c->ssl, n);
+		ERR_clear_error();
+		if (e != SSL_ERROR_WANT_READ) {
+			gw_conn_close(c, 0, NULL);
+			return;
+		}
+		break;
+	}
+	flush_tls(c); /* handshake records, alerts */
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+{
+	struct gw_conn *c = h->data;
+
+	*b = uv_buf_init((char *)c->w->rbuf, GW_READ_CHUNK);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+{
+	struct gw_conn *c = s->data;
+
+	if (nread < 0) {
+		gw_conn_close(c, 0, NULL);
+		return;
+	}
+	if (nread == 0)
+		return;
+	c->last_rx = uv_now(&c->w->loop);
+	if (c->ssl)
+		read_tls(c, (const uint8_t *)b->base, (size_t)nread);
+	else
+		consume(c, (const uint8_t *)b->base, (size_t)nread);
+}
+
+/* ---- back-pressure ---- */
+
+void gw_conn_pause(struct gw_conn *c)
+{
+	if (c->paused || c->state == GW_CONN_CLOSING)
+		return;
+	c->paused = 1;
+	uv_read_stop((uv_stream_t *)&c->tcp);
+}
+
+void gw_conn_resume(struct gw_conn *c)
+{
+	if (!c->paused || c->state == GW_CONN_CLOSING)
+		return;
+	c->paused = 0;
+	if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read))
+		gw_conn_close(c, 0, NULL);
+}
+
+/* ---- accepting ---- */
+
+static int setup_tls(struct gw_conn *c)
+{
+	c->ssl = SSL_new(c->w->gw->tls);
+	c->rbio = BIO_new(BIO_s_mem());
+	c->wbio = BIO_new(BIO_s_mem());
+	if (!c->ssl || !c->rbio || !c->wbio) {
+		BIO_free(c->rbio);
+		BIO_free(c->wbio);
+		return -1;
+	}
+	SSL_set_bio(c->ssl, c->rbio, c->wbio);
+	SSL_set_accept_state(c->ssl);
+	return 0;
+}
+
+void gw_conn_accept(struct gw_worker *w, uv_stream_t *listener, int tls)
+{
+	struct gateway *gw = w->gw;
+	const struct ferry_config *cfg = gw->cfg;
+	struct gw_conn *c = calloc(1, sizeof(*c));
+	unsigned n;
+
+	if (!c)
+		return;
+	c->w = w;
+	c->id = atomic_fetch_add(&gw->next_conn_id, 1) + 1;
+	c->refs = 3;
+	c->tcp.data = c->timer.data = c->ack_timer.data = c;
+	/* Room for the largest frame, its length prefix and one more read. */
+	buf_init(&c->in, cfg->gateway.max_frame + PROTO_MAX_LENGTH_PREFIX + GW_READ_CHUNK);
+	uv_tcp_init(&w->loop, &c->tcp);
+	uv_timer_init(&w->loop, &c->timer);
+	uv_timer_init(&w->loop, &c->ack_timer);
+	HASH_ADD(hh, w->conns, id, sizeof(c->id), c);
+	c->state = GW_CONN_HANDSHAKE;
+	if (uv_accept(listener, (uv_stream_t *)&c->tcp)) {
+		c->state = GW_CONN_CLOSING;
+		close_handles(c);
+		return;
+	}
+	n = atomic_fetch_add(&gw->connections, 1) + 1;
+	c->counted = 1;
+	c->last_rx = uv_now(&w->loop);
+	if (tls && setup_tls(c)) {
+		gw_conn_close(c, 0, NULL);
+		return;
+	}
+	if (n > cfg->gateway.max_connections) {
+		gw_conn_close(c, PROTO_ERR_OVERLOADED, "too many connections");
+		return;
+	}
+	uv_tcp_nodelay(&c->tcp, 1);
+	uv_tcp_keepalive(&c->tcp, 1, 60);
+	uv_timer_start(&c->timer, on_timer, cfg->gateway.handshake_timeout, 0);
+	if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read))
+		gw_conn_close(c, 0, NULL);
+}

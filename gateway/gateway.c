@@ -1,0 +1,437 @@
+/*
+ * gateway.c - starting and stopping the gateway: worker threads, their
+ * loops, listening sockets and mailboxes.
+ *
+ * Listening: every worker has its own socket on each address, bound with
+ * SO_REUSEPORT, and the kernel spreads new connections over them; no accept
+ * lock, no hand-off between threads. The sockets are made on the calling
+ * thread, so that a bad address fails gateway_start() with a clear message
+ * before any thread runs.
+ *
+ * Stopping: a STOP message makes each worker close its listeners and
+ * connections (ERROR shutting_down) and its mailbox; its loop then runs out
+ * of handles and the thread ends. Threadpool jobs still running finish first
+ * (uv_run waits for them).
+ */
+#include <errno.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "gateway/gateway_int.h"
+#include "common/banned.h"
+
+#define LISTEN_BACKLOG 1024
+#define MAX_WORKERS 64
+
+uint64_t gw_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* ---- messages ---- */
+
+static void handle_msg(struct gw_worker *w, struct gw_msg *m);
+
+void gw_post(struct gateway *gw, struct gw_worker *self, unsigned index, struct gw_msg *m)
+{
+	if (self && self->index == index) {
+		handle_msg(self, m);
+		return;
+	}
+	if (mailbox_post(&gw->workers[index].mbox, &m->link) == FERRY_OK)
+		return;
+	/* That worker is stopping: the message is moot. */
+	gw_env_unref(m->env);
+	free(m);
+}
+
+static void begin_stop(struct gw_worker *w);
+
+static void handle_msg(struct gw_worker *w, struct gw_msg *m)
+{
+	struct gw_conn *c;
+
+	switch (m->kind) {
+	case GW_MSG_DELIVER:
+		gw_route_deliver(w, m); /* takes m */
+		return;
+	case GW_MSG_RESULT:
+		gw_route_result(w, m->send_id, m->ok);
+		break;
+	case GW_MSG_KICK:
+		c = gw_conn_find(w, m->conn_id);
+		if (c && (!m->device_id || c->device_id == m->device_id))
+			gw_conn_close(c, m->code, NULL);
+		break;
+	case GW_MSG_STOP:
+		begin_stop(w);
+		break;
+	}
+	free(m);
+}
+
+static void on_mail(struct mailbox *mb, struct mailbox_msg *msg, void *arg)
+{
+	handle_msg(arg, (struct gw_msg *)msg);
+}
+
+/* ---- last seen ---- */
+
+struct seen_job {
+	uv_work_t req;
+	struct gateway *gw;
+	size_t n;
+	int64_t ids[GW_SEEN_BATCH];
+};
+
+static void seen_work(uv_work_t *req)
+{
+	struct seen_job *job = req->data;
+
+	if (queue_devices_seen(job->gw->reg, job->ids, job->n))
+		log_warn("event=last_seen_not_written devices=%zu", job->n);
+}
+
+static void seen_done(uv_work_t *req, int status)
+{
+	free(req->data);
+}
+
+static void on_seen_timer(uv_timer_t *t)
+{
+	struct gw_worker *w = t->data;
+	struct seen_job *job = malloc(sizeof(*job));
+
+	if (!job)
+		return;
+	job->req.data = job;
+	job->gw = w->gw;
+	job->n = gw_presence_take_seen(w->gw, job->ids, GW_SEEN_BATCH);
+	if (job->n == 0 || uv_queue_work(&w->loop, &job->req, seen_work, seen_done))
+		free(job);
+}
+
+/* ---- listening ---- */
+
+static void on_connection(uv_stream_t *server, int status)
+{
+	struct gw_worker *w = server->data;
+
+	if (status < 0) {
+		log_warn("event=accept_failed reason=\"%s\"", uv_strerror(status));
+		return;
+	}
+	gw_conn_accept(w, server, server == (uv_stream_t *)&w->listeners[GW_TLS]);
+}
+
+/* A listening socket on @addr with SO_REUSEPORT; *port in: the port to use
+ * when the address says 0 and an earlier worker already bound one. */
+static int listen_socket(const char *addr, uint16_t *port, char *err, size_t errlen)
+{
+	struct addrinfo hints = { .ai_family = AF_UNSPEC,
+				  .ai_socktype = SOCK_STREAM,
+				  .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
+	struct addrinfo *ai = NULL;
+	struct sockaddr_storage ss;
+	socklen_t sslen = sizeof(ss);
+	char *host = NULL, service[8];
+	uint16_t want;
+	int fd = -1, one = 1, rc;
+
+	if (config_split_addr(addr, &host, &want)) {
+		snprintf(err, errlen, "cannot listen on '%s': not a host:port address", addr);
+		return -1;
+	}
+	snprintf(service, sizeof(service), "%u", want ? want : *port);
+	rc = getaddrinfo(*host ? host : NULL, service, &hints, &ai);
+	free(host);
+	if (rc) {
+		snprintf(err, errlen, "cannot listen on '%s': %s", addr, gai_strerror(rc));
+		return -1;
+	}
+	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) ||
+	    bind(fd, ai->ai_addr, ai->ai_addrlen) || listen(fd, LISTEN_BACKLOG) ||
+	    getsockname(fd, (struct sockaddr *)&ss, &sslen)) {
+		snprintf(err, errlen, "cannot listen on '%s': %s", addr, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		freeaddrinfo(ai);
+		return -1;
+	}
+	freeaddrinfo(ai);
+	*port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+					       : ((struct sockaddr_in *)&ss)->sin_port);
+	return fd;
+}
+
+/* ---- workers ---- */
+
+static void on_closed_noop(uv_handle_t *h)
+{
+}
+
+static void begin_stop(struct gw_worker *w)
+{
+	struct gw_conn *c, *tmp;
+
+	if (w->stopping)
+		return;
+	w->stopping = 1;
+	for (int i = 0; i < 2; i++)
+		if (w->listening[i] && !uv_is_closing((uv_handle_t *)&w->listeners[i]))
+			uv_close((uv_handle_t *)&w->listeners[i], on_closed_noop);
+	if (w->index == 0 && uv_is_active((uv_handle_t *)&w->seen_timer))
+		uv_close((uv_handle_t *)&w->seen_timer, on_closed_noop);
+	HASH_ITER(hh, w->conns, c, tmp)
+	{
+		gw_conn_close(c, PROTO_ERR_SHUTTING_DOWN, "server is stopping");
+	}
+	if (w->mbox_ok)
+		mailbox_close(&w->mbox, NULL);
+}
+
+static enum ferry_err worker_setup(struct gw_worker *w)
+{
+	if (uv_loop_init(&w->loop))
+		return FERRY_EIO;
+	if (mailbox_init(&w->mbox, &w->loop, on_mail, w))
+		return FERRY_EIO;
+	w->mbox_ok = 1;
+	for (int i = 0; i < 2; i++) {
+		if (w->listen_fd[i] < 0)
+			continue;
+		uv_tcp_init(&w->loop, &w->listeners[i]);
+		w->listeners[i].data = w;
+		w->listening[i] = 1;
+		if (uv_tcp_open(&w->listeners[i], w->listen_fd[i]) ||
+		    uv_listen((uv_stream_t *)&w->listeners[i], LISTEN_BACKLOG, on_connection))
+			return FERRY_EIO;
+	}
+	if (w->index == 0) {
+		uv_timer_init(&w->loop, &w->seen_timer);
+		w->seen_timer.data = w;
+		uv_timer_start(&w->seen_timer, on_seen_timer, GW_SEEN_FLUSH_MS, GW_SEEN_FLUSH_MS);
+	}
+	return FERRY_OK;
+}
+
+static void worker_main(void *arg)
+{
+	struct gw_worker *w = arg;
+
+	w->start_rc = worker_setup(w);
+	uv_sem_post(&w->started);
+	if (w->start_rc) {
+		begin_stop(w);
+	}
+	uv_run(&w->loop, UV_RUN_DEFAULT);
+	uv_loop_close(&w->loop);
+}
+
+static enum ferry_err make_listeners(struct gateway *gw, char *err, size_t errlen)
+{
+	const struct ferry_config *cfg = gw->cfg;
+	const char *addrs[2] = { cfg->gateway.listen, gw->tls ? cfg->gateway.tls_listen : "" };
+
+	for (unsigned i = 0; i < gw->nworkers; i++) {
+		for (int k = 0; k < 2; k++) {
+			gw->workers[i].listen_fd[k] = -1;
+			if (!*addrs[k])
+				continue;
+			gw->workers[i].listen_fd[k] =
+				listen_socket(addrs[k], &gw->ports[k], err, errlen);
+			if (gw->workers[i].listen_fd[k] < 0)
+				return FERRY_EIO;
+		}
+	}
+	return FERRY_OK;
+}
+
+static void close_listen_fds(struct gateway *gw)
+{
+	for (unsigned i = 0; i < gw->nworkers; i++)
+		for (int k = 0; k < 2; k++)
+			if (gw->workers[i].listen_fd[k] >= 0 && !gw->workers[i].listening[k])
+				close(gw->workers[i].listen_fd[k]);
+}
+
+static void gateway_free(struct gateway *gw)
+{
+	for (unsigned i = 0; gw->workers && i < gw->nworkers; i++) {
+		free(gw->workers[i].rbuf);
+		free(gw->workers[i].plain);
+	}
+	gw_presence_release(gw);
+	pthread_mutex_destroy(&gw->presence_lock);
+	pthread_mutex_destroy(&gw->dedup_lock);
+	SSL_CTX_free(gw->tls);
+	free(gw->workers);
+	free(gw);
+}
+
+static struct gateway *gateway_new(const struct ferry_config *cfg, struct queue_registry *reg)
+{
+	struct gateway *gw = calloc(1, sizeof(*gw));
+	unsigned n = cfg->gateway.workers ? cfg->gateway.workers : uv_available_parallelism();
+
+	if (!gw)
+		return NULL;
+	gw->cfg = cfg;
+	gw->reg = reg;
+	gw->nworkers = n < 1 ? 1 : n > MAX_WORKERS ? MAX_WORKERS : n;
+	/* Server ids: milliseconds at start in the high bits, so ids of a new run
+	 * are above those of the last one. */
+	atomic_init(&gw->next_server_id, gw_now_ms() << 20);
+	pthread_mutex_init(&gw->presence_lock, NULL);
+	pthread_mutex_init(&gw->dedup_lock, NULL);
+	gw->workers = calloc(gw->nworkers, sizeof(*gw->workers));
+	if (!gw->workers) {
+		gateway_free(gw);
+		return NULL;
+	}
+	for (unsigned i = 0; i < gw->nworkers; i++) {
+		struct gw_worker *w = &gw->workers[i];
+
+		w->gw = gw;
+		w->index = i;
+		w->listen_fd[0] = w->listen_fd[1] = -1;
+		w->rbuf = malloc(GW_READ_CHUNK);
+		w->plain = malloc(GW_READ_CHUNK);
+		if (!w->rbuf || !w->plain) {
+			gateway_free(gw);
+			return NULL;
+		}
+	}
+	return gw;
+}
+
+static enum ferry_err start_workers(struct gateway *gw, unsigned *started)
+{
+	enum ferry_err rc = FERRY_OK;
+
+	for (*started = 0; *started < gw->nworkers; (*started)++) {
+		struct gw_worker *w = &gw->workers[*started];
+
+		uv_sem_init(&w->started, 0);
+		if (uv_thread_create(&w->thread, worker_main, w)) {
+			uv_sem_destroy(&w->started);
+			return FERRY_EIO;
+		}
+		uv_sem_wait(&w->started);
+		uv_sem_destroy(&w->started);
+		if (w->start_rc)
+			rc = w->start_rc;
+	}
+	return rc;
+}
+
+static void stop_workers(struct gateway *gw, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++) {
+		struct gw_msg *m = calloc(1, sizeof(*m));
+
+		if (!m)
+			ferry_panic("out of memory stopping the gateway");
+		m->kind = GW_MSG_STOP;
+		gw_post(gw, NULL, i, m);
+	}
+	for (unsigned i = 0; i < n; i++)
+		uv_thread_join(&gw->workers[i].thread);
+}
+
+enum ferry_err gateway_start(const struct ferry_config *cfg, struct queue_registry *reg,
+			     struct gateway **out, uint16_t ports[2], char *err, size_t errlen)
+{
+	struct gateway *gw = gateway_new(cfg, reg);
+	unsigned started = 0;
+	enum ferry_err rc;
+
+	if (!gw) {
+		snprintf(err, errlen, "cannot start the gateway: out of memory");
+		return FERRY_ENOMEM;
+	}
+	if (*cfg->gateway.tls_cert || *cfg->gateway.tls_key) {
+		if (!*cfg->gateway.tls_cert || !*cfg->gateway.tls_key) {
+			snprintf(err, errlen, "TLS needs both [gateway] tls_cert and tls_key");
+			gateway_free(gw);
+			return FERRY_ECONFIG;
+		}
+		gw->tls = gw_tls_context(cfg->gateway.tls_cert, cfg->gateway.tls_key, err, errlen);
+		if (!gw->tls) {
+			gateway_free(gw);
+			return FERRY_ECONFIG;
+		}
+	}
+	rc = make_listeners(gw, err, errlen);
+	if (rc) {
+		close_listen_fds(gw);
+		gateway_free(gw);
+		return rc;
+	}
+	rc = start_workers(gw, &started);
+	if (rc) {
+		snprintf(err, errlen, "cannot start the gateway's workers");
+		stop_workers(gw, started);
+		close_listen_fds(gw);
+		gateway_free(gw);
+		return rc;
+	}
+	if (ports) {
+		ports[0] = *cfg->gateway.listen ? gw->ports[0] : 0;
+		ports[1] = gw->tls ? gw->ports[1] : 0;
+	}
+	atomic_store(&gw->ready, 1);
+	log_info("event=gateway_started workers=%u listen=%s port=%u tls_port=%u", gw->nworkers,
+		 cfg->gateway.listen, gw->ports[0], gw->tls ? gw->ports[1] : 0);
+	*out = gw;
+	return FERRY_OK;
+}
+
+void gateway_kick_device(struct gateway *gw, int64_t id, unsigned code)
+{
+	struct gw_msg *m;
+	unsigned worker;
+	uint64_t conn_id;
+
+	if (!gw || !gw_presence_find(gw, id, &worker, &conn_id))
+		return;
+	m = calloc(1, sizeof(*m));
+	if (!m)
+		return;
+	m->kind = GW_MSG_KICK;
+	m->conn_id = conn_id;
+	m->device_id = id;
+	m->code = code;
+	gw_post(gw, NULL, worker, m);
+}
+
+void gateway_device_deleted(struct gateway *gw, int64_t id)
+{
+	gateway_kick_device(gw, id, PROTO_ERR_DEVICE_DELETED);
+}
+
+int gateway_ready(const struct gateway *gw)
+{
+	return gw && atomic_load(&gw->ready);
+}
+
+void gateway_stop(struct gateway *gw)
+{
+	if (!gw)
+		return;
+	atomic_store(&gw->ready, 0);
+	stop_workers(gw, gw->nworkers);
+	gateway_free(gw);
+	log_info("event=gateway_stopped");
+}

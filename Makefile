@@ -105,6 +105,7 @@ UNIT_TESTS := \
 	tests/unit/client/test_client \
 	tests/unit/common/test_buf \
 	tests/unit/common/test_config \
+	tests/unit/gateway/test_presence \
 	tests/unit/gateway/test_proto \
 	tests/unit/queue/test_validate
 
@@ -205,6 +206,12 @@ TEST_BINS := $(addprefix build/asan/,$(UNIT_TESTS) $(INTEGRATION_TESTS))
 
 build/asan/tests/unit/client/test_client: build/asan/tests/unit/client/test_client.o \
 		$(call asan_obj,$(CLIENT_SRCS) client/cli_util.c) $(ASAN_LIB_OBJS)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(ASAN_CFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
+
+# The shared tables alone, with the test's own clock (a link seam).
+build/asan/tests/unit/gateway/test_presence: build/asan/tests/unit/gateway/test_presence.o \
+		build/asan/gateway/presence.o
 	@echo "  LD      $@"
 	$(Q)$(CC) $(ASAN_CFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
 

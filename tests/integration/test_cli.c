@@ -80,6 +80,29 @@ static int teardown(void **state)
 	return status ? -1 : 0;
 }
 
+/* The common start of a ferry-client command line for @device; returns the
+ * number of arguments written to @argv (@dev and @server are its storage). */
+static int client_argv(const char **argv, char dev[32], int64_t device, const char *secret,
+		       const char *server, int tls)
+{
+	int n = 0;
+
+	snprintf(dev, 32, "%lld", (long long)device);
+	argv[n++] = client_path();
+	argv[n++] = "--server";
+	argv[n++] = server;
+	argv[n++] = "--device";
+	argv[n++] = dev;
+	argv[n++] = "--secret";
+	argv[n++] = secret;
+	if (tls) {
+		argv[n++] = "--tls";
+		argv[n++] = "--ca";
+		argv[n++] = fx.cert;
+	}
+	return n;
+}
+
 /* Run `ferry-client` as bob: send @text to alice; retried while alice's
  * listener is not connected yet (NACK retry_later). Returns the last output. */
 static char *send_until_acked(const char *server, int tls, const char *text)
@@ -88,24 +111,11 @@ static char *send_until_acked(const char *server, int tls, const char *text)
 	char *out_path = th_write_file("send.out", "");
 	char *out = NULL;
 
-	snprintf(dev, sizeof(dev), "%lld", (long long)fx.bob);
 	for (int i = 0; i < 100; i++) {
 		const char *argv[16];
-		int n = 0, status;
+		int n = client_argv(argv, dev, fx.bob, fx.bob_s, server, tls), status;
 		struct timespec pause = { 0, 100 * 1000 * 1000 };
 
-		argv[n++] = client_path();
-		argv[n++] = "--server";
-		argv[n++] = server;
-		argv[n++] = "--device";
-		argv[n++] = dev;
-		argv[n++] = "--secret";
-		argv[n++] = fx.bob_s;
-		if (tls) {
-			argv[n++] = "--tls";
-			argv[n++] = "--ca";
-			argv[n++] = fx.cert;
-		}
 		argv[n++] = "send";
 		argv[n++] = "--to";
 		argv[n++] = "alice";
@@ -136,22 +146,10 @@ static void quick_start(int tls)
 	json_error_t jerr;
 	json_t *line, *ack;
 	pid_t listener;
-	int n = 0;
+	int n;
 
 	snprintf(server, sizeof(server), "127.0.0.1:%d", tls ? fx.tls_port : fx.port);
-	snprintf(dev, sizeof(dev), "%lld", (long long)fx.alice);
-	argv[n++] = client_path();
-	argv[n++] = "--server";
-	argv[n++] = server;
-	argv[n++] = "--device";
-	argv[n++] = dev;
-	argv[n++] = "--secret";
-	argv[n++] = fx.alice_s;
-	if (tls) {
-		argv[n++] = "--tls";
-		argv[n++] = "--ca";
-		argv[n++] = fx.cert;
-	}
+	n = client_argv(argv, dev, fx.alice, fx.alice_s, server, tls);
 	argv[n++] = "listen";
 	argv[n++] = "--count";
 	argv[n++] = "1";

@@ -197,6 +197,22 @@ static void test_ping(void **state)
 
 /* ---- delivery ---- */
 
+/* SEND @text to one device of @user (per-device mode). */
+static void send_to_device(struct rawdev *d, uint64_t cid, const char *user, int64_t device,
+			   const char *text)
+{
+	struct proto_frame f = { .type = PROTO_SEND };
+
+	f.u.send.client_id = cid;
+	f.u.send.to_user.p = (const uint8_t *)user;
+	f.u.send.to_user.len = strlen(user);
+	f.u.send.ntargets = 1;
+	f.u.send.targets[0].device_id = (uint64_t)device;
+	f.u.send.targets[0].payload.p = (const uint8_t *)text;
+	f.u.send.targets[0].payload.len = strlen(text);
+	rawdev_send(d, &f);
+}
+
 static uint64_t expect_deliver(struct rawdev *d, const char *from_user, int64_t from_device,
 			       uint64_t client_id, const char *payload)
 {
@@ -412,18 +428,7 @@ static void test_replaced_connection(void **state)
 	rawdev_expect_error_close(old, PROTO_ERR_REPLACED);
 	/* Deliveries go to the new connection. */
 	rawdev_login(b1, fx.port, fx.b1, fx.b1s);
-	{
-		struct proto_frame f = { .type = PROTO_SEND };
-
-		f.u.send.client_id = cid;
-		f.u.send.to_user.p = (const uint8_t *)"alice";
-		f.u.send.to_user.len = 5;
-		f.u.send.ntargets = 1;
-		f.u.send.targets[0].device_id = (uint64_t)fx.a1;
-		f.u.send.targets[0].payload.p = (const uint8_t *)"new one";
-		f.u.send.targets[0].payload.len = 7;
-		rawdev_send(b1, &f);
-	}
+	send_to_device(b1, cid, "alice", fx.a1, "new one");
 	rawdev_ack(new, expect_deliver(new, "bob", fx.b1, cid, "new one"));
 	assert_int_equal(rawdev_expect(b1, PROTO_ACK, 3000)->u.ack.client_id, cid);
 	dev_free(old);
@@ -509,18 +514,7 @@ static void test_tls(void **state)
 	rawdev_hello(a1, PROTO_VERSION, fx.a1, fx.a1s);
 	rawdev_expect(a1, PROTO_WELCOME, 3000);
 	rawdev_login(b1, fx.port, fx.b1, fx.b1s);
-	{
-		struct proto_frame f = { .type = PROTO_SEND };
-
-		f.u.send.client_id = cid;
-		f.u.send.to_user.p = (const uint8_t *)"alice";
-		f.u.send.to_user.len = 5;
-		f.u.send.ntargets = 1;
-		f.u.send.targets[0].device_id = (uint64_t)fx.a1;
-		f.u.send.targets[0].payload.p = (const uint8_t *)"over tls";
-		f.u.send.targets[0].payload.len = 8;
-		rawdev_send(b1, &f);
-	}
+	send_to_device(b1, cid, "alice", fx.a1, "over tls");
 	rawdev_ack(a1, expect_deliver(a1, "bob", fx.b1, cid, "over tls"));
 	assert_int_equal(rawdev_expect(b1, PROTO_ACK, 3000)->u.ack.client_id, cid);
 	dev_free(a1);

@@ -65,6 +65,7 @@ ADMIN_SRCS := \
 
 GATEWAY_SRCS := \
 	gateway/conn.c \
+	gateway/directory.c \
 	gateway/gateway.c \
 	gateway/presence.c \
 	gateway/proto.c \

@@ -426,6 +426,8 @@ void admin_route_devices_create(const struct admin_req *req, struct admin_reply 
 		reply_store_error(rep, rc, "device creation", 0);
 		goto out;
 	}
+	/* The new device is a target of the user's next SEND. */
+	gateway_user_changed(req->gw, req->params[0]);
 	snprintf(id_text, sizeof(id_text), "%" PRId64, id);
 	admin_reply_json(rep, HTTP_CREATED,
 			 json_pack("{s:s,s:s,s:s,s:s}", "device_id", id_text, "user",

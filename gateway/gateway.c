@@ -273,6 +273,8 @@ static void gateway_free(struct gateway *gw)
 		free(gw->workers[i].plain);
 	}
 	gw_presence_release(gw);
+	gw_dir_release(gw);
+	pthread_mutex_destroy(&gw->dir_lock);
 	pthread_mutex_destroy(&gw->presence_lock);
 	pthread_mutex_destroy(&gw->dedup_lock);
 	SSL_CTX_free(gw->tls);
@@ -295,6 +297,7 @@ static struct gateway *gateway_new(const struct ferry_config *cfg, struct queue_
 	atomic_init(&gw->next_server_id, gw_now_ms() << 20);
 	pthread_mutex_init(&gw->presence_lock, NULL);
 	pthread_mutex_init(&gw->dedup_lock, NULL);
+	pthread_mutex_init(&gw->dir_lock, NULL);
 	gw->workers = calloc(gw->nworkers, sizeof(*gw->workers));
 	if (!gw->workers) {
 		gateway_free(gw);
@@ -414,6 +417,12 @@ void gateway_kick_device(struct gateway *gw, int64_t id, unsigned code)
 	m->device_id = id;
 	m->code = code;
 	gw_post(gw, NULL, worker, m);
+}
+
+void gateway_user_changed(struct gateway *gw, const char *user)
+{
+	if (gw)
+		gw_dir_forget(gw, user);
 }
 
 void gateway_device_deleted(struct gateway *gw, int64_t id)

@@ -40,6 +40,10 @@ enum ferry_err gateway_start(const struct ferry_config *cfg, struct queue_regist
  */
 void gateway_kick_device(struct gateway *gw, int64_t id, unsigned code);
 
+/* @user's devices changed (one registered or deleted): route the next SEND
+ * to @user from a fresh list. @gw may be NULL. */
+void gateway_user_changed(struct gateway *gw, const char *user);
+
 /* The device was deleted: close its connection (ERROR device_deleted).
  * @gw may be NULL (no gateway: nothing to do). */
 void gateway_device_deleted(struct gateway *gw, int64_t id);

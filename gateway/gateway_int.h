@@ -50,6 +50,12 @@
 #define GW_SEEN_FLUSH_MS 5000
 #define GW_SEEN_BATCH 1000
 
+/* The directory: user -> device ids, cached so that a SEND needs no query.
+ * Entries live GW_DIR_TTL_MS (devices registered through another node's
+ * admin API show within that); this node's admin API invalidates at once. */
+#define GW_DIR_TTL_MS 2000
+#define GW_DIR_MAX 100000
+
 enum { GW_PLAIN = 0, GW_TLS = 1 };
 
 /* An encoded DELIVER frame, shared by every connection it goes to. */
@@ -203,6 +209,14 @@ struct gw_seen {
 	UT_hash_handle hh;
 };
 
+struct gw_dir {
+	char user[QUEUE_USER_MAX + 1];
+	uint64_t fetched_ms;
+	size_t n;
+	int64_t ids[GW_MAX_USER_DEVICES];
+	UT_hash_handle hh;
+};
+
 struct gateway {
 	const struct ferry_config *cfg;
 	struct queue_registry *reg;
@@ -218,6 +232,10 @@ struct gateway {
 	pthread_mutex_t presence_lock;
 	struct gw_presence *presence;
 	struct gw_seen *seen; /* devices to flush to last_seen; same lock */
+
+	pthread_mutex_t dir_lock;
+	struct gw_dir *dir;
+	size_t dir_count;
 
 	pthread_mutex_t dedup_lock;
 	struct gw_dedup *dedup;
@@ -281,6 +299,14 @@ enum gw_dedup_verdict gw_dedup_begin(struct gateway *gw, int64_t device_id, uint
 				     uint64_t conn_id, uint64_t server_id, uint64_t *acked_id);
 void gw_dedup_acked(struct gateway *gw, int64_t device_id, uint64_t client_id);
 void gw_dedup_forget(struct gateway *gw, int64_t device_id, uint64_t client_id, uint64_t conn_id);
+
+/* ---- directory.c ---- */
+
+/* 1 and @user's device ids in @ids/@n if the cache has a fresh entry. */
+int gw_dir_get(struct gateway *gw, const char *user, int64_t *ids, size_t *n);
+void gw_dir_put(struct gateway *gw, const char *user, const int64_t *ids, size_t n);
+void gw_dir_forget(struct gateway *gw, const char *user);
+void gw_dir_release(struct gateway *gw);
 
 /* ---- tls.c ---- */
 

@@ -175,6 +175,7 @@ fail:
 }
 
 static void start_lookup(struct gw_conn *c);
+static void dispatch(struct gw_conn *c, struct gw_pending *p);
 
 void gw_route_send(struct gw_conn *c, const struct proto_send *s)
 {
@@ -202,6 +203,12 @@ void gw_route_send(struct gw_conn *c, const struct proto_send *s)
 	if (!p) {
 		gw_dedup_forget(gw, c->device_id, s->client_id, c->id);
 		send_nack(c, s->client_id, PROTO_NACK_RETRY_LATER, "out of memory");
+		return;
+	}
+	/* Nothing ahead of it and the recipients known: route it now. */
+	if (!c->queue_head && gw_dir_get(gw, p->to_user, p->found, &p->nfound)) {
+		dispatch(c, p);
+		pending_free(p);
 		return;
 	}
 	LL_APPEND2(c->queue_head, p, next);
@@ -234,11 +241,23 @@ static void lookup_done(uv_work_t *req, int status)
 	LL_DELETE2(c->queue_head, p, next);
 	c->queued--;
 	c->lookup_busy = 0;
+	if (p->rc == FERRY_OK)
+		gw_dir_put(c->w->gw, p->to_user, p->found, p->nfound);
 	if (c->state == GW_CONN_CLOSING)
 		gw_dedup_forget(c->w->gw, c->device_id, p->client_id, c->id);
 	else
 		dispatch(c, p);
 	pending_free(p);
+	/* What queued up behind it: route in order, as long as the cache knows. */
+	while (c->queue_head && c->state != GW_CONN_CLOSING &&
+	       gw_dir_get(c->w->gw, c->queue_head->to_user, c->queue_head->found,
+			  &c->queue_head->nfound)) {
+		p = c->queue_head;
+		LL_DELETE2(c->queue_head, p, next);
+		c->queued--;
+		dispatch(c, p);
+		pending_free(p);
+	}
 	if (c->queue_head && c->state != GW_CONN_CLOSING)
 		start_lookup(c);
 	if (c->paused && c->queued <= GW_MAX_QUEUED_SENDS / 2)

@@ -484,6 +484,35 @@ static void test_slow_reader_cut_off(void **state)
 	dev_free(b1);
 }
 
+/* A device registered while its user's devices are cached is a target of
+ * the very next SEND. */
+static void test_new_device_is_a_target_at_once(void **state)
+{
+	struct rawdev *d1 = dev_new(), *d2 = dev_new(), *b1 = dev_new();
+	char s1[64], s2[64];
+	int64_t id1, id2;
+	uint64_t cid = next_id(), sid;
+
+	th_device_create(&fx.d, TOKEN, "dave", &id1, s1);
+	rawdev_login(d1, fx.port, id1, s1);
+	rawdev_login(b1, fx.port, fx.b1, fx.b1s);
+	rawdev_send_text(b1, cid, "dave", "one");
+	rawdev_ack(d1, expect_deliver(d1, "bob", fx.b1, cid, "one"));
+	assert_int_equal(rawdev_expect(b1, PROTO_ACK, 3000)->u.ack.client_id, cid);
+
+	th_device_create(&fx.d, TOKEN, "dave", &id2, s2);
+	rawdev_login(d2, fx.port, id2, s2);
+	cid = next_id();
+	rawdev_send_text(b1, cid, "dave", "two");
+	sid = expect_deliver(d1, "bob", fx.b1, cid, "two");
+	rawdev_ack(d1, sid);
+	rawdev_ack(d2, expect_deliver(d2, "bob", fx.b1, cid, "two"));
+	assert_int_equal(rawdev_expect(b1, PROTO_ACK, 3000)->u.ack.client_id, cid);
+	dev_free(d1);
+	dev_free(d2);
+	dev_free(b1);
+}
+
 static void test_deleted_device_is_closed(void **state)
 {
 	struct rawdev *d = dev_new();
@@ -540,6 +569,7 @@ int main(void)
 		cmocka_unit_test(test_receipt_not_implemented),
 		cmocka_unit_test(test_tls),
 		cmocka_unit_test(test_slow_reader_cut_off),
+		cmocka_unit_test(test_new_device_is_a_target_at_once),
 		cmocka_unit_test(test_deleted_device_is_closed),
 	};
 

@@ -57,6 +57,10 @@ QUEUE_SRCS := \
 	queue/pg.c \
 	queue/registry.c \
 	queue/secret.c \
+	queue/store.c \
+	queue/store_conn.c \
+	queue/store_read.c \
+	queue/store_write.c \
 	queue/validate.c
 
 ADMIN_SRCS := \
@@ -115,6 +119,7 @@ INTEGRATION_TESTS := \
 	tests/integration/test_daemon \
 	tests/integration/test_gateway \
 	tests/integration/test_migrate \
+	tests/integration/test_store \
 	tests/integration/test_admin
 
 TEST_SUPPORT_SRCS := \
@@ -137,7 +142,7 @@ asan_obj = $(patsubst %.c,build/asan/%.o,$(1))
 REL_LIB_OBJS := $(call rel_obj,$(LIB_SRCS) $(GEN_SRCS))
 ASAN_LIB_OBJS := $(call asan_obj,$(LIB_SRCS) $(GEN_SRCS))
 
-.PHONY: all test unit integration check fuzz run install uninstall clean deps docs
+.PHONY: all test unit integration check fuzz run install uninstall clean deps docs bench
 .DEFAULT_GOAL := all
 .SECONDARY:
 
@@ -277,6 +282,26 @@ unit: build/asan/ferryd $(addprefix build/asan/,$(UNIT_TESTS))
 run: deps
 	$(Q)$(MAKE) --no-print-directory bin/ferryd bin/ferry-client
 	$(Q)sh scripts/run-dev.sh
+
+# ---- benchmarks (docs/bench.md) ---------------------------------------------
+# Release-built tools; `make bench` runs them against a release bin/ferryd and
+# a throwaway PostgreSQL cluster, printing key=value figures and tables.
+
+BENCH_TOOLS := bin/ferry-bench build/bench/bench_proto
+
+bin/ferry-bench: $(call rel_obj,tools/ferry-bench.c $(CLIENT_SRCS) $(CLIENT_DEPS_SRCS))
+	@mkdir -p $(@D)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(REL_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm -lpthread
+
+build/bench/bench_proto: $(call rel_obj,tools/bench_proto.c $(CLIENT_DEPS_SRCS))
+	@mkdir -p $(@D)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(REL_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
+bench: deps
+	$(Q)$(MAKE) --no-print-directory bin/ferryd $(BENCH_TOOLS)
+	$(Q)sh scripts/run-bench.sh
 
 # docs/configuration.md is generated from the config table; `make test` fails
 # when the committed file differs.

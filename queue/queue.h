@@ -167,4 +167,188 @@ void queue_device_release(struct queue_device *dev);
 /* Release @n records and the array itself. NULL is a no-op. */
 void queue_device_list_free(struct queue_device *devs, size_t n);
 
+/* ---- the envelope store ---- */
+
+/*
+ * The offline store: a thread of its own with a libuv loop and libpq
+ * connections in pipeline mode. Requests arrive through its mailbox from any
+ * thread (queue_store_submit) and are answered by posting the caller's reply
+ * message to the caller's mailbox; the request is the caller's again then.
+ * PUTs that arrive while earlier ones are being written are batched: one
+ * round trip and one commit for the batch. One connection writes, so
+ * envelopes of a device commit in the order of their sequence numbers.
+ *
+ * Replies (req->rc first; nothing else is meaningful unless it is FERRY_OK):
+ *   PUT      OK: the batch committed; puts[i].result says what became of
+ *            recipient i (STORED, DUPLICATE, FULL, GONE). Only STORED and
+ *            DUPLICATE mean "in the database now" (ACK(stored) material).
+ *            EUNAVAIL: writer down, stopping, or the batch failed (maybe
+ *            committed, maybe not: a retransmission comes back DUPLICATE);
+ *            EDB: the database refused this PUT; ELIMIT: max_inflight_bytes
+ *            (answered at once); EINVAL: bad fields (sender_user,
+ *            sender_device < 0, kind, no recipients). Not stored in any case.
+ *   BARRIER  OK once every PUT submitted before it has been answered;
+ *            EUNAVAIL when the writer is down.
+ *   FETCH    OK: rows/nrows (NULL/0 for none), in seq order, seq > after_seq.
+ *   DELETE   OK: count = rows deleted (ids not stored are ignored).
+ *   COUNT    OK: count.
+ * FETCH, DELETE and COUNT answer EUNAVAIL at once while no reader is up;
+ * a device's reads run in submission order. Every reply is posted once.
+ * An envelope expires ttl seconds after created_ms (0: the store's now).
+ */
+
+#define QUEUE_KIND_MESSAGE 1
+#define QUEUE_KIND_RECEIPT 2
+
+struct queue_store;
+struct mailbox;
+struct mailbox_msg;
+
+struct queue_store_opts {
+	const char *conninfo;
+	unsigned connect_timeout;	 /* seconds */
+	unsigned connections;		 /* 2-64: one writes, the others read */
+	unsigned batch_max;		 /* recipients in one commit (>= 1) */
+	unsigned max_pending_per_device; /* PUT beyond it: QUEUE_PUT_FULL; 0: none */
+	size_t max_inflight_bytes;	 /* payload bytes queued or being written */
+	unsigned default_ttl;		 /* seconds (>= 1) */
+	unsigned expire_interval;	 /* ms between sweeps for expired envelopes */
+	unsigned expire_batch;		 /* rows deleted per sweep statement */
+};
+
+enum queue_req_type {
+	QUEUE_REQ_PUT,	  /* store one envelope for several devices */
+	QUEUE_REQ_FETCH,  /* a device's next envelopes, in order */
+	QUEUE_REQ_DELETE, /* a device acknowledged these */
+	QUEUE_REQ_COUNT,  /* how many envelopes wait for a device */
+	/* Answered once every PUT submitted before it has been answered (the
+	 * writer's order): FERRY_OK, or FERRY_EUNAVAIL if the writer is down or
+	 * the batch it rode with failed. Uses no request field. */
+	QUEUE_REQ_BARRIER,
+};
+
+enum queue_put_result {
+	QUEUE_PUT_STORED,    /* committed now */
+	QUEUE_PUT_DUPLICATE, /* (recipient, sender device, client id) was stored before */
+	QUEUE_PUT_FULL,	     /* max_pending_per_device reached; nothing stored */
+	QUEUE_PUT_GONE,	     /* no such device (deleted meanwhile) */
+};
+
+/* One recipient of a PUT, and what became of it. */
+struct queue_put {
+	int64_t recipient;
+	enum queue_put_result result;
+	uint64_t server_id; /* STORED: the request's; DUPLICATE: the one stored first */
+	int64_t seq;	    /* STORED: its place in the device's queue */
+};
+
+/* One stored envelope, as FETCH returns it (owned by the rows array). */
+struct queue_row {
+	int64_t seq;
+	uint64_t server_id;
+	char sender_user[QUEUE_USER_MAX + 1];
+	int64_t sender_device;
+	uint64_t client_id;
+	int kind;
+	uint64_t created_ms;
+	size_t len;
+	uint8_t *payload;
+};
+
+struct queue_req {
+	struct mailbox_msg *reply; /* posted to reply_to when done (caller's) */
+	struct mailbox *reply_to;
+	enum queue_req_type type;
+	enum ferry_err rc; /* OK; EUNAVAIL: not done, database unreachable
+			    * (retry later); ELIMIT: max_inflight_bytes; EDB; ENOMEM */
+
+	/* PUT: one envelope (borrowed until done) for nputs devices. */
+	uint64_t server_id;
+	const char *sender_user;
+	int64_t sender_device;
+	uint64_t client_id;
+	int kind;
+	const uint8_t *payload;
+	size_t len;
+	uint64_t created_ms;
+	unsigned ttl; /* seconds, 0: default_ttl; capped at default_ttl */
+	struct queue_put *puts;
+	size_t nputs;
+
+	/* FETCH (device, after_seq, limit -> rows), DELETE (device, ids ->
+	 * count: how many were deleted), COUNT (device -> count: the device's
+	 * pending counter; it may include envelopes that expired since the last
+	 * sweep, and is 0 for an unknown device). Expired envelopes are never
+	 * returned by FETCH; limit is capped at QUEUE_FETCH_MAX. */
+	int64_t device;
+	int64_t after_seq;
+	size_t limit;
+	struct queue_row *rows; /* FETCH result: free with queue_rows_free() */
+	size_t nrows;
+	const uint64_t *ids; /* DELETE: server ids, borrowed until done */
+	size_t nids;
+	uint64_t count;
+
+	void *store_private[2]; /* the store's while it holds the request */
+};
+
+/* Start the store thread. NULL with @err on failure (bad options, no memory);
+ * an unreachable database is not a failure: the store retries in the
+ * background and answers FERRY_EUNAVAIL meanwhile. */
+struct queue_store *queue_store_start(const struct queue_store_opts *opts, char *err,
+				      size_t errlen);
+
+/* Hand @req to the store (any thread). Its reply is always posted, exactly
+ * once, even when the store is stopping (rc FERRY_EUNAVAIL then). */
+void queue_store_submit(struct queue_store *st, struct queue_req *req);
+
+/* 1 if the store's connections are up. */
+int queue_store_ready(const struct queue_store *st);
+
+/* Stop: answer what is queued with FERRY_EUNAVAIL, finish what is in
+ * flight, close connections, join the thread. NULL is a no-op. */
+void queue_store_stop(struct queue_store *st);
+
+/* Free what FETCH returned (rows and their payloads are one block). NULL is
+ * a no-op. */
+void queue_rows_free(struct queue_row *rows, size_t n);
+
+/* FETCH returns at most this many rows, whatever the limit asks. */
+#define QUEUE_FETCH_MAX 10000
+
+/* Counters since start (monotonic) and gauges ("now"), for stats/metrics. */
+struct queue_store_stats {
+	uint64_t puts;		  /* PUT requests answered, whatever the outcome */
+	uint64_t put_stored;	  /* recipients: STORED (committed) */
+	uint64_t put_duplicate;	  /* recipients: DUPLICATE */
+	uint64_t put_full;	  /* recipients: FULL */
+	uint64_t put_gone;	  /* recipients: GONE */
+	uint64_t put_unavail;	  /* PUTs answered EUNAVAIL or EDB: not stored */
+	uint64_t put_limit;	  /* PUTs answered ELIMIT (max_inflight_bytes) */
+	uint64_t put_invalid;	  /* PUTs answered EINVAL (bad fields) */
+	uint64_t barriers;	  /* BARRIER requests answered */
+	uint64_t batches;	  /* write batches committed */
+	uint64_t batch_puts;	  /* PUT requests in committed batches */
+	uint64_t batch_envelopes; /* recipients in committed batches */
+	uint64_t batch_largest;	  /* most recipients in one committed batch */
+	uint64_t batch_failures;  /* batches not committed (all their PUTs failed) */
+	uint64_t commit_us_total; /* send of BEGIN to COMMIT's answer, summed */
+	uint64_t commit_us_max;
+	uint64_t commit_us_last;
+	uint64_t fetches, fetched_rows; /* FETCH requests, rows returned */
+	uint64_t deletes, deleted_rows; /* DELETE requests, rows deleted */
+	uint64_t counts;		/* COUNT requests */
+	uint64_t read_failures;		/* FETCH/DELETE/COUNT not answered OK */
+	uint64_t expired_rows;		/* deleted by the expiry sweep */
+	uint64_t expire_sweeps;		/* sweep statements run */
+	uint64_t connects;		/* connections established */
+	uint64_t connect_failures;	/* attempts failed, connections lost */
+	uint64_t inflight_bytes;	/* now: payload bytes queued or in flight */
+	uint64_t queued_puts;		/* now: PUTs waiting for the next batch */
+	int ready;			/* now: queue_store_ready() */
+};
+
+/* A snapshot of @st's counters (any thread; each read atomically). */
+void queue_store_stats(const struct queue_store *st, struct queue_store_stats *out);
+
 #endif

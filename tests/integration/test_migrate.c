@@ -326,6 +326,11 @@ static void test_schema_indexes(void **state)
 		     "envelopes_expires_idx");
 	expect_index(f->conn, "SELECT * FROM devices WHERE user_id = 'alice' ORDER BY id",
 		     "devices_user_idx");
+	/* The store's DELETE: acknowledged server ids of one device. */
+	expect_index(f->conn,
+		     "DELETE FROM envelopes WHERE recipient_device = 1 "
+		     "AND server_id = ANY ('{5,6}'::bigint[])",
+		     "envelopes_server_id_idx");
 	PQclear(th_pg_exec(f->conn, "RESET enable_seqscan"));
 }
 

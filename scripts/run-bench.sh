@@ -1,0 +1,449 @@
+#!/bin/sh
+# run-bench.sh: `make bench`, figures to compare across commits (docs/bench.md).
+#
+# Runs, in order:
+#   1. build/bench/bench_proto: the codec's ns/frame (median of 5 runs), and
+#      its instructions per call under callgrind (exact);
+#   2. a throwaway PostgreSQL cluster in a temporary directory (as
+#      run-tests.sh does), a migrated database, and two release bin/ferryd on
+#      free 127.0.0.1 ports, log level warn: A with the default workers (one
+#      per core), B with one worker (see below);
+#   3. bin/ferry-bench --idle on A: VmRSS per idle authenticated connection;
+#   4. bin/ferry-bench online: latency on B (window 1), throughput on A
+#      (100-byte and 4 KiB payloads, 4 senders, 4 receivers), each the median
+#      of several runs on one set of connections, with ferryd's CPU time and
+#      RSS growth per envelope;
+#   5. system calls per envelope over a fixed number of envelopes: perf stat
+#      on the syscall tracepoints (no slow-down; ping-pong on B, under load on
+#      A) and strace -c -f -p (ping-pong on B); each skipped if missing;
+#   6. ferryd's user-space instructions per envelope: a third ferryd (one
+#      worker) under callgrind, the difference of two runs of different length.
+#
+# Why B: with several workers, SO_REUSEPORT puts a sender and its receiver on
+# one worker or on two at random, and the cross-worker path costs more (two
+# mailbox hops), so one pair's figures would change from run to run. With one
+# worker the path, and the counts, are the same every time.
+#
+# Figures are printed as they come (key=value lines and tables), then a
+# summary; every key=value line is saved to build/bench/last-run.txt (diff two
+# of them to compare commits). Everything started here is stopped by PID and
+# the temporary directory removed, whatever happens (trap).
+#
+# Environment: FERRY_BENCH_IDLE (idle connections, default 5000),
+# FERRY_BENCH_QUICK=1 (fewer runs and envelopes: a smoke test),
+# FERRY_BENCH_CALLGRIND=0 (skip step 6). Runtime: about 25 s on 2 cores; the
+# target is under 3 minutes.
+set -u
+top=$(cd "$(dirname "$0")/.." && pwd)
+. "$top/scripts/pg.sh"
+
+ferryd="$top/bin/ferryd"
+bench="$top/bin/ferry-bench"
+proto="$top/build/bench/bench_proto"
+idle=${FERRY_BENCH_IDLE:-5000}
+quick=${FERRY_BENCH_QUICK:-0}
+results="$top/build/bench/last-run.txt"
+
+for b in "$ferryd" "$bench" "$proto"; do
+	if [ ! -x "$b" ]; then
+		echo "bench: $b is missing; run 'make bench'" >&2
+		exit 1
+	fi
+done
+
+tmp=$(mktemp -d /tmp/ferry-bench.XXXXXX)
+chmod 755 "$tmp"
+figs="$tmp/figures.txt"
+: >"$figs"
+pids=""
+failed=""
+started=$(date +%s)
+
+# Stop what was started, newest first, each by its PID.
+cleanup() {
+	trap - EXIT INT TERM
+	for p in $pids; do
+		kill -TERM "$p" 2>/dev/null
+	done
+	for p in $pids; do
+		wait "$p" 2>/dev/null
+	done
+	[ -d "$tmp/pgdata" ] && pg_stop "$tmp/pgdata"
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+section() {
+	echo
+	echo "==== $*"
+}
+
+# keep: print stdin and keep its key=value lines.
+keep() {
+	tee "$tmp/last.out"
+	grep -E '^[A-Za-z0-9_.]+=' "$tmp/last.out" >>"$figs"
+}
+
+fig() {
+	echo "$1=$2" | keep
+}
+
+# get KEY: a figure kept so far ("" if none).
+get() {
+	sed -n "s/^$1=//p" "$figs" | tail -n 1
+}
+
+note_failure() {
+	failed="$failed $1"
+	echo "bench: $1 failed" >&2
+}
+
+# ---- 1. the codec ---------------------------------------------------------------
+
+section "protocol codec: build/bench/bench_proto (ns/frame, median of 5 runs)"
+iters=200000
+[ "$quick" = 1 ] && iters=20000
+"$proto" --iters "$iters" --runs 5 | keep || note_failure bench_proto
+
+if command -v valgrind >/dev/null 2>&1; then
+	section "protocol codec: instructions per call (callgrind, 1000 calls)"
+	for c in deliver100 deliver4k send100 deliver_ack64; do
+		for op in encode decode; do
+			ir=$(valgrind --tool=callgrind --toggle-collect="proto_$op" \
+				--callgrind-out-file=/dev/null "$proto" --case "$c" --op "$op" \
+				--iters 1000 --runs 1 --quiet 2>&1 | sed -n 's/.*Collected : //p')
+			[ -n "$ir" ] && fig "proto.$c.$op.instructions" $((ir / 1000))
+		done
+	done
+else
+	echo "(valgrind not installed: no instruction counts)"
+fi
+
+# ---- 2. PostgreSQL and ferryd ---------------------------------------------------
+
+section "starting a throwaway PostgreSQL cluster and the release ferryd"
+if ! pg_init "$tmp/pgdata" || ! pg_start "$tmp/pgdata" "$tmp/sock" -c fsync=off \
+	-c max_connections=100; then
+	echo "bench: could not start a throwaway PostgreSQL cluster" >&2
+	exit 1
+fi
+pg_createdb "$tmp/sock" ferry_bench || exit 1
+
+(umask 077 && head -c 32 /dev/urandom | base64 | tr -d '=+/\n' >"$tmp/admin.token")
+# write_config FILE GATEWAY_PORT ADMIN_PORT [extra [gateway] lines]
+write_config() {
+	cat >"$1" <<EOT
+[gateway]
+listen = 127.0.0.1:$2
+${4:-}
+[store]
+conninfo = "host=$tmp/sock dbname=ferry_bench user=$(pg_owner)"
+
+[admin]
+listen = 127.0.0.1:$3
+token_file = $tmp/admin.token
+
+[log]
+level = warn
+EOT
+}
+
+# start_ferryd CONFIG ADMIN_PORT LOG [wrapper...]: sets $ferryd_pid; waits for /healthz.
+start_ferryd() {
+	cfg=$1 port=$2 log=$3
+	shift 3
+	"$@" "$ferryd" run -c "$cfg" 2>"$log" &
+	ferryd_pid=$!
+	pids="$ferryd_pid $pids"
+	i=0
+	while [ $i -lt 600 ]; do
+		if curl -sf "http://127.0.0.1:$port/healthz" >/dev/null 2>&1; then
+			return 0
+		fi
+		if ! kill -0 "$ferryd_pid" 2>/dev/null; then
+			break
+		fi
+		sleep 0.1
+		i=$((i + 1))
+	done
+	echo "bench: ferryd did not come up; its log:" >&2
+	cat "$log" >&2
+	return 1
+}
+
+# stop_pid PID: TERM it, wait for it, forget it.
+stop_pid() {
+	kill -TERM "$1" 2>/dev/null
+	wait "$1" 2>/dev/null
+	rest=""
+	for p in $pids; do
+		[ "$p" = "$1" ] || rest="$rest $p"
+	done
+	pids=$rest
+}
+
+
+# Two daemons on one database. A: workers by default (one per core), for the
+# throughput and idle figures. B: one worker, for the per-envelope figures:
+# with several workers a sender and its receiver land on one worker or on two
+# at random (SO_REUSEPORT), and the cross-worker path costs more, so a single
+# pair's latency and counts would change from one run to the next.
+ga=$("$bench" --free-port) && aa=$("$bench" --free-port) &&
+	gb=$("$bench" --free-port) && ab=$("$bench" --free-port) || exit 1
+write_config "$tmp/a.ini" "$ga" "$aa"
+write_config "$tmp/b.ini" "$gb" "$ab" "workers = 1"
+"$ferryd" migrate -c "$tmp/a.ini" >"$tmp/migrate.log" 2>&1 || {
+	cat "$tmp/migrate.log" >&2
+	exit 1
+}
+# Idle connections need file descriptors: ferryd inherits the hard limit.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null
+start_ferryd "$tmp/a.ini" "$aa" "$tmp/a.log" || exit 1
+pid_a=$ferryd_pid
+start_ferryd "$tmp/b.ini" "$ab" "$tmp/b.log" || exit 1
+pid_b=$ferryd_pid
+echo "ferryd A (pid $pid_a, default workers): devices 127.0.0.1:$ga, admin 127.0.0.1:$aa"
+echo "ferryd B (pid $pid_b, one worker):      devices 127.0.0.1:$gb, admin 127.0.0.1:$ab"
+echo "$(nproc) cores, fd limit $(ulimit -n)"
+# Both daemons must still be running before each step; otherwise stop here.
+require_ferryd() {
+	for p in "$pid_a:$tmp/a.log" "$pid_b:$tmp/b.log"; do
+		if ! kill -0 "${p%%:*}" 2>/dev/null; then
+			echo "bench: ferryd (pid ${p%%:*}) has stopped; its log:" >&2
+			tail -n 20 "${p#*:}" >&2
+			exit 1
+		fi
+	done
+}
+on_a="--server 127.0.0.1:$ga --admin http://127.0.0.1:$aa --token-file $tmp/admin.token \
+--pid $pid_a"
+on_b="--server 127.0.0.1:$gb --admin http://127.0.0.1:$ab --token-file $tmp/admin.token \
+--pid $pid_b"
+
+# ---- 3. idle connections ----------------------------------------------------------
+
+require_ferryd
+section "idle connections (ferryd A): memory per authenticated idle connection"
+# shellcheck disable=SC2086
+"$bench" --idle "$idle" $on_a | keep || note_failure idle
+
+# ---- 4. online delivery -------------------------------------------------------------
+
+runs=5 lat_count=5000 tp_count=20000 big_count=5000
+[ "$quick" = 1 ] && runs=2 lat_count=300 tp_count=500 big_count=200
+
+require_ferryd
+section "online delivery (ferryd B, one worker): latency, one envelope at a time"
+# shellcheck disable=SC2086
+"$bench" $on_b --label latency --senders 1 --receivers 1 --window 1 \
+	--count "$lat_count" --runs "$runs" --save-creds "$tmp/creds1.txt" | keep ||
+	note_failure latency
+
+require_ferryd
+section "online delivery (ferryd A): throughput, 100-byte payloads"
+# shellcheck disable=SC2086
+"$bench" $on_a --label throughput --senders 4 --receivers 4 --window 32 \
+	--count "$tp_count" --runs "$runs" --save-creds "$tmp/creds4.txt" | keep ||
+	note_failure throughput
+
+require_ferryd
+section "online delivery (ferryd A): throughput, 4 KiB payloads"
+# shellcheck disable=SC2086
+"$bench" $on_a --label throughput4k --senders 4 --receivers 4 --window 16 --size 4096 \
+	--count "$big_count" --runs "$runs" | keep || note_failure throughput4k
+
+# ---- 5. system calls per envelope -------------------------------------------------
+
+# bench_again LABEL PORT CREDS SENDERS WINDOW COUNT: the devices of an earlier
+# run, once more, for a fixed number of envelopes.
+bench_again() {
+	"$bench" --server "127.0.0.1:$2" --creds "$3" --senders "$4" --receivers "$4" \
+		--window "$5" --count "$6" --runs 1 --label "$1"
+}
+
+# The syscall tracepoints perf can count here (none: perf is skipped).
+perf_events=""
+if command -v perf >/dev/null 2>&1; then
+	for e in raw_syscalls:sys_enter syscalls:sys_enter_write syscalls:sys_enter_read \
+		syscalls:sys_enter_epoll_wait syscalls:sys_enter_futex context-switches; do
+		if perf stat -e "$e" -- true >/dev/null 2>&1; then
+			perf_events="$perf_events${perf_events:+,}$e"
+		fi
+	done
+	case $perf_events in raw_syscalls:sys_enter*) ;; *) perf_events="" ;; esac
+fi
+
+# perf_count LABEL PID bench_again-ARGS...: syscalls (and a breakdown) per
+# acknowledged envelope of one bench_again run, counted with perf stat.
+perf_count() {
+	label=$1 target=$2
+	shift 2
+	perf stat -x, -e "$perf_events" -p "$target" -o "$tmp/perf.txt" &
+	perf_pid=$!
+	pids="$perf_pid $pids"
+	sleep 0.5
+	bench_again "$label" "$@" >"$tmp/sysrun.out" || note_failure "$label"
+	kill -INT "$perf_pid" 2>/dev/null
+	wait "$perf_pid" 2>/dev/null
+	stop_pid "$perf_pid"
+	acked=$(sed -n "s/^$label.acked=//p" "$tmp/sysrun.out")
+	if [ -z "$acked" ] || [ "$acked" -eq 0 ]; then
+		echo "($label: no envelopes acknowledged)"
+		return
+	fi
+	fig "syscalls.$label.envelopes" "$acked"
+	awk -F, -v e="$acked" -v l="syscalls.$label" '
+		$3 == "raw_syscalls:sys_enter" { printf "%s.per_envelope=%.2f\n", l, $1 / e }
+		$3 ~ /^syscalls:sys_enter_/ {
+			n = $3; sub(/^syscalls:sys_enter_/, "", n)
+			printf "%s.%s=%.2f\n", l, n, $1 / e
+		}
+		$3 == "context-switches" { printf "%s.context_switches=%.2f\n", l, $1 / e }' \
+		"$tmp/perf.txt" | keep
+}
+
+require_ferryd
+section "system calls per envelope: perf stat (no slow-down)"
+if [ -n "$perf_events" ]; then
+	echo "-- ping-pong: ferryd B, 1 sender -> 1 receiver, window 1"
+	perf_count pingpong "$pid_b" "$gb" "$tmp/creds1.txt" 1 1 "$lat_count"
+	echo "-- under load: ferryd A, 4 senders -> 4 receivers, window 32"
+	perf_count load "$pid_a" "$ga" "$tmp/creds4.txt" 4 32 "$tp_count"
+else
+	echo "(perf missing, or it cannot count syscall tracepoints here: skipped)"
+fi
+
+require_ferryd
+section "system calls per envelope: strace -c -f -p (ping-pong on ferryd B)"
+if command -v strace >/dev/null 2>&1; then
+	strace -c -f -p "$pid_b" -o "$tmp/strace.txt" 2>"$tmp/strace.err" &
+	strace_pid=$!
+	pids="$strace_pid $pids"
+	sleep 1
+	s_count=2000
+	[ "$quick" = 1 ] && s_count=300
+	bench_again strace "$gb" "$tmp/creds1.txt" 1 1 "$s_count" >"$tmp/sysrun.out" ||
+		note_failure "strace run"
+	kill -INT "$strace_pid" 2>/dev/null
+	wait "$strace_pid" 2>/dev/null
+	stop_pid "$strace_pid"
+	acked=$(sed -n 's/^strace.acked=//p' "$tmp/sysrun.out")
+	if [ -s "$tmp/strace.txt" ] && [ -n "$acked" ] && [ "$acked" -gt 0 ]; then
+		fig syscalls.strace.envelopes "$acked"
+		awk -v e="$acked" '
+			/^-/ || /% time/ || NF < 5 { next }
+			$NF == "total" { t = $4; next }
+			$4 / e >= 0.01 { printf "syscalls.strace.%s=%.2f\n", $NF, $4 / e }
+			END { printf "syscalls.strace.per_envelope=%.2f\n", t / e }' \
+			"$tmp/strace.txt" | sort -t= -k2 -rn | keep
+	else
+		echo "(strace could not attach or counted nothing)"
+		cat "$tmp/strace.err"
+	fi
+else
+	echo "(strace not installed: skipped)"
+fi
+
+# ---- 6. ferryd's instructions per envelope ----------------------------------------
+
+# cg_run N: N ping-pong envelopes through ferryd C; prints the instructions
+# it executed meanwhile (counters zeroed before, dumped after).
+cg_run() {
+	rm -f "$tmp"/cg.out."$cg_pid".*
+	callgrind_control -z "$cg_pid" >/dev/null 2>&1 || return 1
+	bench_again cg "$gc" "$tmp/creds1.txt" 1 1 "$1" >"$tmp/cg_run.out" || return 1
+	callgrind_control -d "$cg_pid" >/dev/null 2>&1 || return 1
+	i=0
+	while [ $i -lt 50 ] && ! ls "$tmp"/cg.out."$cg_pid".* >/dev/null 2>&1; do
+		sleep 0.1
+		i=$((i + 1))
+	done
+	sleep 0.2
+	f=$(ls "$tmp"/cg.out."$cg_pid".* 2>/dev/null | head -n 1)
+	[ -n "$f" ] && sed -n 's/^summary: *//p; s/^totals: *//p' "$f" | head -n 1
+}
+
+require_ferryd
+section "ferryd instructions per envelope (callgrind, one worker, user space)"
+if [ "${FERRY_BENCH_CALLGRIND:-1}" != 0 ] && command -v valgrind >/dev/null 2>&1 &&
+	command -v callgrind_control >/dev/null 2>&1; then
+	gc=$("$bench" --free-port) && ac=$("$bench" --free-port)
+	# Slowed some 50 times: no DELIVER may time out waiting for its ack.
+	write_config "$tmp/c.ini" "$gc" "$ac" "workers = 1
+ack_timeout = 30000"
+	if start_ferryd "$tmp/c.ini" "$ac" "$tmp/c.log" valgrind --tool=callgrind \
+		--callgrind-out-file="$tmp/cg.out.%p"; then
+		cg_pid=$ferryd_pid
+		cg_small=200 cg_big=4200
+		[ "$quick" = 1 ] && cg_big=400
+		# The difference of two runs leaves out connecting, HELLO and the like.
+		if ir1=$(cg_run $cg_small) && ir2=$(cg_run $cg_big) && [ -n "$ir1" ] &&
+			[ -n "$ir2" ]; then
+			fig ferryd.instructions_per_envelope $(((ir2 - ir1) / (cg_big - cg_small)))
+		else
+			echo "(callgrind gave no counts)"
+		fi
+		stop_pid "$cg_pid"
+	else
+		note_failure "ferryd under callgrind"
+	fi
+else
+	echo "(skipped: FERRY_BENCH_CALLGRIND=0, or valgrind or callgrind_control missing)"
+fi
+
+# ---- summary ----------------------------------------------------------------------
+
+stop_pid "$pid_b"
+stop_pid "$pid_a"
+mkdir -p "$(dirname "$results")"
+{
+	echo "# ferry benchmark figures, $(date -u +%Y-%m-%dT%H:%M:%SZ)," \
+		"commit $(git -C "$top" rev-parse --short HEAD 2>/dev/null || echo unknown)," \
+		"$(nproc) cores"
+	[ "$quick" = 1 ] && echo "# FERRY_BENCH_QUICK=1: fewer envelopes, not comparable to a full run"
+	[ -n "$failed" ] && echo "# FAILED:$failed"
+	cat "$figs"
+} >"$results"
+
+# row TEXT KEY...: one line of the summary, the figures separated by " / ".
+row() {
+	text=$1 vals=""
+	shift
+	for k in "$@"; do
+		v=$(get "$k")
+		vals="$vals${vals:+ / }${v:--}"
+	done
+	printf '  %-50s %16s\n' "$text" "$vals"
+}
+
+section "summary (every figure is also in build/bench/last-run.txt)"
+row "DELIVER 100 B encode / decode (ns)" proto.deliver100.encode.ns proto.deliver100.decode.ns
+row "DELIVER 4 KiB encode / decode (ns)" proto.deliver4k.encode.ns proto.deliver4k.decode.ns
+row "SEND 100 B encode / decode (ns)" proto.send100.encode.ns proto.send100.decode.ns
+row "DELIVER_ACK 64 ids encode / decode (ns)" proto.deliver_ack64.encode.ns \
+	proto.deliver_ack64.decode.ns
+row "DELIVER 100 B encode / decode (instructions)" proto.deliver100.encode.instructions \
+	proto.deliver100.decode.instructions
+row "latency: send -> DELIVER p50 / p99 (us)" latency.deliver_p50_us latency.deliver_p99_us
+row "latency: send -> ACK p50 / p99 (us)" latency.ack_p50_us latency.ack_p99_us
+row "latency: ferryd CPU per envelope (us)" latency.ferryd_cpu_us_per_env
+row "throughput 100 B: envelopes acked/s" throughput.acked_per_s
+row "throughput 100 B: ACK p50 / p99 (us)" throughput.ack_p50_us throughput.ack_p99_us
+row "throughput 100 B: ferryd CPU per envelope (us)" throughput.ferryd_cpu_us_per_env
+row "throughput 100 B: ferryd RSS growth per envelope (B)" throughput.ferryd_rss_bytes_per_env
+row "throughput 4 KiB: envelopes acked/s" throughput4k.acked_per_s
+row "throughput 4 KiB: ferryd CPU per envelope (us)" throughput4k.ferryd_cpu_us_per_env
+row "syscalls per envelope: ping-pong / under load" syscalls.pingpong.per_envelope \
+	syscalls.load.per_envelope
+row "writes per envelope: ping-pong / under load" syscalls.pingpong.write syscalls.load.write
+row "syscalls per envelope: strace ping-pong" syscalls.strace.per_envelope
+row "ferryd instructions per envelope (ping-pong)" ferryd.instructions_per_envelope
+row "idle: bytes per connection" idle.bytes_per_conn
+row "ferryd A VmHWM at the end (kB)" throughput4k.ferryd_hwm_kb
+echo
+echo "bench: done in $(($(date +%s) - started)) s"
+if [ -n "$failed" ]; then
+	echo "bench: failed:$failed" >&2
+	exit 1
+fi

@@ -1,0 +1,1510 @@
+/*
+ * ferry-bench.c - a load generator for ferryd, built on libferry
+ * (client/ferry.h), and the idle-connection memory benchmark.
+ *
+ * Online mode (the default): N receiver devices and M sender devices connect
+ * to a running ferryd; sender j sends envelopes to the user of receiver
+ * j mod N, each receiver user having that one device, so that every SEND can
+ * be acknowledged "delivered". Each sender keeps at most W SENDs
+ * unacknowledged (a closed loop: W = 1 measures latency, larger W
+ * throughput) until it has K acknowledged, or the round's --duration passes.
+ * The same connections run R rounds; every figure is computed per round and
+ * the median of the rounds is reported.
+ *
+ * Timing: every payload starts with a header (round, sender, CLOCK_MONOTONIC
+ * ns at ferry_client_send), so the receiver measures send -> DELIVER, and
+ * the sender, by client id, send -> ACK. Envelopes/s is the round's acked
+ * envelopes over the time from its first send to its last ACK. With --pid,
+ * ferryd's CPU time (the sum of its threads' /proc schedstat) per acked
+ * envelope, its VmRSS growth per envelope and its VmRSS/VmHWM are reported
+ * too: CPU per envelope drifts far less than wall-clock rates on a shared
+ * machine.
+ *
+ * Idle mode (--idle C --pid PID): C devices connect and authenticate, at
+ * most IDLE_INFLIGHT at a time, and then stay idle; ferryd's VmRSS before,
+ * with them, and after they closed gives bytes per idle connection.
+ *
+ * Threads: libferry has no threads of its own, so each online device gets a
+ * thread of its own calling ferry_client_run() with a short timeout; all of
+ * a device's state is touched by its thread only, except through the
+ * atomics and the receiver's lock below. The main thread sequences rounds:
+ * it raises `go`, waits for every sender to report its round done, lowers
+ * `go` and waits for every sender to park before it reads their counters.
+ * Idle mode drives every client from the main thread with
+ * ferry_client_run(c, 0) until it is authenticated, then leaves it alone.
+ *
+ * Credentials: created through the admin API with libcurl (POST
+ * /v1/users/{user}/devices, fresh user names per run, a few requests in
+ * parallel), or read from a file of `user device_id secret` lines
+ * (receivers first, then senders; --save-creds writes one).
+ *
+ * Output: one `key=value` line per figure on stdout (LABEL.acked_per_s=...),
+ * then a human table. Exit status 0 when every envelope was acknowledged (or
+ * every idle device connected), 1 on a failure, 2 on bad arguments. Bounded:
+ * connecting, each round and the drain all have deadlines. Loopback only:
+ * the server and the admin API must be on 127.0.0.0/8, ::1 or localhost.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+
+#include <curl/curl.h>
+#include <jansson.h>
+
+#include "client/ferry.h"
+#include "common/log.h"
+#include "gateway/proto.h"
+#include "common/banned.h"
+
+#define HDR_MAGIC 0x4e454246u /* "FBEN" */
+#define HDR_LEN 24	      /* magic, round, sender (u32 each), pad, send time (u64) */
+#define MAX_ROUNDS 20
+#define MAX_PEERS 20000
+#define TICK_MS 5		 /* how often a device thread looks at the round state */
+#define CONNECT_TIMEOUT_MS 30000 /* all devices authenticated */
+#define DRAIN_MS 5000		 /* after a round's deadline, for SENDs in flight */
+#define IDLE_INFLIGHT 256	 /* idle mode: connections being made at once */
+#define ADMIN_THREADS 4
+#define SECRET_MAX PROTO_MAX_SECRET
+
+struct cred {
+	char user[PROTO_MAX_USER + 1];
+	uint64_t device_id;
+	char secret[SECRET_MAX + 1];
+};
+
+struct opts {
+	const char *server, *admin, *token, *token_file, *creds, *save_creds, *label;
+	char host[256], port[16];
+	unsigned senders, receivers, window, runs, idle;
+	size_t count, size;
+	double duration;
+	long pid;
+	int verbose;
+};
+
+struct samples {
+	uint64_t *v;
+	size_t n, cap;
+};
+
+struct bench;
+
+struct peer {
+	struct bench *b;
+	int sender;
+	unsigned index;
+	struct cred cred;
+	struct ferry_client *c;
+	pthread_t thread;
+	int started;
+	atomic_int ready;	 /* authenticated at least once */
+	atomic_int final;	 /* stopped for good (auth_failed, ...) */
+	atomic_uint disconnects; /* connections lost */
+	/* A sender's round: written by its own thread, read by the main thread
+	 * only once the sender has parked (parked_round). */
+	const char *to_user;
+	uint8_t *payload;
+	unsigned round;	  /* 1-based; 0: parked */
+	uint64_t base_id; /* client id of the round's first SEND */
+	size_t sent, acked, inflight, lost, nacks, stored;
+	uint64_t *send_ns; /* by client id - base_id */
+	struct samples ack_lat;
+	uint64_t t_first, t_last;
+	atomic_uint done_round;	  /* the round this sender finished */
+	atomic_uint parked_round; /* the round after which it parked */
+	/* A receiver's deliveries, per round. */
+	pthread_mutex_t lock;
+	struct samples dlv_lat[MAX_ROUNDS];
+};
+
+struct bench {
+	struct opts o;
+	struct peer *peers; /* receivers first, then senders */
+	size_t npeers;
+	atomic_uint go;		 /* the round running (1-based), 0: none */
+	atomic_int stop_sending; /* the round's deadline passed */
+	atomic_int quit;
+};
+
+static volatile sig_atomic_t interrupted;
+
+/* ---- small helpers ---- */
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void sleep_ms(unsigned ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+
+	while (nanosleep(&ts, &ts) && errno == EINTR && !interrupted)
+		;
+}
+
+static void put_u32(uint8_t *p, uint32_t v)
+{
+	memcpy(p, &v, sizeof(v));
+}
+
+static void put_u64(uint8_t *p, uint64_t v)
+{
+	memcpy(p, &v, sizeof(v));
+}
+
+static uint32_t get_u32(const uint8_t *p)
+{
+	uint32_t v;
+
+	memcpy(&v, p, sizeof(v));
+	return v;
+}
+
+static uint64_t get_u64(const uint8_t *p)
+{
+	uint64_t v;
+
+	memcpy(&v, p, sizeof(v));
+	return v;
+}
+
+static int samples_add(struct samples *s, uint64_t v)
+{
+	if (s->n == s->cap) {
+		size_t cap = s->cap ? 2 * s->cap : 1024;
+		uint64_t *p = realloc(s->v, cap * sizeof(*p));
+
+		if (!p)
+			return -1;
+		s->v = p;
+		s->cap = cap;
+	}
+	s->v[s->n++] = v;
+	return 0;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Nearest-rank percentile of sorted @v, in microseconds; NAN if empty. */
+static double pct_us(const uint64_t *v, size_t n, double pct)
+{
+	size_t rank;
+
+	if (!n)
+		return NAN;
+	rank = (size_t)ceil(pct / 100.0 * (double)n);
+	if (rank < 1)
+		rank = 1;
+	return (double)v[rank - 1] / 1000.0;
+}
+
+/* ---- /proc: ferryd's memory and CPU ---- */
+
+/* VmRSS and VmHWM of @pid in kB; -1 if unreadable. */
+static int proc_mem_kb(long pid, long *rss, long *hwm)
+{
+	char path[64], line[256];
+	FILE *f;
+
+	*rss = *hwm = -1;
+	snprintf(path, sizeof(path), "/proc/%ld/status", pid);
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		if (!strncmp(line, "VmRSS:", 6))
+			*rss = strtol(line + 6, NULL, 10);
+		else if (!strncmp(line, "VmHWM:", 6))
+			*hwm = strtol(line + 6, NULL, 10);
+	}
+	fclose(f);
+	return *rss < 0 ? -1 : 0;
+}
+
+/* CPU time of every thread of @pid in ns (their schedstat run times). */
+static double proc_cpu_ns(long pid)
+{
+	char path[300], line[128];
+	struct dirent *e;
+	double total = 0;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "/proc/%ld/task", pid);
+	d = opendir(path);
+	if (!d)
+		return NAN;
+	while ((e = readdir(d)) != NULL) {
+		FILE *f;
+
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%ld/task/%s/schedstat", pid, e->d_name);
+		f = fopen(path, "r");
+		if (!f)
+			continue;
+		if (fgets(line, sizeof(line), f))
+			total += strtod(line, NULL);
+		fclose(f);
+	}
+	closedir(d);
+	return total;
+}
+
+/* ---- credentials: the admin API ---- */
+
+struct body {
+	char *p;
+	size_t len;
+};
+
+static size_t on_body(char *p, size_t size, size_t n, void *arg)
+{
+	struct body *b = arg;
+	size_t add = size * n;
+	char *q;
+
+	if (b->len + add > 65536)
+		return 0;
+	q = realloc(b->p, b->len + add + 1);
+	if (!q)
+		return 0;
+	memcpy(q + b->len, p, add);
+	b->len += add;
+	q[b->len] = '\0';
+	b->p = q;
+	return add;
+}
+
+/* Copy the string member @key of @obj into @out (cap @cap); -1 if absent. */
+static int json_text(json_t *obj, const char *key, char *out, size_t cap)
+{
+	const char *s = json_string_value(json_object_get(obj, key));
+
+	if (!s || strlen(s) >= cap)
+		return -1;
+	memcpy(out, s, strlen(s) + 1);
+	return 0;
+}
+
+static int parse_created(const char *text, struct cred *cr)
+{
+	char id[32], *end;
+	json_t *obj = json_loads(text, 0, NULL);
+	int rc = -1;
+
+	if (obj && !json_text(obj, "device_id", id, sizeof(id)) &&
+	    !json_text(obj, "secret", cr->secret, sizeof(cr->secret))) {
+		errno = 0;
+		cr->device_id = strtoull(id, &end, 10);
+		rc = errno || *end || cr->device_id < 1 ? -1 : 0;
+	}
+	json_decref(obj);
+	return rc;
+}
+
+/* POST /v1/users/@cr->user/devices; fills the rest of @cr. */
+static int create_device(CURL *h, struct curl_slist *hdrs, const char *admin, struct cred *cr)
+{
+	char url[512];
+	struct body b = { NULL, 0 };
+	size_t alen = strlen(admin);
+	long status = 0;
+	CURLcode rc;
+
+	while (alen && admin[alen - 1] == '/')
+		alen--;
+	snprintf(url, sizeof(url), "%.*s/v1/users/%s/devices", (int)alen, admin, cr->user);
+	curl_easy_setopt(h, CURLOPT_URL, url);
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+	curl_easy_setopt(h, CURLOPT_POSTFIELDS, "{\"platform\":\"desktop\"}");
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
+	curl_easy_setopt(h, CURLOPT_TIMEOUT, 10L);
+	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	rc = curl_easy_perform(h);
+	if (rc == CURLE_OK)
+		curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+	while (b.len && (b.p[b.len - 1] == '\n' || b.p[b.len - 1] == '\r'))
+		b.p[--b.len] = '\0';
+	if (rc != CURLE_OK || status != 201 || !b.p || parse_created(b.p, cr)) {
+		fprintf(stderr, "ferry-bench: POST %s: %s, HTTP %ld: %.200s\n", url,
+			rc == CURLE_OK ? "done" : curl_easy_strerror(rc), status, b.p ? b.p : "");
+		free(b.p);
+		return -1;
+	}
+	free(b.p);
+	return 0;
+}
+
+struct admin_job {
+	const struct opts *o;
+	const char *auth; /* "Authorization: Bearer ..." */
+	struct cred *creds;
+	size_t n, first, step;
+	int failed;
+};
+
+static void *admin_thread(void *arg)
+{
+	struct admin_job *j = arg;
+	struct curl_slist *hdrs = NULL;
+	CURL *h = curl_easy_init();
+
+	hdrs = curl_slist_append(hdrs, j->auth);
+	hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
+	if (!h || !hdrs)
+		j->failed = 1;
+	for (size_t i = j->first; i < j->n && !j->failed && !interrupted; i += j->step)
+		j->failed = create_device(h, hdrs, j->o->admin, &j->creds[i]) != 0;
+	curl_slist_free_all(hdrs);
+	if (h)
+		curl_easy_cleanup(h);
+	return NULL;
+}
+
+/* The admin token: --token, or the first line of --token-file. */
+static int read_token(const struct opts *o, char *out, size_t cap)
+{
+	FILE *f;
+	size_t n;
+
+	if (o->token) {
+		snprintf(out, cap, "%s", o->token);
+		return *out ? 0 : -1;
+	}
+	f = fopen(o->token_file, "r");
+	if (!f) {
+		fprintf(stderr, "ferry-bench: %s: %s\n", o->token_file, strerror(errno));
+		return -1;
+	}
+	if (!fgets(out, (int)cap, f))
+		out[0] = '\0';
+	fclose(f);
+	n = strlen(out);
+	while (n && (out[n - 1] == '\n' || out[n - 1] == '\r' || out[n - 1] == ' '))
+		out[--n] = '\0';
+	return n ? 0 : -1;
+}
+
+/* Create a device for each of @creds (users already named), ADMIN_THREADS at a time. */
+static int create_devices(const struct opts *o, struct cred *creds, size_t n)
+{
+	struct admin_job jobs[ADMIN_THREADS];
+	pthread_t th[ADMIN_THREADS];
+	char token[1024], auth[1100];
+	size_t nt = n < ADMIN_THREADS ? n : ADMIN_THREADS, started = 0;
+	int failed = 0;
+
+	if (read_token(o, token, sizeof(token))) {
+		fprintf(stderr, "ferry-bench: no admin token (--token or --token-file)\n");
+		return -1;
+	}
+	snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
+	for (size_t t = 0; t < nt; t++) {
+		jobs[t] = (struct admin_job){ o, auth, creds, n, t, nt, 0 };
+		if (pthread_create(&th[t], NULL, admin_thread, &jobs[t]))
+			break;
+		started++;
+	}
+	for (size_t t = 0; t < started; t++) {
+		pthread_join(th[t], NULL);
+		failed |= jobs[t].failed;
+	}
+	return failed || started < nt ? -1 : 0;
+}
+
+/* ---- credentials: files ---- */
+
+static int parse_cred_line(char *line, struct cred *cr)
+{
+	char user[128], secret[SECRET_MAX + 2];
+	unsigned long long id;
+
+	if (sscanf(line, "%127s %llu %257s", user, &id, secret) != 3 ||
+	    strlen(user) > PROTO_MAX_USER || strlen(secret) > SECRET_MAX || id < 1)
+		return -1;
+	memcpy(cr->user, user, strlen(user) + 1);
+	memcpy(cr->secret, secret, strlen(secret) + 1);
+	cr->device_id = id;
+	return 0;
+}
+
+static int read_creds(const char *path, struct cred *creds, size_t n)
+{
+	char line[1024];
+	size_t got = 0, lineno = 0;
+	FILE *f = fopen(path, "r");
+
+	if (!f) {
+		fprintf(stderr, "ferry-bench: %s: %s\n", path, strerror(errno));
+		return -1;
+	}
+	while (got < n && fgets(line, sizeof(line), f)) {
+		char *p = line + strspn(line, " \t");
+
+		lineno++;
+		if (*p == '#' || *p == '\n' || *p == '\0')
+			continue;
+		if (parse_cred_line(p, &creds[got])) {
+			fprintf(stderr, "ferry-bench: %s:%zu: expected 'user device_id secret'\n",
+				path, lineno);
+			fclose(f);
+			return -1;
+		}
+		got++;
+	}
+	fclose(f);
+	if (got < n) {
+		fprintf(stderr, "ferry-bench: %s holds %zu devices, %zu needed\n", path, got, n);
+		return -1;
+	}
+	return 0;
+}
+
+static int save_creds(const char *path, const struct cred *creds, size_t n)
+{
+	FILE *f = fopen(path, "w");
+
+	if (!f) {
+		fprintf(stderr, "ferry-bench: %s: %s\n", path, strerror(errno));
+		return -1;
+	}
+	fchmod(fileno(f), 0600);
+	fprintf(f, "# ferry-bench devices: user device_id secret\n");
+	for (size_t i = 0; i < n; i++)
+		fprintf(f, "%s %" PRIu64 " %s\n", creds[i].user, creds[i].device_id,
+			creds[i].secret);
+	return fclose(f) ? -1 : 0;
+}
+
+/* @n credentials: from --creds, or fresh devices; @nrecv receivers first. */
+static struct cred *get_creds(const struct opts *o, size_t n, size_t nrecv)
+{
+	struct cred *creds = calloc(n, sizeof(*creds));
+	unsigned run = (unsigned)(now_ns() / 1000) ^ ((unsigned)getpid() << 12);
+	int rc;
+
+	if (!creds)
+		return NULL;
+	if (o->creds) {
+		rc = read_creds(o->creds, creds, n);
+	} else {
+		for (size_t i = 0; i < n; i++)
+			snprintf(creds[i].user, sizeof(creds[i].user), "fb-%08x-%c%zu", run,
+				 i < nrecv ? 'r' : 's', i < nrecv ? i : i - nrecv);
+		rc = create_devices(o, creds, n);
+	}
+	if (rc == 0 && o->save_creds)
+		rc = save_creds(o->save_creds, creds, n);
+	if (rc) {
+		free(creds);
+		return NULL;
+	}
+	return creds;
+}
+
+/* ---- devices: callbacks ---- */
+
+static void top_up(struct peer *p);
+
+static void on_connected(void *arg, const struct ferry_welcome *w)
+{
+	struct peer *p = arg;
+
+	atomic_store(&p->ready, 1);
+}
+
+static void on_disconnected(void *arg, enum ferry_err why, const char *text, uint64_t retry_ms)
+{
+	struct peer *p = arg;
+
+	atomic_fetch_add(&p->disconnects, 1);
+	if (p->b->o.verbose)
+		fprintf(stderr, "ferry-bench: device %" PRIu64 " lost its connection: %s\n",
+			p->cred.device_id, text);
+}
+
+static void on_server_error(void *arg, uint64_t code, const char *text, int final)
+{
+	struct peer *p = arg;
+
+	if (final) {
+		atomic_store(&p->final, 1);
+		fprintf(stderr, "ferry-bench: device %" PRIu64 ": %s: %s\n", p->cred.device_id,
+			proto_error_name(code), text);
+	}
+}
+
+static int on_deliver(void *arg, const struct ferry_envelope *env)
+{
+	struct peer *p = arg;
+	uint64_t now = now_ns(), sent;
+	uint32_t round;
+
+	if (env->payload_len < HDR_LEN || get_u32(env->payload) != HDR_MAGIC)
+		return 0; /* not ours: acknowledged, not counted */
+	round = get_u32(env->payload + 4);
+	sent = get_u64(env->payload + 16);
+	if (round < 1 || round > MAX_ROUNDS || sent > now)
+		return 0;
+	pthread_mutex_lock(&p->lock);
+	if (samples_add(&p->dlv_lat[round - 1], now - sent))
+		ferry_panic("ferry-bench: out of memory for samples");
+	pthread_mutex_unlock(&p->lock);
+	return 0;
+}
+
+/* The SEND @client_id of this round, or -1 (an earlier round's, or unknown). */
+static long long send_index(const struct peer *p, uint64_t client_id)
+{
+	if (!p->round || client_id < p->base_id || client_id - p->base_id >= p->sent)
+		return -1;
+	return (long long)(client_id - p->base_id);
+}
+
+static void on_send_acked(void *arg, uint64_t client_id, uint64_t server_id, unsigned status)
+{
+	struct peer *p = arg;
+	long long i = send_index(p, client_id);
+	uint64_t now = now_ns();
+
+	if (i < 0)
+		return;
+	if (samples_add(&p->ack_lat, now - p->send_ns[i]))
+		ferry_panic("ferry-bench: out of memory for samples");
+	p->acked++;
+	p->stored += status != PROTO_ACK_DELIVERED;
+	p->inflight--;
+	p->t_last = now;
+	top_up(p);
+}
+
+static void on_send_nacked(void *arg, uint64_t client_id, uint64_t reason, const char *text,
+			   int final)
+{
+	struct peer *p = arg;
+
+	if (send_index(p, client_id) < 0)
+		return;
+	p->nacks++;
+	if (p->b->o.verbose)
+		fprintf(stderr, "ferry-bench: NACK %s (%s)%s\n", proto_nack_name(reason), text,
+			final ? ", final" : ", retried");
+	if (!final)
+		return; /* libferry retries it after a backoff: still in flight */
+	p->lost++;
+	p->inflight--;
+	top_up(p);
+}
+
+/* ---- devices: senders ---- */
+
+/* Queue SENDs while the window has room and the round wants more. */
+static void top_up(struct peer *p)
+{
+	const struct opts *o = &p->b->o;
+	uint64_t id, t;
+
+	while (p->round && p->inflight < o->window && p->sent < o->count &&
+	       !atomic_load(&p->b->stop_sending)) {
+		t = now_ns();
+		put_u32(p->payload + 4, p->round);
+		put_u64(p->payload + 16, t);
+		if (ferry_client_send(p->c, p->to_user, 0, p->payload, o->size, &id) != FERRY_OK)
+			break; /* the queue is full: the next ACK makes room */
+		if (p->sent == 0) {
+			p->base_id = id;
+			p->t_first = t;
+		}
+		if (id != p->base_id + p->sent)
+			ferry_panic("ferry-bench: client ids are not consecutive");
+		p->send_ns[p->sent++] = t;
+		p->inflight++;
+	}
+}
+
+static void start_round(struct peer *p, unsigned round)
+{
+	p->round = round;
+	p->sent = p->acked = p->inflight = p->lost = p->nacks = p->stored = 0;
+	p->ack_lat.n = 0;
+	p->t_first = p->t_last = 0;
+	put_u32(p->payload, HDR_MAGIC);
+	put_u32(p->payload + 8, p->index);
+	put_u32(p->payload + 12, 0);
+	top_up(p);
+}
+
+/* What a sender does between two ferry_client_run() calls. */
+static void sender_tick(struct peer *p)
+{
+	struct bench *b = p->b;
+	unsigned go = atomic_load(&b->go);
+
+	if (go && !p->round && atomic_load(&p->parked_round) < go) {
+		start_round(p, go);
+	} else if (!go && p->round) {
+		atomic_store(&p->parked_round, p->round);
+		p->round = 0;
+	}
+	if (!p->round)
+		return;
+	top_up(p);
+	if (p->acked + p->lost == b->o.count || (atomic_load(&b->stop_sending) && p->inflight == 0))
+		atomic_store(&p->done_round, p->round);
+}
+
+static void *peer_main(void *arg)
+{
+	struct peer *p = arg;
+
+	while (!atomic_load(&p->b->quit)) {
+		if (p->sender)
+			sender_tick(p);
+		if (ferry_client_run(p->c, TICK_MS) == FERRY_EAUTH) {
+			atomic_store(&p->final, 1);
+			break;
+		}
+	}
+	return NULL;
+}
+
+static int peer_client(struct peer *p, size_t dedup)
+{
+	const struct opts *o = &p->b->o;
+	struct ferry_callbacks cb = {
+		.deliver = on_deliver,
+		.send_acked = on_send_acked,
+		.send_nacked = on_send_nacked,
+		.server_error = on_server_error,
+		.connected = on_connected,
+		.disconnected = on_disconnected,
+	};
+	struct ferry_config cfg = {
+		.host = o->host,
+		.port = o->port,
+		.device_id = p->cred.device_id,
+		.secret = p->cred.secret,
+		.secret_len = strlen(p->cred.secret),
+		.connect_timeout_ms = CONNECT_TIMEOUT_MS,
+		.dedup_window = dedup,
+		.max_queue = o->window + 1,
+	};
+	char err[256];
+
+	if (ferry_client_new(&cfg, &cb, p, &p->c, err, sizeof(err)) != FERRY_OK) {
+		fprintf(stderr, "ferry-bench: device %" PRIu64 ": %s\n", p->cred.device_id, err);
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- online mode: the rounds ---- */
+
+enum fig {
+	F_SENT,
+	F_ACKED,
+	F_STORED,
+	F_NACKS,
+	F_LOST,
+	F_SECONDS,
+	F_RATE,
+	F_MBPS,
+	F_ACK_P50,
+	F_ACK_P99,
+	F_ACK_MAX,
+	F_DLV_P50,
+	F_DLV_P99,
+	F_DLV_MAX,
+	F_CPU,
+	NFIG,
+};
+
+static const struct {
+	const char *key, *what;
+	int prec; /* decimals */
+} figs[NFIG] = {
+	[F_SENT] = { "sent", "SENDs made", 0 },
+	[F_ACKED] = { "acked", "envelopes acknowledged", 0 },
+	[F_STORED] = { "stored", "ACKs 'stored', not 'delivered'", 0 },
+	[F_NACKS] = { "nacks", "NACKs (retried or final)", 0 },
+	[F_LOST] = { "lost", "SENDs refused for good", 0 },
+	[F_SECONDS] = { "seconds", "first send to last ACK (s)", 3 },
+	[F_RATE] = { "acked_per_s", "envelopes acked per second", 0 },
+	[F_MBPS] = { "payload_mb_per_s", "payload MB/s (10^6 B)", 2 },
+	[F_ACK_P50] = { "ack_p50_us", "send -> ACK p50 (us)", 0 },
+	[F_ACK_P99] = { "ack_p99_us", "send -> ACK p99 (us)", 0 },
+	[F_ACK_MAX] = { "ack_max_us", "send -> ACK max (us)", 0 },
+	[F_DLV_P50] = { "deliver_p50_us", "send -> DELIVER p50 (us)", 0 },
+	[F_DLV_P99] = { "deliver_p99_us", "send -> DELIVER p99 (us)", 0 },
+	[F_DLV_MAX] = { "deliver_max_us", "send -> DELIVER max (us)", 0 },
+	[F_CPU] = { "ferryd_cpu_us_per_env", "ferryd CPU per envelope (us)", 2 },
+};
+
+/* Sort @s and put its p50, p99 and max at @v[0..2]. */
+static void latency_figs(struct samples *s, double *v)
+{
+	qsort(s->v, s->n, sizeof(s->v[0]), cmp_u64);
+	v[0] = pct_us(s->v, s->n, 50);
+	v[1] = pct_us(s->v, s->n, 99);
+	v[2] = pct_us(s->v, s->n, 100);
+}
+
+/* Every sender's ACK latencies, or every receiver's DELIVER latencies of @round. */
+static int gather(struct bench *b, int senders, unsigned round, struct samples *all)
+{
+	all->n = 0;
+	for (size_t i = 0; i < b->npeers; i++) {
+		struct peer *p = &b->peers[i];
+		struct samples *s;
+		int rc = 0;
+
+		if (p->sender != senders)
+			continue;
+		if (!senders)
+			pthread_mutex_lock(&p->lock);
+		s = senders ? &p->ack_lat : &p->dlv_lat[round - 1];
+		for (size_t k = 0; k < s->n && !rc; k++)
+			rc = samples_add(all, s->v[k]);
+		if (!senders)
+			pthread_mutex_unlock(&p->lock);
+		if (rc)
+			return -1;
+	}
+	return 0;
+}
+
+/* The figures of @round, every sender parked. */
+static int round_figs(struct bench *b, unsigned round, double cpu_ns, double *v)
+{
+	uint64_t t0 = UINT64_MAX, t1 = 0;
+	struct samples all = { NULL, 0, 0 };
+	double secs;
+
+	for (int f = 0; f < NFIG; f++)
+		v[f] = 0;
+	for (size_t i = 0; i < b->npeers; i++) {
+		const struct peer *p = &b->peers[i];
+
+		if (!p->sender)
+			continue;
+		v[F_SENT] += (double)p->sent;
+		v[F_ACKED] += (double)p->acked;
+		v[F_STORED] += (double)p->stored;
+		v[F_NACKS] += (double)p->nacks;
+		v[F_LOST] += (double)p->lost;
+		if (p->sent && p->t_first < t0)
+			t0 = p->t_first;
+		if (p->t_last > t1)
+			t1 = p->t_last;
+	}
+	secs = t1 > t0 ? (double)(t1 - t0) / 1e9 : NAN;
+	v[F_SECONDS] = secs;
+	v[F_RATE] = v[F_ACKED] / secs;
+	v[F_MBPS] = v[F_RATE] * (double)b->o.size / 1e6;
+	v[F_CPU] = v[F_ACKED] > 0 ? cpu_ns / 1000.0 / v[F_ACKED] : NAN;
+	if (gather(b, 1, round, &all) == 0) {
+		latency_figs(&all, &v[F_ACK_P50]);
+		if (gather(b, 0, round, &all) == 0) {
+			latency_figs(&all, &v[F_DLV_P50]);
+			free(all.v);
+			return 0;
+		}
+	}
+	free(all.v);
+	return -1;
+}
+
+/* Wait until every sender has finished (or, @parked, parked after) @round, or
+ * @deadline (ns) passes. */
+static int wait_senders(struct bench *b, int parked, unsigned round, uint64_t deadline)
+{
+	for (;;) {
+		size_t behind = 0;
+
+		for (size_t i = 0; i < b->npeers; i++) {
+			struct peer *p = &b->peers[i];
+
+			if (p->sender &&
+			    atomic_load(parked ? &p->parked_round : &p->done_round) < round)
+				behind++;
+		}
+		if (!behind)
+			return 0;
+		if (now_ns() >= deadline || interrupted)
+			return -1;
+		sleep_ms(1);
+	}
+}
+
+static int run_round(struct bench *b, unsigned round, double *v)
+{
+	uint64_t start = now_ns(), limit = (uint64_t)(b->o.duration * 1e9);
+	double cpu0 = b->o.pid ? proc_cpu_ns(b->o.pid) : NAN, cpu1;
+	int complete;
+
+	atomic_store(&b->stop_sending, 0);
+	atomic_store(&b->go, round);
+	complete = wait_senders(b, 0, round, start + limit) == 0;
+	if (!complete) {
+		atomic_store(&b->stop_sending, 1);
+		complete = wait_senders(b, 0, round, now_ns() + DRAIN_MS * 1000000ull) == 0;
+	}
+	cpu1 = b->o.pid ? proc_cpu_ns(b->o.pid) : NAN;
+	atomic_store(&b->go, 0);
+	if (wait_senders(b, 1, round, now_ns() + 10000000000ull)) {
+		fprintf(stderr, "ferry-bench: a sender did not stop\n");
+		return -1;
+	}
+	if (!complete)
+		fprintf(stderr, "ferry-bench: round %u: SENDs still unanswered after the drain\n",
+			round);
+	return round_figs(b, round, cpu1 - cpu0, v);
+}
+
+/* Start a thread per device; wait until all are authenticated. */
+static int connect_all(struct bench *b)
+{
+	uint64_t deadline = now_ns() + CONNECT_TIMEOUT_MS * 1000000ull;
+
+	for (size_t i = 0; i < b->npeers; i++) {
+		if (pthread_create(&b->peers[i].thread, NULL, peer_main, &b->peers[i])) {
+			fprintf(stderr, "ferry-bench: cannot start a thread\n");
+			return -1;
+		}
+		b->peers[i].started = 1;
+	}
+	for (;;) {
+		size_t ready = 0, final = 0;
+
+		for (size_t i = 0; i < b->npeers; i++) {
+			ready += atomic_load(&b->peers[i].ready) != 0;
+			final += atomic_load(&b->peers[i].final) != 0;
+		}
+		if (final) {
+			fprintf(stderr, "ferry-bench: %zu device(s) were refused\n", final);
+			return -1;
+		}
+		if (ready == b->npeers)
+			return 0;
+		if (now_ns() >= deadline || interrupted) {
+			fprintf(stderr, "ferry-bench: %zu of %zu devices connected in time\n",
+				ready, b->npeers);
+			return -1;
+		}
+		sleep_ms(2);
+	}
+}
+
+/* ---- online mode: set-up and report ---- */
+
+static int setup_peers(struct bench *b, struct cred *creds)
+{
+	const struct opts *o = &b->o;
+
+	b->npeers = (size_t)o->receivers + o->senders;
+	b->peers = calloc(b->npeers, sizeof(*b->peers));
+	if (!b->peers)
+		return -1;
+	for (size_t i = 0; i < b->npeers; i++) {
+		struct peer *p = &b->peers[i];
+
+		p->b = b;
+		p->sender = i >= o->receivers;
+		p->index = (unsigned)(p->sender ? i - o->receivers : i);
+		p->cred = creds[i];
+		pthread_mutex_init(&p->lock, NULL);
+		if (p->sender) {
+			p->to_user = b->peers[p->index % o->receivers].cred.user;
+			p->payload = calloc(1, o->size);
+			p->send_ns = calloc(o->count, sizeof(uint64_t));
+			if (!p->payload || !p->send_ns)
+				return -1;
+			for (size_t k = HDR_LEN; k < o->size; k++)
+				p->payload[k] = (uint8_t)(k * 131 + p->index);
+		}
+		if (peer_client(p, p->sender ? 16 : FERRY_DEFAULT_DEDUP_WINDOW))
+			return -1;
+	}
+	return 0;
+}
+
+static void teardown(struct bench *b)
+{
+	atomic_store(&b->quit, 1);
+	for (size_t i = 0; b->peers && i < b->npeers; i++) {
+		struct peer *p = &b->peers[i];
+
+		if (p->started)
+			pthread_join(p->thread, NULL);
+		ferry_client_free(p->c);
+		free(p->payload);
+		free(p->send_ns);
+		free(p->ack_lat.v);
+		for (int r = 0; r < MAX_ROUNDS; r++)
+			free(p->dlv_lat[r].v);
+		pthread_mutex_destroy(&p->lock);
+	}
+	free(b->peers);
+}
+
+/* What the rounds of one invocation measured. */
+struct online_run {
+	double v[MAX_ROUNDS][NFIG];
+	unsigned runs, disconnects;
+	double acked;	   /* over every round */
+	long rss0_kb;	   /* ferryd's VmRSS before the first round; -1: unknown */
+	double unanswered; /* refused for good, or no answer by a drain's end */
+};
+
+/* Median, minimum and maximum of each figure over the rounds. */
+static void summarise(const struct online_run *res, double *med, double *lo, double *hi)
+{
+	double col[MAX_ROUNDS];
+	unsigned n = res->runs;
+
+	for (int f = 0; f < NFIG; f++) {
+		for (unsigned r = 0; r < n; r++)
+			col[r] = res->v[r][f];
+		qsort(col, n, sizeof(col[0]), cmp_double);
+		med[f] = col[n / 2];
+		lo[f] = col[0];
+		hi[f] = col[n - 1];
+	}
+}
+
+static void print_online_keys(const struct bench *b, const struct online_run *res,
+			      const double *med)
+{
+	const struct opts *o = &b->o;
+	const char *l = o->label;
+	long rss, hwm;
+
+	printf("%s.senders=%u\n%s.receivers=%u\n%s.size=%zu\n%s.window=%u\n%s.count=%zu\n"
+	       "%s.runs=%u\n",
+	       l, o->senders, l, o->receivers, l, o->size, l, o->window, l, o->count, l, res->runs);
+	for (int f = 0; f < NFIG; f++) {
+		if (!isnan(med[f]))
+			printf("%s.%s=%.*f\n", l, figs[f].key, figs[f].prec, med[f]);
+	}
+	printf("%s.disconnects=%u\n", l, res->disconnects);
+	if (!o->pid || proc_mem_kb(o->pid, &rss, &hwm))
+		return;
+	printf("%s.ferryd_rss_kb=%ld\n%s.ferryd_hwm_kb=%ld\n", l, rss, l, hwm);
+	if (res->rss0_kb >= 0 && res->acked > 0)
+		printf("%s.ferryd_rss_growth_kb=%ld\n%s.ferryd_rss_bytes_per_env=%.1f\n", l,
+		       rss - res->rss0_kb, l, (double)(rss - res->rss0_kb) * 1024.0 / res->acked);
+}
+
+static void report_online(const struct bench *b, const struct online_run *res)
+{
+	const struct opts *o = &b->o;
+	double med[NFIG], lo[NFIG], hi[NFIG];
+
+	summarise(res, med, lo, hi);
+	print_online_keys(b, res, med);
+	printf("\n%s: %u sender(s) -> %u receiver(s), %zu-byte payloads, window %u, "
+	       "%zu per sender, median of %u run(s)\n",
+	       o->label, o->senders, o->receivers, o->size, o->window, o->count, res->runs);
+	printf("  %-32s %12s %12s %12s\n", "figure", "median", "min", "max");
+	for (int f = 0; f < NFIG; f++) {
+		char a[32], c[32], d[32];
+
+		if (isnan(med[f]))
+			continue;
+		snprintf(a, sizeof(a), "%.*f", figs[f].prec, med[f]);
+		snprintf(c, sizeof(c), "%.*f", figs[f].prec, lo[f]);
+		snprintf(d, sizeof(d), "%.*f", figs[f].prec, hi[f]);
+		printf("  %-32s %12s %12s %12s\n", figs[f].what, a, c, d);
+	}
+	fflush(stdout);
+}
+
+/* The rounds, on connected devices. */
+static void run_rounds(struct bench *b, struct online_run *res)
+{
+	long hwm;
+
+	res->rss0_kb = -1;
+	if (b->o.pid)
+		proc_mem_kb(b->o.pid, &res->rss0_kb, &hwm);
+	for (size_t i = 0; i < b->npeers; i++)
+		atomic_store(&b->peers[i].disconnects, 0);
+	for (unsigned r = 1; r <= b->o.runs && !interrupted; r++) {
+		if (run_round(b, r, res->v[r - 1]))
+			break;
+		res->unanswered += res->v[r - 1][F_SENT] - res->v[r - 1][F_ACKED];
+		res->acked += res->v[r - 1][F_ACKED];
+		res->runs = r;
+	}
+	for (size_t i = 0; i < b->npeers; i++)
+		res->disconnects += atomic_load(&b->peers[i].disconnects);
+}
+
+static int run_online(struct bench *b)
+{
+	const struct opts *o = &b->o;
+	static struct online_run res;
+	struct cred *creds;
+	int rc = -1;
+
+	creds = get_creds(o, (size_t)o->receivers + o->senders, o->receivers);
+	if (!creds)
+		return 1;
+	if (setup_peers(b, creds) == 0 && connect_all(b) == 0) {
+		run_rounds(b, &res);
+		if (res.runs)
+			report_online(b, &res);
+		rc = res.runs == o->runs && res.unanswered == 0 ? 0 : -1;
+	}
+	teardown(b);
+	free(creds);
+	return rc ? 1 : 0;
+}
+
+/* ---- idle mode ---- */
+
+/* Raise the soft limit on open files to the hard one. */
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
+/*
+ * Bring every device up from the main thread, at most IDLE_INFLIGHT being
+ * made at once; returns how many are authenticated.
+ */
+static size_t idle_connect(struct bench *b)
+{
+	uint64_t deadline = now_ns() + 60 * 1000000000ull;
+	size_t started = 0, ready = 0, npend = 0, *pend = calloc(b->npeers, sizeof(*pend));
+
+	if (!pend)
+		return 0;
+	while (ready < b->npeers && now_ns() < deadline && !interrupted) {
+		size_t keep = 0, before = ready;
+
+		while (started < b->npeers && npend < IDLE_INFLIGHT)
+			pend[npend++] = started++;
+		for (size_t k = 0; k < npend; k++) {
+			struct peer *p = &b->peers[pend[k]];
+
+			if (ferry_client_run(p->c, 0) == FERRY_EAUTH || atomic_load(&p->final)) {
+				free(pend);
+				return ready;
+			}
+			if (atomic_load(&p->ready))
+				ready++;
+			else
+				pend[keep++] = pend[k];
+		}
+		npend = keep;
+		if (ready == before)
+			sleep_ms(1);
+	}
+	free(pend);
+	return ready;
+}
+
+/* Give each ready device a turn; counts those still authenticated. */
+static size_t idle_still_ready(struct bench *b)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < b->npeers; i++) {
+		if (ferry_client_run(b->peers[i].c, 0) == FERRY_OK &&
+		    ferry_client_ready(b->peers[i].c))
+			n++;
+	}
+	return n;
+}
+
+static void report_idle(const struct bench *b, size_t conns, const long kb[3][2], double secs)
+{
+	const char *l = b->o.label;
+	double per = conns ? (double)(kb[1][0] - kb[0][0]) * 1024.0 / (double)conns : NAN;
+
+	printf("%s.connections=%zu\n%s.connect_s=%.2f\n%s.connects_per_s=%.0f\n", l, conns, l, secs,
+	       l, (double)conns / secs);
+	printf("%s.rss_before_kb=%ld\n%s.rss_idle_kb=%ld\n%s.hwm_idle_kb=%ld\n"
+	       "%s.rss_closed_kb=%ld\n%s.bytes_per_conn=%.0f\n",
+	       l, kb[0][0], l, kb[1][0], l, kb[1][1], l, kb[2][0], l, per);
+	printf("\n%s: %zu idle authenticated connections to ferryd (pid %ld)\n", l, conns,
+	       b->o.pid);
+	printf("  %-36s %12ld kB\n", "ferryd VmRSS before", kb[0][0]);
+	printf("  %-36s %12ld kB\n", "ferryd VmRSS with them", kb[1][0]);
+	printf("  %-36s %12ld kB\n", "ferryd VmHWM with them", kb[1][1]);
+	printf("  %-36s %12ld kB\n", "ferryd VmRSS after they closed", kb[2][0]);
+	printf("  %-36s %12.0f B\n", "bytes per idle connection", per);
+	printf("  %-36s %12.2f s (%.0f/s)\n", "time to connect them all", secs,
+	       (double)conns / secs);
+	fflush(stdout);
+}
+
+static int run_idle(struct bench *b)
+{
+	const struct opts *o = &b->o;
+	struct cred *creds;
+	long kb[3][2];
+	size_t conns = 0;
+	uint64_t t0;
+	int rc = 1;
+
+	raise_nofile();
+	creds = get_creds(o, o->idle, 0);
+	if (!creds)
+		return 1;
+	b->npeers = o->idle;
+	b->peers = calloc(b->npeers, sizeof(*b->peers));
+	for (size_t i = 0; b->peers && i < b->npeers; i++) {
+		b->peers[i].b = b;
+		b->peers[i].cred = creds[i];
+		pthread_mutex_init(&b->peers[i].lock, NULL);
+		if (peer_client(&b->peers[i], 16))
+			goto out;
+	}
+	if (!b->peers || proc_mem_kb(o->pid, &kb[0][0], &kb[0][1])) {
+		fprintf(stderr, "ferry-bench: cannot read /proc/%ld/status\n", o->pid);
+		goto out;
+	}
+	t0 = now_ns();
+	conns = idle_connect(b);
+	t0 = now_ns() - t0;
+	sleep_ms(1000); /* let ferryd finish what connecting started */
+	conns = idle_still_ready(b);
+	proc_mem_kb(o->pid, &kb[1][0], &kb[1][1]);
+	for (size_t i = 0; i < b->npeers; i++) {
+		ferry_client_free(b->peers[i].c);
+		b->peers[i].c = NULL;
+	}
+	sleep_ms(1500); /* ferryd notices the closes and frees them */
+	proc_mem_kb(o->pid, &kb[2][0], &kb[2][1]);
+	report_idle(b, conns, (const long(*)[2])kb, (double)t0 / 1e9);
+	rc = conns == o->idle ? 0 : 1;
+	if (rc)
+		fprintf(stderr, "ferry-bench: %zu of %u idle devices connected\n", conns, o->idle);
+out:
+	teardown(b);
+	free(creds);
+	return rc;
+}
+
+/* ---- arguments ---- */
+
+static const char usage_text[] =
+	"usage: ferry-bench --server HOST:PORT (--admin URL (--token T | --token-file F) |\n"
+	"                   --creds FILE) [options]\n"
+	"       ferry-bench --idle C --pid PID --server HOST:PORT ... \n"
+	"       ferry-bench --free-port\n"
+	"options (online mode):\n"
+	"  --senders M      sender devices (default 4)\n"
+	"  --receivers N    receiver devices, one per user (default: M); sender j sends to\n"
+	"                   receiver j mod N\n"
+	"  --count K        envelopes per sender per run (default 5000)\n"
+	"  --size S         payload bytes, 24 to 65408 (default 100)\n"
+	"  --window W       unacknowledged SENDs per sender, 1 to 1024 (default 32)\n"
+	"  --runs R         runs on the same connections, 1 to 20; medians reported (default 5)\n"
+	"  --duration SEC   a run stops sending after SEC seconds (default 30)\n"
+	"  --pid PID        ferryd's pid: its CPU time per envelope, VmRSS and VmHWM\n"
+	"  --label NAME     prefix of the key=value lines (default online, or idle)\n"
+	"  --save-creds F   write the devices used as 'user device_id secret' lines\n"
+	"  --verbose        connection losses, NACKs and libferry's debug log on stderr\n"
+	"idle mode: C devices connect, authenticate and stay idle; ferryd's VmRSS before,\n"
+	"  with them and after gives bytes per idle connection (--pid required).\n"
+	"--free-port prints a TCP port on 127.0.0.1 that is free now, and exits.\n";
+
+static int parse_uint(const char *s, unsigned long long min, unsigned long long max,
+		      unsigned long long *out)
+{
+	char *end;
+
+	errno = 0;
+	*out = strtoull(s, &end, 10);
+	return errno || end == s || *end || *s == '-' || *out < min || *out > max ? -1 : 0;
+}
+
+static int split_server(struct opts *o)
+{
+	const char *s = o->server, *colon, *h = s;
+	size_t hl;
+
+	if (*s == '[') {
+		const char *close = strchr(s, ']');
+
+		if (!close || close[1] != ':')
+			return -1;
+		h = s + 1;
+		hl = (size_t)(close - h);
+		colon = close + 1;
+	} else {
+		colon = strrchr(s, ':');
+		if (!colon)
+			return -1;
+		hl = (size_t)(colon - s);
+	}
+	if (!hl || hl >= sizeof(o->host) || !colon[1] || strlen(colon + 1) >= sizeof(o->port))
+		return -1;
+	memcpy(o->host, h, hl);
+	o->host[hl] = '\0';
+	memcpy(o->port, colon + 1, strlen(colon + 1) + 1);
+	return 0;
+}
+
+/* One option with a number; 1 if @name is not one of them, -1 if out of range. */
+static int number_opt(struct opts *o, const char *name, const char *v)
+{
+	static const struct {
+		const char *name;
+		unsigned long long min, max;
+	} nums[] = {
+		{ "--senders", 1, 1000 },
+		{ "--receivers", 1, 1000 },
+		{ "--count", 1, 100000000 },
+		{ "--size", HDR_LEN, PROTO_DEFAULT_MAX_FRAME - PROTO_PAYLOAD_HEADROOM },
+		{ "--window", 1, 1024 },
+		{ "--runs", 1, MAX_ROUNDS },
+		{ "--duration", 1, 3600 },
+		{ "--pid", 1, 1u << 30 },
+		{ "--idle", 1, MAX_PEERS },
+	};
+	unsigned long long x;
+	size_t i;
+
+	for (i = 0; i < sizeof(nums) / sizeof(nums[0]); i++)
+		if (!strcmp(name, nums[i].name))
+			break;
+	if (i == sizeof(nums) / sizeof(nums[0]))
+		return 1;
+	if (parse_uint(v, nums[i].min, nums[i].max, &x))
+		return -1;
+	switch (i) {
+	case 0:
+		o->senders = (unsigned)x;
+		break;
+	case 1:
+		o->receivers = (unsigned)x;
+		break;
+	case 2:
+		o->count = (size_t)x;
+		break;
+	case 3:
+		o->size = (size_t)x;
+		break;
+	case 4:
+		o->window = (unsigned)x;
+		break;
+	case 5:
+		o->runs = (unsigned)x;
+		break;
+	case 6:
+		o->duration = (double)x;
+		break;
+	case 7:
+		o->pid = (long)x;
+		break;
+	default:
+		o->idle = (unsigned)x;
+		break;
+	}
+	return 0;
+}
+
+static int string_opt(struct opts *o, const char *name, const char *v)
+{
+	static const char *const names[] = { "--server", "--admin",	 "--token", "--token-file",
+					     "--creds",	 "--save-creds", "--label" };
+	const char **dst[] = { &o->server, &o->admin,	   &o->token, &o->token_file,
+			       &o->creds,  &o->save_creds, &o->label };
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		if (!strcmp(name, names[i])) {
+			*dst[i] = v;
+			return 0;
+		}
+	}
+	return 1;
+}
+
+/* 0 ok, -1 bad usage (message printed). */
+static int parse_args(int argc, char **argv, struct opts *o)
+{
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+		int rc;
+
+		if (!strcmp(a, "--verbose")) {
+			o->verbose = 1;
+			continue;
+		}
+		if (!v) {
+			fprintf(stderr, "ferry-bench: %s: unknown option or missing value\n", a);
+			return -1;
+		}
+		i++;
+		rc = number_opt(o, a, v);
+		if (rc > 0)
+			rc = string_opt(o, a, v);
+		if (rc) {
+			fprintf(stderr, "ferry-bench: %s %s: %s\n", a, v,
+				rc > 0 ? "unknown option" : "out of range");
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int loopback_host(const char *host)
+{
+	struct in6_addr a6;
+	struct in_addr a4;
+
+	if (!strcmp(host, "localhost"))
+		return 1;
+	if (inet_pton(AF_INET, host, &a4) == 1)
+		return (ntohl(a4.s_addr) >> 24) == 127;
+	return inet_pton(AF_INET6, host, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
+}
+
+/* The host of http://HOST[:PORT][/...] or http://[V6][:PORT]... is a loopback one. */
+static int loopback_url(const char *url)
+{
+	char host[256];
+	const char *h, *end;
+
+	if (strncmp(url, "http://", 7))
+		return 0;
+	h = url + 7;
+	if (*h == '[') {
+		h++;
+		end = strchr(h, ']');
+	} else {
+		end = h + strcspn(h, ":/");
+	}
+	if (!end || end == h || (size_t)(end - h) >= sizeof(host))
+		return 0;
+	memcpy(host, h, (size_t)(end - h));
+	host[end - h] = '\0';
+	return loopback_host(host);
+}
+
+static int check_args(struct opts *o)
+{
+	const char *why = NULL;
+
+	if (!o->server || split_server(o))
+		why = "--server HOST:PORT is required";
+	else if (!o->creds && (!o->admin || (!o->token && !o->token_file)))
+		why = "give --creds FILE, or --admin URL with --token or --token-file";
+	else if (o->idle && !o->pid)
+		why = "--idle needs --pid (ferryd's)";
+	else if (!loopback_host(o->host) || (o->admin && !loopback_url(o->admin)))
+		why = "loopback only: --server and --admin must be on 127.0.0.0/8, ::1 or "
+		      "localhost";
+	if (why) {
+		fprintf(stderr, "ferry-bench: %s\n", why);
+		return -1;
+	}
+	if (!o->receivers)
+		o->receivers = o->senders;
+	if (!o->label)
+		o->label = o->idle ? "idle" : "online";
+	return 0;
+}
+
+/* Bind 127.0.0.1:0 and print the port the kernel chose. */
+static int free_port(void)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(a);
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) ||
+	    getsockname(fd, (struct sockaddr *)&a, &len)) {
+		perror("ferry-bench: free port");
+		if (fd >= 0)
+			close(fd);
+		return 1;
+	}
+	printf("%u\n", ntohs(a.sin_port));
+	close(fd);
+	return 0;
+}
+
+static void on_signal(int sig)
+{
+	interrupted = sig;
+}
+
+int main(int argc, char **argv)
+{
+	static struct bench b;
+	struct sigaction sa = { .sa_handler = on_signal };
+	int rc;
+
+	if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+		fputs(usage_text, stdout);
+		return 0;
+	}
+	if (argc == 2 && !strcmp(argv[1], "--free-port"))
+		return free_port();
+	b.o = (struct opts){
+		.senders = 4, .count = 5000, .size = 100, .window = 32, .runs = 5, .duration = 30
+	};
+	if (parse_args(argc, argv, &b.o) || check_args(&b.o)) {
+		fputs(usage_text, stderr);
+		return 2;
+	}
+	log_set_level(b.o.verbose ? LOG_LEVEL_DEBUG : LOG_LEVEL_WARN);
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	if (curl_global_init(CURL_GLOBAL_DEFAULT)) {
+		fprintf(stderr, "ferry-bench: cannot initialise libcurl\n");
+		return 1;
+	}
+	rc = b.o.idle ? run_idle(&b) : run_online(&b);
+	curl_global_cleanup();
+	if (interrupted) {
+		/* Die of the signal, so that a calling shell stops too. */
+		signal((int)interrupted, SIG_DFL);
+		raise((int)interrupted);
+	}
+	return rc;
+}

@@ -4,6 +4,8 @@
 #   make test       install missing packages, build everything under ASan+UBSan
 #                   with -Werror, run unit tests, then integration tests against
 #                   a throwaway PostgreSQL cluster
+#   make check-long the crash-safety test in its long form (100 kills of ferryd
+#                   under traffic; `make test` runs 5), same set-up as make test
 #   make run        install missing packages, build, start a private PostgreSQL
 #                   under var/, migrate, run ferryd in the foreground
 #   make check      clang-format and banned.h checks on the tree
@@ -69,8 +71,10 @@ ADMIN_SRCS := \
 
 GATEWAY_SRCS := \
 	gateway/conn.c \
+	gateway/deliver.c \
 	gateway/directory.c \
 	gateway/gateway.c \
+	gateway/ops.c \
 	gateway/presence.c \
 	gateway/proto.c \
 	gateway/route.c \
@@ -116,9 +120,12 @@ UNIT_TESTS := \
 
 INTEGRATION_TESTS := \
 	tests/integration/test_cli \
+	tests/integration/test_crash \
 	tests/integration/test_daemon \
 	tests/integration/test_gateway \
+	tests/integration/test_messages \
 	tests/integration/test_migrate \
+	tests/integration/test_offline \
 	tests/integration/test_store \
 	tests/integration/test_admin
 
@@ -142,7 +149,7 @@ asan_obj = $(patsubst %.c,build/asan/%.o,$(1))
 REL_LIB_OBJS := $(call rel_obj,$(LIB_SRCS) $(GEN_SRCS))
 ASAN_LIB_OBJS := $(call asan_obj,$(LIB_SRCS) $(GEN_SRCS))
 
-.PHONY: all test unit integration check fuzz run install uninstall clean deps docs bench
+.PHONY: all test check-long unit integration check fuzz run install uninstall clean deps docs bench
 .DEFAULT_GOAL := all
 .SECONDARY:
 
@@ -267,7 +274,8 @@ deps:
 FUZZ_TEST_SECONDS ?= 10
 # Tests that drive a daemon run twice: once against the ASan build, once
 # against a ThreadSanitizer build (the workers, the admin threads).
-TSAN_TESTS := tests/integration/test_admin tests/integration/test_gateway
+TSAN_TESTS := tests/integration/test_admin tests/integration/test_gateway \
+	tests/integration/test_offline tests/integration/test_messages
 test: deps
 	$(Q)$(MAKE) --no-print-directory build/asan/ferryd build/asan/ferry-client \
 		build/tsan/ferryd $(TEST_BINS) $(FUZZ_BINS)
@@ -275,6 +283,11 @@ test: deps
 		FERRY_TSAN_TESTS="$(addprefix build/asan/,$(TSAN_TESTS))" sh scripts/run-tests.sh \
 		$(addprefix build/asan/,$(UNIT_TESTS)) -- \
 		$(addprefix build/asan/,$(INTEGRATION_TESTS)) -- $(FUZZ_BINS)
+
+# tests/integration/test_crash reads FERRY_CRASH_CYCLES (kills of ferryd).
+check-long: deps
+	$(Q)$(MAKE) --no-print-directory build/asan/ferryd build/asan/tests/integration/test_crash
+	$(Q)FERRY_CRASH_CYCLES=100 sh scripts/run-tests.sh -- build/asan/tests/integration/test_crash
 
 unit: build/asan/ferryd $(addprefix build/asan/,$(UNIT_TESTS))
 	$(Q)sh scripts/run-tests.sh $(addprefix build/asan/,$(UNIT_TESTS)) --
@@ -287,9 +300,20 @@ run: deps
 # Release-built tools; `make bench` runs them against a release bin/ferryd and
 # a throwaway PostgreSQL cluster, printing key=value figures and tables.
 
-BENCH_TOOLS := bin/ferry-bench build/bench/bench_proto
+BENCH_TOOLS := bin/ferry-bench build/bench/bench_proto build/bench/bench_insert
 
-bin/ferry-bench: $(call rel_obj,tools/ferry-bench.c $(CLIENT_SRCS) $(CLIENT_DEPS_SRCS))
+FERRY_BENCH_SRCS := \
+	tools/bench_offline.c \
+	tools/bench_util.c \
+	tools/ferry-bench.c
+
+bin/ferry-bench: $(call rel_obj,$(FERRY_BENCH_SRCS) $(CLIENT_SRCS) $(CLIENT_DEPS_SRCS))
+	@mkdir -p $(@D)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(REL_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm -lpthread
+
+# The plain-INSERT ceiling of the offline store's figures (libpq only).
+build/bench/bench_insert: $(call rel_obj,tools/bench_insert.c tools/bench_util.c)
 	@mkdir -p $(@D)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(REL_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm -lpthread

@@ -5,8 +5,8 @@
  * under [admin] max_body, bearer-token auth, matching a path to a route,
  * turning a struct admin_reply into a response, and the request log.
  * routes.c owns what each route does: it validates its input, calls the
- * queue registry and fills in a reply. Handlers never see the connection, so
- * they cannot send twice or forget to send.
+ * queue registry or the gateway and fills in a reply. Handlers never see the
+ * connection, so they cannot send twice or forget to send.
  *
  * A handler runs on one of libmicrohttpd's threads; several run at once. All
  * they share is struct admin_server, read-only after admin_start() but for
@@ -44,6 +44,8 @@ struct admin_req {
 	/* The body, NUL-terminated, at most [admin] max_body bytes. */
 	const char *body;
 	size_t body_len;
+	/* Largest envelope payload: [gateway] max_frame - PROTO_PAYLOAD_HEADROOM. */
+	size_t max_payload;
 };
 
 /* What a handler answers. http.c sends it and releases it. */
@@ -52,6 +54,7 @@ struct admin_reply {
 	json_t *json;			 /* owned; NULL: no body (204) */
 	char location[ADMIN_HEADER_MAX]; /* Location header, "" for none */
 	char allow[ADMIN_HEADER_MAX];	 /* Allow header (405), "" for none */
+	unsigned retry_after;		 /* Retry-After header in seconds, 0 for none */
 };
 
 typedef void admin_handler(const struct admin_req *req, struct admin_reply *rep);
@@ -65,6 +68,7 @@ admin_handler admin_route_device_get;
 admin_handler admin_route_device_delete;
 admin_handler admin_route_push_set;
 admin_handler admin_route_push_clear;
+admin_handler admin_route_message_send;
 
 /*
  * Make @rep a JSON reply with @status. Takes @json (a reference), which may
@@ -77,9 +81,9 @@ void admin_reply_empty(struct admin_reply *rep, unsigned status);
 
 /*
  * Make @rep the error object {"error":{"code":...,"message":...}}, the code
- * named after @status (400 bad_request, 404 not_found, ...). Bytes of the
- * message outside printable ASCII are written as \xNN, so any client input
- * quoted in it is safe in JSON and in logs.
+ * named after @status (400 bad_request, 404 not_found, 429 queue_full, ...).
+ * Bytes of the message outside printable ASCII are written as \xNN, so any
+ * client input quoted in it is safe in JSON and in logs.
  */
 void admin_reply_error(struct admin_reply *rep, unsigned status, const char *fmt, ...)
 	FERRY_PRINTF(3, 4);

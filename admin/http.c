@@ -22,8 +22,8 @@
  * ADMIN_DRAIN_MAX more bytes the connection is closed without an answer.
  *
  * Order of checks: auth (401), body size (413), route (404, 405), then the
- * handler's own (400, 404, 503, 500). A client without the token learns
- * nothing about routes or limits.
+ * handler's own (400, 404, 413, 429, 503, 500). A client without the token
+ * learns nothing about routes or limits.
  *
  * Auth: only the SHA-256 of the token is kept. A presented token is hashed
  * too and the two hashes compared with CRYPTO_memcmp(), so neither the
@@ -67,6 +67,7 @@
 #include "common/buf.h"
 #include "common/config.h"
 #include "common/log.h"
+#include "gateway/proto.h"
 #include "queue/queue.h"
 #include "common/banned.h"
 
@@ -89,6 +90,7 @@ struct admin_server {
 	struct queue_registry *reg; /* borrowed */
 	struct gateway *gw;	    /* borrowed, may be NULL */
 	size_t max_body;
+	size_t max_payload; /* of an envelope: [gateway] max_frame - headroom */
 	pthread_rwlock_t token_lock;
 	unsigned char token_hash[TOKEN_HASH_LEN]; /* under token_lock */
 	atomic_uint inflight;			  /* requests begun, not yet completed */
@@ -128,6 +130,7 @@ static const struct route routes[] = {
 	{ "DELETE", "/v1/devices/*", admin_route_device_delete },
 	{ "PUT", "/v1/devices/*/push", admin_route_push_set },
 	{ "DELETE", "/v1/devices/*/push", admin_route_push_clear },
+	{ "POST", "/v1/messages", admin_route_message_send },
 };
 
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
@@ -157,6 +160,8 @@ static const char *error_code(unsigned status)
 		return "method_not_allowed";
 	case MHD_HTTP_CONTENT_TOO_LARGE:
 		return "payload_too_large";
+	case MHD_HTTP_TOO_MANY_REQUESTS:
+		return "queue_full"; /* the only 429: a device's offline queue is full */
 	case MHD_HTTP_SERVICE_UNAVAILABLE:
 		return "unavailable";
 	default:
@@ -386,6 +391,7 @@ static void call_route(struct admin_server *srv, const struct route *r, const st
 		.method = method,
 		.body = rq->body.data ? rq->body.data : "",
 		.body_len = rq->body.len,
+		.max_payload = srv->max_payload,
 	};
 	char q[ADMIN_QUOTE_MAX + 8], raw[ADMIN_QUOTE_MAX + 1];
 	enum ferry_err rc = FERRY_OK;
@@ -517,6 +523,12 @@ static enum MHD_Result send_reply(struct admin_server *srv, struct MHD_Connectio
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, rep->allow);
 	if (rep->location[0])
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION, rep->location);
+	if (rep->retry_after) {
+		char secs[16];
+
+		snprintf(secs, sizeof(secs), "%u", rep->retry_after);
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, secs);
+	}
 	if (atomic_load(&srv->stopping))
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
 	ret = MHD_queue_response(conn, rep->status, resp);
@@ -800,6 +812,8 @@ enum ferry_err admin_start(const struct ferry_config *cfg, const char *token,
 	srv->reg = reg;
 	srv->gw = gw;
 	srv->max_body = cfg->admin.max_body;
+	/* max_frame is at least PROTO_MIN_MAX_FRAME, well over the headroom. */
+	srv->max_payload = cfg->gateway.max_frame - PROTO_PAYLOAD_HEADROOM;
 	atomic_init(&srv->inflight, 0);
 	atomic_init(&srv->stopping, 0);
 	if (!sha256(token, strlen(token), srv->token_hash)) {

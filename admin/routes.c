@@ -9,16 +9,28 @@
  * Input rules:
  *   - a request body is a JSON object; unknown fields, duplicate keys and
  *     wrong types are refused with 400, so a typo never goes unnoticed;
- *   - a {device} is a positive decimal int64 without sign or leading zeros;
+ *   - a {device} is a positive decimal int64 without sign or leading zeros
+ *     (in a body, also a JSON integer);
+ *   - a payload is standard base64 (RFC 4648, padded, nothing else in it),
+ *     so that every payload has one spelling; it is never quoted or logged;
  *   - a push token is never echoed back, in a message or in a reply: a
  *     device shows only a short prefix of it (token_prefix);
  *   - the one-time device secret appears only in the reply to its creation.
  *
  * Registry errors map as: FERRY_ENOTFOUND 404, FERRY_EUNAVAIL 503,
  * FERRY_EINVAL 400, anything else 500 (logged as event=admin_store_error).
+ *
+ * POST /v1/messages hands an envelope to the gateway (gateway_inject()),
+ * which blocks this libmicrohttpd thread until every target device has
+ * acknowledged it or it is committed to the offline store: the 200 means
+ * what a device's ACK means. Its errors map as: FERRY_ENOTFOUND 404,
+ * FERRY_ETOOBIG 413, FERRY_ELIMIT 429, FERRY_EUNAVAIL 503 with Retry-After,
+ * anything else 500 (logged as event=admin_message_error). Without a device
+ * gateway the route answers 503, once the request itself is valid.
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +40,7 @@
 
 #include "admin/admin_int.h"
 #include "gateway/gateway.h"
+#include "gateway/proto.h"
 #include "common/log.h"
 #include "queue/queue.h"
 #include "common/banned.h"
@@ -37,8 +50,16 @@
 #define HTTP_NO_CONTENT 204
 #define HTTP_BAD_REQUEST 400
 #define HTTP_NOT_FOUND 404
+#define HTTP_TOO_LARGE 413
+#define HTTP_TOO_MANY 429
 #define HTTP_INTERNAL 500
 #define HTTP_UNAVAILABLE 503
+
+/* Seconds a client waits before retrying a message the store could not take. */
+#define MESSAGE_RETRY_AFTER 1
+
+/* Room for what gateway_inject() says about a failure. */
+#define INJECT_ERR_MAX 256
 
 /* Longest int64 in decimal, and an RFC 3339 UTC time with milliseconds. */
 #define DEVICE_ID_DIGITS 19
@@ -89,11 +110,9 @@ static int user_param(const struct admin_req *req, struct admin_reply *rep)
 }
 
 /* Digits only, no leading zero, 1-19 digits, positive, fits int64. */
-static int device_param(const struct admin_req *req, struct admin_reply *rep, int64_t *id)
+static int device_id_parse(const char *s, int64_t *id)
 {
-	const char *s = req->params[0];
 	size_t i, len = strlen(s);
-	char q[ADMIN_QUOTE_MAX + 8];
 	long long v;
 
 	for (i = 0; i < len && s[i] >= '0' && s[i] <= '9'; i++)
@@ -106,6 +125,16 @@ static int device_param(const struct admin_req *req, struct admin_reply *rep, in
 			return 1;
 		}
 	}
+	return 0;
+}
+
+static int device_param(const struct admin_req *req, struct admin_reply *rep, int64_t *id)
+{
+	const char *s = req->params[0];
+	char q[ADMIN_QUOTE_MAX + 8];
+
+	if (device_id_parse(s, id))
+		return 1;
 	admin_reply_error(rep, HTTP_BAD_REQUEST,
 			  "device id '%s' is invalid: expected a positive decimal integer",
 			  admin_quote(q, sizeof(q), s));
@@ -308,6 +337,232 @@ static int check_options(struct queue_push_token *t, struct admin_reply *rep)
 		return 0;
 	}
 	return 1;
+}
+
+/* ---- messages ---- */
+
+/* @v in a few words for an error message: "-3", "1.5", "a string". */
+static const char *describe(const json_t *v, char *out, size_t outlen)
+{
+	if (json_is_integer(v))
+		snprintf(out, outlen, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+	else if (json_is_real(v))
+		snprintf(out, outlen, "%g", json_real_value(v));
+	else
+		snprintf(out, outlen, "%s", json_type_name(v));
+	return out;
+}
+
+/*
+ * Exactly one of "to_user" (a user id) and "to_device" (a device id, as a
+ * JSON integer or as the decimal string the API returns); null counts as
+ * absent. Fills @inj's to_user (borrowed from @obj) or to_device.
+ */
+static int message_target(json_t *obj, struct gateway_inject *inj, struct admin_reply *rep)
+{
+	json_t *dev = json_object_get(obj, "to_device");
+	char q[ADMIN_QUOTE_MAX + 8];
+	const char *user;
+
+	if (!field_string(obj, "to_user", 0, &user, rep))
+		return 0;
+	if (json_is_null(dev))
+		dev = NULL;
+	if (!user == !dev) {
+		admin_reply_error(
+			rep, HTTP_BAD_REQUEST, "%s",
+			user ? "fields 'to_user' and 'to_device' exclude each other: give one"
+			     : "field 'to_user' or 'to_device' is required");
+		return 0;
+	}
+	if (user) {
+		if (queue_user_valid(user)) {
+			inj->to_user = user;
+			return 1;
+		}
+		admin_reply_error(rep, HTTP_BAD_REQUEST,
+				  "field 'to_user': user '%s' is invalid: " USER_RULE,
+				  admin_quote(q, sizeof(q), user));
+		return 0;
+	}
+	if (json_is_integer(dev) && json_integer_value(dev) > 0) {
+		inj->to_device = (int64_t)json_integer_value(dev);
+		return 1;
+	}
+	if (json_is_string(dev) && device_id_parse(json_string_value(dev), &inj->to_device))
+		return 1;
+	if (json_is_string(dev))
+		admin_reply_error(
+			rep, HTTP_BAD_REQUEST,
+			"field 'to_device': device id '%s' is invalid: expected a positive "
+			"decimal integer",
+			admin_quote(q, sizeof(q), json_string_value(dev)));
+	else
+		admin_reply_error(rep, HTTP_BAD_REQUEST,
+				  "field 'to_device' must be a positive integer, not %s",
+				  describe(dev, q, sizeof(q)));
+	return 0;
+}
+
+/* "ttl": absent, null, or whole seconds, 0 or more (0: [store] default_ttl). */
+static int message_ttl(json_t *obj, unsigned *ttl, struct admin_reply *rep)
+{
+	json_t *v = json_object_get(obj, "ttl");
+	char what[64];
+
+	*ttl = 0;
+	if (!v || json_is_null(v))
+		return 1;
+	if (!json_is_integer(v) || json_integer_value(v) < 0) {
+		admin_reply_error(
+			rep, HTTP_BAD_REQUEST,
+			"field 'ttl' must be a whole number of seconds, 0 or more, not %s",
+			describe(v, what, sizeof(what)));
+		return 0;
+	}
+	/* The gateway caps it at [store] default_ttl, as it does a SEND's. */
+	*ttl = json_integer_value(v) > UINT_MAX ? UINT_MAX : (unsigned)json_integer_value(v);
+	return 1;
+}
+
+static int base64_value(char c)
+{
+	if (c >= 'A' && c <= 'Z')
+		return c - 'A';
+	if (c >= 'a' && c <= 'z')
+		return c - 'a' + 26;
+	if (c >= '0' && c <= '9')
+		return c - '0' + 52;
+	if (c == '+')
+		return 62;
+	if (c == '/')
+		return 63;
+	return -1;
+}
+
+/*
+ * Decode standard base64 (RFC 4648 section 4): A-Z a-z 0-9 + /, padded with
+ * '=' to a multiple of 4 characters, no whitespace, and zero bits after the
+ * last byte, so that a payload has exactly one spelling. @out has room for
+ * @len / 4 * 3 bytes. Returns 1, or 0 with the reason in @why (which never
+ * quotes the input: it may be a payload).
+ */
+static int base64_decode(const char *s, size_t len, uint8_t *out, size_t *outlen, char *why,
+			 size_t whylen)
+{
+	size_t i, k, o = 0, pad = 0;
+
+	if (len % 4) {
+		snprintf(why, whylen, "its length, %zu, is not a multiple of 4", len);
+		return 0;
+	}
+	if (len && s[len - 1] == '=')
+		pad = s[len - 2] == '=' ? 2 : 1;
+	for (i = 0; i < len; i += 4) {
+		size_t last_pad = i + 4 == len ? pad : 0;
+		uint32_t v = 0;
+
+		for (k = 0; k < 4; k++) {
+			int d = k < 4 - last_pad ? base64_value(s[i + k]) : 0;
+
+			if (d < 0) {
+				snprintf(why, whylen, "%s at offset %zu",
+					 s[i + k] == '=' ? "'=' before the end"
+							 : "a character outside A-Z a-z 0-9 + / =",
+					 i + k);
+				return 0;
+			}
+			v = v << 6 | (uint32_t)d;
+		}
+		if (v & ((1u << (8 * last_pad)) - 1)) {
+			snprintf(why, whylen, "nonzero bits after the last byte at offset %zu",
+				 len - pad - 1);
+			return 0;
+		}
+		out[o++] = (uint8_t)(v >> 16);
+		if (last_pad < 2)
+			out[o++] = (uint8_t)(v >> 8);
+		if (last_pad < 1)
+			out[o++] = (uint8_t)v;
+	}
+	*outlen = o;
+	return 1;
+}
+
+/*
+ * "payload_b64" decoded into *out (malloc'ed, the caller frees it), *len
+ * bytes: 400 unless it is standard base64, 413 when it is over @max.
+ */
+static int message_payload(json_t *obj, size_t max, uint8_t **out, size_t *len,
+			   struct admin_reply *rep)
+{
+	char why[96];
+	const char *b64;
+	uint8_t *p;
+	size_t n;
+
+	*out = NULL;
+	if (!field_string(obj, "payload_b64", 1, &b64, rep))
+		return 0;
+	n = strlen(b64);
+	p = malloc(n / 4 * 3 + 1);
+	if (!p) {
+		admin_reply_error(rep, HTTP_INTERNAL, "out of memory");
+		return 0;
+	}
+	if (!base64_decode(b64, n, p, len, why, sizeof(why))) {
+		admin_reply_error(rep, HTTP_BAD_REQUEST,
+				  "field 'payload_b64' is not standard base64: %s", why);
+		free(p);
+		return 0;
+	}
+	if (*len > max) {
+		admin_reply_error(
+			rep, HTTP_TOO_LARGE,
+			"payload is %zu bytes, over the limit of %zu ([gateway] max_frame "
+			"- %d)",
+			*len, max, PROTO_PAYLOAD_HEADROOM);
+		free(p);
+		return 0;
+	}
+	*out = p;
+	return 1;
+}
+
+static void reply_inject_error(struct admin_reply *rep, enum ferry_err rc,
+			       const struct gateway_inject *inj, const char *err)
+{
+	const char *why = err[0] ? err : ferry_strerror(rc);
+	char target[PROTO_MAX_USER + 32];
+
+	if (inj->to_user)
+		snprintf(target, sizeof(target), "user '%s'", inj->to_user);
+	else
+		snprintf(target, sizeof(target), "device '%" PRId64 "'", inj->to_device);
+	switch (rc) {
+	case FERRY_ENOTFOUND:
+		admin_reply_error(rep, HTTP_NOT_FOUND, "cannot send to %s: %s", target, why);
+		break;
+	case FERRY_ETOOBIG:
+		admin_reply_error(rep, HTTP_TOO_LARGE, "cannot send to %s: %s", target, why);
+		break;
+	case FERRY_ELIMIT:
+		admin_reply_error(rep, HTTP_TOO_MANY, "cannot send to %s: %s", target, why);
+		break;
+	case FERRY_EUNAVAIL:
+		log_warn("event=admin_message_unavailable to=\"%s\" err=\"%s\"", target,
+			 ferry_strerror(rc));
+		admin_reply_error(rep, HTTP_UNAVAILABLE, "cannot send to %s: %s: try again later",
+				  target, why);
+		if (rep->status == HTTP_UNAVAILABLE)
+			rep->retry_after = MESSAGE_RETRY_AFTER;
+		break;
+	default:
+		log_error("event=admin_message_error to=\"%s\" err=\"%s\"", target,
+			  ferry_strerror(rc));
+		admin_reply_error(rep, HTTP_INTERNAL, "cannot send to %s: %s", target, why);
+		break;
+	}
 }
 
 /* ---- replies ---- */
@@ -540,4 +795,48 @@ void admin_route_push_clear(const struct admin_req *req, struct admin_reply *rep
 	}
 	log_info("event=admin_push_cleared device=%" PRId64, id);
 	admin_reply_empty(rep, HTTP_NO_CONTENT);
+}
+
+void admin_route_message_send(const struct admin_req *req, struct admin_reply *rep)
+{
+	static const char *const fields[] = { "to_user", "to_device", "payload_b64", "ttl", NULL };
+	struct gateway_inject inj = { 0 };
+	char err[INJECT_ERR_MAX] = "", id[24];
+	uint8_t *payload = NULL;
+	const char *status;
+	enum ferry_err rc;
+	json_t *obj;
+
+	if (!(obj = body_object(req, fields, rep)))
+		return;
+	if (!message_target(obj, &inj, rep) || !message_ttl(obj, &inj.ttl, rep) ||
+	    !message_payload(obj, req->max_payload, &payload, &inj.len, rep))
+		goto out;
+	if (!req->gw) {
+		admin_reply_error(rep, HTTP_UNAVAILABLE,
+				  "cannot send messages: this ferryd runs without a device gateway "
+				  "([gateway] listen and tls_cert are empty)");
+		goto out;
+	}
+	inj.payload = payload;
+	rc = gateway_inject(req->gw, &inj, err, sizeof(err));
+	if (rc) {
+		reply_inject_error(rep, rc, &inj, err);
+		goto out;
+	}
+	status = inj.delivered ? "delivered" : "stored";
+	snprintf(id, sizeof(id), "%" PRIu64, inj.server_id);
+	log_info("event=admin_message_sent server_id=%s to_user=%s to_device=%" PRId64
+		 " targets=%u status=%s bytes=%zu ttl=%u",
+		 id, inj.to_user ? inj.to_user : "-", inj.to_device, inj.targets, status, inj.len,
+		 inj.ttl);
+	admin_reply_json(rep, HTTP_OK,
+			 json_pack("{s:s,s:I,s:s}", "server_id", id, "targets",
+				   (json_int_t)inj.targets, "status", status));
+	/* The message is out all the same; only this answer is lost. */
+	if (rep->status == HTTP_INTERNAL)
+		log_error("event=admin_reply_failed op=\"message\" server_id=%s", id);
+out:
+	free(payload);
+	json_decref(obj);
 }

@@ -7,7 +7,11 @@
  * acknowledges it has gone to the socket, so a printed envelope is one the
  * server has been told about. With --count N, envelopes beyond the N-th are
  * refused (left unacknowledged, so the server keeps them) and the run stops
- * when N lines are out.
+ * when N lines are out. QUEUE_EMPTY gets a line of its own; libferry reports
+ * it only after the acknowledgements of every envelope before it went out,
+ * so it follows their lines, and --until-empty can stop there with nothing
+ * left unacknowledged (envelopes behind it stay unread, for next time); a
+ * timeout before it is a failure, since the queue was not seen drained.
  *
  * send: queues one SEND and runs until its ACK or first NACK (a NACK that
  * libferry would retry is cancelled: the command reports it and fails), a
@@ -152,6 +156,17 @@ static void on_deliver_acked(void *arg, const struct ferry_acked *acked, size_t 
 	}
 }
 
+static void on_queue_empty(void *arg, uint64_t drained)
+{
+	struct cli *s = arg;
+
+	print_line(cli_json_queue_empty(drained));
+	if (s->o.until_empty) {
+		s->done = 1;
+		ferry_client_stop(s->c);
+	}
+}
+
 static void on_send_acked(void *arg, uint64_t client_id, uint64_t server_id, unsigned status)
 {
 	struct cli *s = arg;
@@ -245,6 +260,11 @@ static int do_listen(struct cli *s)
 		print_line(cli_json_listen_error(code, text));
 		return 1;
 	}
+	if (s->o.until_empty && !g_signalled) {
+		print_line(
+			cli_json_listen_error("timeout", "no QUEUE_EMPTY from the server in time"));
+		return 1;
+	}
 	return 0; /* timeout or signal: whatever arrived is out */
 }
 
@@ -319,6 +339,7 @@ static int start(struct cli *s)
 		.send_nacked = on_send_nacked,
 		.server_error = on_server_error,
 		.connected = on_connected,
+		.queue_empty = on_queue_empty,
 	};
 	struct ferry_config cfg = {
 		.host = s->o.host,
@@ -333,8 +354,10 @@ static int start(struct cli *s)
 	char err[256];
 	enum ferry_err rc;
 
-	if (s->o.cmd == CLI_SEND)
+	if (s->o.cmd == CLI_SEND) {
 		cb.deliver = NULL; /* unacknowledged: they stay with the server for a listener */
+		cb.queue_empty = NULL;
+	}
 	rc = ferry_client_new(&cfg, &cb, s, &s->c, err, sizeof(err));
 	if (rc) {
 		fprintf(stderr, "ferry-client: %s\n", err);

@@ -35,6 +35,7 @@ struct cli_opts {
 	int verbose;
 	enum cli_cmd cmd;
 	uint64_t count;	    /* listen: stop after this many (0: no limit) */
+	int until_empty;    /* listen: stop after the first QUEUE_EMPTY */
 	uint64_t timeout_s; /* 0: none (listen); send defaults to CLI_SEND_DEFAULT_TIMEOUT_S */
 	const char *to;
 	const char *text; /* exactly one of text and file for send */
@@ -72,6 +73,8 @@ enum ferry_err cli_parse_server(const char *s, char *host, size_t hostcap, char 
 char *cli_json_envelope(const struct ferry_envelope *env);
 char *cli_json_ack(uint64_t client_id, uint64_t server_id, unsigned status);
 char *cli_json_nack(uint64_t client_id, const char *reason, const char *text);
+/* listen: {"queue_empty": true, "drained": N}. */
+char *cli_json_queue_empty(uint64_t drained);
 /* listen: {"error": CODE, "text": TEXT}; send: {"error": {"code": CODE, "text": TEXT}}. */
 char *cli_json_listen_error(const char *code, const char *text);
 char *cli_json_send_error(const char *code, const char *text);

@@ -28,9 +28,12 @@ const char cli_usage[] =
 	"                    [--tls [--ca FILE] [--server-name NAME]] [--verbose] COMMAND ...\n"
 	"\n"
 	"commands:\n"
-	"  listen [--count N] [--timeout SEC]\n"
-	"      print each delivered envelope as one JSON line once it is acknowledged;\n"
-	"      stop after N envelopes or SEC seconds\n"
+	"  listen [--count N] [--until-empty] [--timeout SEC]\n"
+	"      print each delivered envelope as one JSON line once it is acknowledged,\n"
+	"      and {\"queue_empty\": true, \"drained\": N} once what was stored for the\n"
+	"      device while it was away has all come; stop after N envelopes, after SEC\n"
+	"      seconds, or with --until-empty at the first queue_empty line (exit 1 if\n"
+	"      SEC seconds pass before it)\n"
 	"  send --to USER (--text STR | --file PATH) [--ttl SEC] [--timeout SEC]\n"
 	"      send one envelope to every other device of USER and print the server's\n"
 	"      ACK or NACK as JSON (default timeout 30 s)\n"
@@ -48,6 +51,7 @@ enum opt_id {
 	O_VERBOSE,
 	O_HELP,
 	O_COUNT,
+	O_UNTIL_EMPTY,
 	O_TIMEOUT,
 	O_TO,
 	O_TEXT,
@@ -72,6 +76,7 @@ static const struct opt {
 	[O_VERBOSE] = { "verbose", 0, FOR_ALL },
 	[O_HELP] = { "help", 0, FOR_ALL },
 	[O_COUNT] = { "count", 1, 1u << CLI_LISTEN },
+	[O_UNTIL_EMPTY] = { "until-empty", 0, 1u << CLI_LISTEN },
 	[O_TIMEOUT] = { "timeout", 1, FOR_ALL },
 	[O_TO] = { "to", 1, 1u << CLI_SEND },
 	[O_TEXT] = { "text", 1, 1u << CLI_SEND },
@@ -264,6 +269,7 @@ enum cli_parse_result cli_parse(int argc, char **argv, const char *env_secret, s
 	if (r != CLI_PARSE_OK)
 		return r;
 	if (o->cmd == CLI_LISTEN) {
+		o->until_empty = val[O_UNTIL_EMPTY] != NULL;
 		if (val[O_COUNT] && cli_parse_u64(val[O_COUNT], 1, UINT64_MAX, &o->count))
 			return bad(err, errlen, "listen: --count must be a positive integer",
 				   val[O_COUNT]);
@@ -333,6 +339,11 @@ char *cli_json_nack(uint64_t client_id, const char *reason, const char *text)
 {
 	return dump(json_pack("{s:{s:o,s:s,s:s}}", "nack", "client_id", json_u64(client_id),
 			      "reason", reason, "text", text));
+}
+
+char *cli_json_queue_empty(uint64_t drained)
+{
+	return dump(json_pack("{s:b,s:o}", "queue_empty", 1, "drained", json_u64(drained)));
 }
 
 char *cli_json_listen_error(const char *code, const char *text)

@@ -392,6 +392,11 @@ int ferry_client_ready(const struct ferry_client *c)
 	return c->state == FC_READY;
 }
 
+int ferry_client_caught_up(const struct ferry_client *c)
+{
+	return c->state == FC_READY && c->caught_up;
+}
+
 const char *ferry_client_last_error(const struct ferry_client *c)
 {
 	return c->last_error;

@@ -5,8 +5,9 @@
  *   client.c  the public API: lifecycle, the poll(2) loop, send and cancel;
  *   conn.c    one connection: resolve, connect, TLS handshake, HELLO, the
  *             read and write buffers, loss and the reconnect schedule;
- *   handle.c  frames from the server, acknowledgement batching, the pump that
- *             moves queued SENDs into the write buffer;
+ *   handle.c  frames from the server, acknowledgement batching, the end of
+ *             a catch-up (QUEUE_EMPTY), the pump that moves queued SENDs into
+ *             the write buffer;
  *   sendq.c   the queue of unacknowledged SENDs (pure, no I/O);
  *   dedup.c   the window of (sender device, client id) pairs seen (pure);
  *   net.c     sockets: resolve, non-blocking connect, read and write;
@@ -216,6 +217,7 @@ struct ferry_client {
 	/* the session, from WELCOME */
 	size_t max_frame;
 	uint64_t ping_ms, dead_ms, next_ping, last_rx, ping_nonce;
+	int caught_up; /* QUEUE_EMPTY reported since WELCOME */
 
 	/* buffers: rbuf holds at most one partial frame after processing */
 	uint8_t *rbuf;
@@ -223,7 +225,7 @@ struct ferry_client {
 	struct buf wbuf; /* capped at FC_WBUF_MAX; wlimit is this connection's cap */
 	size_t woff, wlimit;
 	uint64_t wq_total, wr_total; /* bytes queued into and written from wbuf */
-	int rx_blocked;		     /* processing waits for write-buffer room */
+	int rx_blocked;		     /* processing waits for write room or, at QUEUE_EMPTY, acks */
 	int rx_more;		     /* reading stopped with data likely left */
 
 	/* acknowledgements: pending collects, inflight is encoded and being written */
@@ -272,6 +274,8 @@ int fc_conn_open(const struct ferry_client *c); /* HELLO or READY */
 void fc_handle_frames(struct ferry_client *c);
 /* Encode pending acks when no DELIVER_ACK is being written; report written ones. */
 void fc_acks_flush(struct ferry_client *c);
+/* Report the DELIVER_ACK being written if it has gone to the socket whole. */
+void fc_acks_report(struct ferry_client *c);
 /* Move the SENDs that may go into wbuf while there is room. */
 void fc_sends_pump(struct ferry_client *c, uint64_t now);
 /* Periodic work: ping, dead connection, handshake deadline, reconnect. */

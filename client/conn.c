@@ -14,8 +14,9 @@
  * FC_RBUF_HEADROOM; the write buffer is a struct buf with consumed bytes at
  * its front (woff), capped per connection at wlimit (within FC_WBUF_MAX).
  * Both are freed on close; the write buffer is wiped first, as it held the
- * secret in HELLO. Functions here may call the disconnected callback (through
- * fc_conn_lost) and so must be called with nothing of the connection in use.
+ * secret in HELLO. Functions here may call the deliver_acked and disconnected
+ * callbacks (through fc_conn_lost and fc_conn_final) and so must be called
+ * with nothing of the connection in use.
  */
 #include <inttypes.h>
 #include <poll.h>
@@ -63,6 +64,7 @@ void fc_conn_close(struct ferry_client *c)
 	c->tls_retry = 0;
 	c->rx_blocked = c->rx_more = 0;
 	c->n_pending = c->n_inflight = 0;
+	c->caught_up = 0;
 	fc_sendq_requeue(&c->sendq);
 	c->state = FC_IDLE;
 }
@@ -77,6 +79,7 @@ void fc_conn_lost(struct ferry_client *c, enum ferry_err why, uint64_t extra_ms,
 	va_start(ap, fmt);
 	vsnprintf(text, sizeof(text), fmt, ap); /* may quote c->last_error: format first */
 	va_end(ap);
+	fc_acks_report(c); /* a DELIVER_ACK written whole before the loss did go out */
 	fc_conn_close(c);
 	delay = fc_backoff_ms(c->backoff_base, c->backoff_cap, c->attempt, fc_rng_next(&c->rng));
 	delay = fc_add_ms(delay, extra_ms);
@@ -92,6 +95,7 @@ void fc_conn_lost(struct ferry_client *c, enum ferry_err why, uint64_t extra_ms,
 
 void fc_conn_final(struct ferry_client *c)
 {
+	fc_acks_report(c);
 	fc_conn_close(c);
 	c->state = FC_FINAL;
 }

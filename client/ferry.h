@@ -18,7 +18,11 @@
  * Receiving: each DELIVER is handed to the deliver callback once (duplicates,
  * by sender device and client id over a bounded window, are acknowledged but
  * not shown again); the library acknowledges it after the callback returns,
- * batching the acknowledgements of one read into one DELIVER_ACK.
+ * batching the acknowledgements of one read into one DELIVER_ACK (up to 512
+ * ids). After WELCOME the server first sends what waited in the offline
+ * store, a window of un-acknowledged envelopes at a time, then QUEUE_EMPTY:
+ * the queue_empty callback reports it once every envelope before it has been
+ * acknowledged, and ferry_client_caught_up() turns true.
  *
  * Threads and loop: none of its own. The application calls ferry_client_run()
  * from one thread; all callbacks run inside it. A ferry_client must not be
@@ -76,7 +80,7 @@ struct ferry_config {
 /* What WELCOME announced. */
 struct ferry_welcome {
 	uint64_t server_time;  /* ms since the Unix epoch */
-	uint64_t pending;      /* envelopes waiting for this device */
+	uint64_t pending;      /* stored envelopes waiting (0 if the store was unreachable) */
 	uint64_t max_frame;    /* largest frame the server accepts */
 	uint64_t idle_timeout; /* ms; 0: none announced */
 };
@@ -125,13 +129,21 @@ struct ferry_callbacks {
 	 * Duplicates the library acknowledged on its own are included.
 	 */
 	void (*deliver_acked)(void *arg, const struct ferry_acked *acked, size_t n);
-	/* The server took over the SEND @client_id; @status: 1 stored, 2 delivered. */
+	/*
+	 * The server took over the SEND @client_id (it is no longer queued here).
+	 * @status (enum proto_ack_status): 1 stored, some target device has it
+	 * in the offline store and gets it when it connects; 2 delivered, every
+	 * target device acknowledged it.
+	 */
 	void (*send_acked)(void *arg, uint64_t client_id, uint64_t server_id, unsigned status);
 	/*
 	 * The server (or the library, for a SEND over the server's limits:
 	 * too_large) refused the SEND @client_id. @reason is a NACK reason
-	 * (gateway/proto.h, proto_nack_name()). @final: the SEND is dropped;
-	 * otherwise it is retried after a backoff unless cancelled here.
+	 * (gateway/proto.h, proto_nack_name()). @final (unknown_recipient,
+	 * too_large, invalid, and reasons this library does not know): the SEND
+	 * is dropped. Otherwise (queue_full: a target's offline queue is full;
+	 * retry_later) it stays queued and is sent again, same client id, after a
+	 * backoff that grows with each such NACK, unless cancelled here.
 	 */
 	void (*send_nacked)(void *arg, uint64_t client_id, uint64_t reason, const char *text,
 			    int final);
@@ -153,6 +165,18 @@ struct ferry_callbacks {
 	/* A RECEIPT: @kind 1 delivered, 2 read; @ids are client ids of ours. */
 	void (*receipt)(void *arg, unsigned kind, const char *peer_user, const uint64_t *ids,
 			size_t n);
+	/*
+	 * The server sent QUEUE_EMPTY: every envelope stored for this device has
+	 * been sent, and what follows is live. @drained is the server's count of
+	 * stored envelopes sent since WELCOME or the previous QUEUE_EMPTY
+	 * (duplicates the library dropped included). Called only once
+	 * deliver_acked has reported every envelope the application accepted
+	 * before it, so an application that stops here has acknowledged all it
+	 * was given. Each connection starts with one (@drained 0 when nothing
+	 * waited); a connection may go back to catching up (a DELIVER not
+	 * acknowledged in time was stored) and ends that with another.
+	 */
+	void (*queue_empty)(void *arg, uint64_t drained);
 };
 
 /*
@@ -230,6 +254,15 @@ size_t ferry_client_queued(const struct ferry_client *c);
 
 /* Non-zero while authenticated (between WELCOME and the connection's end). */
 int ferry_client_ready(const struct ferry_client *c);
+
+/*
+ * Non-zero once this connection's catch-up has finished: authenticated, and
+ * QUEUE_EMPTY arrived (and was reported) since WELCOME. Zero again when the
+ * connection ends. The server does not announce a return to catching up, so
+ * it stays non-zero then until the connection ends; the next queue_empty
+ * reports the end of that catch-up.
+ */
+int ferry_client_caught_up(const struct ferry_client *c);
 
 /* The reason the last connection or attempt ended ("" if none); borrowed. */
 const char *ferry_client_last_error(const struct ferry_client *c);

@@ -17,6 +17,15 @@
  * the read buffer when its answer has room (an ack slot, a PONG's bytes);
  * otherwise reading pauses until writing catches up (rx_blocked).
  *
+ * Catch-up: QUEUE_EMPTY ends the stored envelopes. It is a barrier: it is
+ * taken from the read buffer only when no acknowledgement is pending or
+ * being written, so queue_empty runs after deliver_acked has reported every
+ * envelope before it, and an application that stops there (ferry-client
+ * listen --until-empty) has acknowledged everything it was given. Reading
+ * pauses meanwhile, for as long as one DELIVER_ACK takes to go out; the
+ * server's window of un-acknowledged envelopes is drained by these prompt,
+ * batched acknowledgements.
+ *
  * SENDs: the pump writes queued entries in order while the write buffer has
  * room beyond FC_WBUF_CONTROL, which stays free for control frames. A SEND
  * over the server's announced limits is answered here with a final too_large
@@ -40,18 +49,22 @@
 
 /* ---- acknowledgements ---- */
 
+void fc_acks_report(struct ferry_client *c)
+{
+	size_t n = c->n_inflight;
+
+	if (!n || c->wr_total < c->inflight_end)
+		return;
+	c->n_inflight = 0; /* ack_inflight is not touched again before the callback returns */
+	if (c->cb.deliver_acked)
+		c->cb.deliver_acked(c->arg, c->ack_inflight, n);
+}
+
 void fc_acks_flush(struct ferry_client *c)
 {
 	struct proto_frame f = { .type = PROTO_DELIVER_ACK };
 
-	if (c->n_inflight && c->wr_total >= c->inflight_end) {
-		size_t n = c->n_inflight;
-
-		c->n_inflight =
-			0; /* ack_inflight is not touched again before the callback returns */
-		if (c->cb.deliver_acked)
-			c->cb.deliver_acked(c->arg, c->ack_inflight, n);
-	}
+	fc_acks_report(c);
 	if (c->n_inflight || !c->n_pending || c->state != FC_READY)
 		return;
 	f.u.ids.count = c->n_pending;
@@ -151,6 +164,7 @@ static void on_welcome(struct ferry_client *c, const struct proto_welcome *w)
 	c->next_ping = fc_add_ms(now, c->ping_ms);
 	c->last_rx = now;
 	c->state = FC_READY;
+	c->caught_up = 0;
 	c->attempt = 0;
 	c->last_error[0] = '\0';
 	log_info("event=client_connected device=%" PRIu64 " pending=%" PRIu64 " max_frame=%zu"
@@ -224,6 +238,15 @@ static void on_deliver(struct ferry_client *c, const struct proto_deliver *d)
 		(struct ferry_acked){ d->server_id, d->sender_device, d->client_id };
 }
 
+static void on_queue_empty(struct ferry_client *c, uint64_t drained)
+{
+	c->caught_up = 1;
+	log_info("event=client_caught_up device=%" PRIu64 " drained=%" PRIu64, c->device_id,
+		 drained);
+	if (c->cb.queue_empty)
+		c->cb.queue_empty(c->arg, drained);
+}
+
 static void on_error(struct ferry_client *c, const struct proto_error *e)
 {
 	char text[FC_TEXT_MAX];
@@ -287,6 +310,9 @@ static void on_ready_frame(struct ferry_client *c, const struct proto_frame *f)
 		break;
 	case PROTO_PONG:
 		break; /* reading it was the point */
+	case PROTO_QUEUE_EMPTY:
+		on_queue_empty(c, f->u.drained);
+		break;
 	case PROTO_RECONNECT:
 		fc_conn_lost(c, FERRY_EIO, f->u.reconnect_after,
 			     "the server asked to reconnect after %" PRIu64 " ms",
@@ -340,6 +366,11 @@ void fc_handle_frames(struct ferry_client *c)
 		}
 		if (!used)
 			break;
+		if (f.type == PROTO_QUEUE_EMPTY && c->state == FC_READY &&
+		    (c->n_pending || c->n_inflight)) {
+			c->rx_blocked = 1; /* after the acks of what came before it */
+			break;
+		}
 		off += used;
 		on_frame(c, &f); /* may close the connection, which frees rbuf */
 	}

@@ -112,11 +112,38 @@ static const struct entry table[] = {
 	  FIELD(gateway.idle_timeout), 0, "ms",
 	  "A connection that sends nothing for this long is closed (announced in WELCOME; "
 	  "devices PING well within it)." },
+	{ "gateway", "drain_window", TYPE_UINT, "256", 1, 10000, FIELD(gateway.drain_window), 0,
+	  NULL,
+	  "Stored envelopes sent to a reconnecting device ahead of its DELIVER_ACKs; the next page "
+	  "is read when half of them are acknowledged." },
 	{ "store", "conninfo", TYPE_CONNINFO, "", 0, 0, FIELD(store.conninfo), 0, NULL,
 	  "libpq connection string (`key=value` pairs or a `postgresql://` URI). Empty: libpq "
 	  "defaults and the `PG*` environment variables." },
 	{ "store", "connect_timeout", TYPE_UINT, "5", 1, 300, FIELD(store.connect_timeout), 0,
 	  "seconds", "How long to wait for the database to accept a connection." },
+	{ "store", "connections", TYPE_UINT, "4", 2, 64, FIELD(store.connections), 0, NULL,
+	  "PostgreSQL connections of the offline store: one writes (in order), the others read "
+	  "and delete." },
+	{ "store", "batch_max", TYPE_UINT, "2000", 1, 100000, FIELD(store.batch_max), 0,
+	  "recipients",
+	  "Envelope rows written in one commit at most; what arrives while a batch is written "
+	  "rides the next one." },
+	{ "store", "max_pending_per_device", TYPE_UINT, "10000", 0, 100000000,
+	  FIELD(store.max_pending_per_device), 0, "envelopes",
+	  "Envelopes one device may have waiting; past it a SEND gets NACK queue_full. 0: no "
+	  "limit." },
+	{ "store", "max_inflight_bytes", TYPE_SIZE, "64m", 64 * KIB, 16ULL * 1024 * MIB,
+	  FIELD(store.max_inflight_bytes), 0, NULL,
+	  "Payload bytes waiting to be written to the database at most; past it SENDs that "
+	  "need the store get NACK retry_later." },
+	{ "store", "default_ttl", TYPE_UINT, "2592000", 1, 315360000, FIELD(store.default_ttl), 0,
+	  "seconds",
+	  "How long an envelope waits for an offline device (30 days); a SEND may ask for less. "
+	  "Expired envelopes are deleted, never delivered." },
+	{ "store", "expire_interval", TYPE_UINT, "60000", 100, 86400000,
+	  FIELD(store.expire_interval), 0, "ms", "Time between sweeps for expired envelopes." },
+	{ "store", "expire_batch", TYPE_UINT, "1000", 1, 1000000, FIELD(store.expire_batch), 0,
+	  "rows", "Expired envelopes deleted by one statement of a sweep." },
 	{ "admin", "listen", TYPE_ADDR, "127.0.0.1:7280", 0, 0, FIELD(admin.listen), 0, NULL,
 	  "Address of the admin REST API: `host:port` or `[v6]:port`. Empty disables the admin "
 	  "API." },

@@ -42,11 +42,19 @@ struct ferry_config {
 		unsigned ack_timeout;	    /* ms a DELIVER may wait for its ack */
 		unsigned handshake_timeout; /* ms from connect to a valid HELLO */
 		unsigned idle_timeout;	    /* ms without a frame before closing */
+		unsigned drain_window;	    /* stored DELIVERs un-acked at once */
 	} gateway;
 
 	struct {
-		char *conninfo;		  /* libpq connection string */
-		unsigned connect_timeout; /* seconds */
+		char *conninfo;			 /* libpq connection string */
+		unsigned connect_timeout;	 /* seconds */
+		unsigned connections;		 /* one writer, the rest readers */
+		unsigned batch_max;		 /* recipients in one commit */
+		unsigned max_pending_per_device; /* 0: no limit */
+		size_t max_inflight_bytes;	 /* payload bytes waiting to be written */
+		unsigned default_ttl;		 /* seconds */
+		unsigned expire_interval;	 /* ms between expiry sweeps */
+		unsigned expire_batch;		 /* rows per sweep statement */
 	} store;
 
 	struct {

@@ -54,11 +54,30 @@ static void conn_free(struct gw_conn *c)
 	struct gateway *gw = c->w->gw;
 
 	HASH_DEL(c->w->conns, c);
+	/* Only when the worker stops before a handover finished. */
+	while (c->waiting) {
+		struct gw_msg *m = c->waiting;
+
+		c->waiting = (struct gw_msg *)m->link.next;
+		gw_env_unref(m->env);
+		free(m);
+	}
+	free(c->handover);
 	SSL_free(c->ssl); /* frees the BIOs too */
 	buf_release(&c->in);
 	if (c->counted)
 		atomic_fetch_sub(&gw->connections, 1);
 	free(c);
+}
+
+void gw_conn_free_all(struct gw_worker *w)
+{
+	struct gw_conn *c, *tmp;
+
+	HASH_ITER(hh, w->conns, c, tmp)
+	{
+		conn_free(c);
+	}
 }
 
 void gw_conn_ref(struct gw_conn *c)
@@ -80,9 +99,9 @@ static void on_handle_closed(uv_handle_t *h)
 static void close_handles(struct gw_conn *c)
 {
 	uv_handle_t *hs[] = { (uv_handle_t *)&c->tcp, (uv_handle_t *)&c->timer,
-			      (uv_handle_t *)&c->ack_timer };
+			      (uv_handle_t *)&c->ack_timer, (uv_handle_t *)&c->retry_timer };
 
-	for (size_t i = 0; i < 3; i++)
+	for (size_t i = 0; i < 4; i++)
 		if (!uv_is_closing(hs[i]))
 			uv_close(hs[i], on_handle_closed);
 }
@@ -108,6 +127,8 @@ static void on_written(uv_write_t *req, int status)
 	free(wr);
 	if (status < 0 && status != UV_ECANCELED)
 		gw_conn_close(c, 0, NULL);
+	else if (c->nheld)
+		gw_deliver_pump(c); /* room for more stored envelopes */
 }
 
 /* Write @len bytes at @p: as much as the socket takes now, the rest queued
@@ -166,6 +187,13 @@ static void raw_write(struct gw_conn *c, const uint8_t *p, size_t len, struct gw
 	return;
 drop:
 	free(owned);
+}
+
+int gw_conn_has_room(const struct gw_conn *c, size_t len)
+{
+	size_t queued = c->tcp.write_queue_size;
+
+	return queued == 0 || queued + len <= c->w->gw->cfg->gateway.max_output / 2;
 }
 
 /* Move what OpenSSL wrote into its output BIO to the socket. */
@@ -255,9 +283,9 @@ void gw_conn_close(struct gw_conn *c, unsigned code, const char *text)
 		  (long long)c->device_id, code ? proto_error_name(code) : "none");
 	uv_read_stop((uv_stream_t *)&c->tcp);
 	uv_timer_stop(&c->ack_timer);
-	gw_route_conn_closed(c);
-	if (c->device_id)
-		gw_presence_remove(c->w->gw, c->device_id, c->id);
+	uv_timer_stop(&c->retry_timer);
+	gw_deliver_conn_closed(c);
+	gw_route_sender_closed(c);
 	if (c->ssl) {
 		SSL_shutdown(c->ssl);
 		ERR_clear_error();
@@ -290,8 +318,14 @@ static void on_timer(uv_timer_t *t)
 	const struct ferry_config *cfg = c->w->gw->cfg;
 	uint64_t now = uv_now(&c->w->loop);
 
+	if (c->state == GW_CONN_AUTH && c->phase != GW_PH_NONE) {
+		/* Registered, the store slow to answer: WELCOME now (pending
+		 * unknown); stored envelopes follow when it answers. */
+		gw_conn_welcome(c, 0);
+		return;
+	}
 	if (c->state != GW_CONN_READY) {
-		gw_conn_close(c, PROTO_ERR_TIMEOUT, "no valid HELLO in time");
+		gw_conn_close(c, PROTO_ERR_TIMEOUT, "handshake not completed in time");
 		return;
 	}
 	if (now - c->last_rx >= cfg->gateway.idle_timeout) {
@@ -303,7 +337,7 @@ static void on_timer(uv_timer_t *t)
 
 static void on_ack_timer(uv_timer_t *t)
 {
-	gw_route_ack_timeout(t->data);
+	gw_deliver_ack_timeout(t->data);
 }
 
 void gw_conn_arm_ack_timer(struct gw_conn *c)
@@ -329,25 +363,28 @@ static void auth_work(uv_work_t *req)
 		queue_device_auth(gw->reg, job->device_id, job->secret, job->secret_len, job->user);
 }
 
-static void welcome(struct gw_conn *c)
+void gw_conn_welcome(struct gw_conn *c, uint64_t pending)
 {
 	const struct ferry_config *cfg = c->w->gw->cfg;
 	struct proto_frame f = { .type = PROTO_WELCOME };
 
+	c->state = GW_CONN_READY;
 	f.u.welcome.server_time = gw_now_ms();
-	f.u.welcome.pending = 0;
+	f.u.welcome.pending = pending;
 	f.u.welcome.max_frame = cfg->gateway.max_frame;
 	f.u.welcome.idle_timeout = cfg->gateway.idle_timeout;
 	gw_conn_send_frame(c, &f);
+	c->last_rx = uv_now(&c->w->loop);
+	uv_timer_start(&c->timer, on_timer, cfg->gateway.idle_timeout, 0);
+	log_debug("event=conn_ready conn=%llu device=%lld user=%s pending=%llu",
+		  (unsigned long long)c->id, (long long)c->device_id, c->user,
+		  (unsigned long long)pending);
 }
 
 static void auth_done(uv_work_t *req, int status)
 {
 	struct auth_job *job = req->data;
 	struct gw_conn *c = job->c;
-	struct gateway *gw = c->w->gw;
-	unsigned old_worker;
-	uint64_t old_conn;
 
 	if (c->state != GW_CONN_AUTH) {
 		/* closed meanwhile */
@@ -362,22 +399,8 @@ static void auth_done(uv_work_t *req, int status)
 	} else {
 		c->device_id = job->device_id;
 		memcpy(c->user, job->user, sizeof(c->user));
-		c->state = GW_CONN_READY;
-		if (gw_presence_add(gw, c->device_id, c->w->index, c->id, &old_worker, &old_conn) >
-		    0) {
-			struct gw_msg *m = calloc(1, sizeof(*m));
-
-			if (m) {
-				m->kind = GW_MSG_KICK;
-				m->conn_id = old_conn;
-				m->code = PROTO_ERR_REPLACED;
-				gw_post(gw, c->w, old_worker, m);
-			}
-		}
-		welcome(c);
-		uv_timer_start(&c->timer, on_timer, gw->cfg->gateway.idle_timeout, 0);
-		log_debug("event=conn_ready conn=%llu device=%lld user=%s",
-			  (unsigned long long)c->id, (long long)c->device_id, c->user);
+		/* WELCOME follows once the store said how much is pending. */
+		gw_deliver_register(c);
 	}
 	OPENSSL_cleanse(job->secret, sizeof(job->secret));
 	free(job);
@@ -426,7 +449,7 @@ static void handle_ready(struct gw_conn *c, const struct proto_frame *f)
 		gw_route_send(c, &f->u.send);
 		break;
 	case PROTO_DELIVER_ACK:
-		gw_route_delivered(c, &f->u.ids);
+		gw_deliver_acked(c, &f->u.ids);
 		break;
 	case PROTO_RECEIPT:
 		gw_conn_send_error(c, PROTO_ERR_NOT_IMPLEMENTED,
@@ -615,13 +638,14 @@ void gw_conn_accept(struct gw_worker *w, uv_stream_t *listener, int tls)
 		return;
 	c->w = w;
 	c->id = atomic_fetch_add(&gw->next_conn_id, 1) + 1;
-	c->refs = 3;
-	c->tcp.data = c->timer.data = c->ack_timer.data = c;
+	c->refs = 4;
+	c->tcp.data = c->timer.data = c->ack_timer.data = c->retry_timer.data = c;
 	/* Room for the largest frame, its length prefix and one more read. */
 	buf_init(&c->in, cfg->gateway.max_frame + PROTO_MAX_LENGTH_PREFIX + GW_READ_CHUNK);
 	uv_tcp_init(&w->loop, &c->tcp);
 	uv_timer_init(&w->loop, &c->timer);
 	uv_timer_init(&w->loop, &c->ack_timer);
+	uv_timer_init(&w->loop, &c->retry_timer);
 	HASH_ADD(hh, w->conns, id, sizeof(c->id), c);
 	c->state = GW_CONN_HANDSHAKE;
 	if (uv_accept(listener, (uv_stream_t *)&c->tcp)) {

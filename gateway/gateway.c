@@ -54,6 +54,11 @@ void gw_post(struct gateway *gw, struct gw_worker *self, unsigned index, struct 
 	free(m);
 }
 
+int gw_post_later(struct gateway *gw, unsigned index, struct gw_msg *m)
+{
+	return mailbox_post(&gw->workers[index].mbox, &m->link) == FERRY_OK ? 0 : -1;
+}
+
 static void begin_stop(struct gw_worker *w);
 
 static void handle_msg(struct gw_worker *w, struct gw_msg *m)
@@ -62,10 +67,25 @@ static void handle_msg(struct gw_worker *w, struct gw_msg *m)
 
 	switch (m->kind) {
 	case GW_MSG_DELIVER:
-		gw_route_deliver(w, m); /* takes m */
+		gw_deliver_msg(w, m); /* takes m */
 		return;
+	case GW_MSG_HANDOVER:
+		gw_deliver_handover(w, m); /* takes m */
+		return;
+	case GW_MSG_STORE:
+		gw_op_done(w, (struct gw_op *)m); /* takes it */
+		return;
+	case GW_MSG_TAKEOVER:
+		gw_deliver_takeover(w, m->conn_id);
+		break;
+	case GW_MSG_RELEASE:
+		gw_deliver_release(w, m->device_id, m->conn_id);
+		break;
+	case GW_MSG_INJECT:
+		gw_route_inject(w, m->job);
+		break;
 	case GW_MSG_RESULT:
-		gw_route_result(w, m->send_id, m->ok);
+		gw_route_result(w, m->send_id, m->result);
 		break;
 	case GW_MSG_KICK:
 		c = gw_conn_find(w, m->conn_id);
@@ -197,8 +217,17 @@ static void begin_stop(struct gw_worker *w)
 	{
 		gw_conn_close(c, PROTO_ERR_SHUTTING_DOWN, "server is stopping");
 	}
-	if (w->mbox_ok)
+	gw_worker_maybe_done(w);
+}
+
+void gw_worker_maybe_done(struct gw_worker *w)
+{
+	/* The store posts its answers to this mailbox: it stays open until
+	 * every request made here has been answered. */
+	if (w->stopping && w->ops == 0 && w->mbox_ok) {
+		w->mbox_ok = 0;
 		mailbox_close(&w->mbox, NULL);
+	}
 }
 
 static enum ferry_err worker_setup(struct gw_worker *w)
@@ -236,6 +265,8 @@ static void worker_main(void *arg)
 		begin_stop(w);
 	}
 	uv_run(&w->loop, UV_RUN_DEFAULT);
+	gw_route_release(w);
+	gw_conn_free_all(w);
 	uv_loop_close(&w->loop);
 }
 
@@ -282,7 +313,8 @@ static void gateway_free(struct gateway *gw)
 	free(gw);
 }
 
-static struct gateway *gateway_new(const struct ferry_config *cfg, struct queue_registry *reg)
+static struct gateway *gateway_new(const struct ferry_config *cfg, struct queue_registry *reg,
+				   struct queue_store *store)
 {
 	struct gateway *gw = calloc(1, sizeof(*gw));
 	unsigned n = cfg->gateway.workers ? cfg->gateway.workers : uv_available_parallelism();
@@ -291,6 +323,7 @@ static struct gateway *gateway_new(const struct ferry_config *cfg, struct queue_
 		return NULL;
 	gw->cfg = cfg;
 	gw->reg = reg;
+	gw->store = store;
 	gw->nworkers = n < 1 ? 1 : n > MAX_WORKERS ? MAX_WORKERS : n;
 	/* Server ids: milliseconds at start in the high bits, so ids of a new run
 	 * are above those of the last one. */
@@ -354,9 +387,10 @@ static void stop_workers(struct gateway *gw, unsigned n)
 }
 
 enum ferry_err gateway_start(const struct ferry_config *cfg, struct queue_registry *reg,
-			     struct gateway **out, uint16_t ports[2], char *err, size_t errlen)
+			     struct queue_store *store, struct gateway **out, uint16_t ports[2],
+			     char *err, size_t errlen)
 {
-	struct gateway *gw = gateway_new(cfg, reg);
+	struct gateway *gw = gateway_new(cfg, reg, store);
 	unsigned started = 0;
 	enum ferry_err rc;
 
@@ -432,7 +466,108 @@ void gateway_device_deleted(struct gateway *gw, int64_t id)
 
 int gateway_ready(const struct gateway *gw)
 {
-	return gw && atomic_load(&gw->ready);
+	return gw && atomic_load(&gw->ready) && queue_store_ready(gw->store);
+}
+
+/* ---- envelopes from the server itself ---- */
+
+#define INJECT_USER "ferry"
+
+static enum ferry_err inject_targets(struct gateway *gw, struct gw_inject_job *job,
+				     const struct gateway_inject *inj, char *err, size_t errlen)
+{
+	struct queue_device dev;
+	enum ferry_err rc;
+
+	if (inj->to_user) {
+		rc = queue_user_devices(gw->reg, inj->to_user, job->devices, GW_MAX_USER_DEVICES,
+					&job->n);
+		if (rc == FERRY_OK && job->n == 0) {
+			snprintf(err, errlen, "no user '%s' (or no device)", inj->to_user);
+			return FERRY_ENOTFOUND;
+		}
+	} else {
+		rc = queue_device_get(gw->reg, inj->to_device, &dev);
+		if (rc == FERRY_OK) {
+			queue_device_release(&dev);
+			job->devices[0] = inj->to_device;
+			job->n = 1;
+		} else if (rc == FERRY_ENOTFOUND) {
+			snprintf(err, errlen, "no device %lld", (long long)inj->to_device);
+			return rc;
+		}
+	}
+	if (rc)
+		snprintf(err, errlen, "cannot look up the recipients now: %s", ferry_strerror(rc));
+	return rc;
+}
+
+enum ferry_err gateway_inject(struct gateway *gw, struct gateway_inject *inj, char *err,
+			      size_t errlen)
+{
+	size_t limit = gw->cfg->gateway.max_frame - PROTO_PAYLOAD_HEADROOM;
+	struct gw_inject_job *job;
+	struct gw_msg *m;
+	enum ferry_err rc;
+	uint64_t sid;
+
+	if (inj->len > limit) {
+		snprintf(err, errlen, "payload of %zu bytes is over the limit of %zu", inj->len,
+			 limit);
+		return FERRY_ETOOBIG;
+	}
+	job = calloc(1, sizeof(*job));
+	m = calloc(1, sizeof(*m));
+	if (!job || !m) {
+		free(job);
+		free(m);
+		snprintf(err, errlen, "out of memory");
+		return FERRY_ENOMEM;
+	}
+	rc = inject_targets(gw, job, inj, err, errlen);
+	if (rc) {
+		free(job);
+		free(m);
+		return rc;
+	}
+	sid = atomic_fetch_add(&gw->next_server_id, 1);
+	/* The client id of a server envelope is its server id: unique. */
+	job->env = gw_env_deliver(sid, INJECT_USER, strlen(INJECT_USER), 0, sid, gw_now_ms(),
+				  inj->payload, inj->len);
+	if (!job->env) {
+		free(job);
+		free(m);
+		snprintf(err, errlen, "out of memory");
+		return FERRY_ENOMEM;
+	}
+	job->env->ttl = inj->ttl;
+	pthread_mutex_init(&job->lock, NULL);
+	pthread_cond_init(&job->cond, NULL);
+	m->kind = GW_MSG_INJECT;
+	m->job = job;
+	if (gw_post_later(gw, 0, m)) {
+		free(m);
+		job->rc = FERRY_EUNAVAIL;
+		job->done = 1;
+	}
+	pthread_mutex_lock(&job->lock);
+	while (!job->done)
+		pthread_cond_wait(&job->cond, &job->lock);
+	pthread_mutex_unlock(&job->lock);
+	rc = job->rc;
+	inj->server_id = sid;
+	inj->targets = job->targets;
+	inj->delivered = job->stored == 0;
+	if (rc == FERRY_EUNAVAIL)
+		snprintf(err, errlen, "%u device(s) could neither be reached nor stored now",
+			 job->failed ? job->failed : 1);
+	else if (rc == FERRY_ELIMIT)
+		snprintf(err, errlen, "the offline queue of %u device(s) is full", job->full);
+	gw_env_unref(job->env);
+	pthread_cond_destroy(&job->cond);
+	pthread_mutex_destroy(&job->lock);
+	free(job);
+	return rc;
 }
 
 void gateway_stop(struct gateway *gw)

@@ -22,16 +22,47 @@
 
 struct gateway;
 struct queue_registry;
+struct queue_store;
 
 /*
- * Start the workers and listeners. @cfg and @reg are borrowed and must
- * outlive the gateway. On failure nothing is left running and @err says why
- * ("cannot listen on '0.0.0.0:7222': Address already in use").
- * *ports (may be NULL) gets the bound plain and TLS ports (0: none).
+ * Start the workers and listeners. @cfg, @reg and @store are borrowed and
+ * must outlive the gateway (stop the gateway before the store: it waits for
+ * the store's answers to what it asked). On failure nothing is left running
+ * and @err says why ("cannot listen on '0.0.0.0:7222': Address already in
+ * use"). *ports (may be NULL) gets the bound plain and TLS ports (0: none).
  */
 enum ferry_err gateway_start(const struct ferry_config *cfg, struct queue_registry *reg,
-			     struct gateway **out, uint16_t ports[2], char *err,
-			     size_t errlen) FERRY_WUR;
+			     struct queue_store *store, struct gateway **out, uint16_t ports[2],
+			     char *err, size_t errlen) FERRY_WUR;
+
+/*
+ * An envelope from the server itself (sender user "ferry", sender device 0),
+ * with a SEND's guarantees: delivered to every target device that is online
+ * and acknowledges in time, stored for the others, in the same per-device
+ * order as devices' SENDs.
+ */
+struct gateway_inject {
+	const char *to_user; /* every device of this user, or */
+	int64_t to_device;   /* this one device (to_user NULL) */
+	const void *payload; /* at most [gateway] max_frame - 128 bytes */
+	size_t len;
+	unsigned ttl; /* seconds in the offline store; 0: [store] default_ttl */
+	/* Filled by gateway_inject(): */
+	uint64_t server_id; /* what DELIVER carries */
+	unsigned targets;   /* devices it went to */
+	int delivered;	    /* 1: every target acknowledged (else stored) */
+};
+
+/*
+ * Run @inj to the end, blocking the caller (not a gateway worker) until it
+ * is delivered or committed. FERRY_OK: done (inj->delivered says how);
+ * FERRY_ENOTFOUND: no such user or device, or the user has no device;
+ * FERRY_ELIMIT: a target's offline queue is full; FERRY_ETOOBIG: payload
+ * over the limit; FERRY_EUNAVAIL: the store cannot take it now (retry);
+ * FERRY_ENOMEM. @err says why in words.
+ */
+enum ferry_err gateway_inject(struct gateway *gw, struct gateway_inject *inj, char *err,
+			      size_t errlen) FERRY_WUR;
 
 /*
  * Close every connection of device @id with ERROR @code (a proto_error_code),
@@ -48,7 +79,8 @@ void gateway_user_changed(struct gateway *gw, const char *user);
  * @gw may be NULL (no gateway: nothing to do). */
 void gateway_device_deleted(struct gateway *gw, int64_t id);
 
-/* 1 when every listener is up and the gateway is not stopping. */
+/* 1 when every listener is up, the gateway is not stopping and its offline
+ * store is connected to the database. */
 int gateway_ready(const struct gateway *gw);
 
 /* Stop: close listeners and connections (ERROR shutting_down), join the

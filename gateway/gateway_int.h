@@ -3,7 +3,10 @@
  *
  *   gateway.c   start/stop, worker threads, listeners, the mailbox dispatch
  *   conn.c      one device connection: reads, writes, TLS, timers, handshake
- *   route.c     SEND -> fan-out -> DELIVER -> DELIVER_ACK -> ACK/NACK
+ *   route.c     SEND -> recipients -> fan-out (live or store) -> ACK/NACK
+ *   deliver.c   the recipient's side: catch-up from the store, live DELIVERs,
+ *               DELIVER_ACK, timeouts, QUEUE_EMPTY
+ *   ops.c       requests to the offline store and their answers
  *   presence.c  device -> (worker, connection); duplicate SENDs; last seen
  *   tls.c       the server's TLS context
  *
@@ -15,7 +18,14 @@
  * Lifetimes: a connection is freed only after its libuv handles are closed
  * and no threadpool job refers to it (refs == 0). A shared envelope
  * (struct gw_env) lives while any connection still has it queued or in
- * flight.
+ * flight. Store requests name connections by id, never by pointer: their
+ * answers may come after the connection is gone. A worker stops only when
+ * every store request it made has been answered.
+ *
+ * Ordering (docs/internals/delivery.md): routing a target under the presence
+ * lock, and a device's registration under the same lock, make every store
+ * write for a device that was routed before the device registered commit
+ * before its catch-up reads the store.
  */
 #ifndef FERRY_GATEWAY_GATEWAY_INT_H
 #define FERRY_GATEWAY_GATEWAY_INT_H
@@ -58,10 +68,12 @@
 
 enum { GW_PLAIN = 0, GW_TLS = 1 };
 
-/* An encoded DELIVER frame, shared by every connection it goes to. */
+/* An encoded DELIVER frame, shared by every connection it goes to. What
+ * the store needs besides the frame's own fields is kept with it. */
 struct gw_env {
 	atomic_uint refs;
 	uint64_t server_id;
+	unsigned ttl; /* seconds in the store, 0: the default */
 	size_t len;
 	uint8_t frame[];
 };
@@ -71,10 +83,24 @@ struct gw_env *gw_env_ref(struct gw_env *env);
 void gw_env_unref(struct gw_env *env);
 
 enum gw_msg_kind {
-	GW_MSG_DELIVER, /* to the recipient's worker */
-	GW_MSG_RESULT,	/* to the sender's worker: one target done */
-	GW_MSG_KICK,	/* close a connection with an ERROR */
-	GW_MSG_STOP,	/* stop the worker */
+	GW_MSG_DELIVER,	 /* to the recipient's worker */
+	GW_MSG_RESULT,	 /* to the sender's worker: one target done */
+	GW_MSG_KICK,	 /* close a connection with an ERROR */
+	GW_MSG_STOP,	 /* stop the worker */
+	GW_MSG_HANDOVER, /* to a replaced connection's worker: finish with it */
+	GW_MSG_TAKEOVER, /* back to the new connection: the old one is done */
+	GW_MSG_RELEASE,	 /* to a closed connection's own worker: forget it */
+	GW_MSG_STORE,	 /* the store answered a request (struct gw_op) */
+	GW_MSG_INJECT,	 /* to worker 0: an envelope from the server itself */
+};
+
+/* What became of one target of a SEND. */
+enum gw_result {
+	GW_RES_ACKED,  /* the device acknowledged it */
+	GW_RES_STORED, /* committed to the store (or was there already) */
+	GW_RES_GONE,   /* the device was deleted meanwhile */
+	GW_RES_FULL,   /* its queue is full: not stored */
+	GW_RES_FAILED, /* neither acknowledged nor stored: retry */
 };
 
 struct gw_msg {
@@ -82,22 +108,49 @@ struct gw_msg {
 	enum gw_msg_kind kind;
 	uint64_t conn_id;
 	int64_t device_id;
-	struct gw_env *env; /* DELIVER: one reference, owned by the message */
-	unsigned origin;    /* DELIVER: the sender's worker */
-	uint64_t send_id;   /* DELIVER, RESULT */
-	int ok;		    /* RESULT */
-	unsigned code;	    /* KICK: proto_error_code */
+	struct gw_env *env;	   /* DELIVER: one reference, owned by the message */
+	unsigned origin;	   /* DELIVER: the sender's worker; HANDOVER: the new one's */
+	uint64_t send_id;	   /* DELIVER, RESULT */
+	enum gw_result result;	   /* RESULT */
+	uint64_t server_id;	   /* RESULT: stored before under this id (0: no) */
+	unsigned code;		   /* KICK: proto_error_code */
+	uint64_t new_conn;	   /* HANDOVER: the connection that replaces conn_id */
+	struct gw_inject_job *job; /* INJECT */
 };
 
-/* A DELIVER written to a connection and not yet acknowledged. */
+/* A DELIVER written to a connection and not yet acknowledged: live (from a
+ * sender, with a deadline) or stored (from the store, no deadline). */
 struct gw_inflight {
 	uint64_t server_id;
+	int stored;
 	unsigned origin;
 	uint64_t send_id;
 	uint64_t deadline; /* uv_now() milliseconds */
 	struct gw_env *env;
-	struct gw_inflight *prev, *next; /* FIFO by deadline (utlist DL) */
+	struct gw_inflight *prev, *next; /* live: FIFO by deadline (utlist DL) */
 	UT_hash_handle hh;		 /* by server_id */
+};
+
+/* A request to the store and what the answer goes back to. */
+enum gw_op_kind {
+	GW_OP_PUT,     /* store an envelope for devices, report to a SEND */
+	GW_OP_BARRIER, /* catch-up: wait for earlier writes */
+	GW_OP_COUNT,   /* catch-up: WELCOME's pending */
+	GW_OP_FETCH,   /* catch-up: the next page */
+	GW_OP_DELETE,  /* acknowledged stored envelopes */
+};
+
+struct gw_op {
+	struct gw_msg msg; /* first: the store posts it back (GW_MSG_STORE) */
+	struct queue_req req;
+	enum gw_op_kind kind;
+	uint64_t conn_id;   /* the connection it is for (0: none) */
+	unsigned origin;    /* PUT: the SEND's worker */
+	uint64_t send_id;   /* PUT: the SEND (0: none) */
+	struct gw_env *env; /* PUT: the payload lives in its frame */
+	char sender_user[QUEUE_USER_MAX + 1];
+	uint64_t *ids; /* DELETE */
+	struct queue_put puts[];
 };
 
 /* A SEND on its way: owned by the sender's worker. */
@@ -109,9 +162,24 @@ struct gw_send {
 	uint64_t client_id;
 	uint64_t server_id;
 	unsigned remaining;
-	unsigned failed;
+	unsigned targets;
+	unsigned failed, full, stored;
+	uint64_t dup_id;	   /* the store had it under this id */
+	struct gw_inject_job *job; /* an envelope from the server itself */
 	struct gw_send *conn_next; /* the connection's list of its sends */
 	UT_hash_handle hh;	   /* worker's table, by id */
+};
+
+/* gateway_inject() waiting for its envelope on worker 0. */
+struct gw_inject_job {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	int done;
+	enum ferry_err rc;
+	struct gw_env *env;
+	size_t n;
+	int64_t devices[GW_MAX_USER_DEVICES];
+	unsigned targets, failed, full, stored;
 };
 
 /* A SEND parsed and waiting for its recipients to be looked up. */
@@ -131,15 +199,26 @@ struct gw_pending {
 
 enum gw_conn_state {
 	GW_CONN_HANDSHAKE, /* waiting for HELLO */
-	GW_CONN_AUTH,	   /* HELLO being checked */
-	GW_CONN_READY,
+	GW_CONN_AUTH,	   /* HELLO being checked, then registering (no WELCOME yet) */
+	GW_CONN_READY,	   /* WELCOME sent */
 	GW_CONN_CLOSING,
 };
 
+/* Where a registered connection is with the store (deliver.c). */
+enum gw_phase {
+	GW_PH_NONE,	/* not registered */
+	GW_PH_HANDOVER, /* waiting for the connection it replaced to finish */
+	GW_PH_BARRIER,	/* waiting for writes routed before it registered */
+	GW_PH_COUNT,	/* asking for WELCOME's pending */
+	GW_PH_CATCHUP,	/* sending stored envelopes; live ones go to the store */
+	GW_PH_LIVE,	/* caught up: live envelopes are written at once */
+};
+
 struct gw_conn {
-	uv_tcp_t tcp;	      /* first: the handle's address is the connection's */
-	uv_timer_t timer;     /* handshake deadline, then the idle timeout */
-	uv_timer_t ack_timer; /* earliest DELIVER awaiting its ack */
+	uv_tcp_t tcp;		/* first: the handle's address is the connection's */
+	uv_timer_t timer;	/* handshake deadline, then the idle timeout */
+	uv_timer_t ack_timer;	/* earliest DELIVER awaiting its ack */
+	uv_timer_t retry_timer; /* store unavailable: try the catch-up again */
 	struct gw_worker *w;
 	uint64_t id;
 	enum gw_conn_state state;
@@ -149,8 +228,27 @@ struct gw_conn {
 	struct buf in; /* a partial frame; empty (no memory) between frames */
 	SSL *ssl;      /* NULL: plain TCP */
 	BIO *rbio, *wbio;
-	struct gw_inflight *inflight;  /* hash by server_id */
-	struct gw_inflight *fifo;      /* by deadline, earliest first */
+	struct gw_inflight *inflight; /* hash by server_id */
+	struct gw_inflight *fifo;     /* live ones by deadline, earliest first */
+	/* The store (deliver.c). */
+	enum gw_phase phase;
+	int64_t last_seq;	 /* highest stored seq sent on this connection */
+	uint64_t drained;	 /* stored envelopes sent since the last QUEUE_EMPTY */
+	unsigned stored_unacked; /* stored DELIVERs in flight */
+	unsigned puts;		 /* PUTs this connection made, unanswered */
+	int fetching;		 /* a FETCH (or BARRIER, COUNT) unanswered */
+	int exhausted;		 /* the last FETCH came back short */
+	int refetch;		 /* something was stored since the FETCH began */
+	unsigned retry_ms;	 /* back-off while the store is unavailable */
+	struct gw_env **held;	 /* fetched, waiting for room in the output */
+	size_t nheld, held_next;
+	/* HANDOVER: DELIVERs that arrived meanwhile (stored after the old
+	 * connection's), and a HANDOVER for this one that waits for it. */
+	struct gw_msg *waiting, *waiting_tail;
+	struct gw_msg *handover;
+	uint64_t *acked; /* stored ids acknowledged, to DELETE */
+	size_t nacked, acked_cap;
+	int deleting;		       /* a DELETE unanswered */
 	struct gw_send *sends;	       /* this connection's SENDs in progress */
 	struct gw_pending *queue_head; /* SENDs awaiting lookup, in order */
 	unsigned queued;
@@ -177,11 +275,15 @@ struct gw_worker {
 	struct gw_conn *conns; /* by id */
 	struct gw_send *sends; /* by id */
 	uint64_t next_send_id;
+	unsigned ops; /* store requests unanswered */
 	int stopping;
 	uv_sem_t started;
 	enum ferry_err start_rc;
 };
 
+/* A device's connection. The entry outlives the connection until its
+ * worker has handled everything posted to it before the close (RELEASE), so
+ * that a successor waits for that (HANDOVER). */
 struct gw_presence {
 	int64_t device_id;
 	unsigned worker;
@@ -220,6 +322,7 @@ struct gw_dir {
 struct gateway {
 	const struct ferry_config *cfg;
 	struct queue_registry *reg;
+	struct queue_store *store;
 	SSL_CTX *tls;
 	unsigned nworkers;
 	struct gw_worker *workers;
@@ -247,7 +350,14 @@ struct gateway {
 
 /* Hand @m to worker @index (directly when it is the calling worker @self). */
 void gw_post(struct gateway *gw, struct gw_worker *self, unsigned index, struct gw_msg *m);
+/* Queue @m on worker @index's mailbox, never handling it directly (safe
+ * under the presence lock). 0, or -1 if that worker is stopping (the caller
+ * keeps @m). */
+int gw_post_later(struct gateway *gw, unsigned index, struct gw_msg *m);
 uint64_t gw_now_ms(void);
+/* A worker that is stopping closes its mailbox once its store requests are
+ * answered. */
+void gw_worker_maybe_done(struct gw_worker *w);
 
 /* ---- conn.c ---- */
 
@@ -264,6 +374,12 @@ void gw_conn_close(struct gw_conn *c, unsigned code, const char *text);
 void gw_conn_ref(struct gw_conn *c);
 void gw_conn_unref(struct gw_conn *c);
 void gw_conn_arm_ack_timer(struct gw_conn *c);
+/* The worker's loop is done: free connections still held. */
+void gw_conn_free_all(struct gw_worker *w);
+/* Send WELCOME with @pending and start the idle timer: frames are welcome. */
+void gw_conn_welcome(struct gw_conn *c, uint64_t pending);
+/* 1 if @len more bytes fit in the output without nearing max_output. */
+int gw_conn_has_room(const struct gw_conn *c, size_t len);
 /* Stop and restart reading from the device (back-pressure). */
 void gw_conn_pause(struct gw_conn *c);
 void gw_conn_resume(struct gw_conn *c);
@@ -271,19 +387,65 @@ void gw_conn_resume(struct gw_conn *c);
 /* ---- route.c ---- */
 
 void gw_route_send(struct gw_conn *c, const struct proto_send *s);
-void gw_route_deliver(struct gw_worker *w, struct gw_msg *m);
-void gw_route_result(struct gw_worker *w, uint64_t send_id, int ok);
-void gw_route_delivered(struct gw_conn *c, const struct proto_ids *ids);
-void gw_route_ack_timeout(struct gw_conn *c);
-/* The connection is closing: fail what it holds, detach its sends. */
-void gw_route_conn_closed(struct gw_conn *c);
+void gw_route_result(struct gw_worker *w, uint64_t send_id, enum gw_result r);
+/* The same, for a target the store already had under @server_id (a
+ * retransmission after a restart): the ACK names that id. */
+void gw_route_result_dup(struct gw_worker *w, unsigned origin, uint64_t send_id,
+			 uint64_t server_id);
+/* Report @r for target of SEND @send_id on worker @origin. */
+void gw_route_result_to(struct gw_worker *w, unsigned origin, uint64_t send_id, enum gw_result r);
+/* The sender's connection is closing: detach its sends, drop queued ones. */
+void gw_route_sender_closed(struct gw_conn *c);
+void gw_route_inject(struct gw_worker *w, struct gw_inject_job *job);
+/* The worker is gone: settle what is left of its sends. */
+void gw_route_release(struct gw_worker *w);
+
+/* ---- deliver.c ---- */
+
+/* HELLO checked: register the device and start its catch-up. */
+void gw_deliver_register(struct gw_conn *c);
+void gw_deliver_msg(struct gw_worker *w, struct gw_msg *m); /* DELIVER, takes m */
+void gw_deliver_handover(struct gw_worker *w, struct gw_msg *m);
+void gw_deliver_takeover(struct gw_worker *w, uint64_t conn_id);
+void gw_deliver_release(struct gw_worker *w, int64_t device_id, uint64_t conn_id);
+void gw_deliver_acked(struct gw_conn *c, const struct proto_ids *ids);
+void gw_deliver_ack_timeout(struct gw_conn *c);
+/* There may be room in the output again. */
+void gw_deliver_pump(struct gw_conn *c);
+/* The connection is closing: store what it holds, free the rest. */
+void gw_deliver_conn_closed(struct gw_conn *c);
+/* Store answers for deliver.c's requests. */
+void gw_deliver_op_done(struct gw_worker *w, struct gw_op *op);
+
+/* ---- ops.c ---- */
+
+/* A PUT of @env for @n devices, answered to SEND @send_id on worker
+ * @origin (send_id 0: nobody) and to connection @conn_id (0: none). Submit
+ * it with gw_op_submit(). NULL: no memory. */
+struct gw_op *gw_op_put(struct gw_worker *w, struct gw_env *env, const int64_t *devices, size_t n,
+			unsigned origin, uint64_t send_id, uint64_t conn_id);
+struct gw_op *gw_op_new(struct gw_worker *w, enum gw_op_kind kind, uint64_t conn_id,
+			int64_t device);
+void gw_op_submit(struct gw_worker *w, struct gw_op *op);
+/* A store answer arrived on @w (GW_MSG_STORE). */
+void gw_op_done(struct gw_worker *w, struct gw_op *op);
+void gw_op_free(struct gw_op *op);
+/* Encode a DELIVER into a new shared envelope. NULL: too large, no memory. */
+struct gw_env *gw_env_deliver(uint64_t server_id, const char *sender_user, size_t user_len,
+			      int64_t sender_device, uint64_t client_id, uint64_t timestamp,
+			      const uint8_t *payload, size_t len);
 
 /* ---- presence.c ---- */
 
-/* Register @c as device's connection; returns the replaced one's location. */
-int gw_presence_add(struct gateway *gw, int64_t device_id, unsigned worker, uint64_t conn_id,
-		    unsigned *old_worker, uint64_t *old_conn);
-void gw_presence_remove(struct gateway *gw, int64_t device_id, uint64_t conn_id);
+/* The *_locked functions expect gw->presence_lock held by the caller. */
+/* Register @c as device's connection; returns 1 and the replaced one's
+ * location, 0, or -1 (no memory). */
+int gw_presence_add_locked(struct gateway *gw, int64_t device_id, unsigned worker, uint64_t conn_id,
+			   unsigned *old_worker, uint64_t *old_conn);
+/* Remove the entry if it still names @conn_id. */
+void gw_presence_remove_locked(struct gateway *gw, int64_t device_id, uint64_t conn_id);
+int gw_presence_find_locked(struct gateway *gw, int64_t device_id, unsigned *worker,
+			    uint64_t *conn_id);
 int gw_presence_find(struct gateway *gw, int64_t device_id, unsigned *worker, uint64_t *conn_id);
 void gw_presence_seen(struct gateway *gw, int64_t device_id);
 /* Take up to @max devices to flush to last_seen. */

@@ -46,6 +46,7 @@ struct daemon {
 	struct ferry_config *cfg;      /* the one in force */
 	struct ferry_config *boot_cfg; /* what the admin server was started with */
 	struct queue_registry *reg;
+	struct queue_store *store; /* the offline store, with the gateway */
 	struct gateway *gw;
 	struct admin_server *admin;
 };
@@ -187,6 +188,7 @@ static void close_handle(uv_handle_t *h, void *arg)
 
 static int start_gateway(struct daemon *d)
 {
+	struct queue_store_opts opts = { 0 };
 	char err[ERRLEN];
 	uint16_t ports[2];
 	enum ferry_err rc;
@@ -195,9 +197,25 @@ static int start_gateway(struct daemon *d)
 		log_info("event=gateway_disabled");
 		return EXIT_OK;
 	}
-	rc = gateway_start(d->cfg, d->reg, &d->gw, ports, err, sizeof(err));
+	opts.conninfo = d->cfg->store.conninfo;
+	opts.connect_timeout = d->cfg->store.connect_timeout;
+	opts.connections = d->cfg->store.connections;
+	opts.batch_max = d->cfg->store.batch_max;
+	opts.max_pending_per_device = d->cfg->store.max_pending_per_device;
+	opts.max_inflight_bytes = d->cfg->store.max_inflight_bytes;
+	opts.default_ttl = d->cfg->store.default_ttl;
+	opts.expire_interval = d->cfg->store.expire_interval;
+	opts.expire_batch = d->cfg->store.expire_batch;
+	d->store = queue_store_start(&opts, err, sizeof(err));
+	if (!d->store) {
+		fprintf(stderr, "ferryd: %s\n", err);
+		return EXIT_RUNTIME;
+	}
+	rc = gateway_start(d->cfg, d->reg, d->store, &d->gw, ports, err, sizeof(err));
 	if (rc) {
 		fprintf(stderr, "ferryd: %s\n", err);
+		queue_store_stop(d->store);
+		d->store = NULL;
 		return rc == FERRY_ECONFIG ? EXIT_USAGE : EXIT_RUNTIME;
 	}
 	return EXIT_OK;
@@ -281,7 +299,9 @@ static int cmd_run(const char *path)
 	log_info("event=stopped");
 
 out_gateway:
+	/* The gateway waits for the store's answers to what it asked. */
 	gateway_stop(d.gw);
+	queue_store_stop(d.store);
 out_loop:
 	uv_walk(&d.loop, close_handle, NULL);
 	uv_run(&d.loop, UV_RUN_DEFAULT);

@@ -3,8 +3,10 @@
  *
  * Presence: device id -> (worker, connection id). A device has at most one
  * connection; registering a second returns the first so that the caller can
- * close it ("replaced"). Removal only removes the entry if it still names the
- * closing connection, so a replaced connection cannot remove its successor.
+ * hand over from it ("replaced"). Removal only removes the entry if it still
+ * names the closing connection, so a replaced connection cannot remove its
+ * successor. The lock is the caller's (deliver.c, route.c): what they do
+ * under it is part of the ordering argument.
  *
  * Duplicates: (sending device, client id) -> in progress on a connection, or
  * acknowledged with a server id. Entries of acknowledged SENDs are kept for
@@ -24,13 +26,12 @@
 #include "gateway/gateway_int.h"
 #include "common/banned.h"
 
-int gw_presence_add(struct gateway *gw, int64_t device_id, unsigned worker, uint64_t conn_id,
-		    unsigned *old_worker, uint64_t *old_conn)
+int gw_presence_add_locked(struct gateway *gw, int64_t device_id, unsigned worker, uint64_t conn_id,
+			   unsigned *old_worker, uint64_t *old_conn)
 {
 	struct gw_presence *p;
 	int replaced = 0;
 
-	pthread_mutex_lock(&gw->presence_lock);
 	HASH_FIND(hh, gw->presence, &device_id, sizeof(device_id), p);
 	if (p) {
 		*old_worker = p->worker;
@@ -38,46 +39,48 @@ int gw_presence_add(struct gateway *gw, int64_t device_id, unsigned worker, uint
 		replaced = 1;
 	} else {
 		p = calloc(1, sizeof(*p));
-		if (!p) {
-			pthread_mutex_unlock(&gw->presence_lock);
+		if (!p)
 			return -1;
-		}
 		p->device_id = device_id;
 		HASH_ADD(hh, gw->presence, device_id, sizeof(p->device_id), p);
 	}
 	p->worker = worker;
 	p->conn_id = conn_id;
-	pthread_mutex_unlock(&gw->presence_lock);
-	gw_presence_seen(gw, device_id);
 	return replaced;
 }
 
-void gw_presence_remove(struct gateway *gw, int64_t device_id, uint64_t conn_id)
+void gw_presence_remove_locked(struct gateway *gw, int64_t device_id, uint64_t conn_id)
 {
 	struct gw_presence *p;
 
-	pthread_mutex_lock(&gw->presence_lock);
 	HASH_FIND(hh, gw->presence, &device_id, sizeof(device_id), p);
 	if (p && p->conn_id == conn_id) {
 		HASH_DEL(gw->presence, p);
 		free(p);
 	}
-	pthread_mutex_unlock(&gw->presence_lock);
-	gw_presence_seen(gw, device_id);
 }
 
-int gw_presence_find(struct gateway *gw, int64_t device_id, unsigned *worker, uint64_t *conn_id)
+int gw_presence_find_locked(struct gateway *gw, int64_t device_id, unsigned *worker,
+			    uint64_t *conn_id)
 {
 	struct gw_presence *p;
 
-	pthread_mutex_lock(&gw->presence_lock);
 	HASH_FIND(hh, gw->presence, &device_id, sizeof(device_id), p);
 	if (p) {
 		*worker = p->worker;
 		*conn_id = p->conn_id;
 	}
-	pthread_mutex_unlock(&gw->presence_lock);
 	return p != NULL;
+}
+
+int gw_presence_find(struct gateway *gw, int64_t device_id, unsigned *worker, uint64_t *conn_id)
+{
+	int found;
+
+	pthread_mutex_lock(&gw->presence_lock);
+	found = gw_presence_find_locked(gw, device_id, worker, conn_id);
+	pthread_mutex_unlock(&gw->presence_lock);
+	return found;
 }
 
 void gw_presence_seen(struct gateway *gw, int64_t device_id)

@@ -63,6 +63,7 @@ static const char *const type_names[] = {
 	[PROTO_PONG] = "pong",
 	[PROTO_ERROR] = "error",
 	[PROTO_RECONNECT] = "reconnect",
+	[PROTO_QUEUE_EMPTY] = "queue_empty",
 };
 
 static const char *const error_names[] = {
@@ -393,6 +394,9 @@ static bool dec_body(struct rd *r, uint8_t type, struct proto_frame *f)
 	case PROTO_RECONNECT:
 		f->u.reconnect_after = rd_varint(r);
 		break;
+	case PROTO_QUEUE_EMPTY:
+		f->u.drained = rd_varint(r);
+		break;
 	default:
 		return false;
 	}
@@ -560,6 +564,9 @@ static size_t body_size(const struct proto_frame *f)
 	case PROTO_RECONNECT:
 		sz_varint(&s, f->u.reconnect_after);
 		break;
+	case PROTO_QUEUE_EMPTY:
+		sz_varint(&s, f->u.drained);
+		break;
 	default:
 		return 0;
 	}
@@ -661,6 +668,8 @@ static uint8_t *put_body(uint8_t *w, const struct proto_frame *f)
 		return put_bytes(w, f->u.error.text);
 	case PROTO_RECONNECT:
 		return put_varint(w, f->u.reconnect_after);
+	case PROTO_QUEUE_EMPTY:
+		return put_varint(w, f->u.drained);
 	}
 	ferry_panic("proto: put_body on unvalidated frame type %u", (unsigned)f->type);
 }

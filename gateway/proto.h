@@ -46,6 +46,7 @@ enum proto_type {
 	PROTO_PONG = 0x0a,
 	PROTO_ERROR = 0x0b,
 	PROTO_RECONNECT = 0x0c,
+	PROTO_QUEUE_EMPTY = 0x0d,
 };
 
 enum proto_ack_status {
@@ -161,6 +162,7 @@ struct proto_frame {
 		uint64_t nonce;	      /* PING, PONG */
 		struct proto_error error;
 		uint64_t reconnect_after; /* RECONNECT, milliseconds */
+		uint64_t drained;	  /* QUEUE_EMPTY: stored envelopes sent in this catch-up */
 	} u;
 };
 

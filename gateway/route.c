@@ -1,23 +1,27 @@
 /*
- * route.c - from SEND to ACK: recipients, fan-out, DELIVER, DELIVER_ACK.
+ * route.c - from SEND to ACK: recipients, fan-out, results.
  *
  * A SEND is checked (sizes, duplicate device ids, retransmission), given a
  * server id and turned into encoded DELIVER frames at once (one shared frame
  * for all devices, or one per named device), then queued on its connection
- * until the recipient's devices are looked up on the threadpool. Lookups run
- * one at a time per connection, so a device's SENDs keep their order.
+ * until the recipient's devices are known (directory cache, or a lookup on
+ * the threadpool). Lookups run one at a time per connection, so a device's
+ * SENDs keep their order.
  *
- * Fan-out: each target device that is online gets a DELIVER message on its
- * worker's mailbox (or directly, on the same worker); the recipient's
- * connection writes the shared frame and waits [gateway] ack_timeout for the
- * DELIVER_ACK. Each target reports back once to the sender's worker: ok (acked)
- * or failed (offline, timed out, connection lost).
+ * Fan-out, under the presence lock: each target device that has a
+ * connection gets a DELIVER message on that connection's worker (deliver.c
+ * writes it, or stores it if the connection is catching up or gone); the
+ * targets without one are written to the store in one PUT, submitted before
+ * the lock is released. Each target reports back once: acked, stored, full,
+ * gone or failed.
  *
- * The invariant: the SEND is answered ACK(delivered) only when every target
- * acknowledged it. Anything less is answered NACK retry_later (there is no
- * offline store yet), so that the sender keeps the envelope and nothing is
- * ever acknowledged and then lost. At-least-once: targets that did receive it
- * drop the retransmission by (sender device, client id).
+ * The answer: ACK(delivered) when every target acknowledged it,
+ * ACK(stored) when every target acknowledged it or has it committed in the
+ * store, NACK queue_full when a target's queue was full, NACK retry_later
+ * when a target could be neither (the store is down): the sender keeps the
+ * envelope and retransmits it with the same client id. Targets that did get
+ * it drop the retransmission by (sender device, client id); the store
+ * recognises it by its unique key and answers with the first server id.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,13 +66,13 @@ void gw_env_unref(struct gw_env *env)
 
 /* ---- answers ---- */
 
-static void send_ack(struct gw_conn *c, uint64_t client_id, uint64_t server_id)
+static void send_ack(struct gw_conn *c, uint64_t client_id, uint64_t server_id, int stored)
 {
 	struct proto_frame f = { .type = PROTO_ACK };
 
 	f.u.ack.client_id = client_id;
 	f.u.ack.server_id = server_id;
-	f.u.ack.status = PROTO_ACK_DELIVERED;
+	f.u.ack.status = stored ? PROTO_ACK_STORED : PROTO_ACK_DELIVERED;
 	gw_conn_send_frame(c, &f);
 }
 
@@ -92,27 +96,14 @@ static void pending_free(struct gw_pending *p)
 
 /* ---- accepting a SEND ---- */
 
-static struct gw_env *encode_deliver(struct gw_conn *c, uint64_t client_id, uint64_t server_id,
-				     uint64_t now, struct proto_bytes payload)
+static struct gw_env *encode_deliver(struct gw_conn *c, const struct proto_send *s,
+				     uint64_t server_id, uint64_t now, struct proto_bytes payload)
 {
-	struct proto_frame f = { .type = PROTO_DELIVER };
-	struct gw_env *env;
-	size_t size, len;
+	struct gw_env *env = gw_env_deliver(server_id, c->user, strlen(c->user), c->device_id,
+					    s->client_id, now, payload.p, payload.len);
 
-	f.u.deliver.server_id = server_id;
-	f.u.deliver.sender_user.p = (const uint8_t *)c->user;
-	f.u.deliver.sender_user.len = strlen(c->user);
-	f.u.deliver.sender_device = (uint64_t)c->device_id;
-	f.u.deliver.client_id = client_id;
-	f.u.deliver.timestamp = now;
-	f.u.deliver.payload = payload;
-	size = proto_encoded_size(&f);
-	env = size ? gw_env_new(size) : NULL;
-	if (!env)
-		return NULL;
-	env->server_id = server_id;
-	if (proto_encode(&f, env->frame, size, &len) || len != size)
-		ferry_panic("cannot encode a DELIVER of %zu bytes", payload.len);
+	if (env)
+		env->ttl = s->ttl > UINT32_MAX ? UINT32_MAX : (unsigned)s->ttl;
 	return env;
 }
 
@@ -157,14 +148,14 @@ static struct gw_pending *make_pending(struct gw_conn *c, const struct proto_sen
 	memcpy(p->to_user, s->to_user.p, s->to_user.len);
 	p->ntargets = s->ntargets;
 	if (s->ntargets == 0) {
-		p->envs[0] = encode_deliver(c, s->client_id, server_id, now, s->payload);
+		p->envs[0] = encode_deliver(c, s, server_id, now, s->payload);
 		if (!p->envs[0])
 			goto fail;
 		return p;
 	}
 	for (size_t i = 0; i < s->ntargets; i++) {
 		p->devices[i] = (int64_t)s->targets[i].device_id;
-		p->envs[i] = encode_deliver(c, s->client_id, server_id, now, s->targets[i].payload);
+		p->envs[i] = encode_deliver(c, s, server_id, now, s->targets[i].payload);
 		if (!p->envs[i])
 			goto fail;
 	}
@@ -192,7 +183,7 @@ void gw_route_send(struct gw_conn *c, const struct proto_send *s)
 	server_id = atomic_fetch_add(&gw->next_server_id, 1);
 	switch (gw_dedup_begin(gw, c->device_id, s->client_id, c->id, server_id, &acked_id)) {
 	case GW_DEDUP_ACKED:
-		send_ack(c, s->client_id, acked_id);
+		send_ack(c, s->client_id, acked_id, 1);
 		return;
 	case GW_DEDUP_IGNORE:
 		return;
@@ -335,6 +326,105 @@ static int targets(struct gw_conn *c, const struct gw_pending *p, int64_t *dev, 
 
 static void finish(struct gw_worker *w, struct gw_send *s);
 
+/* Post DELIVER for target @dev (connection @cid on worker @wk); under the
+ * presence lock only through the mailbox. 0, or -1: not posted. */
+static int post_deliver(struct gw_worker *w, struct gw_send *s, int64_t dev, struct gw_env *env,
+			unsigned wk, uint64_t cid, int later)
+{
+	struct gw_msg *m = calloc(1, sizeof(*m));
+
+	if (!m)
+		return -1;
+	m->kind = GW_MSG_DELIVER;
+	m->conn_id = cid;
+	m->device_id = dev;
+	m->env = gw_env_ref(env);
+	m->origin = w->index;
+	m->send_id = s->id;
+	if (!later) {
+		gw_post(w->gw, w, wk, m);
+		return 0;
+	}
+	if (gw_post_later(w->gw, wk, m) == 0)
+		return 0;
+	gw_env_unref(m->env);
+	free(m);
+	return -1;
+}
+
+/*
+ * Send @s's envelopes to @n targets. Under the presence lock: DELIVERs to
+ * other workers' connections are queued on their mailboxes, and the targets
+ * without a connection are submitted to the store, so that a device that
+ * registers later finds them committed (its barrier comes after). DELIVERs
+ * to this worker's own connections are handled after the lock is released:
+ * nothing can happen to those connections in between.
+ */
+static void fan_out(struct gw_worker *w, struct gw_send *s, const int64_t *dev,
+		    struct gw_env *const *env, int n)
+{
+	struct gateway *gw = w->gw;
+	int64_t off[GW_MAX_USER_DEVICES];
+	int local[GW_MAX_USER_DEVICES];
+	uint64_t local_conn[GW_MAX_USER_DEVICES];
+	unsigned fails = 0;
+	int noff = 0, nlocal = 0, i, j;
+
+	/* One extra count held until the loop is done, so that results that
+	 * come back synchronously cannot finish the send under our feet. */
+	s->remaining = (unsigned)n + 1;
+	s->targets = (unsigned)n;
+	pthread_mutex_lock(&gw->presence_lock);
+	for (i = 0; i < n; i++) {
+		unsigned wk;
+		uint64_t cid;
+
+		if (!gw_presence_find_locked(gw, dev[i], &wk, &cid)) {
+			off[noff++] = i;
+		} else if (wk == w->index) {
+			local_conn[nlocal] = cid;
+			local[nlocal++] = i;
+		} else if (post_deliver(w, s, dev[i], env[i], wk, cid, 1)) {
+			fails++;
+		}
+	}
+	/* Offline targets: one PUT per distinct envelope (one for all devices,
+	 * or one per device when each has its own payload). */
+	for (i = 0; i < noff;) {
+		int64_t ids[GW_MAX_USER_DEVICES];
+		struct gw_env *e = env[off[i]];
+		struct gw_op *op;
+		size_t k = 0;
+
+		for (j = i; j < noff && env[off[j]] == e; j++)
+			ids[k++] = dev[off[j]];
+		op = gw_op_put(w, e, ids, k, w->index, s->id, 0);
+		if (op)
+			gw_op_submit(w, op);
+		else
+			fails += (unsigned)k;
+		i = j;
+	}
+	pthread_mutex_unlock(&gw->presence_lock);
+	for (i = 0; i < nlocal; i++)
+		if (post_deliver(w, s, dev[local[i]], env[local[i]], w->index, local_conn[i], 0))
+			fails++;
+	for (unsigned f = 0; f < fails; f++)
+		gw_route_result(w, s->id, GW_RES_FAILED);
+	gw_route_result(w, s->id, GW_RES_ACKED); /* the extra count */
+}
+
+static struct gw_send *send_new(struct gw_worker *w)
+{
+	struct gw_send *s = calloc(1, sizeof(*s));
+
+	if (!s)
+		return NULL;
+	s->id = ++w->next_send_id;
+	HASH_ADD(hh, w->sends, id, sizeof(s->id), s);
+	return s;
+}
+
 static void dispatch(struct gw_conn *c, struct gw_pending *p)
 {
 	struct gw_worker *w = c->w;
@@ -348,87 +438,69 @@ static void dispatch(struct gw_conn *c, struct gw_pending *p)
 		gw_dedup_forget(gw, c->device_id, p->client_id, c->id);
 		return;
 	}
-	s = calloc(1, sizeof(*s));
+	s = send_new(w);
 	if (!s) {
 		gw_dedup_forget(gw, c->device_id, p->client_id, c->id);
 		send_nack(c, p->client_id, PROTO_NACK_RETRY_LATER, "out of memory");
 		return;
 	}
-	s->id = ++w->next_send_id;
 	s->conn = c;
 	s->conn_id = c->id;
 	s->device_id = c->device_id;
 	s->client_id = p->client_id;
 	s->server_id = p->server_id;
-	/* One extra count held until the loop is done, so that results that
-	 * come back synchronously cannot finish the send under our feet. */
-	s->remaining = (unsigned)n + 1;
 	LL_PREPEND2(c->sends, s, conn_next);
-	HASH_ADD(hh, w->sends, id, sizeof(s->id), s);
-	for (int i = 0; i < n; i++) {
-		struct gw_msg *m;
-		unsigned wk;
-		uint64_t cid;
-
-		if (!gw_presence_find(gw, dev[i], &wk, &cid) || !(m = calloc(1, sizeof(*m)))) {
-			s->remaining--;
-			s->failed++;
-			continue;
-		}
-		m->kind = GW_MSG_DELIVER;
-		m->conn_id = cid;
-		m->device_id = dev[i];
-		m->env = gw_env_ref(env[i]);
-		m->origin = w->index;
-		m->send_id = s->id;
-		gw_post(gw, w, wk, m);
-	}
-	gw_route_result(w, s->id, 1);
+	fan_out(w, s, dev, env, n);
 }
 
-static void result_to(struct gw_worker *w, unsigned origin, uint64_t send_id, int ok)
-{
-	struct gw_msg *m = calloc(1, sizeof(*m));
+static void result_apply(struct gw_worker *w, uint64_t send_id, enum gw_result r,
+			 uint64_t server_id);
 
+static void result_post(struct gw_worker *w, unsigned origin, uint64_t send_id, enum gw_result r,
+			uint64_t server_id)
+{
+	struct gw_msg *m;
+
+	if (origin == w->index) {
+		result_apply(w, send_id, r, server_id);
+		return;
+	}
+	m = calloc(1, sizeof(*m));
 	if (!m)
 		ferry_panic("out of memory reporting a delivery result");
 	m->kind = GW_MSG_RESULT;
 	m->send_id = send_id;
-	m->ok = ok;
+	m->result = r;
+	m->server_id = server_id;
 	gw_post(w->gw, w, origin, m);
 }
 
-void gw_route_deliver(struct gw_worker *w, struct gw_msg *m)
+void gw_route_result_to(struct gw_worker *w, unsigned origin, uint64_t send_id, enum gw_result r)
 {
-	struct gw_conn *c = gw_conn_find(w, m->conn_id);
-	struct gw_inflight *in = NULL;
-	int first;
+	result_post(w, origin, send_id, r, 0);
+}
 
-	if (!c || c->state != GW_CONN_READY || c->device_id != m->device_id)
-		goto fail; /* gone, or replaced by now */
-	HASH_FIND(hh, c->inflight, &m->env->server_id, sizeof(uint64_t), in);
-	if (in || !(in = calloc(1, sizeof(*in))))
-		goto fail; /* already waiting for this envelope, or no memory */
-	in->server_id = m->env->server_id;
-	in->origin = m->origin;
-	in->send_id = m->send_id;
-	in->deadline = uv_now(&w->loop) + w->gw->cfg->gateway.ack_timeout;
-	in->env = m->env; /* the message's reference */
-	first = c->fifo == NULL;
-	HASH_ADD(hh, c->inflight, server_id, sizeof(in->server_id), in);
-	DL_APPEND(c->fifo, in);
-	free(m);
-	if (first)
-		gw_conn_arm_ack_timer(c);
-	gw_conn_write(c, in->env->frame, in->env->len, in->env);
-	return;
-fail:
-	result_to(w, m->origin, m->send_id, 0);
-	gw_env_unref(m->env);
-	free(m);
+void gw_route_result_dup(struct gw_worker *w, unsigned origin, uint64_t send_id, uint64_t server_id)
+{
+	result_post(w, origin, send_id, GW_RES_STORED, server_id);
 }
 
 /* ---- results ---- */
+
+static void inject_done(struct gw_send *s)
+{
+	struct gw_inject_job *job = s->job;
+
+	pthread_mutex_lock(&job->lock);
+	job->targets = s->targets;
+	job->failed = s->failed;
+	job->full = s->full;
+	job->stored = s->stored;
+	job->rc = s->failed ? FERRY_EUNAVAIL : s->full ? FERRY_ELIMIT : FERRY_OK;
+	job->done = 1;
+	pthread_cond_signal(&job->cond);
+	pthread_mutex_unlock(&job->lock);
+}
 
 static void finish(struct gw_worker *w, struct gw_send *s)
 {
@@ -436,82 +508,78 @@ static void finish(struct gw_worker *w, struct gw_send *s)
 	char why[PROTO_MAX_TEXT];
 
 	HASH_DEL(w->sends, s);
+	if (s->job) {
+		inject_done(s);
+		free(s);
+		return;
+	}
 	if (s->conn)
 		LL_DELETE2(s->conn->sends, s, conn_next);
 	if (s->failed) {
 		gw_dedup_forget(gw, s->device_id, s->client_id, s->conn_id);
 		if (s->conn) {
 			snprintf(why, sizeof(why),
-				 "%u device(s) offline or did not acknowledge in time; not stored",
+				 "%u device(s) did not acknowledge it and it could not be stored "
+				 "now",
 				 s->failed);
 			send_nack(s->conn, s->client_id, PROTO_NACK_RETRY_LATER, why);
+		}
+	} else if (s->full) {
+		gw_dedup_forget(gw, s->device_id, s->client_id, s->conn_id);
+		if (s->conn) {
+			snprintf(why, sizeof(why), "the offline queue of %u device(s) is full",
+				 s->full);
+			send_nack(s->conn, s->client_id, PROTO_NACK_QUEUE_FULL, why);
 		}
 	} else {
 		gw_dedup_acked(gw, s->device_id, s->client_id);
 		if (s->conn)
-			send_ack(s->conn, s->client_id, s->server_id);
+			send_ack(s->conn, s->client_id, s->dup_id ? s->dup_id : s->server_id,
+				 s->stored > 0);
 	}
 	free(s);
 }
 
-void gw_route_result(struct gw_worker *w, uint64_t send_id, int ok)
+void gw_route_result(struct gw_worker *w, uint64_t send_id, enum gw_result r)
+{
+	result_apply(w, send_id, r, 0);
+}
+
+static void result_apply(struct gw_worker *w, uint64_t send_id, enum gw_result r,
+			 uint64_t server_id)
 {
 	struct gw_send *s;
 
 	HASH_FIND(hh, w->sends, &send_id, sizeof(send_id), s);
 	if (!s)
 		return;
-	if (!ok)
+	/* A retransmission the store had from before (the dedup table does not
+	 * survive a restart): answer with the id the sender saw first. */
+	if (server_id && !s->dup_id)
+		s->dup_id = server_id;
+	switch (r) {
+	case GW_RES_ACKED:
+	case GW_RES_GONE:
+		break;
+	case GW_RES_STORED:
+		s->stored++;
+		break;
+	case GW_RES_FULL:
+		s->full++;
+		break;
+	case GW_RES_FAILED:
 		s->failed++;
+		break;
+	}
 	if (--s->remaining == 0)
 		finish(w, s);
 }
 
-static void inflight_done(struct gw_conn *c, struct gw_inflight *in, int ok)
-{
-	HASH_DEL(c->inflight, in);
-	DL_DELETE(c->fifo, in);
-	result_to(c->w, in->origin, in->send_id, ok);
-	gw_env_unref(in->env);
-	free(in);
-}
-
-void gw_route_delivered(struct gw_conn *c, const struct proto_ids *ids)
-{
-	struct gw_inflight *in;
-	int head = 0;
-
-	for (size_t i = 0; i < ids->count; i++) {
-		HASH_FIND(hh, c->inflight, &ids->ids[i], sizeof(uint64_t), in);
-		if (!in)
-			continue; /* not ours, or too late: ignored */
-		head |= in == c->fifo;
-		inflight_done(c, in, 1);
-	}
-	if (head)
-		gw_conn_arm_ack_timer(c);
-}
-
-void gw_route_ack_timeout(struct gw_conn *c)
-{
-	uint64_t now = uv_now(&c->w->loop);
-
-	while (c->fifo && c->fifo->deadline <= now) {
-		log_debug("event=ack_timeout conn=%llu device=%lld server_id=%llu",
-			  (unsigned long long)c->id, (long long)c->device_id,
-			  (unsigned long long)c->fifo->server_id);
-		inflight_done(c, c->fifo, 0);
-	}
-	gw_conn_arm_ack_timer(c);
-}
-
-void gw_route_conn_closed(struct gw_conn *c)
+void gw_route_sender_closed(struct gw_conn *c)
 {
 	struct gw_pending *p, *ptmp;
 	struct gw_send *s, *stmp;
 
-	while (c->fifo)
-		inflight_done(c, c->fifo, 0);
 	LL_FOREACH_SAFE2(c->sends, s, stmp, conn_next)
 	{
 		s->conn = NULL;
@@ -527,5 +595,40 @@ void gw_route_conn_closed(struct gw_conn *c)
 		c->queued--;
 		gw_dedup_forget(c->w->gw, c->device_id, p->client_id, c->id);
 		pending_free(p);
+	}
+}
+
+/* ---- envelopes from the server itself ---- */
+
+void gw_route_inject(struct gw_worker *w, struct gw_inject_job *job)
+{
+	struct gw_env *env[GW_MAX_USER_DEVICES];
+	struct gw_send *s = send_new(w);
+
+	if (!s) {
+		struct gw_send tmp = { .job = job, .failed = 1 };
+
+		inject_done(&tmp);
+		return;
+	}
+	s->job = job;
+	s->server_id = job->env->server_id;
+	for (size_t i = 0; i < job->n; i++)
+		env[i] = job->env;
+	fan_out(w, s, job->devices, env, (int)job->n);
+}
+
+void gw_route_release(struct gw_worker *w)
+{
+	struct gw_send *s, *tmp;
+
+	HASH_ITER(hh, w->sends, s, tmp)
+	{
+		HASH_DEL(w->sends, s);
+		if (s->job) {
+			s->failed++;
+			inject_done(s);
+		}
+		free(s);
 	}
 }

@@ -110,7 +110,7 @@ enum ferry_err queue_devices_seen(struct queue_registry *reg, const int64_t *ids
 static admin_handler *const handlers[] = {
 	admin_route_healthz,	  admin_route_readyz,	  admin_route_devices_create,
 	admin_route_devices_list, admin_route_device_get, admin_route_device_delete,
-	admin_route_push_set,	  admin_route_push_clear,
+	admin_route_push_set,	  admin_route_push_clear, admin_route_message_send,
 };
 
 /* Split off the next NUL-terminated piece of the input (copied). */

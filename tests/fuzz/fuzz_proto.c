@@ -90,6 +90,8 @@ static bool frame_eq(const struct proto_frame *a, const struct proto_frame *b)
 		       bytes_eq(a->u.error.text, b->u.error.text);
 	case PROTO_RECONNECT:
 		return a->u.reconnect_after == b->u.reconnect_after;
+	case PROTO_QUEUE_EMPTY:
+		return a->u.drained == b->u.drained;
 	}
 	return false;
 }

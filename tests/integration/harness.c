@@ -379,6 +379,75 @@ int th_ferryd_stop(struct th_ferryd *d, int sig)
 	return status;
 }
 
+int th_ferryd_kill(struct th_ferryd *d)
+{
+	int st;
+
+	if (d->pid <= 0)
+		return -1;
+	kill(d->pid, SIGKILL);
+	while (waitpid(d->pid, &st, 0) < 0)
+		if (errno != EINTR)
+			fail_msg("waitpid: %s", strerror(errno));
+	d->pid = 0;
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* 1 once GET /healthz on the daemon's admin port answers 200. */
+static int healthy(const struct th_ferryd *d)
+{
+	char url[96];
+	long status = 0;
+	CURL *c = curl_easy_init();
+
+	snprintf(url, sizeof(url), "%s/healthz", d->admin_url);
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 1000L);
+	if (curl_easy_perform(c) == CURLE_OK)
+		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+	curl_easy_cleanup(c);
+	return status == 200;
+}
+
+void th_ferryd_restart(struct th_ferryd *d)
+{
+	struct timespec pause = { 0, 20 * 1000 * 1000 };
+	const char *argv[] = { env_or_fail("FERRY_TEST_FERRYD"), "run", "-c", d->config_path,
+			       NULL };
+	int fd, st;
+
+	if (d->pid > 0)
+		fail_msg("th_ferryd_restart: the daemon is still running");
+	d->pid = fork();
+	if (d->pid < 0)
+		fail_msg("fork: %s", strerror(errno));
+	if (d->pid == 0) {
+		fd = open(d->log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+		if (fd < 0)
+			_exit(126);
+		dup2(fd, STDOUT_FILENO);
+		dup2(fd, STDERR_FILENO);
+		close(fd);
+		execv(argv[0], (char *const *)argv);
+		_exit(127);
+	}
+	for (int i = 0; i < 1000; i++) {
+		if (waitpid(d->pid, &st, WNOHANG) == d->pid) {
+			d->pid = 0;
+			dump_log(d);
+			fail_msg("ferryd exited (status %d) before it was ready after a restart",
+				 WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
+		}
+		if (healthy(d))
+			return;
+		nanosleep(&pause, NULL);
+	}
+	dump_log(d);
+	th_ferryd_kill(d);
+	fail_msg("ferryd did not become healthy within 20 s after a restart");
+}
+
 static size_t collect(char *p, size_t size, size_t n, void *arg)
 {
 	FILE *mem = arg;

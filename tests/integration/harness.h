@@ -95,6 +95,20 @@ void th_log_wait(const struct th_ferryd *d, const char *needle, int n);
 /* Send @sig, wait for exit; returns the exit status (or 128+signal). */
 int th_ferryd_stop(struct th_ferryd *d, int sig);
 
+/*
+ * Kill the daemon with SIGKILL (no shutdown at all: a crash) and reap it.
+ * Its config and log files stay, for th_ferryd_restart(). Returns the exit
+ * status (128 + 9 when the signal ended it).
+ */
+int th_ferryd_kill(struct th_ferryd *d);
+
+/*
+ * Start the daemon again after th_ferryd_kill(): the same config file (same
+ * database, same ports), its stderr appended to the same log. Waits for
+ * /healthz like th_ferryd_start(), or fails the test.
+ */
+void th_ferryd_restart(struct th_ferryd *d);
+
 /* An HTTP response. */
 struct th_response {
 	long status;

@@ -102,11 +102,21 @@ void rawdev_hello(struct rawdev *d, uint64_t version, int64_t device, const char
 	rawdev_send(d, &f);
 }
 
-void rawdev_login(struct rawdev *d, int port, int64_t device, const char *secret)
+uint64_t rawdev_login_pending(struct rawdev *d, int port, int64_t device, const char *secret)
 {
 	rawdev_connect(d, port, NULL);
 	rawdev_hello(d, PROTO_VERSION, device, secret);
-	rawdev_expect(d, PROTO_WELCOME, 5000);
+	return rawdev_expect(d, PROTO_WELCOME, 5000)->u.welcome.pending;
+}
+
+void rawdev_login(struct rawdev *d, int port, int64_t device, const char *secret)
+{
+	uint64_t pending = rawdev_login_pending(d, port, device, secret);
+
+	if (pending)
+		fail_msg("device %lld has %llu envelopes pending", (long long)device,
+			 (unsigned long long)pending);
+	assert_int_equal(rawdev_expect(d, PROTO_QUEUE_EMPTY, 5000)->u.drained, 0);
 }
 
 void rawdev_send_text(struct rawdev *d, uint64_t client_id, const char *to, const char *text)

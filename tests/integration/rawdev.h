@@ -30,8 +30,13 @@ struct rawdev {
  * the certificate against it (name "localhost"). */
 void rawdev_connect(struct rawdev *d, int port, const char *ca_file);
 
-/* Connect, HELLO, and expect WELCOME. */
+/* Connect, HELLO, expect WELCOME with nothing pending and QUEUE_EMPTY: the
+ * device is live. */
 void rawdev_login(struct rawdev *d, int port, int64_t device, const char *secret);
+
+/* Connect, HELLO, expect WELCOME; returns its pending count. What follows
+ * (stored DELIVERs, QUEUE_EMPTY) is the test's to read. */
+uint64_t rawdev_login_pending(struct rawdev *d, int port, int64_t device, const char *secret);
 
 void rawdev_close(struct rawdev *d);
 

@@ -1,6 +1,8 @@
 /*
  * test_cli.c - the quick start of the README, as a test: ferryd, and two
- * ferry-client processes (one listening, one sending), over TCP and TLS.
+ * ferry-client processes (one listening, one sending), over TCP and TLS;
+ * then offline delivery: envelopes sent to a device that is away are stored
+ * (ACK "stored"), and `listen --until-empty` drains them in order and stops.
  */
 #include <signal.h>
 #include <stdarg.h>
@@ -28,6 +30,69 @@ static struct {
 	int64_t alice, bob;
 	char alice_s[64], bob_s[64];
 } fx;
+
+#define MAX_LINES 16
+
+static void pause_ms(long ms)
+{
+	struct timespec t = { ms / 1000, (ms % 1000) * 1000 * 1000 };
+
+	nanosleep(&t, NULL);
+}
+
+/* The JSON objects of @text, one a line; lines that are not JSON objects
+ * (log lines on stderr) are skipped. Returns how many went into @out. */
+static size_t json_lines(const char *text, json_t *out[MAX_LINES])
+{
+	size_t n = 0;
+
+	for (const char *p = text; *p;) {
+		const char *end = strchr(p, '\n');
+		size_t len = end ? (size_t)(end - p) : strlen(p);
+		json_error_t jerr;
+
+		if (len && *p == '{') {
+			json_t *j = json_loadb(p, len, 0, &jerr);
+
+			if (!j)
+				fail_msg("not a JSON line: '%.*s': %s", (int)len, p, jerr.text);
+			if (n == MAX_LINES)
+				fail_msg("more than %d JSON lines in '%s'", MAX_LINES, text);
+			out[n++] = j;
+		}
+		p += len + (end ? 1 : 0);
+	}
+	return n;
+}
+
+static void json_lines_free(json_t *j[], size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		json_decref(j[i]);
+}
+
+/* Whether @j is {"queue_empty": true, "drained": @drained}. */
+static int is_queue_empty(const json_t *j, json_int_t drained)
+{
+	return json_is_true(json_object_get(j, "queue_empty")) &&
+	       json_integer_value(json_object_get(j, "drained")) == drained &&
+	       json_object_size(j) == 2;
+}
+
+/* Wait until the file at @path says @needle (a listener is caught up), or fail. */
+static void wait_for_output(const char *path, const char *needle)
+{
+	for (int i = 0; i < 200; i++) {
+		char *out = th_read_file(path);
+		int found = strstr(out, needle) != NULL;
+
+		free(out);
+		if (found)
+			return;
+		pause_ms(100);
+	}
+	fail_msg("no '%s' in '%s' within 20 s", needle, path);
+}
 
 static const char *client_path(void)
 {
@@ -103,49 +168,63 @@ static int client_argv(const char **argv, char dev[32], int64_t device, const ch
 	return n;
 }
 
-/* Run `ferry-client` as bob: send @text to alice; retried while alice's
- * listener is not connected yet (NACK retry_later). Returns the last output. */
-static char *send_until_acked(const char *server, int tls, const char *text)
+/* Run `ferry-client` as bob: send @text to @to; retried while the server
+ * cannot make it safe (NACK retry_later). Returns the ACK line (json_decref it). */
+static json_t *send_until_acked(const char *server, int tls, const char *to, const char *text)
 {
 	char dev[32];
 	char *out_path = th_write_file("send.out", "");
 	char *out = NULL;
+	json_t *lines[MAX_LINES];
+	size_t n;
 
 	for (int i = 0; i < 100; i++) {
 		const char *argv[16];
-		int n = client_argv(argv, dev, fx.bob, fx.bob_s, server, tls), status;
-		struct timespec pause = { 0, 100 * 1000 * 1000 };
+		int argc = client_argv(argv, dev, fx.bob, fx.bob_s, server, tls), status;
 
-		argv[n++] = "send";
-		argv[n++] = "--to";
-		argv[n++] = "alice";
-		argv[n++] = "--text";
-		argv[n++] = text;
-		argv[n] = NULL;
+		argv[argc++] = "send";
+		argv[argc++] = "--to";
+		argv[argc++] = to;
+		argv[argc++] = "--text";
+		argv[argc++] = text;
+		argv[argc] = NULL;
 		status = th_wait(th_spawn(argv, out_path));
 		free(out);
 		out = th_read_file(out_path);
 		if (status == 0)
 			break;
-		/* Only "alice is not connected yet" may be retried. */
 		if (!strstr(out, "retry_later"))
 			fail_msg("ferry-client send failed: %s", out);
-		nanosleep(&pause, NULL);
+		pause_ms(100);
 	}
+	n = json_lines(out, lines);
+	if (n != 1 || !json_object_get(lines[0], "ack"))
+		fail_msg("ferry-client send printed no ACK: '%s'", out);
 	unlink(out_path);
 	free(out_path);
-	return out;
+	free(out);
+	return lines[0];
+}
+
+static const char *ack_status(const json_t *ack)
+{
+	return json_string_value(json_object_get(json_object_get(ack, "ack"), "status"));
+}
+
+static json_int_t ack_server_id(const json_t *ack)
+{
+	return json_integer_value(json_object_get(json_object_get(ack, "ack"), "server_id"));
 }
 
 static void quick_start(int tls)
 {
 	char server[64], dev[32];
 	char *listen_out = th_write_file("listen.out", "");
-	char *send_out, *got;
+	char *got;
 	const char *argv[16];
-	json_error_t jerr;
-	json_t *line, *ack;
+	json_t *lines[MAX_LINES], *line, *ack;
 	pid_t listener;
+	size_t nlines;
 	int n;
 
 	snprintf(server, sizeof(server), "127.0.0.1:%d", tls ? fx.tls_port : fx.port);
@@ -157,30 +236,27 @@ static void quick_start(int tls)
 	argv[n++] = "30";
 	argv[n] = NULL;
 	listener = th_spawn(argv, listen_out);
+	/* Connected and caught up: what is sent now is delivered live. */
+	wait_for_output(listen_out, "\"queue_empty\"");
 
-	send_out = send_until_acked(server, tls, "hello from bob");
-	ack = json_loads(send_out, 0, &jerr);
-	assert_non_null(ack);
-	assert_string_equal(
-		json_string_value(json_object_get(json_object_get(ack, "ack"), "status")),
-		"delivered");
+	ack = send_until_acked(server, tls, "alice", "hello from bob");
+	assert_string_equal(ack_status(ack), "delivered");
 
 	assert_int_equal(th_wait(listener), 0);
 	got = th_read_file(listen_out);
-	line = json_loads(got, JSON_DISABLE_EOF_CHECK, &jerr);
-	if (!line)
-		fail_msg("listen printed no JSON line: '%s'", got);
+	nlines = json_lines(got, lines);
+	if (nlines != 2 || !is_queue_empty(lines[0], 0))
+		fail_msg("listen printed not a queue_empty line and an envelope: '%s'", got);
+	line = lines[1];
 	assert_string_equal(json_string_value(json_object_get(line, "from_user")), "bob");
 	assert_int_equal(json_integer_value(json_object_get(line, "from_device")), fx.bob);
 	/* base64 of "hello from bob" */
 	assert_string_equal(json_string_value(json_object_get(line, "payload_b64")),
 			    "aGVsbG8gZnJvbSBib2I=");
-	assert_true(json_integer_value(json_object_get(line, "id")) ==
-		    json_integer_value(json_object_get(json_object_get(ack, "ack"), "server_id")));
-	json_decref(line);
+	assert_true(json_integer_value(json_object_get(line, "id")) == ack_server_id(ack));
+	json_lines_free(lines, nlines);
 	json_decref(ack);
 	free(got);
-	free(send_out);
 	unlink(listen_out);
 	free(listen_out);
 }
@@ -216,12 +292,101 @@ static void test_wrong_secret_exits_1(void **state)
 	free(out_path);
 }
 
+/* `listen --until-empty` as @device; its output (free it), exit status 0 checked. */
+static char *listen_until_empty(int64_t device, const char *secret, const char *server)
+{
+	char dev[32];
+	char *out_path = th_write_file("drain.out", ""), *out;
+	const char *argv[16];
+	int n = client_argv(argv, dev, device, secret, server, 0), status;
+
+	argv[n++] = "listen";
+	argv[n++] = "--until-empty";
+	argv[n++] = "--timeout";
+	argv[n++] = "30";
+	argv[n] = NULL;
+	status = th_wait(th_spawn(argv, out_path));
+	out = th_read_file(out_path);
+	if (status != 0)
+		fail_msg("listen --until-empty exited %d: '%s'", status, out);
+	unlink(out_path);
+	free(out_path);
+	return out;
+}
+
+/*
+ * The offline store through the CLI: three envelopes to a device that is not
+ * connected are ACKed "stored"; `listen --until-empty` then prints them in
+ * the order they were sent, a queue_empty line with drained 3, and exits 0.
+ * Its acknowledgements reach the server: a later drain finds nothing.
+ */
+static void test_offline_until_empty(void **state)
+{
+	static const char *const texts[3] = { "first", "second", "third" };
+	static const char *const b64[3] = { "Zmlyc3Q=", "c2Vjb25k", "dGhpcmQ=" };
+	char server[64], carol_s[64];
+	json_t *acks[3], *lines[MAX_LINES];
+	json_int_t prev_client_id = 0;
+	int64_t carol;
+	size_t n;
+	char *out;
+	int clean = 0;
+
+	snprintf(server, sizeof(server), "127.0.0.1:%d", fx.port);
+	th_device_create(&fx.d, TOKEN, "carol", &carol, carol_s);
+	for (int i = 0; i < 3; i++) {
+		acks[i] = send_until_acked(server, 0, "carol", texts[i]);
+		assert_string_equal(ack_status(acks[i]), "stored");
+	}
+
+	out = listen_until_empty(carol, carol_s, server);
+	n = json_lines(out, lines);
+	if (n != 4)
+		fail_msg("expected three envelopes and queue_empty, got '%s'", out);
+	for (int i = 0; i < 3; i++) {
+		const json_t *l = lines[i];
+		json_int_t cid = json_integer_value(json_object_get(l, "client_id"));
+
+		if (!json_object_get(l, "payload_b64"))
+			fail_msg("line %d is not an envelope: '%s'", i + 1, out);
+		assert_string_equal(json_string_value(json_object_get(l, "payload_b64")), b64[i]);
+		assert_string_equal(json_string_value(json_object_get(l, "from_user")), "bob");
+		assert_int_equal(json_integer_value(json_object_get(l, "from_device")), fx.bob);
+		assert_true(json_integer_value(json_object_get(l, "id")) == ack_server_id(acks[i]));
+		assert_true(cid > prev_client_id);
+		prev_client_id = cid;
+	}
+	if (!is_queue_empty(lines[3], 3))
+		fail_msg("the last line is not {\"queue_empty\": true, \"drained\": 3}: '%s'", out);
+	json_lines_free(lines, n);
+	free(out);
+
+	/*
+	 * Delivery is at-least-once, so a drain right after may still see a copy
+	 * whose acknowledgement the server is applying; within a few tries the
+	 * queue must be empty.
+	 */
+	for (int i = 0; i < 20 && !clean; i++) {
+		out = listen_until_empty(carol, carol_s, server);
+		n = json_lines(out, lines);
+		clean = n == 1 && is_queue_empty(lines[0], 0);
+		json_lines_free(lines, n);
+		free(out);
+		if (!clean)
+			pause_ms(250);
+	}
+	assert_true(clean);
+	for (int i = 0; i < 3; i++)
+		json_decref(acks[i]);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_quick_start_tcp),
 		cmocka_unit_test(test_quick_start_tls),
 		cmocka_unit_test(test_wrong_secret_exits_1),
+		cmocka_unit_test(test_offline_until_empty),
 	};
 
 	return cmocka_run_group_tests_name("cli", tests, setup, teardown);

@@ -273,9 +273,30 @@ static void test_send_to_own_user(void **state)
 	dev_free(a2);
 }
 
-static void test_offline_target_is_nacked(void **state)
+/* Log @d in and acknowledge every stored envelope until QUEUE_EMPTY;
+ * returns how many there were. */
+static uint64_t drain(struct rawdev *d, int64_t id, const char *secret)
 {
-	struct rawdev *a1 = dev_new(), *b1 = dev_new();
+	uint64_t pending = rawdev_login_pending(d, fx.port, id, secret), n = 0;
+	const struct proto_frame *f;
+
+	for (;;) {
+		assert_int_equal(rawdev_read(d, 5000), 1);
+		f = &d->f;
+		if (f->type == PROTO_QUEUE_EMPTY)
+			break;
+		assert_int_equal(f->type, PROTO_DELIVER);
+		rawdev_ack(d, f->u.deliver.server_id);
+		n++;
+	}
+	assert_int_equal(f->u.drained, n);
+	assert_true(n >= pending);
+	return n;
+}
+
+static void test_offline_target_is_stored(void **state)
+{
+	struct rawdev *a1 = dev_new(), *a2 = dev_new(), *b1 = dev_new();
 	uint64_t cid = next_id(), sid;
 	const struct proto_frame *f;
 
@@ -284,10 +305,19 @@ static void test_offline_target_is_nacked(void **state)
 	rawdev_send_text(b1, cid, "alice", "partly offline");
 	sid = expect_deliver(a1, "bob", fx.b1, cid, "partly offline");
 	rawdev_ack(a1, sid);
-	f = rawdev_expect(b1, PROTO_NACK, 3000);
-	assert_int_equal(f->u.nack.client_id, cid);
-	assert_int_equal(f->u.nack.reason, PROTO_NACK_RETRY_LATER);
+	f = rawdev_expect(b1, PROTO_ACK, 3000);
+	assert_int_equal(f->u.ack.client_id, cid);
+	assert_int_equal(f->u.ack.status, PROTO_ACK_STORED);
+	assert_true(f->u.ack.server_id == sid);
+	/* A2 gets it when it comes: pending 1, the envelope, QUEUE_EMPTY. */
+	assert_int_equal(rawdev_login_pending(a2, fx.port, fx.a2, fx.a2s), 1);
+	rawdev_ack(a2, expect_deliver(a2, "bob", fx.b1, cid, "partly offline"));
+	assert_int_equal(rawdev_expect(a2, PROTO_QUEUE_EMPTY, 3000)->u.drained, 1);
+	rawdev_close(a2);
+	/* Acknowledged: gone from the store. */
+	rawdev_login(a2, fx.port, fx.a2, fx.a2s);
 	dev_free(a1);
+	dev_free(a2);
 	dev_free(b1);
 }
 
@@ -303,12 +333,16 @@ static void test_ack_timeout(void **state)
 	rawdev_send_text(b1, cid, "alice", "ack me if you can");
 	sid = expect_deliver(a1, "bob", fx.b1, cid, "ack me if you can");
 	expect_deliver(a2, "bob", fx.b1, cid, "ack me if you can");
-	rawdev_ack(a1, sid); /* A2 never acks */
-	f = rawdev_expect(b1, PROTO_NACK, ACK_TIMEOUT_MS + 3000);
-	assert_int_equal(f->u.nack.reason, PROTO_NACK_RETRY_LATER);
-	/* A late ack is ignored, and does not turn into an ACK. */
+	rawdev_ack(a1, sid); /* A2 does not ack in time: the store takes it */
+	f = rawdev_expect(b1, PROTO_ACK, ACK_TIMEOUT_MS + 3000);
+	assert_int_equal(f->u.ack.status, PROTO_ACK_STORED);
+	/* A2 catches up: the stored copy again, then QUEUE_EMPTY. */
+	assert_true(expect_deliver(a2, "bob", fx.b1, cid, "ack me if you can") == sid);
+	assert_int_equal(rawdev_expect(a2, PROTO_QUEUE_EMPTY, 3000)->u.drained, 1);
 	rawdev_ack(a2, sid);
 	rawdev_expect_silence(b1, 200);
+	rawdev_close(a2);
+	rawdev_login(a2, fx.port, fx.a2, fx.a2s); /* nothing pending now */
 	dev_free(a1);
 	dev_free(a2);
 	dev_free(b1);
@@ -479,6 +513,16 @@ static void test_slow_reader_cut_off(void **state)
 			;
 	}
 	th_log_wait(&fx.d, "event=conn_slow_reader", before + 1);
+	/* Nothing acknowledged to B1 was lost: whatever A1 and A2 did not
+	 * acknowledge is in the store. */
+	dev_free(a1);
+	dev_free(a2);
+	a1 = dev_new();
+	a2 = dev_new();
+	while (rawdev_read(b1, 500) == 1)
+		;
+	drain(a1, fx.a1, fx.a1s);
+	drain(a2, fx.a2, fx.a2s);
 	dev_free(a1);
 	dev_free(a2);
 	dev_free(b1);
@@ -542,6 +586,7 @@ static void test_tls(void **state)
 	rawdev_connect(a1, fx.tls_port, fx.ca);
 	rawdev_hello(a1, PROTO_VERSION, fx.a1, fx.a1s);
 	rawdev_expect(a1, PROTO_WELCOME, 3000);
+	rawdev_expect(a1, PROTO_QUEUE_EMPTY, 3000);
 	rawdev_login(b1, fx.port, fx.b1, fx.b1s);
 	send_to_device(b1, cid, "alice", fx.a1, "over tls");
 	rawdev_ack(a1, expect_deliver(a1, "bob", fx.b1, cid, "over tls"));
@@ -560,7 +605,7 @@ int main(void)
 		cmocka_unit_test(test_ping),
 		cmocka_unit_test(test_fan_out_and_ack),
 		cmocka_unit_test(test_send_to_own_user),
-		cmocka_unit_test(test_offline_target_is_nacked),
+		cmocka_unit_test(test_offline_target_is_stored),
 		cmocka_unit_test(test_ack_timeout),
 		cmocka_unit_test(test_duplicate_send),
 		cmocka_unit_test(test_per_device_payloads),

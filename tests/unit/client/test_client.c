@@ -249,6 +249,13 @@ static void test_cli_parse_ok(void **state)
 	assert_int_equal(o.ttl, 0);
 	assert_int_equal(o.timeout_s, CLI_SEND_DEFAULT_TIMEOUT_S);
 
+	assert_false(o.until_empty);
+	assert_int_equal(parse(&o, err, NULL, BASE, "--secret", "pw", "listen", "--until-empty",
+			       "--timeout", "5", NULL),
+			 CLI_PARSE_OK);
+	assert_true(o.until_empty);
+	assert_int_equal(o.timeout_s, 5);
+
 	assert_int_equal(parse(&o, err, NULL, "--help", NULL), CLI_PARSE_HELP);
 	assert_int_equal(parse(&o, err, NULL, "send", "-h", NULL), CLI_PARSE_HELP);
 }
@@ -288,6 +295,9 @@ static void test_cli_parse_errors(void **state)
 		{ "need --tls", BASE, "--secret", "s", "--ca", "f", "listen" },
 		{ "not valid with 'listen'", BASE, "--secret", "s", "listen", "--to", "bob" },
 		{ "not valid with 'send'", BASE, "--secret", "s", "send", "--count", "1" },
+		{ "not valid with 'send'", BASE, "--secret", "s", "send", "--to", "b", "--text",
+		  "x", "--until-empty" },
+		{ "takes no value", BASE, "--secret", "s", "listen", "--until-empty=1" },
 		{ "--count must be", BASE, "--secret", "s", "listen", "--count", "0" },
 		{ "--timeout must be", BASE, "--secret", "s", "listen", "--timeout", "0" },
 		{ "missing --to", BASE, "--secret", "s", "send", "--text", "x" },
@@ -371,6 +381,9 @@ static void test_cli_json(void **state)
 	s = cli_json_nack(5, "retry_later", "busy \"now\"");
 	assert_string_equal(s, "{\"nack\": {\"client_id\": 5, \"reason\": \"retry_later\", "
 			       "\"text\": \"busy \\\"now\\\"\"}}");
+	free(s);
+	s = cli_json_queue_empty(3);
+	assert_string_equal(s, "{\"queue_empty\": true, \"drained\": 3}");
 	free(s);
 	s = cli_json_listen_error("auth_failed", "no");
 	assert_string_equal(s, "{\"error\": \"auth_failed\", \"text\": \"no\"}");
@@ -497,7 +510,19 @@ struct rec {
 	struct ferry_acked acked_list[1024];
 	size_t nacked_list;
 	uint64_t retry_ms;
+	/* catch-up */
+	uint64_t pending;
+	int queue_empties, caught_up_in_cb, stop_at_queue_empty;
+	uint64_t drained;
+	char events[64]; /* D deliver, A deliver_acked, Q queue_empty, in order */
+	size_t nevents;
 };
+
+static void rec_event(struct rec *r, char e)
+{
+	if (r->nevents < sizeof(r->events) - 1)
+		r->events[r->nevents++] = e;
+}
 
 static uint64_t now_ms(void)
 {
@@ -695,12 +720,18 @@ static void srv_send(struct srv *s, struct ferry_client *c, const struct proto_f
 	free(out);
 }
 
-static void srv_welcome(struct srv *s, struct ferry_client *c, uint64_t max_frame, uint64_t idle)
+static void srv_welcome_pending(struct srv *s, struct ferry_client *c, uint64_t max_frame,
+				uint64_t idle, uint64_t pending)
 {
 	struct proto_frame w = { .type = PROTO_WELCOME };
 
-	w.u.welcome = (struct proto_welcome){ 1700000000000, 0, max_frame, idle };
+	w.u.welcome = (struct proto_welcome){ 1700000000000, pending, max_frame, idle };
 	srv_send(s, c, &w);
+}
+
+static void srv_welcome(struct srv *s, struct ferry_client *c, uint64_t max_frame, uint64_t idle)
+{
+	srv_welcome_pending(s, c, max_frame, idle, 0);
 }
 
 /* Accept, check HELLO, answer WELCOME, wait for the connected callback. */
@@ -730,6 +761,7 @@ static int cb_deliver(void *arg, const struct ferry_envelope *env)
 		return 1;
 	assert_true(r->delivered < 1024);
 	r->delivered_ids[r->delivered++] = env->server_id;
+	rec_event(r, 'D');
 	snprintf(r->user, sizeof(r->user), "%s", env->sender_user);
 	assert_true(env->payload_len <= sizeof(r->payload));
 	if (env->payload_len)
@@ -745,6 +777,7 @@ static void cb_deliver_acked(void *arg, const struct ferry_acked *a, size_t n)
 	struct rec *r = arg;
 
 	r->ack_calls++;
+	rec_event(r, 'A');
 	for (size_t i = 0; i < n && r->nacked_list < 1024; i++)
 		r->acked_list[r->nacked_list++] = a[i];
 }
@@ -785,7 +818,20 @@ static void cb_connected(void *arg, const struct ferry_welcome *w)
 	struct rec *r = arg;
 
 	assert_int_equal(w->server_time, 1700000000000);
+	r->pending = w->pending;
 	r->connected++;
+}
+
+static void cb_queue_empty(void *arg, uint64_t drained)
+{
+	struct rec *r = arg;
+
+	r->queue_empties++;
+	r->drained = drained;
+	r->caught_up_in_cb = ferry_client_caught_up(r->c);
+	rec_event(r, 'Q');
+	if (r->stop_at_queue_empty)
+		ferry_client_stop(r->c);
 }
 
 static void cb_disconnected(void *arg, enum ferry_err why, const char *text, uint64_t retry_ms)
@@ -806,6 +852,7 @@ static const struct ferry_callbacks recording = {
 	.server_error = cb_server_error,
 	.connected = cb_connected,
 	.disconnected = cb_disconnected,
+	.queue_empty = cb_queue_empty,
 };
 
 struct fixture {
@@ -1098,6 +1145,237 @@ static void test_deliver_refused_and_stop(void **state)
 	assert_int_equal(x->r.delivered, 1);
 	x->r.stop_after_deliver = 0;
 	WAIT_FOR(x->r.c, x->r.delivered == 2, 2000);
+}
+
+/* @n frames in one write, so that the client reads them together. */
+static void srv_send_all(struct srv *s, struct ferry_client *c, const struct proto_frame *f,
+			 size_t n)
+{
+	static uint8_t bytes[256 * 1024];
+	size_t len = 0, used;
+
+	for (size_t i = 0; i < n; i++) {
+		assert_int_equal(proto_encode(&f[i], bytes + len, sizeof(bytes) - len, &used),
+				 FERRY_OK);
+		len += used;
+	}
+	srv_write(s, c, bytes, len);
+}
+
+static struct proto_frame queue_empty_frame(uint64_t drained)
+{
+	return (struct proto_frame){ .type = PROTO_QUEUE_EMPTY, .u.drained = drained };
+}
+
+/*
+ * A catch-up: stored envelopes, QUEUE_EMPTY, a live one, all in one read.
+ * queue_empty comes after the acknowledgement of everything before it, never
+ * between a DELIVER and its DELIVER_ACK.
+ */
+static void test_queue_empty_after_acks(void **state)
+{
+	struct fixture *x = *state;
+	struct proto_frame f[5] = {
+		deliver_frame(1, 7, 101, "a", 1), deliver_frame(2, 7, 102, "b", 1),
+		deliver_frame(3, 7, 103, "c", 1), queue_empty_frame(3),
+		deliver_frame(4, 7, 104, "d", 1), /* live */
+	};
+	const struct proto_frame *g;
+
+	srv_accept(x->s, x->r.c);
+	srv_expect(x->s, x->r.c, PROTO_HELLO);
+	srv_welcome_pending(x->s, x->r.c, 65536, 0, 3);
+	WAIT_FOR(x->r.c, x->r.connected == 1, 2000);
+	assert_int_equal(x->r.pending, 3);
+	assert_true(ferry_client_ready(x->r.c));
+	assert_false(ferry_client_caught_up(x->r.c));
+
+	srv_send_all(x->s, x->r.c, f, 5);
+	g = srv_expect(x->s, x->r.c, PROTO_DELIVER_ACK);
+	assert_int_equal(g->u.ids.count, 3); /* the stored three in one frame */
+	for (size_t i = 0; i < 3; i++)
+		assert_int_equal(g->u.ids.ids[i], i + 1);
+	g = srv_expect(x->s, x->r.c, PROTO_DELIVER_ACK);
+	assert_int_equal(g->u.ids.count, 1);
+	assert_int_equal(g->u.ids.ids[0], 4);
+	WAIT_FOR(x->r.c, x->r.nacked_list == 4, 2000);
+	assert_int_equal(x->r.queue_empties, 1);
+	assert_int_equal(x->r.drained, 3);
+	assert_true(x->r.caught_up_in_cb);
+	assert_true(ferry_client_caught_up(x->r.c));
+	assert_string_equal(x->r.events, "DDDAQDA");
+
+	/* Back to catching up on the same connection: a second QUEUE_EMPTY. */
+	f[0] = deliver_frame(5, 7, 105, "e", 1);
+	f[1] = queue_empty_frame(1);
+	srv_send_all(x->s, x->r.c, f, 2);
+	g = srv_expect(x->s, x->r.c, PROTO_DELIVER_ACK);
+	assert_int_equal(g->u.ids.ids[0], 5);
+	WAIT_FOR(x->r.c, x->r.queue_empties == 2, 2000);
+	assert_int_equal(x->r.drained, 1);
+	assert_string_equal(x->r.events, "DDDAQDADAQ");
+
+	/* A new connection has not caught up until its own QUEUE_EMPTY. */
+	srv_drop(x->s);
+	WAIT_FOR(x->r.c, x->r.disconnected == 1, 2000);
+	assert_false(ferry_client_caught_up(x->r.c));
+	srv_login(x->s, &x->r, 65536, 0);
+	assert_false(ferry_client_caught_up(x->r.c));
+	f[0] = queue_empty_frame(0);
+	srv_send_all(x->s, x->r.c, f, 1);
+	WAIT_FOR(x->r.c, x->r.queue_empties == 3, 2000);
+	assert_int_equal(x->r.drained, 0);
+	assert_true(ferry_client_caught_up(x->r.c));
+	assert_null(srv_frame(x->s, x->r.c, 100)); /* nothing to acknowledge */
+}
+
+/*
+ * Stopping in queue_empty (ferry-client listen --until-empty): everything
+ * before it is acknowledged, nothing after it is handed out or acknowledged
+ * until the next run.
+ */
+static void test_queue_empty_stop(void **state)
+{
+	struct fixture *x = *state;
+	struct proto_frame f[4] = {
+		deliver_frame(1, 7, 201, "a", 1),
+		deliver_frame(2, 7, 202, "b", 1),
+		queue_empty_frame(2),
+		deliver_frame(3, 7, 203, "c", 1),
+	};
+	const struct proto_frame *g;
+	uint64_t end;
+
+	srv_login(x->s, &x->r, 65536, 0);
+	x->r.stop_at_queue_empty = 1;
+	srv_send_all(x->s, x->r.c, f, 4);
+	end = now_ms() + 3000;
+	while (!x->r.queue_empties && now_ms() < end)
+		assert_int_equal(ferry_client_run(x->r.c, 50), FERRY_OK);
+	assert_int_equal(x->r.queue_empties, 1);
+	assert_int_equal(x->r.delivered, 2);
+	assert_int_equal(x->r.nacked_list, 2); /* both reported acknowledged before it */
+	assert_string_equal(x->r.events, "DDAQ");
+	x->r.stop_at_queue_empty = 0;
+	g = srv_expect(x->s, x->r.c, PROTO_DELIVER_ACK);
+	assert_int_equal(g->u.ids.count, 2);
+	g = srv_expect(x->s, x->r.c, PROTO_DELIVER_ACK); /* the live one, now */
+	assert_int_equal(g->u.ids.ids[0], 3);
+	assert_int_equal(x->r.delivered, 3);
+}
+
+/* Refused envelopes are not acknowledged; QUEUE_EMPTY does not wait for them. */
+static void test_queue_empty_refused(void **state)
+{
+	struct fixture *x = *state;
+	struct proto_frame f[2] = { deliver_frame(1, 7, 301, "a", 1), queue_empty_frame(1) };
+	const struct proto_frame *g;
+
+	srv_login(x->s, &x->r, 65536, 0);
+	x->r.refuse = 1;
+	srv_send_all(x->s, x->r.c, f, 2);
+	WAIT_FOR(x->r.c, x->r.queue_empties == 1, 2000);
+	assert_int_equal(x->r.delivered, 0);
+	assert_null(srv_frame(x->s, x->r.c, 100)); /* no DELIVER_ACK */
+
+	/* Before WELCOME it breaks the protocol. */
+	srv_drop(x->s);
+	WAIT_FOR(x->r.c, x->r.disconnected == 1, 2000);
+	srv_accept(x->s, x->r.c);
+	srv_expect(x->s, x->r.c, PROTO_HELLO);
+	f[0] = queue_empty_frame(0);
+	srv_send_all(x->s, x->r.c, f, 1);
+	g = srv_expect(x->s, x->r.c, PROTO_ERROR);
+	assert_int_equal(g->u.error.code, PROTO_ERR_BAD_FRAME);
+	WAIT_FOR(x->r.c, x->r.disconnected == 2, 2000);
+	assert_int_equal(x->r.disc_why, FERRY_EPROTO);
+	assert_int_equal(x->r.queue_empties, 1);
+}
+
+/*
+ * A server that drains an offline queue a window at a time and sends more
+ * only when acknowledged: each window comes back as one DELIVER_ACK naming
+ * all of it, not one frame per envelope.
+ */
+static void test_drain_window(void **state)
+{
+	enum { WINDOW = 64, WINDOWS = 15, N = WINDOW * WINDOWS };
+	struct fixture *x = *state;
+	struct proto_frame f[WINDOW];
+	const struct proto_frame *g;
+	uint64_t t0;
+
+	srv_accept(x->s, x->r.c);
+	srv_expect(x->s, x->r.c, PROTO_HELLO);
+	srv_welcome_pending(x->s, x->r.c, 65536, 0, N);
+	WAIT_FOR(x->r.c, x->r.connected == 1, 2000);
+	t0 = now_ms();
+	for (uint64_t w = 0; w < WINDOWS; w++) {
+		for (uint64_t i = 0; i < WINDOW; i++) {
+			uint64_t id = w * WINDOW + i + 1;
+
+			f[i] = deliver_frame(id, 9, 1000 + id, "p", 1);
+		}
+		srv_send_all(x->s, x->r.c, f, WINDOW);
+		g = srv_expect(x->s, x->r.c, PROTO_DELIVER_ACK);
+		assert_int_equal(g->u.ids.count, WINDOW);
+		for (uint64_t i = 0; i < WINDOW; i++)
+			assert_int_equal(g->u.ids.ids[i], w * WINDOW + i + 1);
+	}
+	f[0] = queue_empty_frame(N);
+	srv_send_all(x->s, x->r.c, f, 1);
+	WAIT_FOR(x->r.c, x->r.queue_empties == 1, 2000);
+	assert_int_equal(x->r.drained, N);
+	assert_int_equal(x->r.delivered, N);
+	assert_int_equal(x->r.nacked_list, N);
+	assert_true(now_ms() - t0 < 5000);
+}
+
+/*
+ * queue_full and retry_later keep the SEND: it goes again with the same
+ * client id and bytes after a backoff, across a reconnect too; an ACK
+ * "stored" is reported as such.
+ */
+static void test_nack_queue_full_kept(void **state)
+{
+	struct fixture *x = *state;
+	struct proto_frame n = { .type = PROTO_NACK }, a = { .type = PROTO_ACK };
+	const struct proto_frame *f;
+	uint64_t id;
+
+	srv_login(x->s, &x->r, 65536, 0);
+	assert_int_equal(ferry_client_send(x->r.c, "bob", 3600, "keep me", 7, &id), FERRY_OK);
+	srv_expect(x->s, x->r.c, PROTO_SEND);
+	n.u.nack = (struct proto_nack){ id, PROTO_NACK_QUEUE_FULL, { (const uint8_t *)"full", 4 } };
+	srv_send(x->s, x->r.c, &n);
+	WAIT_FOR(x->r.c, x->r.nacked == 1, 2000);
+	assert_false(x->r.nack_final);
+	assert_int_equal(x->r.nack_reason, PROTO_NACK_QUEUE_FULL);
+	assert_int_equal(ferry_client_queued(x->r.c), 1);
+	f = srv_expect(x->s, x->r.c, PROTO_SEND);
+	assert_true(f->u.send.client_id == id);
+	assert_int_equal(f->u.send.ttl, 3600);
+	assert_memory_equal(f->u.send.payload.p, "keep me", 7);
+
+	/* NACKed again, and the connection is lost during the backoff: still kept. */
+	n.u.nack = (struct proto_nack){ id, PROTO_NACK_RETRY_LATER, { NULL, 0 } };
+	srv_send(x->s, x->r.c, &n);
+	WAIT_FOR(x->r.c, x->r.nacked == 2, 2000);
+	srv_drop(x->s);
+	WAIT_FOR(x->r.c, x->r.disconnected == 1, 2000);
+	assert_int_equal(ferry_client_queued(x->r.c), 1);
+	srv_login(x->s, &x->r, 65536, 0);
+	f = srv_expect(x->s, x->r.c, PROTO_SEND);
+	assert_true(f->u.send.client_id == id);
+	assert_memory_equal(f->u.send.payload.p, "keep me", 7);
+
+	a.u.ack = (struct proto_ack){ id, 77, PROTO_ACK_STORED };
+	srv_send(x->s, x->r.c, &a);
+	WAIT_FOR(x->r.c, x->r.acked == 1, 2000);
+	assert_int_equal(x->r.ack_status, PROTO_ACK_STORED);
+	assert_int_equal(x->r.ack_server_id, 77);
+	assert_int_equal(ferry_client_queued(x->r.c), 0);
+	assert_null(srv_frame(x->s, x->r.c, 100));
 }
 
 static void test_ping_pong_and_dead(void **state)
@@ -1420,6 +1698,11 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_deliver_dedup_and_batch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_deliver_many, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_deliver_refused_and_stop, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_queue_empty_after_acks, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_queue_empty_stop, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_queue_empty_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_drain_window, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_nack_queue_full_kept, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ping_pong_and_dead, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_auth_failed_is_final, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_error_replaced_reconnects, setup, teardown),

@@ -173,9 +173,17 @@ static void test_every_key(void **state)
 					   "ack_timeout = 500\n"
 					   "handshake_timeout = 3000\n"
 					   "idle_timeout = 60000\n"
+					   "drain_window = 64\n"
 					   "[store]\n"
 					   "conninfo = host=db dbname=ferry\n"
 					   "connect_timeout = 300\n"
+					   "connections = 8\n"
+					   "batch_max = 500\n"
+					   "max_pending_per_device = 0\n"
+					   "max_inflight_bytes = 1g\n"
+					   "default_ttl = 86400\n"
+					   "expire_interval = 1000\n"
+					   "expire_batch = 50\n"
 					   "[push.apns]\n"
 					   "[push.fcm]\n"
 					   "[admin]\n"
@@ -200,6 +208,14 @@ static void test_every_key(void **state)
 	assert_int_equal(cfg->gateway.ack_timeout, 500);
 	assert_int_equal(cfg->gateway.handshake_timeout, 3000);
 	assert_int_equal(cfg->gateway.idle_timeout, 60000);
+	assert_int_equal(cfg->gateway.drain_window, 64);
+	assert_int_equal(cfg->store.connections, 8);
+	assert_int_equal(cfg->store.batch_max, 500);
+	assert_int_equal(cfg->store.max_pending_per_device, 0);
+	assert_int_equal(cfg->store.max_inflight_bytes, 1024ULL * 1024 * 1024);
+	assert_int_equal(cfg->store.default_ttl, 86400);
+	assert_int_equal(cfg->store.expire_interval, 1000);
+	assert_int_equal(cfg->store.expire_batch, 50);
 	assert_string_equal(cfg->store.conninfo, "host=db dbname=ferry");
 	assert_int_equal(cfg->store.connect_timeout, 300);
 	assert_string_equal(cfg->admin.listen, "[::1]:8080");

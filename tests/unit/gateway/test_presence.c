@@ -37,21 +37,21 @@ static void test_presence_replace_and_remove(void **state)
 	uint64_t conn, old_conn = 99;
 
 	assert_false(gw_presence_find(&gw, 7, &worker, &conn));
-	assert_int_equal(gw_presence_add(&gw, 7, 1, 100, &old_worker, &old_conn), 0);
+	assert_int_equal(gw_presence_add_locked(&gw, 7, 1, 100, &old_worker, &old_conn), 0);
 	assert_true(gw_presence_find(&gw, 7, &worker, &conn));
 	assert_int_equal(worker, 1);
 	assert_int_equal(conn, 100);
 
 	/* A second connection replaces the first and is told where it was. */
-	assert_int_equal(gw_presence_add(&gw, 7, 0, 200, &old_worker, &old_conn), 1);
+	assert_int_equal(gw_presence_add_locked(&gw, 7, 0, 200, &old_worker, &old_conn), 1);
 	assert_int_equal(old_worker, 1);
 	assert_int_equal(old_conn, 100);
 
 	/* The replaced connection closing does not remove its successor. */
-	gw_presence_remove(&gw, 7, 100);
+	gw_presence_remove_locked(&gw, 7, 100);
 	assert_true(gw_presence_find(&gw, 7, &worker, &conn));
 	assert_int_equal(conn, 200);
-	gw_presence_remove(&gw, 7, 200);
+	gw_presence_remove_locked(&gw, 7, 200);
 	assert_false(gw_presence_find(&gw, 7, &worker, &conn));
 }
 

@@ -98,6 +98,8 @@ static bool frame_eq(const struct proto_frame *a, const struct proto_frame *b)
 		       bytes_eq(a->u.error.text, b->u.error.text);
 	case PROTO_RECONNECT:
 		return a->u.reconnect_after == b->u.reconnect_after;
+	case PROTO_QUEUE_EMPTY:
+		return a->u.drained == b->u.drained;
 	}
 	return false;
 }
@@ -254,6 +256,8 @@ static void test_roundtrip_simple_types(void **state)
 		f.u.error = (struct proto_error){ v, B("went wrong") };
 		roundtrip(&f);
 		f = (struct proto_frame){ .type = PROTO_RECONNECT, .u.reconnect_after = v };
+		roundtrip(&f);
+		f = (struct proto_frame){ .type = PROTO_QUEUE_EMPTY, .u.drained = v };
 		roundtrip(&f);
 		f = (struct proto_frame){ .type = PROTO_DELIVER };
 		f.u.deliver = (struct proto_deliver){ v, B("a.b_c:d@e+f-g0"),
@@ -605,7 +609,7 @@ static void test_oversized_before_body(void **state)
 
 static void test_unknown_types(void **state)
 {
-	static const uint8_t types[] = { 0x00, 0x0d, 0x0e, 0x7f, 0x80, 0xff };
+	static const uint8_t types[] = { 0x00, 0x0e, 0x0f, 0x7f, 0x80, 0xff };
 
 	for (size_t i = 0; i < sizeof(types); i++) {
 		struct wb *w = wb_start(types[i]);
@@ -622,7 +626,7 @@ static void test_short_and_trailing(void **state)
 	struct wb *w;
 
 	/* every frame type with an empty body is too short */
-	for (uint8_t t = PROTO_HELLO; t <= PROTO_RECONNECT; t++)
+	for (uint8_t t = PROTO_HELLO; t <= PROTO_QUEUE_EMPTY; t++)
 		wb_assert_eproto(wb_start(t));
 	/* a PING with a trailing byte */
 	w = wb_start(PROTO_PING);
@@ -892,7 +896,7 @@ static void test_encoder_refusals(void **state)
 	memset(secret, 's', PROTO_MAX_SECRET + 1); /* one over */
 	f = (struct proto_frame){ .type = 0 };
 	assert_einval(&f);
-	f.type = 0x0d;
+	f.type = 0x0e;
 	assert_einval(&f);
 
 	f = (struct proto_frame){ .type = PROTO_HELLO };
@@ -1070,7 +1074,7 @@ static void test_names(void **state)
 		assert_string_equal(proto_error_name(i), errs[i]);
 	for (unsigned i = 0; i < sizeof(nacks) / sizeof(nacks[0]); i++)
 		assert_string_equal(proto_nack_name(i), nacks[i]);
-	assert_string_equal(proto_type_name(13), "unknown");
+	assert_string_equal(proto_type_name(14), "unknown");
 	assert_string_equal(proto_type_name(0xffffffffu), "unknown");
 	assert_string_equal(proto_error_name(12), "unknown");
 	assert_string_equal(proto_error_name(UINT64_MAX), "unknown");

@@ -1,0 +1,180 @@
+/*
+ * ops.c - requests to the offline store and their answers.
+ *
+ * A request is a struct gw_op: the queue_req the store works on, and what
+ * the answer is for (a SEND on some worker, a connection by id). The store
+ * posts the op itself back to the worker that made it (GW_MSG_STORE), which
+ * hands it to route.c (PUT results for a SEND) and deliver.c (catch-up,
+ * deletes, PUTs a connection made). Each worker counts its unanswered
+ * requests and does not close its mailbox before they are all answered.
+ *
+ * A PUT's payload is not copied: the op holds a reference to the shared
+ * envelope and points into its encoded DELIVER frame.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "gateway/gateway_int.h"
+#include "common/banned.h"
+
+struct gw_env *gw_env_deliver(uint64_t server_id, const char *sender_user, size_t user_len,
+			      int64_t sender_device, uint64_t client_id, uint64_t timestamp,
+			      const uint8_t *payload, size_t len)
+{
+	struct proto_frame f = { .type = PROTO_DELIVER };
+	struct gw_env *env;
+	size_t size, n;
+
+	f.u.deliver.server_id = server_id;
+	f.u.deliver.sender_user.p = (const uint8_t *)sender_user;
+	f.u.deliver.sender_user.len = user_len;
+	f.u.deliver.sender_device = (uint64_t)sender_device;
+	f.u.deliver.client_id = client_id;
+	f.u.deliver.timestamp = timestamp;
+	f.u.deliver.payload.p = payload;
+	f.u.deliver.payload.len = len;
+	size = proto_encoded_size(&f);
+	env = size ? gw_env_new(size) : NULL;
+	if (!env)
+		return NULL;
+	env->server_id = server_id;
+	env->ttl = 0;
+	if (proto_encode(&f, env->frame, size, &n) || n != size)
+		ferry_panic("cannot encode a DELIVER of %zu bytes", len);
+	return env;
+}
+
+static void on_store_reply(struct gw_op *op)
+{
+	op->msg.kind = GW_MSG_STORE;
+}
+
+struct gw_op *gw_op_new(struct gw_worker *w, enum gw_op_kind kind, uint64_t conn_id, int64_t device)
+{
+	struct gw_op *op = calloc(1, sizeof(*op));
+
+	if (!op)
+		return NULL;
+	on_store_reply(op);
+	op->kind = kind;
+	op->conn_id = conn_id;
+	op->origin = w->index;
+	op->req.reply = &op->msg.link;
+	op->req.reply_to = &w->mbox;
+	op->req.device = device;
+	switch (kind) {
+	case GW_OP_BARRIER:
+		op->req.type = QUEUE_REQ_BARRIER;
+		break;
+	case GW_OP_COUNT:
+		op->req.type = QUEUE_REQ_COUNT;
+		break;
+	case GW_OP_FETCH:
+		op->req.type = QUEUE_REQ_FETCH;
+		break;
+	case GW_OP_DELETE:
+		op->req.type = QUEUE_REQ_DELETE;
+		break;
+	case GW_OP_PUT:
+		op->req.type = QUEUE_REQ_PUT;
+		break;
+	}
+	return op;
+}
+
+struct gw_op *gw_op_put(struct gw_worker *w, struct gw_env *env, const int64_t *devices, size_t n,
+			unsigned origin, uint64_t send_id, uint64_t conn_id)
+{
+	struct proto_frame f;
+	struct gw_op *op;
+	size_t used;
+
+	/* The frame was encoded by us: it decodes, and its fields are valid. */
+	if (proto_decode(env->frame, env->len, SIZE_MAX, &f, &used) || used != env->len ||
+	    f.type != PROTO_DELIVER)
+		ferry_panic("a shared envelope does not hold a DELIVER");
+	op = calloc(1, sizeof(*op) + n * sizeof(op->puts[0]));
+	if (!op)
+		return NULL;
+	on_store_reply(op);
+	op->kind = GW_OP_PUT;
+	op->conn_id = conn_id;
+	op->origin = origin;
+	op->send_id = send_id;
+	op->env = gw_env_ref(env);
+	memcpy(op->sender_user, f.u.deliver.sender_user.p, f.u.deliver.sender_user.len);
+	op->req.reply = &op->msg.link;
+	op->req.reply_to = &w->mbox;
+	op->req.type = QUEUE_REQ_PUT;
+	op->req.server_id = env->server_id;
+	op->req.sender_user = op->sender_user;
+	op->req.sender_device = (int64_t)f.u.deliver.sender_device;
+	op->req.client_id = f.u.deliver.client_id;
+	op->req.kind = QUEUE_KIND_MESSAGE;
+	op->req.payload = f.u.deliver.payload.p;
+	op->req.len = f.u.deliver.payload.len;
+	op->req.created_ms = f.u.deliver.timestamp;
+	op->req.ttl = env->ttl;
+	op->req.puts = op->puts;
+	op->req.nputs = n;
+	for (size_t i = 0; i < n; i++)
+		op->puts[i].recipient = devices[i];
+	return op;
+}
+
+void gw_op_submit(struct gw_worker *w, struct gw_op *op)
+{
+	w->ops++;
+	queue_store_submit(w->gw->store, &op->req);
+}
+
+void gw_op_free(struct gw_op *op)
+{
+	if (!op)
+		return;
+	gw_env_unref(op->env);
+	queue_rows_free(op->req.rows, op->req.nrows);
+	free(op->ids);
+	free(op);
+}
+
+static enum gw_result put_result(const struct gw_op *op, size_t i)
+{
+	if (op->req.rc)
+		return GW_RES_FAILED;
+	switch (op->puts[i].result) {
+	case QUEUE_PUT_STORED:
+	case QUEUE_PUT_DUPLICATE:
+		return GW_RES_STORED;
+	case QUEUE_PUT_FULL:
+		return GW_RES_FULL;
+	case QUEUE_PUT_GONE:
+		return GW_RES_GONE;
+	}
+	return GW_RES_FAILED;
+}
+
+void gw_op_done(struct gw_worker *w, struct gw_op *op)
+{
+	w->ops--;
+	if (op->kind == GW_OP_PUT) {
+		if (op->req.rc)
+			log_debug("event=store_put_failed server_id=%llu devices=%zu reason=\"%s\"",
+				  (unsigned long long)op->req.server_id, op->req.nputs,
+				  ferry_strerror(op->req.rc));
+		for (size_t i = 0; op->send_id && i < op->req.nputs; i++) {
+			if (!op->req.rc && op->puts[i].result == QUEUE_PUT_DUPLICATE &&
+			    op->puts[i].server_id != op->req.server_id)
+				gw_route_result_dup(w, op->origin, op->send_id,
+						    op->puts[i].server_id);
+			else
+				gw_route_result_to(w, op->origin, op->send_id, put_result(op, i));
+		}
+	}
+	if (op->conn_id)
+		gw_deliver_op_done(w, op); /* takes op */
+	else
+		gw_op_free(op);
+	gw_worker_maybe_done(w);
+}

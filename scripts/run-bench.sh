@@ -17,7 +17,15 @@
 #      on the syscall tracepoints (no slow-down; ping-pong on B, under load on
 #      A) and strace -c -f -p (ping-pong on B); each skipped if missing;
 #   6. ferryd's user-space instructions per envelope: a third ferryd (one
-#      worker) under callgrind, the difference of two runs of different length.
+#      worker) under callgrind, the difference of two runs of different length;
+#   7. the offline store on A (ferry-bench --offline): envelopes stored/s for
+#      devices that are away (every ACK must say stored), then drained/s as
+#      they reconnect, checked empty afterwards (protocol and SQL), with
+#      ferryd's and PostgreSQL's CPU per envelope and the store's statements
+#      from pg_stat_statements (batch sizes, time per batch);
+#   8. the plain-INSERT ceiling (build/bench/bench_insert): the same rows,
+#      same batch size, plain multi-row INSERTs from one connection into a
+#      scratch database with ferry's schema, and the ratio of the two.
 #
 # Why B: with several workers, SO_REUSEPORT puts a sender and its receiver on
 # one worker or on two at random, and the cross-worker path costs more (two
@@ -31,8 +39,8 @@
 #
 # Environment: FERRY_BENCH_IDLE (idle connections, default 5000),
 # FERRY_BENCH_QUICK=1 (fewer runs and envelopes: a smoke test),
-# FERRY_BENCH_CALLGRIND=0 (skip step 6). Runtime: about 25 s on 2 cores; the
-# target is under 3 minutes.
+# FERRY_BENCH_CALLGRIND=0 (skip step 6), FERRY_BENCH_OFFLINE=0 (skip steps 7
+# and 8). Runtime: about 50 s on 2 cores; the target is under 3 minutes.
 set -u
 top=$(cd "$(dirname "$0")/.." && pwd)
 . "$top/scripts/pg.sh"
@@ -40,11 +48,12 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 ferryd="$top/bin/ferryd"
 bench="$top/bin/ferry-bench"
 proto="$top/build/bench/bench_proto"
+insert="$top/build/bench/bench_insert"
 idle=${FERRY_BENCH_IDLE:-5000}
 quick=${FERRY_BENCH_QUICK:-0}
 results="$top/build/bench/last-run.txt"
 
-for b in "$ferryd" "$bench" "$proto"; do
+for b in "$ferryd" "$bench" "$proto" "$insert"; do
 	if [ ! -x "$b" ]; then
 		echo "bench: $b is missing; run 'make bench'" >&2
 		exit 1
@@ -123,12 +132,25 @@ fi
 # ---- 2. PostgreSQL and ferryd ---------------------------------------------------
 
 section "starting a throwaway PostgreSQL cluster and the release ferryd"
+# pg_stat_statements (in postgresql-contrib) times the offline store's
+# statements in step 7; without it those figures are skipped.
+pss=""
+bindir=$(pg_bindir) && [ -f "$(dirname "$bindir")/lib/pg_stat_statements.so" ] &&
+	pss="-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all"
+# shellcheck disable=SC2086
 if ! pg_init "$tmp/pgdata" || ! pg_start "$tmp/pgdata" "$tmp/sock" -c fsync=off \
-	-c max_connections=100; then
+	-c max_connections=100 $pss; then
 	echo "bench: could not start a throwaway PostgreSQL cluster" >&2
 	exit 1
 fi
 pg_createdb "$tmp/sock" ferry_bench || exit 1
+pg_pid=$(head -n 1 "$tmp/pgdata/postmaster.pid")
+
+# pg_q DATABASE SQL: run SQL, print the rows unaligned.
+pg_q() {
+	psql -h "$tmp/sock" -U "$(pg_owner)" -d "$1" -qAtX -c "$2"
+}
+[ -n "$pss" ] && ! pg_q ferry_bench "CREATE EXTENSION pg_stat_statements" >/dev/null && pss=""
 
 (umask 077 && head -c 32 /dev/urandom | base64 | tr -d '=+/\n' >"$tmp/admin.token")
 # write_config FILE GATEWAY_PORT ADMIN_PORT [extra [gateway] lines]
@@ -392,6 +414,112 @@ else
 	echo "(skipped: FERRY_BENCH_CALLGRIND=0, or valgrind or callgrind_control missing)"
 fi
 
+# ---- 7. the offline store --------------------------------------------------------
+
+# N recipients x K envelopes a run (100 B payloads), 4 senders with 256 SENDs
+# each in flight: enough for the store to batch as it would under load.
+off_n=500 off_k=200 off_runs=5
+[ "$quick" = 1 ] && off_n=50 off_k=20 off_runs=1
+offline=${FERRY_BENCH_OFFLINE:-1}
+
+# store_stats: the store's statements since the reset, from pg_stat_statements
+# (wall time inside PostgreSQL, all runs together).
+store_stats() {
+	pg_q ferry_bench "
+	WITH s AS (
+		SELECT query, toplevel, calls, rows, total_exec_time AS ms FROM pg_stat_statements
+		 WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())),
+	put AS (SELECT sum(calls) AS c, sum(rows) AS r, sum(ms) AS ms FROM s
+		 WHERE toplevel AND query LIKE '%FROM ferry_put_batch(%'),
+	fet AS (SELECT sum(calls) AS c, sum(rows) AS r, sum(ms) AS ms FROM s
+		 WHERE toplevel AND query LIKE 'SELECT seq, server_id,%'),
+	del AS (SELECT sum(calls) AS c, sum(ms) AS ms FROM s
+		 WHERE toplevel AND query LIKE '%ferry_delete(%'),
+	dr AS (SELECT sum(rows) AS r FROM s
+		 WHERE NOT toplevel AND query LIKE 'DELETE FROM envelopes WHERE recipient_device%')
+	SELECT format('store.put_batches=%s', put.c) FROM put WHERE put.c > 0
+	UNION ALL SELECT format('store.put_envelopes_per_batch=%s', round(put.r / put.c, 1))
+	  FROM put WHERE put.c > 0
+	UNION ALL SELECT format('store.put_ms_per_batch=%s', round((put.ms / put.c)::numeric, 2))
+	  FROM put WHERE put.c > 0
+	UNION ALL SELECT format('store.put_db_us_per_env=%s', round((put.ms * 1000 / put.r)::numeric, 2))
+	  FROM put WHERE put.r > 0
+	UNION ALL SELECT format('store.fetches=%s', fet.c) FROM fet WHERE fet.c > 0
+	UNION ALL SELECT format('store.fetch_rows_per_call=%s', round(fet.r / fet.c, 1))
+	  FROM fet WHERE fet.c > 0
+	UNION ALL SELECT format('store.fetch_db_us_per_env=%s', round((fet.ms * 1000 / fet.r)::numeric, 2))
+	  FROM fet WHERE fet.r > 0
+	UNION ALL SELECT format('store.deletes=%s', del.c) FROM del WHERE del.c > 0
+	UNION ALL SELECT format('store.delete_ids_per_call=%s', round(dr.r / del.c, 1))
+	  FROM del, dr WHERE del.c > 0 AND dr.r > 0
+	UNION ALL SELECT format('store.delete_db_us_per_env=%s', round((del.ms * 1000 / dr.r)::numeric, 2))
+	  FROM del, dr WHERE dr.r > 0"
+}
+
+# ratio KEY A B: KEY = A / B (3 decimals), if both figures exist.
+ratio() {
+	a=$(get "$2") b=$(get "$3")
+	[ -n "$a" ] && [ -n "$b" ] &&
+		fig "$1" "$(awk -v a="$a" -v b="$b" 'BEGIN { if (b > 0) printf "%.3f", a / b }')"
+}
+
+if [ "$offline" != 0 ]; then
+	require_ferryd
+	section "offline store (ferryd A): $off_n devices away x $off_k envelopes, then drained"
+	[ -n "$pss" ] && pg_q ferry_bench "SELECT pg_stat_statements_reset()" >/dev/null
+	# shellcheck disable=SC2086
+	"$bench" $on_a --offline "$off_n" --per-device "$off_k" --senders 4 --window 256 \
+		--runs "$off_runs" --pg-pid "$pg_pid" --save-creds "$tmp/creds_off.txt" | keep ||
+		note_failure offline
+	for k in offline.store_errors offline.drain_errors; do
+		v=$(get "$k")
+		[ -z "$v" ] || [ "$v" = 0 ] || note_failure "offline ($k=$v)"
+	done
+	# Nothing of the recipients' may be left in the database (senders get nothing).
+	ids=$(awk '!/^#/ && NF == 3 { printf "%s%s", sep, $2; sep = "," }' \
+		"$tmp/creds_off.txt" 2>/dev/null)
+	if [ -n "$ids" ]; then
+		fig offline.rows_left_sql \
+			"$(pg_q ferry_bench "SELECT count(*) FROM envelopes WHERE recipient_device IN ($ids)")"
+		fig offline.pending_left_sql "$(pg_q ferry_bench \
+			"SELECT coalesce(sum(pending), 0) FROM devices WHERE id IN ($ids)")"
+		[ "$(get offline.rows_left_sql)" = 0 ] || note_failure "offline (rows left)"
+	fi
+	if [ -n "$pss" ]; then
+		echo "-- the store's statements (pg_stat_statements, all runs):"
+		store_stats | keep
+		# The share of the store phase the writer's backend spent in ferry_put_batch.
+		w=$(get store.put_db_us_per_env) s=$(get offline.stored_per_s)
+		[ -n "$w" ] && [ -n "$s" ] &&
+			fig store.writer_busy "$(awk -v w="$w" -v s="$s" 'BEGIN { printf "%.2f", w * s / 1e6 }')"
+	else
+		echo "(pg_stat_statements not available: no batch figures)"
+	fi
+
+	# ---- 8. the plain-INSERT ceiling --------------------------------------------------
+
+	section "plain INSERT ceiling: the same rows, same batch size, one connection"
+	pg_createdb "$tmp/sock" ferry_plain || exit 1
+	printf '[store]\nconninfo = "host=%s dbname=ferry_plain user=%s"\n' "$tmp/sock" \
+		"$(pg_owner)" >"$tmp/plain.ini"
+	if "$ferryd" migrate -c "$tmp/plain.ini" >"$tmp/migrate_plain.log" 2>&1; then
+		# The store's mean batch when known, else [store] batch_max's default.
+		batch=$(get store.put_envelopes_per_batch | awk '{ printf "%d", $1 + 0.5 }')
+		[ -n "$batch" ] && [ "$batch" -ge 1 ] || batch=2000
+		"$insert" --conninfo "host=$tmp/sock dbname=ferry_plain user=$(pg_owner)" \
+			--devices "$off_n" --rows $((off_n * off_k)) --batch "$batch" \
+			--runs "$off_runs" --pg-pid "$pg_pid" --label plain | keep ||
+			note_failure "plain INSERT"
+		ratio offline.stored_vs_plain offline.stored_per_s plain.rows_per_s
+		ratio offline.pg_cpu_vs_plain offline.store_pg_cpu_us_per_env plain.pg_cpu_us_per_row
+	else
+		cat "$tmp/migrate_plain.log" >&2
+		note_failure "plain INSERT (migrate)"
+	fi
+else
+	section "offline store and plain INSERT: skipped (FERRY_BENCH_OFFLINE=0)"
+fi
+
 # ---- summary ----------------------------------------------------------------------
 
 stop_pid "$pid_b"
@@ -441,6 +569,20 @@ row "syscalls per envelope: strace ping-pong" syscalls.strace.per_envelope
 row "ferryd instructions per envelope (ping-pong)" ferryd.instructions_per_envelope
 row "idle: bytes per connection" idle.bytes_per_conn
 row "ferryd A VmHWM at the end (kB)" throughput4k.ferryd_hwm_kb
+row "offline: envelopes stored/s / drained/s" offline.stored_per_s offline.drained_per_s
+row "offline: send -> ACK stored p50 / p99 (us)" offline.store_ack_p50_us \
+	offline.store_ack_p99_us
+row "offline: store errors / drain errors" offline.store_errors offline.drain_errors
+row "offline: ferryd / PG CPU per stored env (us)" \
+	offline.store_ferryd_cpu_us_per_env offline.store_pg_cpu_us_per_env
+row "offline: ferryd / PG CPU per drained env (us)" \
+	offline.drain_ferryd_cpu_us_per_env offline.drain_pg_cpu_us_per_env
+row "store: envelopes per batch / ms per batch" store.put_envelopes_per_batch \
+	store.put_ms_per_batch
+row "store: writer busy in ferry_put_batch (share)" store.writer_busy
+row "plain INSERT, same batch: rows/s" plain.rows_per_s
+row "plain INSERT: PostgreSQL CPU per row (us)" plain.pg_cpu_us_per_row
+row "offline stored/s / plain INSERT rows/s" offline.stored_vs_plain
 echo
 echo "bench: done in $(($(date +%s) - started)) s"
 if [ -n "$failed" ]; then

@@ -24,6 +24,9 @@
  * most IDLE_INFLIGHT at a time, and then stay idle; ferryd's VmRSS before,
  * with them, and after they closed gives bytes per idle connection.
  *
+ * Offline mode (--offline N --per-device K): the offline store's write and
+ * drain rates; tools/bench_offline.c.
+ *
  * Threads: libferry has no threads of its own, so each online device gets a
  * thread of its own calling ferry_client_run() with a short timeout; all of
  * a device's state is touched by its thread only, except through the
@@ -36,7 +39,8 @@
  * Credentials: created through the admin API with libcurl (POST
  * /v1/users/{user}/devices, fresh user names per run, a few requests in
  * parallel), or read from a file of `user device_id secret` lines
- * (receivers first, then senders; --save-creds writes one).
+ * (receivers first, then senders; --save-creds writes one); see
+ * tools/bench_util.c, which holds what the modes share.
  *
  * Output: one `key=value` line per figure on stdout (LABEL.acked_per_s=...),
  * then a human table. Exit status 0 when every envelope was acknowledged (or
@@ -44,7 +48,6 @@
  * connecting, each round and the drain all have deadlines. Loopback only:
  * the server and the admin API must be on 127.0.0.0/8, ::1 or localhost.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -55,19 +58,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
 
 #include <curl/curl.h>
-#include <jansson.h>
 
 #include "client/ferry.h"
 #include "common/log.h"
 #include "gateway/proto.h"
+#include "tools/bench_int.h"
 #include "common/banned.h"
 
 #define HDR_MAGIC 0x4e454246u /* "FBEN" */
@@ -78,29 +78,6 @@
 #define CONNECT_TIMEOUT_MS 30000 /* all devices authenticated */
 #define DRAIN_MS 5000		 /* after a round's deadline, for SENDs in flight */
 #define IDLE_INFLIGHT 256	 /* idle mode: connections being made at once */
-#define ADMIN_THREADS 4
-#define SECRET_MAX PROTO_MAX_SECRET
-
-struct cred {
-	char user[PROTO_MAX_USER + 1];
-	uint64_t device_id;
-	char secret[SECRET_MAX + 1];
-};
-
-struct opts {
-	const char *server, *admin, *token, *token_file, *creds, *save_creds, *label;
-	char host[256], port[16];
-	unsigned senders, receivers, window, runs, idle;
-	size_t count, size;
-	double duration;
-	long pid;
-	int verbose;
-};
-
-struct samples {
-	uint64_t *v;
-	size_t n, cap;
-};
 
 struct bench;
 
@@ -108,7 +85,7 @@ struct peer {
 	struct bench *b;
 	int sender;
 	unsigned index;
-	struct cred cred;
+	struct fb_cred cred;
 	struct ferry_client *c;
 	pthread_t thread;
 	int started;
@@ -123,416 +100,23 @@ struct peer {
 	uint64_t base_id; /* client id of the round's first SEND */
 	size_t sent, acked, inflight, lost, nacks, stored;
 	uint64_t *send_ns; /* by client id - base_id */
-	struct samples ack_lat;
+	struct fb_samples ack_lat;
 	uint64_t t_first, t_last;
 	atomic_uint done_round;	  /* the round this sender finished */
 	atomic_uint parked_round; /* the round after which it parked */
 	/* A receiver's deliveries, per round. */
 	pthread_mutex_t lock;
-	struct samples dlv_lat[MAX_ROUNDS];
+	struct fb_samples dlv_lat[MAX_ROUNDS];
 };
 
 struct bench {
-	struct opts o;
+	struct fb_opts o;
 	struct peer *peers; /* receivers first, then senders */
 	size_t npeers;
 	atomic_uint go;		 /* the round running (1-based), 0: none */
 	atomic_int stop_sending; /* the round's deadline passed */
 	atomic_int quit;
 };
-
-static volatile sig_atomic_t interrupted;
-
-/* ---- small helpers ---- */
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static void sleep_ms(unsigned ms)
-{
-	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
-
-	while (nanosleep(&ts, &ts) && errno == EINTR && !interrupted)
-		;
-}
-
-static void put_u32(uint8_t *p, uint32_t v)
-{
-	memcpy(p, &v, sizeof(v));
-}
-
-static void put_u64(uint8_t *p, uint64_t v)
-{
-	memcpy(p, &v, sizeof(v));
-}
-
-static uint32_t get_u32(const uint8_t *p)
-{
-	uint32_t v;
-
-	memcpy(&v, p, sizeof(v));
-	return v;
-}
-
-static uint64_t get_u64(const uint8_t *p)
-{
-	uint64_t v;
-
-	memcpy(&v, p, sizeof(v));
-	return v;
-}
-
-static int samples_add(struct samples *s, uint64_t v)
-{
-	if (s->n == s->cap) {
-		size_t cap = s->cap ? 2 * s->cap : 1024;
-		uint64_t *p = realloc(s->v, cap * sizeof(*p));
-
-		if (!p)
-			return -1;
-		s->v = p;
-		s->cap = cap;
-	}
-	s->v[s->n++] = v;
-	return 0;
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-/* Nearest-rank percentile of sorted @v, in microseconds; NAN if empty. */
-static double pct_us(const uint64_t *v, size_t n, double pct)
-{
-	size_t rank;
-
-	if (!n)
-		return NAN;
-	rank = (size_t)ceil(pct / 100.0 * (double)n);
-	if (rank < 1)
-		rank = 1;
-	return (double)v[rank - 1] / 1000.0;
-}
-
-/* ---- /proc: ferryd's memory and CPU ---- */
-
-/* VmRSS and VmHWM of @pid in kB; -1 if unreadable. */
-static int proc_mem_kb(long pid, long *rss, long *hwm)
-{
-	char path[64], line[256];
-	FILE *f;
-
-	*rss = *hwm = -1;
-	snprintf(path, sizeof(path), "/proc/%ld/status", pid);
-	f = fopen(path, "r");
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f)) {
-		if (!strncmp(line, "VmRSS:", 6))
-			*rss = strtol(line + 6, NULL, 10);
-		else if (!strncmp(line, "VmHWM:", 6))
-			*hwm = strtol(line + 6, NULL, 10);
-	}
-	fclose(f);
-	return *rss < 0 ? -1 : 0;
-}
-
-/* CPU time of every thread of @pid in ns (their schedstat run times). */
-static double proc_cpu_ns(long pid)
-{
-	char path[300], line[128];
-	struct dirent *e;
-	double total = 0;
-	DIR *d;
-
-	snprintf(path, sizeof(path), "/proc/%ld/task", pid);
-	d = opendir(path);
-	if (!d)
-		return NAN;
-	while ((e = readdir(d)) != NULL) {
-		FILE *f;
-
-		if (e->d_name[0] == '.')
-			continue;
-		snprintf(path, sizeof(path), "/proc/%ld/task/%s/schedstat", pid, e->d_name);
-		f = fopen(path, "r");
-		if (!f)
-			continue;
-		if (fgets(line, sizeof(line), f))
-			total += strtod(line, NULL);
-		fclose(f);
-	}
-	closedir(d);
-	return total;
-}
-
-/* ---- credentials: the admin API ---- */
-
-struct body {
-	char *p;
-	size_t len;
-};
-
-static size_t on_body(char *p, size_t size, size_t n, void *arg)
-{
-	struct body *b = arg;
-	size_t add = size * n;
-	char *q;
-
-	if (b->len + add > 65536)
-		return 0;
-	q = realloc(b->p, b->len + add + 1);
-	if (!q)
-		return 0;
-	memcpy(q + b->len, p, add);
-	b->len += add;
-	q[b->len] = '\0';
-	b->p = q;
-	return add;
-}
-
-/* Copy the string member @key of @obj into @out (cap @cap); -1 if absent. */
-static int json_text(json_t *obj, const char *key, char *out, size_t cap)
-{
-	const char *s = json_string_value(json_object_get(obj, key));
-
-	if (!s || strlen(s) >= cap)
-		return -1;
-	memcpy(out, s, strlen(s) + 1);
-	return 0;
-}
-
-static int parse_created(const char *text, struct cred *cr)
-{
-	char id[32], *end;
-	json_t *obj = json_loads(text, 0, NULL);
-	int rc = -1;
-
-	if (obj && !json_text(obj, "device_id", id, sizeof(id)) &&
-	    !json_text(obj, "secret", cr->secret, sizeof(cr->secret))) {
-		errno = 0;
-		cr->device_id = strtoull(id, &end, 10);
-		rc = errno || *end || cr->device_id < 1 ? -1 : 0;
-	}
-	json_decref(obj);
-	return rc;
-}
-
-/* POST /v1/users/@cr->user/devices; fills the rest of @cr. */
-static int create_device(CURL *h, struct curl_slist *hdrs, const char *admin, struct cred *cr)
-{
-	char url[512];
-	struct body b = { NULL, 0 };
-	size_t alen = strlen(admin);
-	long status = 0;
-	CURLcode rc;
-
-	while (alen && admin[alen - 1] == '/')
-		alen--;
-	snprintf(url, sizeof(url), "%.*s/v1/users/%s/devices", (int)alen, admin, cr->user);
-	curl_easy_setopt(h, CURLOPT_URL, url);
-	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
-	curl_easy_setopt(h, CURLOPT_POSTFIELDS, "{\"platform\":\"desktop\"}");
-	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
-	curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
-	curl_easy_setopt(h, CURLOPT_TIMEOUT, 10L);
-	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-	rc = curl_easy_perform(h);
-	if (rc == CURLE_OK)
-		curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-	while (b.len && (b.p[b.len - 1] == '\n' || b.p[b.len - 1] == '\r'))
-		b.p[--b.len] = '\0';
-	if (rc != CURLE_OK || status != 201 || !b.p || parse_created(b.p, cr)) {
-		fprintf(stderr, "ferry-bench: POST %s: %s, HTTP %ld: %.200s\n", url,
-			rc == CURLE_OK ? "done" : curl_easy_strerror(rc), status, b.p ? b.p : "");
-		free(b.p);
-		return -1;
-	}
-	free(b.p);
-	return 0;
-}
-
-struct admin_job {
-	const struct opts *o;
-	const char *auth; /* "Authorization: Bearer ..." */
-	struct cred *creds;
-	size_t n, first, step;
-	int failed;
-};
-
-static void *admin_thread(void *arg)
-{
-	struct admin_job *j = arg;
-	struct curl_slist *hdrs = NULL;
-	CURL *h = curl_easy_init();
-
-	hdrs = curl_slist_append(hdrs, j->auth);
-	hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
-	if (!h || !hdrs)
-		j->failed = 1;
-	for (size_t i = j->first; i < j->n && !j->failed && !interrupted; i += j->step)
-		j->failed = create_device(h, hdrs, j->o->admin, &j->creds[i]) != 0;
-	curl_slist_free_all(hdrs);
-	if (h)
-		curl_easy_cleanup(h);
-	return NULL;
-}
-
-/* The admin token: --token, or the first line of --token-file. */
-static int read_token(const struct opts *o, char *out, size_t cap)
-{
-	FILE *f;
-	size_t n;
-
-	if (o->token) {
-		snprintf(out, cap, "%s", o->token);
-		return *out ? 0 : -1;
-	}
-	f = fopen(o->token_file, "r");
-	if (!f) {
-		fprintf(stderr, "ferry-bench: %s: %s\n", o->token_file, strerror(errno));
-		return -1;
-	}
-	if (!fgets(out, (int)cap, f))
-		out[0] = '\0';
-	fclose(f);
-	n = strlen(out);
-	while (n && (out[n - 1] == '\n' || out[n - 1] == '\r' || out[n - 1] == ' '))
-		out[--n] = '\0';
-	return n ? 0 : -1;
-}
-
-/* Create a device for each of @creds (users already named), ADMIN_THREADS at a time. */
-static int create_devices(const struct opts *o, struct cred *creds, size_t n)
-{
-	struct admin_job jobs[ADMIN_THREADS];
-	pthread_t th[ADMIN_THREADS];
-	char token[1024], auth[1100];
-	size_t nt = n < ADMIN_THREADS ? n : ADMIN_THREADS, started = 0;
-	int failed = 0;
-
-	if (read_token(o, token, sizeof(token))) {
-		fprintf(stderr, "ferry-bench: no admin token (--token or --token-file)\n");
-		return -1;
-	}
-	snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
-	for (size_t t = 0; t < nt; t++) {
-		jobs[t] = (struct admin_job){ o, auth, creds, n, t, nt, 0 };
-		if (pthread_create(&th[t], NULL, admin_thread, &jobs[t]))
-			break;
-		started++;
-	}
-	for (size_t t = 0; t < started; t++) {
-		pthread_join(th[t], NULL);
-		failed |= jobs[t].failed;
-	}
-	return failed || started < nt ? -1 : 0;
-}
-
-/* ---- credentials: files ---- */
-
-static int parse_cred_line(char *line, struct cred *cr)
-{
-	char user[128], secret[SECRET_MAX + 2];
-	unsigned long long id;
-
-	if (sscanf(line, "%127s %llu %257s", user, &id, secret) != 3 ||
-	    strlen(user) > PROTO_MAX_USER || strlen(secret) > SECRET_MAX || id < 1)
-		return -1;
-	memcpy(cr->user, user, strlen(user) + 1);
-	memcpy(cr->secret, secret, strlen(secret) + 1);
-	cr->device_id = id;
-	return 0;
-}
-
-static int read_creds(const char *path, struct cred *creds, size_t n)
-{
-	char line[1024];
-	size_t got = 0, lineno = 0;
-	FILE *f = fopen(path, "r");
-
-	if (!f) {
-		fprintf(stderr, "ferry-bench: %s: %s\n", path, strerror(errno));
-		return -1;
-	}
-	while (got < n && fgets(line, sizeof(line), f)) {
-		char *p = line + strspn(line, " \t");
-
-		lineno++;
-		if (*p == '#' || *p == '\n' || *p == '\0')
-			continue;
-		if (parse_cred_line(p, &creds[got])) {
-			fprintf(stderr, "ferry-bench: %s:%zu: expected 'user device_id secret'\n",
-				path, lineno);
-			fclose(f);
-			return -1;
-		}
-		got++;
-	}
-	fclose(f);
-	if (got < n) {
-		fprintf(stderr, "ferry-bench: %s holds %zu devices, %zu needed\n", path, got, n);
-		return -1;
-	}
-	return 0;
-}
-
-static int save_creds(const char *path, const struct cred *creds, size_t n)
-{
-	FILE *f = fopen(path, "w");
-
-	if (!f) {
-		fprintf(stderr, "ferry-bench: %s: %s\n", path, strerror(errno));
-		return -1;
-	}
-	fchmod(fileno(f), 0600);
-	fprintf(f, "# ferry-bench devices: user device_id secret\n");
-	for (size_t i = 0; i < n; i++)
-		fprintf(f, "%s %" PRIu64 " %s\n", creds[i].user, creds[i].device_id,
-			creds[i].secret);
-	return fclose(f) ? -1 : 0;
-}
-
-/* @n credentials: from --creds, or fresh devices; @nrecv receivers first. */
-static struct cred *get_creds(const struct opts *o, size_t n, size_t nrecv)
-{
-	struct cred *creds = calloc(n, sizeof(*creds));
-	unsigned run = (unsigned)(now_ns() / 1000) ^ ((unsigned)getpid() << 12);
-	int rc;
-
-	if (!creds)
-		return NULL;
-	if (o->creds) {
-		rc = read_creds(o->creds, creds, n);
-	} else {
-		for (size_t i = 0; i < n; i++)
-			snprintf(creds[i].user, sizeof(creds[i].user), "fb-%08x-%c%zu", run,
-				 i < nrecv ? 'r' : 's', i < nrecv ? i : i - nrecv);
-		rc = create_devices(o, creds, n);
-	}
-	if (rc == 0 && o->save_creds)
-		rc = save_creds(o->save_creds, creds, n);
-	if (rc) {
-		free(creds);
-		return NULL;
-	}
-	return creds;
-}
 
 /* ---- devices: callbacks ---- */
 
@@ -569,17 +153,17 @@ static void on_server_error(void *arg, uint64_t code, const char *text, int fina
 static int on_deliver(void *arg, const struct ferry_envelope *env)
 {
 	struct peer *p = arg;
-	uint64_t now = now_ns(), sent;
+	uint64_t now = fb_now_ns(), sent;
 	uint32_t round;
 
-	if (env->payload_len < HDR_LEN || get_u32(env->payload) != HDR_MAGIC)
+	if (env->payload_len < HDR_LEN || fb_get_u32(env->payload) != HDR_MAGIC)
 		return 0; /* not ours: acknowledged, not counted */
-	round = get_u32(env->payload + 4);
-	sent = get_u64(env->payload + 16);
+	round = fb_get_u32(env->payload + 4);
+	sent = fb_get_u64(env->payload + 16);
 	if (round < 1 || round > MAX_ROUNDS || sent > now)
 		return 0;
 	pthread_mutex_lock(&p->lock);
-	if (samples_add(&p->dlv_lat[round - 1], now - sent))
+	if (fb_samples_add(&p->dlv_lat[round - 1], now - sent))
 		ferry_panic("ferry-bench: out of memory for samples");
 	pthread_mutex_unlock(&p->lock);
 	return 0;
@@ -597,11 +181,11 @@ static void on_send_acked(void *arg, uint64_t client_id, uint64_t server_id, uns
 {
 	struct peer *p = arg;
 	long long i = send_index(p, client_id);
-	uint64_t now = now_ns();
+	uint64_t now = fb_now_ns();
 
 	if (i < 0)
 		return;
-	if (samples_add(&p->ack_lat, now - p->send_ns[i]))
+	if (fb_samples_add(&p->ack_lat, now - p->send_ns[i]))
 		ferry_panic("ferry-bench: out of memory for samples");
 	p->acked++;
 	p->stored += status != PROTO_ACK_DELIVERED;
@@ -633,14 +217,14 @@ static void on_send_nacked(void *arg, uint64_t client_id, uint64_t reason, const
 /* Queue SENDs while the window has room and the round wants more. */
 static void top_up(struct peer *p)
 {
-	const struct opts *o = &p->b->o;
+	const struct fb_opts *o = &p->b->o;
 	uint64_t id, t;
 
 	while (p->round && p->inflight < o->window && p->sent < o->count &&
 	       !atomic_load(&p->b->stop_sending)) {
-		t = now_ns();
-		put_u32(p->payload + 4, p->round);
-		put_u64(p->payload + 16, t);
+		t = fb_now_ns();
+		fb_put_u32(p->payload + 4, p->round);
+		fb_put_u64(p->payload + 16, t);
 		if (ferry_client_send(p->c, p->to_user, 0, p->payload, o->size, &id) != FERRY_OK)
 			break; /* the queue is full: the next ACK makes room */
 		if (p->sent == 0) {
@@ -660,9 +244,9 @@ static void start_round(struct peer *p, unsigned round)
 	p->sent = p->acked = p->inflight = p->lost = p->nacks = p->stored = 0;
 	p->ack_lat.n = 0;
 	p->t_first = p->t_last = 0;
-	put_u32(p->payload, HDR_MAGIC);
-	put_u32(p->payload + 8, p->index);
-	put_u32(p->payload + 12, 0);
+	fb_put_u32(p->payload, HDR_MAGIC);
+	fb_put_u32(p->payload + 8, p->index);
+	fb_put_u32(p->payload + 12, 0);
 	top_up(p);
 }
 
@@ -702,7 +286,7 @@ static void *peer_main(void *arg)
 
 static int peer_client(struct peer *p, size_t dedup)
 {
-	const struct opts *o = &p->b->o;
+	const struct fb_opts *o = &p->b->o;
 	struct ferry_callbacks cb = {
 		.deliver = on_deliver,
 		.send_acked = on_send_acked,
@@ -773,21 +357,21 @@ static const struct {
 };
 
 /* Sort @s and put its p50, p99 and max at @v[0..2]. */
-static void latency_figs(struct samples *s, double *v)
+static void latency_figs(struct fb_samples *s, double *v)
 {
-	qsort(s->v, s->n, sizeof(s->v[0]), cmp_u64);
-	v[0] = pct_us(s->v, s->n, 50);
-	v[1] = pct_us(s->v, s->n, 99);
-	v[2] = pct_us(s->v, s->n, 100);
+	qsort(s->v, s->n, sizeof(s->v[0]), fb_cmp_u64);
+	v[0] = fb_pct_us(s->v, s->n, 50);
+	v[1] = fb_pct_us(s->v, s->n, 99);
+	v[2] = fb_pct_us(s->v, s->n, 100);
 }
 
 /* Every sender's ACK latencies, or every receiver's DELIVER latencies of @round. */
-static int gather(struct bench *b, int senders, unsigned round, struct samples *all)
+static int gather(struct bench *b, int senders, unsigned round, struct fb_samples *all)
 {
 	all->n = 0;
 	for (size_t i = 0; i < b->npeers; i++) {
 		struct peer *p = &b->peers[i];
-		struct samples *s;
+		struct fb_samples *s;
 		int rc = 0;
 
 		if (p->sender != senders)
@@ -796,7 +380,7 @@ static int gather(struct bench *b, int senders, unsigned round, struct samples *
 			pthread_mutex_lock(&p->lock);
 		s = senders ? &p->ack_lat : &p->dlv_lat[round - 1];
 		for (size_t k = 0; k < s->n && !rc; k++)
-			rc = samples_add(all, s->v[k]);
+			rc = fb_samples_add(all, s->v[k]);
 		if (!senders)
 			pthread_mutex_unlock(&p->lock);
 		if (rc)
@@ -809,7 +393,7 @@ static int gather(struct bench *b, int senders, unsigned round, struct samples *
 static int round_figs(struct bench *b, unsigned round, double cpu_ns, double *v)
 {
 	uint64_t t0 = UINT64_MAX, t1 = 0;
-	struct samples all = { NULL, 0, 0 };
+	struct fb_samples all = { NULL, 0, 0 };
 	double secs;
 
 	for (int f = 0; f < NFIG; f++)
@@ -862,16 +446,16 @@ static int wait_senders(struct bench *b, int parked, unsigned round, uint64_t de
 		}
 		if (!behind)
 			return 0;
-		if (now_ns() >= deadline || interrupted)
+		if (fb_now_ns() >= deadline || fb_interrupted)
 			return -1;
-		sleep_ms(1);
+		fb_sleep_ms(1);
 	}
 }
 
 static int run_round(struct bench *b, unsigned round, double *v)
 {
-	uint64_t start = now_ns(), limit = (uint64_t)(b->o.duration * 1e9);
-	double cpu0 = b->o.pid ? proc_cpu_ns(b->o.pid) : NAN, cpu1;
+	uint64_t start = fb_now_ns(), limit = (uint64_t)(b->o.duration * 1e9);
+	double cpu0 = b->o.pid ? fb_proc_cpu_ns(b->o.pid) : NAN, cpu1;
 	int complete;
 
 	atomic_store(&b->stop_sending, 0);
@@ -879,11 +463,11 @@ static int run_round(struct bench *b, unsigned round, double *v)
 	complete = wait_senders(b, 0, round, start + limit) == 0;
 	if (!complete) {
 		atomic_store(&b->stop_sending, 1);
-		complete = wait_senders(b, 0, round, now_ns() + DRAIN_MS * 1000000ull) == 0;
+		complete = wait_senders(b, 0, round, fb_now_ns() + DRAIN_MS * 1000000ull) == 0;
 	}
-	cpu1 = b->o.pid ? proc_cpu_ns(b->o.pid) : NAN;
+	cpu1 = b->o.pid ? fb_proc_cpu_ns(b->o.pid) : NAN;
 	atomic_store(&b->go, 0);
-	if (wait_senders(b, 1, round, now_ns() + 10000000000ull)) {
+	if (wait_senders(b, 1, round, fb_now_ns() + 10000000000ull)) {
 		fprintf(stderr, "ferry-bench: a sender did not stop\n");
 		return -1;
 	}
@@ -896,7 +480,7 @@ static int run_round(struct bench *b, unsigned round, double *v)
 /* Start a thread per device; wait until all are authenticated. */
 static int connect_all(struct bench *b)
 {
-	uint64_t deadline = now_ns() + CONNECT_TIMEOUT_MS * 1000000ull;
+	uint64_t deadline = fb_now_ns() + CONNECT_TIMEOUT_MS * 1000000ull;
 
 	for (size_t i = 0; i < b->npeers; i++) {
 		if (pthread_create(&b->peers[i].thread, NULL, peer_main, &b->peers[i])) {
@@ -918,20 +502,20 @@ static int connect_all(struct bench *b)
 		}
 		if (ready == b->npeers)
 			return 0;
-		if (now_ns() >= deadline || interrupted) {
+		if (fb_now_ns() >= deadline || fb_interrupted) {
 			fprintf(stderr, "ferry-bench: %zu of %zu devices connected in time\n",
 				ready, b->npeers);
 			return -1;
 		}
-		sleep_ms(2);
+		fb_sleep_ms(2);
 	}
 }
 
 /* ---- online mode: set-up and report ---- */
 
-static int setup_peers(struct bench *b, struct cred *creds)
+static int setup_peers(struct bench *b, struct fb_cred *creds)
 {
-	const struct opts *o = &b->o;
+	const struct fb_opts *o = &b->o;
 
 	b->npeers = (size_t)o->receivers + o->senders;
 	b->peers = calloc(b->npeers, sizeof(*b->peers));
@@ -997,7 +581,7 @@ static void summarise(const struct online_run *res, double *med, double *lo, dou
 	for (int f = 0; f < NFIG; f++) {
 		for (unsigned r = 0; r < n; r++)
 			col[r] = res->v[r][f];
-		qsort(col, n, sizeof(col[0]), cmp_double);
+		qsort(col, n, sizeof(col[0]), fb_cmp_double);
 		med[f] = col[n / 2];
 		lo[f] = col[0];
 		hi[f] = col[n - 1];
@@ -1007,7 +591,7 @@ static void summarise(const struct online_run *res, double *med, double *lo, dou
 static void print_online_keys(const struct bench *b, const struct online_run *res,
 			      const double *med)
 {
-	const struct opts *o = &b->o;
+	const struct fb_opts *o = &b->o;
 	const char *l = o->label;
 	long rss, hwm;
 
@@ -1019,7 +603,7 @@ static void print_online_keys(const struct bench *b, const struct online_run *re
 			printf("%s.%s=%.*f\n", l, figs[f].key, figs[f].prec, med[f]);
 	}
 	printf("%s.disconnects=%u\n", l, res->disconnects);
-	if (!o->pid || proc_mem_kb(o->pid, &rss, &hwm))
+	if (!o->pid || fb_proc_mem_kb(o->pid, &rss, &hwm))
 		return;
 	printf("%s.ferryd_rss_kb=%ld\n%s.ferryd_hwm_kb=%ld\n", l, rss, l, hwm);
 	if (res->rss0_kb >= 0 && res->acked > 0)
@@ -1029,7 +613,7 @@ static void print_online_keys(const struct bench *b, const struct online_run *re
 
 static void report_online(const struct bench *b, const struct online_run *res)
 {
-	const struct opts *o = &b->o;
+	const struct fb_opts *o = &b->o;
 	double med[NFIG], lo[NFIG], hi[NFIG];
 
 	summarise(res, med, lo, hi);
@@ -1058,10 +642,10 @@ static void run_rounds(struct bench *b, struct online_run *res)
 
 	res->rss0_kb = -1;
 	if (b->o.pid)
-		proc_mem_kb(b->o.pid, &res->rss0_kb, &hwm);
+		fb_proc_mem_kb(b->o.pid, &res->rss0_kb, &hwm);
 	for (size_t i = 0; i < b->npeers; i++)
 		atomic_store(&b->peers[i].disconnects, 0);
-	for (unsigned r = 1; r <= b->o.runs && !interrupted; r++) {
+	for (unsigned r = 1; r <= b->o.runs && !fb_interrupted; r++) {
 		if (run_round(b, r, res->v[r - 1]))
 			break;
 		res->unanswered += res->v[r - 1][F_SENT] - res->v[r - 1][F_ACKED];
@@ -1074,12 +658,12 @@ static void run_rounds(struct bench *b, struct online_run *res)
 
 static int run_online(struct bench *b)
 {
-	const struct opts *o = &b->o;
+	const struct fb_opts *o = &b->o;
 	static struct online_run res;
-	struct cred *creds;
+	struct fb_cred *creds;
 	int rc = -1;
 
-	creds = get_creds(o, (size_t)o->receivers + o->senders, o->receivers);
+	creds = fb_get_creds(o, (size_t)o->receivers + o->senders, o->receivers);
 	if (!creds)
 		return 1;
 	if (setup_peers(b, creds) == 0 && connect_all(b) == 0) {
@@ -1095,29 +679,18 @@ static int run_online(struct bench *b)
 
 /* ---- idle mode ---- */
 
-/* Raise the soft limit on open files to the hard one. */
-static void raise_nofile(void)
-{
-	struct rlimit rl;
-
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &rl);
-	}
-}
-
 /*
  * Bring every device up from the main thread, at most IDLE_INFLIGHT being
  * made at once; returns how many are authenticated.
  */
 static size_t idle_connect(struct bench *b)
 {
-	uint64_t deadline = now_ns() + 60 * 1000000000ull;
+	uint64_t deadline = fb_now_ns() + 60 * 1000000000ull;
 	size_t started = 0, ready = 0, npend = 0, *pend = calloc(b->npeers, sizeof(*pend));
 
 	if (!pend)
 		return 0;
-	while (ready < b->npeers && now_ns() < deadline && !interrupted) {
+	while (ready < b->npeers && fb_now_ns() < deadline && !fb_interrupted) {
 		size_t keep = 0, before = ready;
 
 		while (started < b->npeers && npend < IDLE_INFLIGHT)
@@ -1136,7 +709,7 @@ static size_t idle_connect(struct bench *b)
 		}
 		npend = keep;
 		if (ready == before)
-			sleep_ms(1);
+			fb_sleep_ms(1);
 	}
 	free(pend);
 	return ready;
@@ -1179,15 +752,15 @@ static void report_idle(const struct bench *b, size_t conns, const long kb[3][2]
 
 static int run_idle(struct bench *b)
 {
-	const struct opts *o = &b->o;
-	struct cred *creds;
+	const struct fb_opts *o = &b->o;
+	struct fb_cred *creds;
 	long kb[3][2];
 	size_t conns = 0;
 	uint64_t t0;
 	int rc = 1;
 
-	raise_nofile();
-	creds = get_creds(o, o->idle, 0);
+	fb_raise_nofile();
+	creds = fb_get_creds(o, o->idle, 0);
 	if (!creds)
 		return 1;
 	b->npeers = o->idle;
@@ -1199,22 +772,22 @@ static int run_idle(struct bench *b)
 		if (peer_client(&b->peers[i], 16))
 			goto out;
 	}
-	if (!b->peers || proc_mem_kb(o->pid, &kb[0][0], &kb[0][1])) {
+	if (!b->peers || fb_proc_mem_kb(o->pid, &kb[0][0], &kb[0][1])) {
 		fprintf(stderr, "ferry-bench: cannot read /proc/%ld/status\n", o->pid);
 		goto out;
 	}
-	t0 = now_ns();
+	t0 = fb_now_ns();
 	conns = idle_connect(b);
-	t0 = now_ns() - t0;
-	sleep_ms(1000); /* let ferryd finish what connecting started */
+	t0 = fb_now_ns() - t0;
+	fb_sleep_ms(1000); /* let ferryd finish what connecting started */
 	conns = idle_still_ready(b);
-	proc_mem_kb(o->pid, &kb[1][0], &kb[1][1]);
+	fb_proc_mem_kb(o->pid, &kb[1][0], &kb[1][1]);
 	for (size_t i = 0; i < b->npeers; i++) {
 		ferry_client_free(b->peers[i].c);
 		b->peers[i].c = NULL;
 	}
-	sleep_ms(1500); /* ferryd notices the closes and frees them */
-	proc_mem_kb(o->pid, &kb[2][0], &kb[2][1]);
+	fb_sleep_ms(1500); /* ferryd notices the closes and frees them */
+	fb_proc_mem_kb(o->pid, &kb[2][0], &kb[2][1]);
 	report_idle(b, conns, (const long(*)[2])kb, (double)t0 / 1e9);
 	rc = conns == o->idle ? 0 : 1;
 	if (rc)
@@ -1231,6 +804,7 @@ static const char usage_text[] =
 	"usage: ferry-bench --server HOST:PORT (--admin URL (--token T | --token-file F) |\n"
 	"                   --creds FILE) [options]\n"
 	"       ferry-bench --idle C --pid PID --server HOST:PORT ... \n"
+	"       ferry-bench --offline N --per-device K --server HOST:PORT ... [options]\n"
 	"       ferry-bench --free-port\n"
 	"options (online mode):\n"
 	"  --senders M      sender devices (default 4)\n"
@@ -1242,11 +816,17 @@ static const char usage_text[] =
 	"  --runs R         runs on the same connections, 1 to 20; medians reported (default 5)\n"
 	"  --duration SEC   a run stops sending after SEC seconds (default 30)\n"
 	"  --pid PID        ferryd's pid: its CPU time per envelope, VmRSS and VmHWM\n"
-	"  --label NAME     prefix of the key=value lines (default online, or idle)\n"
+	"  --pg-pid PID     the PostgreSQL postmaster's pid: its and its children's CPU time\n"
+	"                   per envelope (offline mode)\n"
+	"  --label NAME     prefix of the key=value lines (default online, idle or offline)\n"
 	"  --save-creds F   write the devices used as 'user device_id secret' lines\n"
 	"  --verbose        connection losses, NACKs and libferry's debug log on stderr\n"
 	"idle mode: C devices connect, authenticate and stay idle; ferryd's VmRSS before,\n"
 	"  with them and after gives bytes per idle connection (--pid required).\n"
+	"offline mode: N recipient devices stay away while --senders devices send them\n"
+	"  N x K envelopes (--window, --size apply; each ACK must say stored), then the N\n"
+	"  connect and drain their queues to QUEUE_EMPTY, then connect once more to check\n"
+	"  that nothing is left; --runs times. Envelopes stored/s and drained/s.\n"
 	"--free-port prints a TCP port on 127.0.0.1 that is free now, and exits.\n";
 
 static int parse_uint(const char *s, unsigned long long min, unsigned long long max,
@@ -1259,7 +839,7 @@ static int parse_uint(const char *s, unsigned long long min, unsigned long long 
 	return errno || end == s || *end || *s == '-' || *out < min || *out > max ? -1 : 0;
 }
 
-static int split_server(struct opts *o)
+static int split_server(struct fb_opts *o)
 {
 	const char *s = o->server, *colon, *h = s;
 	size_t hl;
@@ -1287,7 +867,7 @@ static int split_server(struct opts *o)
 }
 
 /* One option with a number; 1 if @name is not one of them, -1 if out of range. */
-static int number_opt(struct opts *o, const char *name, const char *v)
+static int number_opt(struct fb_opts *o, const char *name, const char *v)
 {
 	static const struct {
 		const char *name;
@@ -1302,6 +882,9 @@ static int number_opt(struct opts *o, const char *name, const char *v)
 		{ "--duration", 1, 3600 },
 		{ "--pid", 1, 1u << 30 },
 		{ "--idle", 1, MAX_PEERS },
+		{ "--offline", 1, MAX_PEERS },
+		{ "--per-device", 1, 1000000 },
+		{ "--pg-pid", 1, 1u << 30 },
 	};
 	unsigned long long x;
 	size_t i;
@@ -1338,14 +921,23 @@ static int number_opt(struct opts *o, const char *name, const char *v)
 	case 7:
 		o->pid = (long)x;
 		break;
-	default:
+	case 8:
 		o->idle = (unsigned)x;
+		break;
+	case 9:
+		o->offline = (unsigned)x;
+		break;
+	case 10:
+		o->per_device = (size_t)x;
+		break;
+	default:
+		o->pg_pid = (long)x;
 		break;
 	}
 	return 0;
 }
 
-static int string_opt(struct opts *o, const char *name, const char *v)
+static int string_opt(struct fb_opts *o, const char *name, const char *v)
 {
 	static const char *const names[] = { "--server", "--admin",	 "--token", "--token-file",
 					     "--creds",	 "--save-creds", "--label" };
@@ -1362,7 +954,7 @@ static int string_opt(struct opts *o, const char *name, const char *v)
 }
 
 /* 0 ok, -1 bad usage (message printed). */
-static int parse_args(int argc, char **argv, struct opts *o)
+static int parse_args(int argc, char **argv, struct fb_opts *o)
 {
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -1423,7 +1015,7 @@ static int loopback_url(const char *url)
 	return loopback_host(host);
 }
 
-static int check_args(struct opts *o)
+static int check_args(struct fb_opts *o)
 {
 	const char *why = NULL;
 
@@ -1433,6 +1025,10 @@ static int check_args(struct opts *o)
 		why = "give --creds FILE, or --admin URL with --token or --token-file";
 	else if (o->idle && !o->pid)
 		why = "--idle needs --pid (ferryd's)";
+	else if (o->idle && o->offline)
+		why = "--idle and --offline are two modes: one at a time";
+	else if (!o->offline != !o->per_device)
+		why = "--offline N and --per-device K go together";
 	else if (!loopback_host(o->host) || (o->admin && !loopback_url(o->admin)))
 		why = "loopback only: --server and --admin must be on 127.0.0.0/8, ::1 or "
 		      "localhost";
@@ -1443,7 +1039,7 @@ static int check_args(struct opts *o)
 	if (!o->receivers)
 		o->receivers = o->senders;
 	if (!o->label)
-		o->label = o->idle ? "idle" : "online";
+		o->label = o->idle ? "idle" : o->offline ? "offline" : "online";
 	return 0;
 }
 
@@ -1468,7 +1064,7 @@ static int free_port(void)
 
 static void on_signal(int sig)
 {
-	interrupted = sig;
+	fb_interrupted = sig;
 }
 
 int main(int argc, char **argv)
@@ -1483,7 +1079,7 @@ int main(int argc, char **argv)
 	}
 	if (argc == 2 && !strcmp(argv[1], "--free-port"))
 		return free_port();
-	b.o = (struct opts){
+	b.o = (struct fb_opts){
 		.senders = 4, .count = 5000, .size = 100, .window = 32, .runs = 5, .duration = 30
 	};
 	if (parse_args(argc, argv, &b.o) || check_args(&b.o)) {
@@ -1499,12 +1095,17 @@ int main(int argc, char **argv)
 		fprintf(stderr, "ferry-bench: cannot initialise libcurl\n");
 		return 1;
 	}
-	rc = b.o.idle ? run_idle(&b) : run_online(&b);
+	if (b.o.idle)
+		rc = run_idle(&b);
+	else if (b.o.offline)
+		rc = fb_run_offline(&b.o);
+	else
+		rc = run_online(&b);
 	curl_global_cleanup();
-	if (interrupted) {
+	if (fb_interrupted) {
 		/* Die of the signal, so that a calling shell stops too. */
-		signal((int)interrupted, SIG_DFL);
-		raise((int)interrupted);
+		signal((int)fb_interrupted, SIG_DFL);
+		raise((int)fb_interrupted);
 	}
 	return rc;
 }

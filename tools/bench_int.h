@@ -1,0 +1,129 @@
+/*
+ * bench_int.h - what the files of ferry-bench (tools/ferry-bench.c, the
+ * online and idle modes and the arguments; tools/bench_offline.c, the
+ * offline store mode) and tools/bench_insert.c share: the options, the
+ * clock, latency samples, /proc readings and device credentials
+ * (tools/bench_util.c).
+ *
+ * Threads: everything here may be called from any thread; fb_get_creds()
+ * starts threads of its own for the admin API and joins them before it
+ * returns. fb_interrupted is set by the signal handler only.
+ */
+#ifndef FERRY_TOOLS_BENCH_INT_H
+#define FERRY_TOOLS_BENCH_INT_H
+
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "gateway/proto.h"
+
+#define FB_SECRET_MAX PROTO_MAX_SECRET
+
+/* One device: its user, id and secret. */
+struct fb_cred {
+	char user[PROTO_MAX_USER + 1];
+	uint64_t device_id;
+	char secret[FB_SECRET_MAX + 1];
+};
+
+/* The command line (ferry-bench --help). Strings are borrowed from argv. */
+struct fb_opts {
+	const char *server, *admin, *token, *token_file, *creds, *save_creds, *label;
+	char host[256], port[16];
+	unsigned senders, receivers, window, runs, idle;
+	unsigned offline;  /* offline mode: recipient devices (0: another mode) */
+	size_t per_device; /* offline mode: envelopes stored per recipient and run */
+	size_t count, size;
+	double duration;
+	long pid;    /* ferryd */
+	long pg_pid; /* the PostgreSQL postmaster: its CPU and its children's */
+	int verbose;
+};
+
+/* A growable array of samples (nanoseconds). */
+struct fb_samples {
+	uint64_t *v;
+	size_t n, cap;
+};
+
+/* Set by SIGINT or SIGTERM: every loop stops soon. */
+extern volatile sig_atomic_t fb_interrupted;
+
+/* CLOCK_MONOTONIC in nanoseconds. */
+uint64_t fb_now_ns(void);
+
+/* Sleep @ms milliseconds (less if interrupted). */
+void fb_sleep_ms(unsigned ms);
+
+/* Append @v to @s; -1 when out of memory. */
+int fb_samples_add(struct fb_samples *s, uint64_t v);
+
+/* qsort comparators. */
+int fb_cmp_u64(const void *a, const void *b);
+int fb_cmp_double(const void *a, const void *b);
+
+/* Nearest-rank percentile of sorted @v, in microseconds; NAN if empty. */
+double fb_pct_us(const uint64_t *v, size_t n, double pct);
+
+/* VmRSS and VmHWM of @pid in kB; -1 if unreadable. */
+int fb_proc_mem_kb(long pid, long *rss, long *hwm);
+
+/* CPU time of every thread of @pid in ns (their schedstat run times); NAN if
+ * unreadable. */
+double fb_proc_cpu_ns(long pid);
+
+/*
+ * CPU time in ns of process @pid and of every process whose parent it is
+ * (PostgreSQL: the postmaster and its backends and helpers); NAN if @pid is
+ * unreadable. A child that exits between two readings takes its time with
+ * it, so differences are a lower bound.
+ */
+double fb_proc_tree_cpu_ns(long pid);
+
+/* CPU time of this process (user and system), in ns. */
+double fb_self_cpu_ns(void);
+
+/*
+ * @n credentials: from o->creds, or fresh devices made through the admin API
+ * (users fb-RUN-rI for the first @nrecv, fb-RUN-sI for the rest); written to
+ * o->save_creds if set. A calloc'ed array (the caller frees it), or NULL
+ * with a message on stderr.
+ */
+struct fb_cred *fb_get_creds(const struct fb_opts *o, size_t n, size_t nrecv);
+
+/* Raise the soft limit on open files to the hard one. */
+void fb_raise_nofile(void);
+
+/* The offline store mode (tools/bench_offline.c): the exit status. */
+int fb_run_offline(const struct fb_opts *o);
+
+/* Unaligned host-order integers in payload headers. */
+static inline void fb_put_u32(uint8_t *p, uint32_t v)
+{
+	memcpy(p, &v, sizeof(v));
+}
+
+static inline void fb_put_u64(uint8_t *p, uint64_t v)
+{
+	memcpy(p, &v, sizeof(v));
+}
+
+static inline uint32_t fb_get_u32(const uint8_t *p)
+{
+	uint32_t v;
+
+	memcpy(&v, p, sizeof(v));
+	return v;
+}
+
+static inline uint64_t fb_get_u64(const uint8_t *p)
+{
+	uint64_t v;
+
+	memcpy(&v, p, sizeof(v));
+	return v;
+}
+
+#endif

@@ -646,16 +646,19 @@ void admin_route_healthz(const struct admin_req *req, struct admin_reply *rep)
 void admin_route_readyz(const struct admin_req *req, struct admin_reply *rep)
 {
 	enum ferry_err rc = queue_registry_ping(req->reg);
-	/* Without a device gateway configured there are no listeners to wait for. */
+	/* Without a device gateway configured there are no listeners to wait
+	 * for, and no offline store. */
 	int listeners = !req->gw || gateway_ready(req->gw);
+	int store = !req->gw || gateway_store_ready(req->gw);
+	int ready = !rc && listeners && store;
 
 	if (rc)
 		log_warn("event=admin_not_ready database=\"%s\"", ferry_strerror(rc));
-	admin_reply_json(rep, !rc && listeners ? HTTP_OK : HTTP_UNAVAILABLE,
-			 json_pack("{s:s,s:{s:s,s:s}}", "status",
-				   !rc && listeners ? "ready" : "not ready", "checks", "database",
-				   rc ? "unavailable" : "ok", "listeners",
-				   listeners ? "ok" : "down"));
+	admin_reply_json(rep, ready ? HTTP_OK : HTTP_UNAVAILABLE,
+			 json_pack("{s:s,s:{s:s,s:s,s:s}}", "status", ready ? "ready" : "not ready",
+				   "checks", "database", rc ? "unavailable" : "ok", "listeners",
+				   listeners ? "ok" : "down", "store",
+				   store ? "ok" : "unavailable"));
 }
 
 void admin_route_devices_create(const struct admin_req *req, struct admin_reply *rep)

@@ -466,7 +466,12 @@ void gateway_device_deleted(struct gateway *gw, int64_t id)
 
 int gateway_ready(const struct gateway *gw)
 {
-	return gw && atomic_load(&gw->ready) && queue_store_ready(gw->store);
+	return gw && atomic_load(&gw->ready);
+}
+
+int gateway_store_ready(const struct gateway *gw)
+{
+	return gw && queue_store_ready(gw->store);
 }
 
 /* ---- envelopes from the server itself ---- */

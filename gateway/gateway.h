@@ -79,9 +79,12 @@ void gateway_user_changed(struct gateway *gw, const char *user);
  * @gw may be NULL (no gateway: nothing to do). */
 void gateway_device_deleted(struct gateway *gw, int64_t id);
 
-/* 1 when every listener is up, the gateway is not stopping and its offline
- * store is connected to the database. */
+/* 1 when every listener is up and the gateway is not stopping. */
 int gateway_ready(const struct gateway *gw);
+
+/* 1 when the offline store is connected to the database (SENDs to offline
+ * devices can be acknowledged). */
+int gateway_store_ready(const struct gateway *gw);
 
 /* Stop: close listeners and connections (ERROR shutting_down), join the
  * workers, free everything. NULL is a no-op. */

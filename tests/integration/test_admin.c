@@ -367,6 +367,8 @@ static void test_health_without_token(void **state)
 	j = body_json(&r);
 	assert_string_equal(str_field(j, "status"), "ready");
 	assert_string_equal(str_field(json_object_get(j, "checks"), "database"), "ok");
+	assert_string_equal(str_field(json_object_get(j, "checks"), "listeners"), "ok");
+	assert_string_equal(str_field(json_object_get(j, "checks"), "store"), "ok");
 	json_decref(j);
 	th_response_release(&r);
 

@@ -132,7 +132,8 @@ enum ferry_err queue_device_get(struct queue_registry *reg, int64_t id,
 enum ferry_err queue_device_list(struct queue_registry *reg, const char *user,
 				 struct queue_device **out, size_t *n) FERRY_WUR;
 
-/* Remove a device and, through the schema, its queued envelopes. */
+/* Remove a device and its queued envelopes (ferry_device_delete(), one
+ * transaction). */
 enum ferry_err queue_device_delete(struct queue_registry *reg, int64_t id) FERRY_WUR;
 
 /* Set the device's push token (fields validated by the caller). */

@@ -335,13 +335,27 @@ static enum ferry_err run_on_device(struct queue_registry *reg, const char *sql,
 	return rc;
 }
 
+/*
+ * The device row and its envelopes go in one transaction, in that order
+ * (sql/0003_cheaper_rows.sql): no foreign key removes the envelopes, and
+ * the order is what keeps a batch storing for the device at that moment
+ * from leaving rows behind.
+ */
 enum ferry_err queue_device_delete(struct queue_registry *reg, int64_t id)
 {
 	char idbuf[24];
 	const char *params[1] = { idbuf };
+	PGresult *res;
+	enum ferry_err rc;
 
 	snprintf(idbuf, sizeof(idbuf), "%lld", (long long)id);
-	return run_on_device(reg, "DELETE FROM devices WHERE id = $1", 1, params);
+	rc = run(reg, "SELECT ferry_device_delete($1::bigint)", 1, params, 0, &res);
+	if (rc)
+		return rc;
+	rc = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0 ? FERRY_OK
+									    : FERRY_ENOTFOUND;
+	PQclear(res);
+	return rc;
 }
 
 enum ferry_err queue_device_set_push(struct queue_registry *reg, int64_t id,

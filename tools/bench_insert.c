@@ -17,7 +17,7 @@
  *
  * The table is ferry's own envelopes table (the database is migrated by
  * `ferryd migrate`), so the rows pay for the same constraints and indexes:
- * the foreign key to devices, the CHECKs, the primary key, the unique
+ * the CHECKs, the primary key, the unique
  * (recipient, sender device, client id) key and the expires and server id
  * indexes. Before each run the table is truncated.
  *

@@ -234,6 +234,22 @@ static void test_schema_device_constraints(void **state)
 		     "");
 	expect_state(f->conn,
 		     "INSERT INTO devices (user_id, secret_hash, platform) VALUES "
+		     "(repeat('a', 64), " HASH ", 'web')",
+		     "");
+	expect_state(f->conn,
+		     "INSERT INTO devices (user_id, secret_hash, platform) VALUES "
+		     "('', " HASH ", 'ios')",
+		     "23514");
+	expect_state(f->conn,
+		     "INSERT INTO devices (user_id, secret_hash, platform) VALUES "
+		     "(E'carol\\n', " HASH ", 'ios')",
+		     "23514");
+	expect_state(f->conn,
+		     "INSERT INTO devices (user_id, secret_hash, platform) VALUES "
+		     "('caro\u00e9', " HASH ", 'ios')",
+		     "23514");
+	expect_state(f->conn,
+		     "INSERT INTO devices (user_id, secret_hash, platform) VALUES "
 		     "('carol', " HASH ", 'toaster')",
 		     "23514");
 	expect_state(f->conn,
@@ -252,6 +268,15 @@ static void test_schema_device_constraints(void **state)
 		     "UPDATE devices SET push_provider = 'apns', push_token = 'ab', "
 		     "push_environment = 'sandbox', push_updated = now() WHERE user_id = 'alice'",
 		     "");
+	/* push_app: the rule of user ids, or none. */
+	expect_state(f->conn, "UPDATE devices SET push_app = 'bad app' WHERE user_id = 'alice'",
+		     "23514");
+	expect_state(f->conn,
+		     "UPDATE devices SET push_app = repeat('x', 65) WHERE user_id = 'alice'",
+		     "23514");
+	expect_state(f->conn,
+		     "UPDATE devices SET push_app = repeat('x', 64) WHERE user_id = 'alice'", "");
+	expect_state(f->conn, "UPDATE devices SET push_app = NULL WHERE user_id = 'alice'", "");
 }
 
 static void test_schema_envelope_constraints(void **state)
@@ -264,12 +289,23 @@ static void test_schema_envelope_constraints(void **state)
 	/* Same (recipient, seq): refused. */
 	expect_state(f->conn, ENV_INSERT(1, 101), "23505");
 	expect_state(f->conn, ENV_INSERT(0, 102), "23514");
-	/* Unknown recipient device. */
+	/* Sender user ids: the rule of user ids. (Unknown recipients are the
+	 * store's to refuse: no foreign key since 0003.) */
 	expect_state(f->conn,
 		     "INSERT INTO envelopes (recipient_device, seq, sender_user, sender_device, "
-		     "client_id, kind, payload, expires) VALUES (999999, 1, 'bob', 7, 1, "
-		     "'message', '\\x00', now() + interval '1 day')",
-		     "23503");
+		     "client_id, kind, payload, expires) VALUES (" DEV_ID ", 3, repeat('b', 65), "
+		     "7, 3, 'message', '\\x00', now() + interval '1 day')",
+		     "23514");
+	expect_state(f->conn,
+		     "INSERT INTO envelopes (recipient_device, seq, sender_user, sender_device, "
+		     "client_id, kind, payload, expires) VALUES (" DEV_ID ", 3, 'b/b', "
+		     "7, 3, 'message', '\\x00', now() + interval '1 day')",
+		     "23514");
+	expect_state(f->conn,
+		     "INSERT INTO envelopes (recipient_device, seq, sender_user, sender_device, "
+		     "client_id, kind, payload, expires) VALUES (" DEV_ID ", 3, repeat('b', 64), "
+		     "7, 3, 'message', '\\x00', now() + interval '1 day')",
+		     "");
 	expect_state(f->conn,
 		     "INSERT INTO envelopes (recipient_device, seq, sender_user, sender_device, "
 		     "client_id, kind, payload, expires) VALUES (" DEV_ID ", 5, 'bob', 7, 5, "
@@ -334,24 +370,58 @@ static void test_schema_indexes(void **state)
 	PQclear(th_pg_exec(f->conn, "RESET enable_seqscan"));
 }
 
-static void test_schema_delete_cascades(void **state)
+/* Deleting a device through the registry deletes its envelopes, and only
+ * its own. */
+static void test_schema_device_delete(void **state)
 {
 	struct schema_fixture *f = *state;
+	struct queue_registry *reg = queue_registry_new(f->conninfo, 5, 1);
+	char secret[QUEUE_SECRET_LEN + 1];
+	int64_t dave, other;
+	char sql[256];
+	int before;
 
-	PQclear(th_pg_exec(f->conn, "INSERT INTO devices (user_id, secret_hash, platform) "
-				    "VALUES ('dave', " HASH ", 'android')"));
-	PQclear(th_pg_exec(f->conn,
-			   "INSERT INTO envelopes (recipient_device, seq, sender_user, "
-			   "sender_device, client_id, kind, payload, expires) SELECT id, g, "
-			   "'bob', 7, g, 'message', '\\x01', now() + interval '1 day' FROM "
-			   "devices, generate_series(1, 3) g WHERE user_id = 'dave'"));
-	assert_int_equal(count(f->conn, "SELECT count(*) FROM envelopes e JOIN devices d ON "
-					"d.id = e.recipient_device WHERE d.user_id = 'dave'"),
-			 3);
-	PQclear(th_pg_exec(f->conn, "DELETE FROM devices WHERE user_id = 'dave'"));
+	assert_non_null(reg);
+	assert_int_equal(queue_device_create(reg, "dave", "android", &dave, secret), FERRY_OK);
+	assert_int_equal(queue_device_create(reg, "dave", "ios", &other, secret), FERRY_OK);
+	snprintf(sql, sizeof(sql),
+		 "INSERT INTO envelopes (recipient_device, seq, sender_user, "
+		 "sender_device, client_id, kind, payload, expires) SELECT d, g, "
+		 "'bob', 7, g, 'message', '\\x01', now() + interval '1 day' FROM "
+		 "unnest('{%lld,%lld}'::bigint[]) d, generate_series(1, 3) g",
+		 (long long)dave, (long long)other);
+	PQclear(th_pg_exec(f->conn, sql));
+	before = count(f->conn, "SELECT count(*) FROM envelopes");
+	assert_int_equal(queue_device_delete(reg, dave), FERRY_OK);
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM envelopes WHERE recipient_device = %lld",
+		 (long long)dave);
+	assert_int_equal(count(f->conn, sql), 0);
+	assert_int_equal(count(f->conn, "SELECT count(*) FROM envelopes"), before - 3);
 	assert_int_equal(count(f->conn, "SELECT count(*) FROM envelopes WHERE recipient_device "
 					"NOT IN (SELECT id FROM devices)"),
 			 0);
+	assert_int_equal(queue_device_delete(reg, dave), FERRY_ENOTFOUND);
+	assert_int_equal(queue_device_delete(reg, other), FERRY_OK);
+	queue_registry_free(reg);
+}
+
+/* 0003 found 0001's unnamed constraints in the catalog: no counted regex
+ * and no foreign key are left, and each name rule is there once. */
+static void test_schema_0003_constraints(void **state)
+{
+	struct schema_fixture *f = *state;
+
+	assert_int_equal(count(f->conn, "SELECT count(*) FROM pg_constraint WHERE conrelid IN "
+					"('devices'::regclass, 'envelopes'::regclass) AND "
+					"pg_get_constraintdef(oid) LIKE '%{1,64}%'"),
+			 0);
+	assert_int_equal(count(f->conn, "SELECT count(*) FROM pg_constraint WHERE contype = 'f' "
+					"AND conrelid = 'envelopes'::regclass"),
+			 0);
+	assert_int_equal(count(f->conn, "SELECT count(*) FROM pg_constraint WHERE conname IN "
+					"('devices_user_id_check', 'devices_push_app_check', "
+					"'envelopes_sender_user_check') AND convalidated"),
+			 3);
 }
 
 /* ---- registry ---- */
@@ -449,7 +519,8 @@ int main(void)
 		cmocka_unit_test(test_schema_device_constraints),
 		cmocka_unit_test(test_schema_envelope_constraints),
 		cmocka_unit_test(test_schema_indexes),
-		cmocka_unit_test(test_schema_delete_cascades),
+		cmocka_unit_test(test_schema_device_delete),
+		cmocka_unit_test(test_schema_0003_constraints),
 		cmocka_unit_test(test_registry_lifecycle),
 	};
 	int failed = cmocka_run_group_tests_name("migrate", migrate_tests, NULL, NULL);

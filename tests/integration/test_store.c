@@ -474,6 +474,65 @@ static void test_gone(void **state)
 	queue_store_stop(st);
 }
 
+/*
+ * Devices deleted through the registry while batches store envelopes for
+ * them: each device's answers are STORED, then GONE for good, and none of
+ * its envelopes is left (sql/0003_cheaper_rows.sql: no foreign key, the
+ * deletion removes them itself).
+ */
+static void test_delete_while_storing(void **state)
+{
+	enum { N = 1500, DOOMED = MAX_RCPT - 1 };
+	struct fixture *f = *state;
+	struct queue_store_opts o = opts_for(f->conninfo);
+	struct queue_store *st = start(&o);
+	struct queue_registry *reg = queue_registry_new(f->conninfo, 5, 1);
+	struct treq *t = calloc(N, sizeof(*t));
+	int64_t rcpt[MAX_RCPT];
+	unsigned base = f->cl.replies;
+
+	assert_non_null(reg);
+	assert_non_null(t);
+	for (int d = 0; d < MAX_RCPT; d++)
+		rcpt[d] = device_new(f->conn);
+	for (int i = 0; i < N; i++) {
+		put_init(&t[i], &f->cl, (uint64_t)i + 1, 9, (uint64_t)i + 1, rcpt, MAX_RCPT, "x");
+		queue_store_submit(st, &t[i].req);
+		/* The doomed devices go one after another, batches in flight. */
+		if (i % 400 == 399 && i / 400 < DOOMED)
+			assert_int_equal(queue_device_delete(reg, rcpt[i / 400]), FERRY_OK);
+		if (i % 100 == 99)
+			assert_true(client_wait(&f->cl, base + (unsigned)i + 1 - 50, WAIT_MS));
+	}
+	assert_true(client_wait(&f->cl, base + N, 60000));
+	for (int d = 0; d < DOOMED; d++) {
+		int gone = 0;
+
+		for (int i = 0; i < N; i++) {
+			assert_int_equal(t[i].req.rc, FERRY_OK);
+			if (t[i].puts[d].result == QUEUE_PUT_GONE)
+				gone = 1;
+			else
+				assert_true(!gone && t[i].puts[d].result == QUEUE_PUT_STORED);
+		}
+		assert_true(gone);
+		assert_int_equal(
+			sql_int(f->conn,
+				"SELECT count(*) FROM envelopes WHERE recipient_device = %lld",
+				(long long)rcpt[d]),
+			0);
+	}
+	for (int i = 0; i < N; i++)
+		assert_int_equal(t[i].puts[DOOMED].result, QUEUE_PUT_STORED);
+	assert_int_equal(sql_int(f->conn, "SELECT count(*) FROM envelopes"), N);
+	assert_int_equal(sql_int(f->conn, "SELECT pending FROM devices WHERE id = %lld",
+				 (long long)rcpt[DOOMED]),
+			 N);
+	free(t);
+	queue_registry_free(reg);
+	queue_store_stop(st);
+}
+
 /* TTL: an expired envelope is never fetched; the sweep deletes and counts it. */
 static void test_ttl(void **state)
 {
@@ -1047,6 +1106,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_duplicate_restart, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_full, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_gone, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_delete_while_storing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ttl, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_expire_batches, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_batch_semantics, setup, teardown),

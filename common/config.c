@@ -122,8 +122,12 @@ static const struct entry table[] = {
 	{ "store", "connect_timeout", TYPE_UINT, "5", 1, 300, FIELD(store.connect_timeout), 0,
 	  "seconds", "How long to wait for the database to accept a connection." },
 	{ "store", "connections", TYPE_UINT, "4", 2, 64, FIELD(store.connections), 0, NULL,
-	  "PostgreSQL connections of the offline store: one writes (in order), the others read "
-	  "and delete." },
+	  "PostgreSQL connections of the offline store, writers included; the others read and "
+	  "delete." },
+	{ "store", "writers", TYPE_UINT, "0", 0, 63, FIELD(store.writers), 0, NULL,
+	  "Connections that write envelopes, each for a fixed share of the devices (a device's "
+	  "envelopes commit in order on its writer); less than `connections`. 0: 2, or 1 when "
+	  "`connections` is 2." },
 	{ "store", "batch_max", TYPE_UINT, "2000", 1, 100000, FIELD(store.batch_max), 0,
 	  "recipients",
 	  "Envelope rows written in one commit at most; what arrives while a batch is written "

@@ -48,7 +48,8 @@ struct ferry_config {
 	struct {
 		char *conninfo;			 /* libpq connection string */
 		unsigned connect_timeout;	 /* seconds */
-		unsigned connections;		 /* one writer, the rest readers */
+		unsigned connections;		 /* writers and readers */
+		unsigned writers;		 /* 0: automatic */
 		unsigned batch_max;		 /* recipients in one commit */
 		unsigned max_pending_per_device; /* 0: no limit */
 		size_t max_inflight_bytes;	 /* payload bytes waiting to be written */

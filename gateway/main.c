@@ -200,6 +200,7 @@ static int start_gateway(struct daemon *d)
 	opts.conninfo = d->cfg->store.conninfo;
 	opts.connect_timeout = d->cfg->store.connect_timeout;
 	opts.connections = d->cfg->store.connections;
+	opts.writers = d->cfg->store.writers;
 	opts.batch_max = d->cfg->store.batch_max;
 	opts.max_pending_per_device = d->cfg->store.max_pending_per_device;
 	opts.max_inflight_bytes = d->cfg->store.max_inflight_bytes;

@@ -176,20 +176,28 @@ void queue_device_list_free(struct queue_device *devs, size_t n);
  * thread (queue_store_submit) and are answered by posting the caller's reply
  * message to the caller's mailbox; the request is the caller's again then.
  * PUTs that arrive while earlier ones are being written are batched: one
- * round trip and one commit for the batch. One connection writes, so
- * envelopes of a device commit in the order of their sequence numbers.
+ * round trip and one commit for the batch. Several connections write in
+ * parallel (writers), each for a fixed share of the devices (device id
+ * modulo writers), one batch at a time: the envelopes of a device commit in
+ * submission order, and their sequence numbers follow it. A PUT whose
+ * recipients belong to several writers is written as one part per writer,
+ * each committed with its writer's batch, and answered once, after its last
+ * part.
  *
  * Replies (req->rc first; nothing else is meaningful unless it is FERRY_OK):
- *   PUT      OK: the batch committed; puts[i].result says what became of
+ *   PUT      OK: every part committed; puts[i].result says what became of
  *            recipient i (STORED, DUPLICATE, FULL, GONE). Only STORED and
  *            DUPLICATE mean "in the database now" (ACK(stored) material).
- *            EUNAVAIL: writer down, stopping, or the batch failed (maybe
- *            committed, maybe not: a retransmission comes back DUPLICATE);
- *            EDB: the database refused this PUT; ELIMIT: max_inflight_bytes
- *            (answered at once); EINVAL: bad fields (sender_user,
- *            sender_device < 0, kind, no recipients). Not stored in any case.
- *   BARRIER  OK once every PUT submitted before it has been answered;
- *            EUNAVAIL when the writer is down.
+ *            EUNAVAIL: a writer it needs is down, stopping, a batch of
+ *            one of its parts failed (maybe committed, maybe not), or one
+ *            part failed while another committed (a retransmission comes
+ *            back DUPLICATE for what did commit); EDB: the database refused
+ *            this PUT and no part of it committed; ELIMIT:
+ *            max_inflight_bytes (answered at once); EINVAL: bad fields
+ *            (sender_user, sender_device < 0, kind, no recipients); ENOMEM.
+ *            Not known to be stored in any case.
+ *   BARRIER  OK once every PUT submitted before it has been answered (on
+ *            every writer); EUNAVAIL when a writer is down.
  *   FETCH    OK: rows/nrows (NULL/0 for none), in seq order, seq > after_seq.
  *   DELETE   OK: count = rows deleted (ids not stored are ignored).
  *   COUNT    OK: count.
@@ -208,7 +216,9 @@ struct mailbox_msg;
 struct queue_store_opts {
 	const char *conninfo;
 	unsigned connect_timeout;	 /* seconds */
-	unsigned connections;		 /* 2-64: one writes, the others read */
+	unsigned connections;		 /* 2-64: writers, and the others read */
+	unsigned writers;		 /* 1 to connections - 1; 0: 2 (1 if
+					  * connections is 2) */
 	unsigned batch_max;		 /* recipients in one commit (>= 1) */
 	unsigned max_pending_per_device; /* PUT beyond it: QUEUE_PUT_FULL; 0: none */
 	size_t max_inflight_bytes;	 /* payload bytes queued or being written */
@@ -222,9 +232,9 @@ enum queue_req_type {
 	QUEUE_REQ_FETCH,  /* a device's next envelopes, in order */
 	QUEUE_REQ_DELETE, /* a device acknowledged these */
 	QUEUE_REQ_COUNT,  /* how many envelopes wait for a device */
-	/* Answered once every PUT submitted before it has been answered (the
-	 * writer's order): FERRY_OK, or FERRY_EUNAVAIL if the writer is down or
-	 * the batch it rode with failed. Uses no request field. */
+	/* Answered once every PUT submitted before it has been answered, on
+	 * every writer: FERRY_OK, or FERRY_EUNAVAIL if a writer is down or a
+	 * batch it rode with failed. Uses no request field. */
 	QUEUE_REQ_BARRIER,
 };
 
@@ -329,7 +339,8 @@ struct queue_store_stats {
 	uint64_t put_invalid;	  /* PUTs answered EINVAL (bad fields) */
 	uint64_t barriers;	  /* BARRIER requests answered */
 	uint64_t batches;	  /* write batches committed */
-	uint64_t batch_puts;	  /* PUT requests in committed batches */
+	uint64_t batch_puts;	  /* PUTs in committed batches (a PUT split
+				   * between writers: once per part) */
 	uint64_t batch_envelopes; /* recipients in committed batches */
 	uint64_t batch_largest;	  /* most recipients in one committed batch */
 	uint64_t batch_failures;  /* batches not committed (all their PUTs failed) */
@@ -345,7 +356,7 @@ struct queue_store_stats {
 	uint64_t connects;		/* connections established */
 	uint64_t connect_failures;	/* attempts failed, connections lost */
 	uint64_t inflight_bytes;	/* now: payload bytes queued or in flight */
-	uint64_t queued_puts;		/* now: PUTs waiting for the next batch */
+	uint64_t queued_puts;		/* now: PUTs (parts) waiting for a batch */
 	int ready;			/* now: queue_store_ready() */
 };
 

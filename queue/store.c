@@ -3,19 +3,21 @@
  * the expiry timer, stop and the counters.
  *
  * Design: one thread runs one libuv loop. Requests arrive through the store's
- * mailbox from any thread and go to the writer (PUT, BARRIER: store_write.c)
- * or to a reader (FETCH, DELETE, COUNT: store_read.c). conns[0] writes; the
- * others read, a device's reads always on the same reader while it is up, so
- * they run in the order they were submitted. Work produced while handling
+ * mailbox from any thread and go to the writers (PUT, BARRIER: store_write.c)
+ * or to a reader (FETCH, DELETE, COUNT: store_read.c). conns[0 .. writers-1]
+ * write, a device's PUTs always on the same writer; the others read, a
+ * device's reads always on the same reader while it is up, so they run in
+ * the order they were submitted. Work produced while handling
  * events is sent and flushed from the loop's prepare callback, just before the
  * loop blocks: whatever arrived in one iteration shares one write and one
- * round trip, and PUTs that arrived while a batch was in flight become the
- * next batch.
+ * round trip, and PUTs that arrived while a writer's batch was in flight
+ * become its next batch.
  *
  * Invariants: every request gets exactly one reply, posted from this thread
  * (or from queue_store_submit's caller once the mailbox is closed). A PUT is
- * answered FERRY_OK only after its batch's COMMIT succeeded. While a needed
- * connection is down, requests are answered FERRY_EUNAVAIL at once.
+ * answered FERRY_OK only after the COMMITs of all its parts succeeded. While
+ * a needed connection is down, requests are answered FERRY_EUNAVAIL at once;
+ * the store is ready while every writer and at least one reader are up.
  *
  * Stop: queued requests are answered FERRY_EUNAVAIL and the mailbox closes;
  * what is in flight may finish for STORE_STOP_WAIT_MS; then the connections
@@ -58,11 +60,13 @@ void store_reply(struct queue_store *st, struct queue_req *req, enum ferry_err r
 
 void store_update_ready(struct queue_store *st)
 {
-	int readers = 0;
+	int readers = 0, writers = 1;
 
-	for (unsigned i = 1; i < st->nconn; i++)
+	for (unsigned i = 0; i < st->nwriters; i++)
+		writers &= store_conn_ready(&st->conns[i]);
+	for (unsigned i = st->nwriters; i < st->nconn; i++)
 		readers |= store_conn_ready(&st->conns[i]);
-	atomic_store(&st->ready, !st->closing && store_conn_ready(&st->conns[0]) && readers);
+	atomic_store(&st->ready, !st->closing && writers && readers);
 }
 
 /* ---- stop ---- */
@@ -83,7 +87,8 @@ static void close_all(struct queue_store *st)
 
 void store_maybe_finish(struct queue_store *st)
 {
-	if (st->stopping && !st->closing && !st->w.busy && !st->reads_inflight && !st->sweep_busy)
+	if (st->stopping && !st->closing && !st->batches_inflight && !st->reads_inflight &&
+	    !st->sweep_busy)
 		close_all(st);
 }
 
@@ -91,8 +96,8 @@ static void on_stop_timeout(uv_timer_t *t)
 {
 	struct queue_store *st = t->data;
 
-	log_warn("event=store_stop_timeout batch_in_flight=%d reads_in_flight=%u", st->w.busy,
-		 st->reads_inflight);
+	log_warn("event=store_stop_timeout batches_in_flight=%u reads_in_flight=%u",
+		 st->batches_inflight, st->reads_inflight);
 	close_all(st);
 }
 
@@ -167,10 +172,19 @@ static void on_expire_timer(uv_timer_t *t)
 
 static void writer_down(struct store_conn *c)
 {
-	store_writer_down(c->st);
+	store_writer_down(&c->st->w[c - c->st->conns]);
 }
 
 /* ---- lifecycle ---- */
+
+/* How many of the connections write: writers, or by default 2 (keeping
+ * one reader). */
+static unsigned writers_of(const struct queue_store_opts *o)
+{
+	if (o->writers)
+		return o->writers;
+	return o->connections > 2 ? 2 : 1;
+}
 
 static const char *check_opts(const struct queue_store_opts *o)
 {
@@ -178,6 +192,8 @@ static const char *check_opts(const struct queue_store_opts *o)
 		return "[store] conninfo is not set";
 	if (o->connections < 2 || o->connections > STORE_MAX_CONNECTIONS)
 		return "[store] connections must be between 2 and 64";
+	if (writers_of(o) >= o->connections)
+		return "[store] writers must be less than connections (at least one reads)";
 	if (!o->batch_max)
 		return "[store] batch_max must be at least 1";
 	if (!o->max_inflight_bytes)
@@ -211,10 +227,16 @@ static enum ferry_err start_handles(struct queue_store *st)
 	uv_timer_start(&st->expire_timer, on_expire_timer, st->opts.expire_interval,
 		       st->opts.expire_interval);
 	for (unsigned i = 0; i < st->opts.connections; i++) {
-		if (i)
-			snprintf(name, sizeof(name), "reader%u", i);
-		if (store_conn_init(&st->conns[i], st, &st->loop, i ? name : "writer", NULL,
-				    i ? NULL : writer_down))
+		int writes = i < st->nwriters;
+
+		if (writes) {
+			store_writer_init(st, i);
+			snprintf(name, sizeof(name), "writer%u", i + 1);
+		} else {
+			snprintf(name, sizeof(name), "reader%u", i - st->nwriters + 1);
+		}
+		if (store_conn_init(&st->conns[i], st, &st->loop, name, NULL,
+				    writes ? writer_down : NULL))
 			return FERRY_EIO;
 		st->nconn = i + 1;
 	}
@@ -244,6 +266,7 @@ struct queue_store *queue_store_start(const struct queue_store_opts *opts, char 
 	}
 	st->opts = *opts;
 	st->opts.conninfo = st->conninfo;
+	st->opts.writers = st->nwriters = writers_of(opts);
 	if (uv_loop_init(&st->loop)) {
 		snprintf(err, errlen, "cannot start the store: no event loop");
 		store_free(st);
@@ -266,9 +289,9 @@ struct queue_store *queue_store_start(const struct queue_store_opts *opts, char 
 		store_free(st);
 		return NULL;
 	}
-	log_info("event=store_started connections=%u batch_max=%u max_pending=%u "
+	log_info("event=store_started connections=%u writers=%u batch_max=%u max_pending=%u "
 		 "max_inflight_bytes=%zu default_ttl=%u",
-		 opts->connections, opts->batch_max, opts->max_pending_per_device,
+		 opts->connections, st->nwriters, opts->batch_max, opts->max_pending_per_device,
 		 opts->max_inflight_bytes, opts->default_ttl);
 	return st;
 }

@@ -3,15 +3,22 @@
  *
  * Files: store.c (the thread, its mailbox, dispatch, expiry, stop, stats),
  * store_conn.c (one non-blocking libpq connection in pipeline mode),
- * store_write.c (the writer: PUT batches), store_read.c (FETCH, DELETE,
+ * store_write.c (the writers: PUT batches), store_read.c (FETCH, DELETE,
  * COUNT, the expiry sweep). Everything here runs on the store thread, except
  * the counters and the ready flag, which are atomics that any thread reads.
  *
+ * Connections: conns[0 .. nwriters-1] write, conns[nwriters .. nconn-1]
+ * read. Writer i owns the devices whose id modulo nwriters is i
+ * (store_writer_of), and only it ever writes envelopes for them.
+ *
  * Requests: struct queue_req.store_private[0] holds the mailbox link while the
- * request travels to the store; store_private[1] then links it into the
+ * request travels to the store; store_private[1] then links it into a
  * writer's queue or batch. The store owns a request from the moment its
  * handler sees it until store_reply() posts the answer; not a byte of it is
- * touched after that.
+ * touched after that. A PUT or BARRIER that concerns several writers is
+ * split into parts (store_write.c): store-made requests with reply == NULL,
+ * queued like the caller's own; the caller's request is answered once, after
+ * its last part.
  */
 #ifndef FERRY_QUEUE_STORE_INT_H
 #define FERRY_QUEUE_STORE_INT_H
@@ -153,8 +160,10 @@ struct store_counters {
 #define STAT_SET(st, field, v) atomic_store_explicit(&(st)->stats.field, (v), memory_order_relaxed)
 #define STAT_GET(st, field) atomic_load_explicit(&(st)->stats.field, memory_order_relaxed)
 
-/* The writer (store_write.c). */
+/* One writer (store_write.c): a connection and its FIFO of PUTs. */
 struct store_writer {
+	struct queue_store *st;
+	struct store_conn *conn;
 	struct queue_req *qhead, *qtail; /* waiting for the next batch */
 	size_t nqueued;
 	struct queue_req *bhead, *btail; /* the batch in flight */
@@ -176,10 +185,13 @@ struct queue_store {
 	uv_prepare_t prepare;
 	uv_timer_t expire_timer;
 	uv_timer_t stop_timer;
-	struct store_conn conns[STORE_MAX_CONNECTIONS]; /* [0] writes, the rest read */
+	/* [0 .. nwriters-1] write, the rest read. */
+	struct store_conn conns[STORE_MAX_CONNECTIONS];
 	unsigned nconn;
-	struct store_writer w;
-	size_t inflight_bytes; /* payload bytes of PUTs queued or being written */
+	unsigned nwriters;
+	struct store_writer w[STORE_MAX_CONNECTIONS - 1];
+	unsigned batches_inflight; /* writers with a batch in flight */
+	size_t inflight_bytes;	   /* payload bytes of PUTs queued or being written */
 	unsigned reads_inflight;
 	unsigned next_reader;
 	struct store_seg sweep;
@@ -205,16 +217,26 @@ static inline long long store_i64(uint64_t v)
 	return (long long)(int64_t)v;
 }
 
-/* ---- the writer (store_write.c) ---- */
+/* ---- the writers (store_write.c) ---- */
+
+/* The writer that owns @device: the same one for as long as the store runs,
+ * which keeps a device's PUTs in submission order. */
+static inline struct store_writer *store_writer_of(struct queue_store *st, int64_t device)
+{
+	return &st->w[(uint64_t)device % st->nwriters];
+}
+
+/* Set up writer @i on connection conns[i]. */
+void store_writer_init(struct queue_store *st, unsigned i);
 
 /* A PUT or BARRIER from the mailbox. */
 void store_writer_submit(struct queue_store *st, struct queue_req *req);
 
-/* Send the next batch if the writer is idle and something waits. */
+/* Send the next batch on every writer that is idle and has something waiting. */
 void store_writer_kick(struct queue_store *st);
 
-/* The writer connection went down: answer everything queued. */
-void store_writer_down(struct queue_store *st);
+/* Writer @w's connection went down: answer everything it has queued. */
+void store_writer_down(struct store_writer *w);
 
 /* Stop: answer what is queued (not in flight) with FERRY_EUNAVAIL. */
 void store_writer_drop_queued(struct queue_store *st);

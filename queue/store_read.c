@@ -40,11 +40,11 @@ struct read_op {
 /* The reader that owns @device, or the next one that is up; NULL if none. */
 static struct store_conn *pick_reader(struct queue_store *st, int64_t device)
 {
-	unsigned n = st->nconn - 1;
+	unsigned n = st->nconn - st->nwriters;
 	unsigned first = (unsigned)((uint64_t)device % n);
 
 	for (unsigned k = 0; k < n; k++) {
-		struct store_conn *c = &st->conns[1 + (first + k) % n];
+		struct store_conn *c = &st->conns[st->nwriters + (first + k) % n];
 
 		if (store_conn_ready(c))
 			return c;
@@ -297,7 +297,7 @@ void store_sweep_start(struct queue_store *st)
 
 	if (st->sweep_busy || st->stopping)
 		return;
-	c = pick_reader(st, (int64_t)st->nconn - 2);
+	c = pick_reader(st, (int64_t)(st->nconn - st->nwriters) - 1);
 	if (!c)
 		return;
 	snprintf(max, sizeof(max), "%u", st->opts.expire_batch);

@@ -1,18 +1,38 @@
 /*
- * store_write.c - the writer: PUTs become batches, one commit each.
+ * store_write.c - the writers: PUTs become batches, one commit each.
  *
- * Design: PUTs (and BARRIERs) wait in one FIFO, in mailbox order. When the
- * writer connection is idle, the waiting requests, up to batch_max
- * recipients (at least one PUT), go out as one pipeline segment:
+ * Design: there are nwriters writers, each with its own connection and its
+ * own FIFO of PUTs (and BARRIERs), in mailbox order. Writer i takes the
+ * recipients whose device id modulo nwriters is i (store_writer_of), so a
+ * device is only ever written by one connection. When a writer's connection
+ * is idle, its waiting requests, up to batch_max recipients (at least one
+ * PUT), go out as one pipeline segment:
  *
  *     BEGIN; SELECT * FROM ferry_put_batch(arrays of every PUT); COMMIT; Sync
  *
- * ferry_put_batch (sql/0002_store.sql) takes the devices' row locks in id
- * order, then stores the batch set-based: each device's row is read and
+ * ferry_put_batch (sql/0002_store.sql, 0003) takes the devices' row locks in
+ * id order, then stores the batch set-based: each device's row is read and
  * written once per batch, however many envelopes it gets, which keeps a
  * batch about as cheap as a plain multi-row INSERT. Results come back as one
- * row per recipient in batch order. With one writer, a device's envelopes
- * commit in sequence order, which is the order of acceptance.
+ * row per recipient in batch order. With one batch at a time per writer, a
+ * device's envelopes commit in sequence order, which is the order of
+ * acceptance. Batches of different writers lock disjoint device rows and
+ * insert disjoint keys (both unique keys of envelopes start with the
+ * device), so they never wait for each other. The readers' transactions
+ * that lock device rows take them in id order too, all in their first
+ * statement (ferry_delete: one row; ferry_expire), and then touch only
+ * envelopes of devices they hold: no wait among the store's transactions
+ * can close a cycle.
+ *
+ * Parts: a PUT whose recipients belong to one writer is queued as it is. One
+ * that spans writers is split: one part per writer (a store-made queue_req
+ * with reply == NULL and that writer's recipients, the caller's order kept),
+ * queued on each writer at once, so each part keeps its place in its
+ * writer's FIFO. Each part is answered with its batch; the caller's PUT is
+ * answered after its last part: FERRY_OK if every part committed (the
+ * results copied back); else not stored (part_done() says which error).
+ * A BARRIER gets a part on every writer that is busy or has something
+ * queued; it is answered OK at once if none has.
  *
  * The invariant: the requests of a batch are answered only when its COMMIT
  * has succeeded (FERRY_OK, each recipient's result in puts[]). If the batch
@@ -23,8 +43,10 @@
  * not answered yet but retried one per batch, so that one bad PUT cannot make
  * its neighbours fail.
  *
- * Memory: payloads stay the caller's; the writer only counts their bytes
- * (max_inflight_bytes) from acceptance to reply.
+ * Memory: payloads stay the caller's; the store only counts their bytes
+ * (max_inflight_bytes) from acceptance to the caller's reply, once per PUT
+ * however many parts it has. A split's parts live in one block, freed with
+ * the caller's reply.
  */
 #include <limits.h>
 #include <stdio.h>
@@ -39,6 +61,20 @@
 /* Digits of a bigint, a sign and a comma. */
 #define ID_TEXT_MAX 22
 
+/* A PUT or BARRIER split between writers, and its parts (one block). */
+struct split {
+	struct queue_req *req; /* the caller's */
+	unsigned left;	       /* parts not answered yet */
+	unsigned committed;    /* parts answered FERRY_OK */
+	enum ferry_err rc;     /* the first failure (EUNAVAIL wins), or OK */
+};
+
+struct part {
+	struct queue_req sub; /* first: what a writer queues (reply == NULL) */
+	struct split *split;
+	size_t *idx; /* sub.puts[k] is the caller's puts[idx[k]] */
+};
+
 static struct queue_req *next_of(const struct queue_req *req)
 {
 	return req->store_private[1];
@@ -47,6 +83,21 @@ static struct queue_req *next_of(const struct queue_req *req)
 static void set_next(struct queue_req *req, struct queue_req *next)
 {
 	req->store_private[1] = next;
+}
+
+/* The part @req is, or NULL for a caller's request. */
+static struct part *part_of(struct queue_req *req)
+{
+	return req->reply ? NULL : (struct part *)(void *)req;
+}
+
+static void update_queued(struct queue_store *st)
+{
+	size_t n = 0;
+
+	for (unsigned i = 0; i < st->nwriters; i++)
+		n += st->w[i].nqueued;
+	STAT_SET(st, queued_puts, n);
 }
 
 static void enqueue(struct store_writer *w, struct queue_req *req)
@@ -74,8 +125,8 @@ static struct queue_req *dequeue(struct store_writer *w)
 	return req;
 }
 
-/* Answer one PUT or BARRIER and forget its bytes. */
-static void finish(struct queue_store *st, struct queue_req *req, enum ferry_err rc)
+/* Answer the caller's PUT or BARRIER and forget its bytes. */
+static void answer(struct queue_store *st, struct queue_req *req, enum ferry_err rc)
 {
 	if (req->type == QUEUE_REQ_BARRIER) {
 		STAT_ADD(st, barriers, 1);
@@ -108,6 +159,43 @@ static void finish(struct queue_store *st, struct queue_req *req, enum ferry_err
 	store_reply(st, req, rc);
 }
 
+/*
+ * A part is over: keep its results; the last one answers the caller. A PUT
+ * that committed in part is answered FERRY_EUNAVAIL, as a batch lost with
+ * its COMMIT unanswered: not stored, retry; the recipients that did commit
+ * answer the retransmission DUPLICATE. FERRY_EDB only when no part
+ * committed and none was merely unavailable.
+ */
+static void part_done(struct queue_store *st, struct part *p, enum ferry_err rc)
+{
+	struct split *sp = p->split;
+
+	if (rc == FERRY_OK) {
+		sp->committed++;
+		for (size_t k = 0; k < p->sub.nputs; k++)
+			sp->req->puts[p->idx[k]] = p->sub.puts[k];
+	} else if (sp->rc == FERRY_OK || rc == FERRY_EUNAVAIL) {
+		sp->rc = rc;
+	}
+	if (--sp->left)
+		return;
+	if (sp->rc != FERRY_OK && sp->committed)
+		sp->rc = FERRY_EUNAVAIL;
+	answer(st, sp->req, sp->rc);
+	free(sp);
+}
+
+/* Answer a request a writer queued: the caller's, or one part of it. */
+static void finish(struct queue_store *st, struct queue_req *req, enum ferry_err rc)
+{
+	struct part *p = part_of(req);
+
+	if (p)
+		part_done(st, p, rc);
+	else
+		answer(st, req, rc);
+}
+
 /* What the schema would refuse is refused here: one bad PUT must not fail
  * the batch it would ride in. */
 static int put_valid(const struct queue_req *req)
@@ -122,11 +210,119 @@ static int put_valid(const struct queue_req *req)
 	return req->nputs > 0 && req->puts;
 }
 
+/*
+ * One block: the split, @nparts parts, then the parts' recipients and their
+ * places in the caller's puts[]. Part k goes to writer @to[k], which has
+ * @count[to[k]] of @req's recipients. NULL without memory.
+ */
+static struct split *split_new(struct queue_store *st, struct queue_req *req, size_t nparts,
+			       const unsigned *to, const size_t *count)
+{
+	size_t nputs = req->type == QUEUE_REQ_PUT ? req->nputs : 0;
+	size_t size = sizeof(struct split) + nparts * sizeof(struct part);
+	struct queue_put *puts;
+	size_t *idx, used = 0;
+	struct split *sp;
+	struct part *parts;
+
+	_Static_assert(sizeof(struct split) % _Alignof(struct part) == 0, "parts aligned");
+	_Static_assert(sizeof(struct part) % _Alignof(struct queue_put) == 0, "puts aligned");
+	_Static_assert(sizeof(struct queue_put) % _Alignof(size_t) == 0, "indexes aligned");
+	sp = calloc(1, size + nputs * (sizeof(struct queue_put) + sizeof(size_t)));
+	if (!sp)
+		return NULL;
+	parts = (struct part *)(void *)(sp + 1);
+	puts = (struct queue_put *)(void *)(parts + nparts);
+	idx = (size_t *)(void *)(puts + nputs);
+	sp->req = req;
+	sp->left = (unsigned)nparts;
+	sp->rc = FERRY_OK;
+	for (size_t k = 0; k < nparts; k++) {
+		struct part *p = &parts[k];
+
+		p->sub = *req;
+		p->sub.reply = NULL;
+		p->sub.reply_to = NULL;
+		p->sub.store_private[0] = p->sub.store_private[1] = NULL;
+		p->split = sp;
+		if (req->type != QUEUE_REQ_PUT)
+			continue;
+		p->sub.puts = puts + used;
+		p->idx = idx + used;
+		p->sub.nputs = 0;
+		for (size_t i = 0; i < nputs; i++) {
+			if (store_writer_of(st, req->puts[i].recipient) != &st->w[to[k]])
+				continue;
+			p->idx[p->sub.nputs] = i;
+			p->sub.puts[p->sub.nputs++] = req->puts[i];
+		}
+		if (p->sub.nputs != count[to[k]])
+			ferry_panic("a PUT's part has %zu recipients, not %zu", p->sub.nputs,
+				    count[to[k]]);
+		used += p->sub.nputs;
+	}
+	return sp;
+}
+
+/* Queue @req on the writers listed in @to (@n of them), as it is when
+ * there is one, else as parts. FERRY_ENOMEM if it cannot be split. */
+static enum ferry_err queue_on(struct queue_store *st, struct queue_req *req, const unsigned *to,
+			       size_t n, const size_t *count)
+{
+	struct split *sp;
+	struct part *parts;
+
+	if (n == 1) {
+		enqueue(&st->w[to[0]], req);
+		return FERRY_OK;
+	}
+	sp = split_new(st, req, n, to, count);
+	if (!sp)
+		return FERRY_ENOMEM;
+	parts = (struct part *)(void *)(sp + 1);
+	for (size_t k = 0; k < n; k++)
+		enqueue(&st->w[to[k]], &parts[k].sub);
+	return FERRY_OK;
+}
+
+static void submit_barrier(struct queue_store *st, struct queue_req *req)
+{
+	unsigned to[STORE_MAX_CONNECTIONS];
+	size_t n = 0;
+
+	for (unsigned i = 0; i < st->nwriters; i++)
+		if (st->w[i].busy || st->w[i].qhead)
+			to[n++] = i;
+	if (!n) {
+		/* Every earlier PUT has been answered already. */
+		answer(st, req, FERRY_OK);
+		return;
+	}
+	if (queue_on(st, req, to, n, NULL))
+		answer(st, req, FERRY_ENOMEM);
+}
+
 void store_writer_submit(struct queue_store *st, struct queue_req *req)
 {
-	struct store_writer *w = &st->w;
+	unsigned to[STORE_MAX_CONNECTIONS];
+	size_t count[STORE_MAX_CONNECTIONS] = { 0 };
+	size_t n = 0;
+	int down = 0;
 
-	if (!store_conn_ready(&st->conns[0])) {
+	if (req->type == QUEUE_REQ_PUT && req->puts) {
+		for (size_t i = 0; i < req->nputs; i++) {
+			struct store_writer *w = store_writer_of(st, req->puts[i].recipient);
+			unsigned wi = (unsigned)(w - st->w);
+
+			if (!count[wi]++)
+				to[n++] = wi;
+			down |= !store_conn_ready(w->conn);
+		}
+	} else {
+		for (unsigned i = 0; i < st->nwriters; i++)
+			down |= !store_conn_ready(st->w[i].conn);
+	}
+	if (down) {
 		if (req->type == QUEUE_REQ_PUT) {
 			STAT_ADD(st, puts, 1);
 			STAT_ADD(st, put_unavail, 1);
@@ -137,13 +333,7 @@ void store_writer_submit(struct queue_store *st, struct queue_req *req)
 		return;
 	}
 	if (req->type == QUEUE_REQ_BARRIER) {
-		if (!w->busy && !w->qhead) {
-			/* Every earlier PUT has been answered already. */
-			STAT_ADD(st, barriers, 1);
-			store_reply(st, req, FERRY_OK);
-			return;
-		}
-		enqueue(w, req);
+		submit_barrier(st, req);
 		return;
 	}
 	if (!put_valid(req)) {
@@ -166,8 +356,9 @@ void store_writer_submit(struct queue_store *st, struct queue_req *req)
 		req->puts[i].server_id = 0;
 		req->puts[i].seq = 0;
 	}
-	enqueue(w, req);
-	STAT_SET(st, queued_puts, w->nqueued);
+	if (queue_on(st, req, to, n, count))
+		answer(st, req, FERRY_ENOMEM);
+	update_queued(st);
 }
 
 /* ---- results ---- */
@@ -221,54 +412,54 @@ enum { Q_BEGIN, Q_PUT, Q_COMMIT, Q_N };
 
 static void on_batch_result(struct store_seg *seg, unsigned idx, const PGresult *res)
 {
-	struct queue_store *st = seg->arg;
-	struct store_writer *w = &st->w;
+	struct store_writer *w = seg->arg;
 
 	if (idx == Q_COMMIT) {
 		/* COMMIT of a failed transaction answers ROLLBACK. */
 		w->committed =
 			seg->nqueries == Q_N && strcmp(PQcmdStatus((PGresult *)res), "COMMIT") == 0;
 	} else if (idx == Q_PUT && !batch_rows(w, res)) {
-		log_error("event=store_put_rows_mismatch rows=%d envelopes=%zu", PQntuples(res),
-			  w->batch_envelopes);
+		log_error("event=store_put_rows_mismatch conn=%s rows=%d envelopes=%zu",
+			  w->conn->name, PQntuples(res), w->batch_envelopes);
 		seg->rc = FERRY_EDB;
 	}
 }
 
 static void rollback_done(struct store_seg *seg, enum ferry_err rc)
 {
-	struct queue_store *st = seg->arg;
+	struct store_writer *w = seg->arg;
 
-	st->w.rollback_busy = 0;
+	w->rollback_busy = 0;
 }
 
 /* After a failed batch the transaction may still be open (aborted). */
-static void send_rollback(struct queue_store *st)
+static void send_rollback(struct store_writer *w)
 {
-	struct store_conn *c = &st->conns[0];
-	struct store_seg *seg = &st->w.rollback;
+	struct store_conn *c = w->conn;
+	struct store_seg *seg = &w->rollback;
 
-	if (!store_conn_ready(c) || st->w.rollback_busy)
+	if (!store_conn_ready(c) || w->rollback_busy)
 		return;
 	memset(seg, 0, sizeof(*seg));
 	seg->on_done = rollback_done;
-	seg->arg = st;
-	st->w.rollback_busy = 1;
+	seg->arg = w;
+	w->rollback_busy = 1;
 	store_seg_begin(c, seg);
 	if (store_seg_query(c, seg, STMT_N, "ROLLBACK", 0, NULL, NULL, NULL, 0))
 		return;
 	store_seg_end(c, seg);
 }
 
-static void record_commit(struct queue_store *st, struct store_seg *seg)
+static void record_commit(struct store_writer *w, struct store_seg *seg)
 {
+	struct queue_store *st = w->st;
 	uint64_t us = (uv_hrtime() - seg->sent_ns) / 1000;
 
 	STAT_ADD(st, batches, 1);
-	STAT_ADD(st, batch_puts, st->w.batch_puts);
-	STAT_ADD(st, batch_envelopes, st->w.batch_envelopes);
-	if (st->w.batch_envelopes > STAT_GET(st, batch_largest))
-		STAT_SET(st, batch_largest, st->w.batch_envelopes);
+	STAT_ADD(st, batch_puts, w->batch_puts);
+	STAT_ADD(st, batch_envelopes, w->batch_envelopes);
+	if (w->batch_envelopes > STAT_GET(st, batch_largest))
+		STAT_SET(st, batch_largest, w->batch_envelopes);
 	STAT_ADD(st, commit_us_total, us);
 	STAT_SET(st, commit_us_last, us);
 	if (us > STAT_GET(st, commit_us_max))
@@ -277,10 +468,8 @@ static void record_commit(struct queue_store *st, struct store_seg *seg)
 
 /* A failed batch with a database error: its PUTs go back to the head of the
  * queue, to be sent one per batch. */
-static void requeue_solo(struct queue_store *st)
+static void requeue_solo(struct store_writer *w)
 {
-	struct store_writer *w = &st->w;
-
 	if (w->btail) {
 		set_next(w->btail, w->qhead);
 		if (!w->qhead)
@@ -291,27 +480,28 @@ static void requeue_solo(struct queue_store *st)
 		w->nqueued++;
 	w->solo = w->batch_puts;
 	w->bhead = w->btail = NULL;
-	STAT_SET(st, queued_puts, w->nqueued);
+	update_queued(w->st);
 }
 
 static void on_batch_done(struct store_seg *seg, enum ferry_err rc)
 {
-	struct queue_store *st = seg->arg;
-	struct store_writer *w = &st->w;
+	struct store_writer *w = seg->arg;
+	struct queue_store *st = w->st;
 	int ok = w->committed;
 	struct queue_req *req;
 
 	w->busy = 0;
+	st->batches_inflight--;
 	if (ok) {
-		record_commit(st, seg);
+		record_commit(w, seg);
 	} else {
 		rc = rc ? rc : FERRY_EDB;
 		STAT_ADD(st, batch_failures, 1);
-		log_warn("event=store_batch_failed puts=%zu envelopes=%zu error=%s", w->batch_puts,
-			 w->batch_envelopes, ferry_strerror(rc));
-		send_rollback(st);
+		log_warn("event=store_batch_failed conn=%s puts=%zu envelopes=%zu error=%s",
+			 w->conn->name, w->batch_puts, w->batch_envelopes, ferry_strerror(rc));
+		send_rollback(w);
 		if (rc == FERRY_EDB && w->batch_puts > 1 && !st->stopping) {
-			requeue_solo(st);
+			requeue_solo(w);
 			store_maybe_finish(st);
 			return;
 		}
@@ -329,10 +519,9 @@ static void on_batch_done(struct store_seg *seg, enum ferry_err rc)
 
 /* Move the next batch from the queue to bhead..btail: up to batch_max
  * recipients and STORE_BATCH_BYTES of payload, at least one PUT. */
-static void take_batch(struct queue_store *st)
+static void take_batch(struct store_writer *w)
 {
-	struct store_writer *w = &st->w;
-	size_t max = w->solo ? 1 : st->opts.batch_max, bytes = 0;
+	size_t max = w->solo ? 1 : w->st->opts.batch_max, bytes = 0;
 	struct queue_req *req;
 
 	w->batch_puts = w->batch_envelopes = 0;
@@ -354,7 +543,7 @@ static void take_batch(struct queue_store *st)
 	}
 	if (w->solo)
 		w->solo--;
-	STAT_SET(st, queued_puts, w->nqueued);
+	update_queued(w->st);
 }
 
 /* The text arrays and the payload bytes of ferry_put_batch's parameters. */
@@ -424,9 +613,9 @@ static void init_arrays(struct buf *a, const struct store_writer *w, size_t payl
 }
 
 /* BEGIN; SELECT * FROM ferry_put_batch(...); COMMIT. */
-static enum ferry_err send_batch(struct queue_store *st, struct store_conn *c)
+static enum ferry_err send_batch(struct store_writer *w, struct store_conn *c)
 {
-	struct store_writer *w = &st->w;
+	struct queue_store *st = w->st;
 	struct buf a[A_N];
 	char maxp[ID_TEXT_MAX];
 	const char *vals[A_N + 1];
@@ -462,10 +651,11 @@ static enum ferry_err send_batch(struct queue_store *st, struct store_conn *c)
 	return rc;
 }
 
-void store_writer_kick(struct queue_store *st)
+/* Send writer @w's next batch if it is idle and something waits. */
+static void kick_one(struct store_writer *w)
 {
-	struct store_writer *w = &st->w;
-	struct store_conn *c = &st->conns[0];
+	struct queue_store *st = w->st;
+	struct store_conn *c = w->conn;
 	enum ferry_err rc;
 
 	if (w->busy || !w->qhead || !store_conn_ready(c))
@@ -473,38 +663,58 @@ void store_writer_kick(struct queue_store *st)
 	/* Barriers at the head: everything before them has been answered. */
 	while (w->qhead && w->qhead->type == QUEUE_REQ_BARRIER)
 		finish(st, dequeue(w), FERRY_OK);
-	if (!w->qhead)
+	if (!w->qhead) {
+		update_queued(st);
 		return;
-	take_batch(st);
+	}
+	take_batch(w);
 	memset(&w->seg, 0, sizeof(w->seg));
 	w->seg.on_result = on_batch_result;
 	w->seg.on_done = on_batch_done;
-	w->seg.arg = st;
+	w->seg.arg = w;
 	w->busy = 1;
+	st->batches_inflight++;
 	w->committed = 0;
 	store_seg_begin(c, &w->seg);
-	rc = send_batch(st, c);
+	rc = send_batch(w, c);
 	if (rc == FERRY_ENOMEM || rc == FERRY_ETOOBIG) {
 		/* Nothing was sent for it: end the segment empty, fail its PUTs. */
-		log_error("event=store_batch_build_failed error=%s", ferry_strerror(rc));
+		log_error("event=store_batch_build_failed conn=%s error=%s", c->name,
+			  ferry_strerror(rc));
 		w->seg.on_result = NULL;
 		w->committed = 0;
 	}
 	store_seg_end(c, &w->seg);
 }
 
-void store_writer_down(struct queue_store *st)
+void store_writer_kick(struct queue_store *st)
+{
+	for (unsigned i = 0; i < st->nwriters && !st->closing; i++)
+		kick_one(&st->w[i]);
+}
+
+void store_writer_init(struct queue_store *st, unsigned i)
+{
+	struct store_writer *w = &st->w[i];
+
+	memset(w, 0, sizeof(*w));
+	w->st = st;
+	w->conn = &st->conns[i];
+}
+
+void store_writer_down(struct store_writer *w)
 {
 	struct queue_req *req;
 
 	/* The batch in flight, if any, was answered by its segment. */
-	while ((req = dequeue(&st->w)))
-		finish(st, req, FERRY_EUNAVAIL);
-	st->w.solo = 0;
-	STAT_SET(st, queued_puts, 0);
+	while ((req = dequeue(w)))
+		finish(w->st, req, FERRY_EUNAVAIL);
+	w->solo = 0;
+	update_queued(w->st);
 }
 
 void store_writer_drop_queued(struct queue_store *st)
 {
-	store_writer_down(st);
+	for (unsigned i = 0; i < st->nwriters; i++)
+		store_writer_down(&st->w[i]);
 }

@@ -579,7 +579,7 @@ row "offline: ferryd / PG CPU per drained env (us)" \
 	offline.drain_ferryd_cpu_us_per_env offline.drain_pg_cpu_us_per_env
 row "store: envelopes per batch / ms per batch" store.put_envelopes_per_batch \
 	store.put_ms_per_batch
-row "store: writer busy in ferry_put_batch (share)" store.writer_busy
+row "store: writers busy in ferry_put_batch (summed)" store.writer_busy
 row "plain INSERT, same batch: rows/s" plain.rows_per_s
 row "plain INSERT: PostgreSQL CPU per row (us)" plain.pg_cpu_us_per_row
 row "offline stored/s / plain INSERT rows/s" offline.stored_vs_plain

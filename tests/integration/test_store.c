@@ -2,7 +2,8 @@
  * test_store.c - the offline envelope store (queue/store*.c) against a real
  * PostgreSQL: batching and commit, order, paging, deletes, dedup across a
  * restart, per-device limits, TTL expiry, back-pressure, an unreachable or
- * restarted database, stop.
+ * restarted database, stop; several writers: PUTs split between them,
+ * order, barriers, a part that fails.
  *
  * The test is a store client like a gateway worker: replies arrive on a
  * mailbox bound to a libuv loop of the test's own (one per submitting
@@ -360,6 +361,179 @@ static void test_barrier(void **state)
 	assert_true(p.order < bar.order);
 	treq_init(&bar, &f->cl, QUEUE_REQ_BARRIER);
 	assert_int_equal(run_req(st, &f->cl, &bar), FERRY_OK);
+	queue_store_stop(st);
+}
+
+/* ---- several writers ---- */
+
+/* A new device that writer @w of @writers owns (device id modulo writers). */
+static int64_t device_on(PGconn *conn, unsigned writers, unsigned w)
+{
+	for (;;) {
+		int64_t id = device_new(conn);
+
+		if ((uint64_t)id % writers == w)
+			return id;
+	}
+}
+
+/* A PUT for devices of three writers, in an order that mixes them, and a
+ * device twice: each recipient's result where the caller put it. */
+static void test_split_results(void **state)
+{
+	struct fixture *f = *state;
+	struct queue_store_opts o = opts_for(f->conninfo);
+	struct queue_store *st;
+	int64_t d[4];
+	struct treq t;
+
+	o.connections = 4;
+	o.writers = 3;
+	st = start(&o);
+	d[0] = device_on(f->conn, 3, 2);
+	d[1] = device_on(f->conn, 3, 0);
+	d[2] = device_on(f->conn, 3, 2);
+	d[3] = device_on(f->conn, 3, 1);
+	assert_int_equal(put(st, &f->cl, &t, 50, 7, 1, (int64_t[]){ d[2], d[0] }, 2, "a"),
+			 FERRY_OK);
+	assert_int_equal(
+		put(st, &f->cl, &t, 51, 7, 2, (int64_t[]){ d[0], d[1], d[2], d[3] }, 4, "b"),
+		FERRY_OK);
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(t.puts[i].recipient, d[i]);
+		assert_int_equal(t.puts[i].result, QUEUE_PUT_STORED);
+		assert_int_equal(t.puts[i].server_id, 51);
+		assert_int_equal(t.puts[i].seq, i == 0 || i == 2 ? 2 : 1);
+	}
+	/* A device twice, between devices of other writers; an unknown one. */
+	assert_int_equal(
+		put(st, &f->cl, &t, 52, 7, 3, (int64_t[]){ d[3], d[0], 987654321, d[0] }, 4, "c"),
+		FERRY_OK);
+	assert_int_equal(t.puts[0].result, QUEUE_PUT_STORED);
+	assert_int_equal(t.puts[0].seq, 2);
+	assert_int_equal(t.puts[1].result, QUEUE_PUT_STORED);
+	assert_int_equal(t.puts[1].seq, 3);
+	assert_int_equal(t.puts[2].result, QUEUE_PUT_GONE);
+	assert_int_equal(t.puts[3].result, QUEUE_PUT_DUPLICATE);
+	assert_int_equal(t.puts[3].server_id, 52);
+	assert_int_equal(t.puts[3].seq, 3);
+	assert_int_equal(t.puts[3].recipient, d[0]);
+	assert_int_equal(fetch(st, &f->cl, &t, d[0], 0, 10), FERRY_OK);
+	assert_int_equal(t.req.nrows, 3);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(t.req.rows[i].server_id, 50 + i);
+	queue_rows_free(t.req.rows, t.req.nrows);
+	assert_int_equal(count(st, &f->cl, d[1]), 1);
+	assert_int_equal(count(st, &f->cl, d[2]), 2);
+	assert_int_equal(count(st, &f->cl, d[3]), 2);
+	queue_store_stop(st);
+}
+
+/* A barrier after PUTs on every writer (split ones among them) is answered
+ * after all of them; PUTs after it are not waited for. */
+static void test_barrier_writers(void **state)
+{
+	enum { N = 600 };
+	struct fixture *f = *state;
+	struct queue_store_opts o = opts_for(f->conninfo);
+	struct queue_store *st;
+	static struct treq p[N + 1], bar;
+	unsigned base = f->cl.replies;
+	int64_t d[3];
+
+	o.connections = 4;
+	o.writers = 3;
+	o.batch_max = 20;
+	st = start(&o);
+	for (unsigned w = 0; w < 3; w++)
+		d[w] = device_on(f->conn, 3, w);
+	for (int i = 0; i < N; i++) {
+		/* Alone on each writer in turn, or on all three. */
+		if (i % 4 == 3)
+			put_init(&p[i], &f->cl, (uint64_t)i + 1, 7, (uint64_t)i + 1, d, 3, "b");
+		else
+			put_init(&p[i], &f->cl, (uint64_t)i + 1, 7, (uint64_t)i + 1, &d[i % 4], 1,
+				 "b");
+		queue_store_submit(st, &p[i].req);
+	}
+	treq_init(&bar, &f->cl, QUEUE_REQ_BARRIER);
+	queue_store_submit(st, &bar.req);
+	put_init(&p[N], &f->cl, N + 1, 7, N + 1, d, 3, "after");
+	queue_store_submit(st, &p[N].req);
+	assert_true(client_wait(&f->cl, base + N + 2, WAIT_MS));
+	assert_int_equal(bar.req.rc, FERRY_OK);
+	for (int i = 0; i <= N; i++) {
+		assert_int_equal(p[i].req.rc, FERRY_OK);
+		if (i < N)
+			assert_true(p[i].order < bar.order);
+	}
+	for (unsigned w = 0; w < 3; w++)
+		assert_int_equal(p[N].puts[w].seq, (int64_t)count(st, &f->cl, d[w]));
+	/* Nothing in flight: answered at once. */
+	treq_init(&bar, &f->cl, QUEUE_REQ_BARRIER);
+	assert_int_equal(run_req(st, &f->cl, &bar), FERRY_OK);
+	queue_store_stop(st);
+}
+
+/*
+ * One writer's part fails while the other's commits: the PUT is not OK
+ * (EUNAVAIL: retry), and its retransmission is DUPLICATE where it committed.
+ * A PUT that every writer refuses is EDB.
+ */
+static void test_part_fails(void **state)
+{
+	struct fixture *f = *state;
+	struct queue_store_opts o = opts_for(f->conninfo);
+	struct queue_store *st;
+	struct queue_store_stats s;
+	int64_t a, x;
+	struct treq t;
+
+	o.writers = 2;
+	st = start(&o);
+	a = device_on(f->conn, 2, 0);
+	x = device_on(f->conn, 2, 1);
+	/* A row written by hand takes x's next sequence number: x's batch fails. */
+	PQclear(th_pg_exec(f->conn, "INSERT INTO envelopes (recipient_device, seq, server_id, "
+				    "sender_user, sender_device, client_id, kind, payload, "
+				    "created, expires) SELECT max(id), 1, 999, 'bob', 8, 1, "
+				    "'message', '\\x00', now(), now() + interval '1 hour' FROM "
+				    "devices"));
+	assert_int_equal(put(st, &f->cl, &t, 60, 7, 60, (int64_t[]){ x, a }, 2, "p"),
+			 FERRY_EUNAVAIL);
+	assert_int_equal(sql_int(f->conn,
+				 "SELECT count(*) FROM envelopes WHERE recipient_device = %lld",
+				 (long long)a),
+			 1);
+	queue_store_stats(st, &s);
+	assert_int_equal(s.put_unavail, 1);
+	assert_int_equal(s.put_stored, 0);
+	assert_true(s.batch_failures >= 1);
+	assert_int_equal(s.inflight_bytes, 0);
+
+	/* The retransmission, once x can take it. */
+	PQclear(th_pg_exec(f->conn, "DELETE FROM envelopes WHERE server_id = 999"));
+	assert_int_equal(put(st, &f->cl, &t, 61, 7, 60, (int64_t[]){ x, a }, 2, "p"), FERRY_OK);
+	assert_int_equal(t.puts[0].result, QUEUE_PUT_STORED);
+	assert_int_equal(t.puts[0].server_id, 61);
+	assert_int_equal(t.puts[0].seq, 1);
+	assert_int_equal(t.puts[1].result, QUEUE_PUT_DUPLICATE);
+	assert_int_equal(t.puts[1].server_id, 60);
+	assert_int_equal(t.puts[1].seq, 1);
+
+	/* Refused by both writers: nothing committed, EDB. */
+	put_init(&t, &f->cl, 62, 7, 62, (int64_t[]){ a, x }, 2, "p");
+	t.req.created_ms = 1ULL << 62;
+	assert_int_equal(run_req(st, &f->cl, &t), FERRY_EDB);
+	assert_int_equal(sql_int(f->conn, "SELECT count(*) FROM envelopes"), 2);
+	/* Both writers go on. */
+	assert_int_equal(put(st, &f->cl, &t, 63, 7, 63, (int64_t[]){ a, x }, 2, "p"), FERRY_OK);
+	assert_int_equal(t.puts[0].seq, 2);
+	assert_int_equal(t.puts[1].seq, 2);
+	queue_store_stats(st, &s);
+	assert_int_equal(s.puts, 4);
+	assert_int_equal(s.put_unavail, 2);
+	assert_int_equal(s.inflight_bytes, 0);
 	queue_store_stop(st);
 }
 
@@ -850,17 +1024,35 @@ static void check_dense(const struct sender *senders, const int64_t *devs)
 	}
 }
 
-static void test_concurrent_puts(void **state)
+/* How many writers' parts @req becomes (device id modulo @writers). */
+static size_t parts_of(const struct queue_req *req, unsigned writers)
 {
-	struct fixture *f = *state;
+	size_t n = 0;
+
+	for (size_t i = 0; i < req->nputs; i++) {
+		size_t k = 0;
+
+		while (k < i && (uint64_t)req->puts[k].recipient % writers !=
+					(uint64_t)req->puts[i].recipient % writers)
+			k++;
+		n += k == i;
+	}
+	return n;
+}
+
+/* Senders on threads, each PUT for two devices (on two writers, mostly). */
+static void concurrent_puts(struct fixture *f, unsigned connections, unsigned writers)
+{
 	struct queue_store_opts o = opts_for(f->conninfo);
 	struct queue_store *st;
 	struct sender senders[THREADS];
 	int64_t devs[NDEV];
 	struct queue_store_stats s;
-	uint64_t t0, ms, envelopes = 0;
+	uint64_t t0, ms, envelopes = 0, parts = 0;
 
 	o.batch_max = 1000;
+	o.connections = connections;
+	o.writers = writers;
 	st = start(&o);
 	for (int d = 0; d < NDEV; d++)
 		devs[d] = device_new(f->conn);
@@ -880,22 +1072,27 @@ static void test_concurrent_puts(void **state)
 			fail_msg("%s", senders[i].why);
 	for (int i = 0; i < THREADS; i++) {
 		check_order(&senders[i], devs);
-		for (int k = 0; k < PER_THREAD; k++)
+		for (int k = 0; k < PER_THREAD; k++) {
 			envelopes += senders[i].reqs[k].req.nputs;
+			parts += parts_of(&senders[i].reqs[k].req, writers);
+		}
 	}
 	check_dense(senders, devs);
 	queue_store_stats(st, &s);
-	assert_int_equal(s.batch_puts, THREADS * PER_THREAD);
+	assert_int_equal(s.puts, THREADS * PER_THREAD);
+	assert_int_equal(s.batch_puts, parts);
+	if (writers > 1)
+		assert_true(parts > THREADS * PER_THREAD);
 	assert_int_equal(s.put_stored, envelopes);
 	assert_true(s.batches < THREADS * PER_THREAD);
 	assert_int_equal(s.inflight_bytes, 0);
 	assert_int_equal(sql_int(f->conn, "SELECT count(*) FROM envelopes"), (long long)envelopes);
 	fprintf(stderr,
-		"store: %d puts (%llu envelopes) in %llu ms: %.0f puts/s, %.0f envelopes/s; "
-		"%llu batches (%.1f puts, largest %llu envelopes), commit avg %.2f ms max %.2f "
-		"ms\n",
-		THREADS * PER_THREAD, (unsigned long long)envelopes, (unsigned long long)ms,
-		THREADS * PER_THREAD * 1000.0 / (double)(ms ? ms : 1),
+		"store, %u writers: %d puts (%llu envelopes) in %llu ms: %.0f puts/s, %.0f "
+		"envelopes/s; %llu batches (%.1f puts, largest %llu envelopes), commit avg %.2f "
+		"ms max %.2f ms\n",
+		writers, THREADS * PER_THREAD, (unsigned long long)envelopes,
+		(unsigned long long)ms, THREADS * PER_THREAD * 1000.0 / (double)(ms ? ms : 1),
 		(double)envelopes * 1000.0 / (double)(ms ? ms : 1), (unsigned long long)s.batches,
 		(double)s.batch_puts / (double)s.batches, (unsigned long long)s.batch_largest,
 		(double)s.commit_us_total / (double)s.batches / 1000.0,
@@ -903,6 +1100,20 @@ static void test_concurrent_puts(void **state)
 	for (int i = 0; i < THREADS; i++)
 		free(senders[i].reqs);
 	queue_store_stop(st);
+}
+
+static void test_concurrent_puts(void **state)
+{
+	struct fixture *f = *state;
+
+	/* One writer; the default (two writers of three connections); three. */
+	concurrent_puts(f, 3, 1);
+	PQclear(th_pg_exec(f->conn, "DELETE FROM envelopes"));
+	PQclear(th_pg_exec(f->conn, "DELETE FROM devices"));
+	concurrent_puts(f, 3, 2);
+	PQclear(th_pg_exec(f->conn, "DELETE FROM envelopes"));
+	PQclear(th_pg_exec(f->conn, "DELETE FROM devices"));
+	concurrent_puts(f, 4, 3);
 }
 
 /* ---- failures ---- */
@@ -937,6 +1148,10 @@ static void test_unreachable(void **state)
 	o.connections = 1;
 	assert_null(queue_store_start(&o, err, sizeof(err)));
 	assert_non_null(strstr(err, "connections"));
+	o.connections = 3;
+	o.writers = 3;
+	assert_null(queue_store_start(&o, err, sizeof(err)));
+	assert_non_null(strstr(err, "writers"));
 }
 
 /* The database drops the store's connections: it reconnects by itself. */
@@ -1103,6 +1318,9 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_put_fetch_delete, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_barrier, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_split_results, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_barrier_writers, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_part_fails, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_duplicate_restart, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_full, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_gone, setup, teardown),

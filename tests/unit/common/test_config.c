@@ -178,6 +178,7 @@ static void test_every_key(void **state)
 					   "conninfo = host=db dbname=ferry\n"
 					   "connect_timeout = 300\n"
 					   "connections = 8\n"
+					   "writers = 3\n"
 					   "batch_max = 500\n"
 					   "max_pending_per_device = 0\n"
 					   "max_inflight_bytes = 1g\n"
@@ -210,6 +211,7 @@ static void test_every_key(void **state)
 	assert_int_equal(cfg->gateway.idle_timeout, 60000);
 	assert_int_equal(cfg->gateway.drain_window, 64);
 	assert_int_equal(cfg->store.connections, 8);
+	assert_int_equal(cfg->store.writers, 3);
 	assert_int_equal(cfg->store.batch_max, 500);
 	assert_int_equal(cfg->store.max_pending_per_device, 0);
 	assert_int_equal(cfg->store.max_inflight_bytes, 1024ULL * 1024 * 1024);

@@ -99,9 +99,9 @@ static void on_handle_closed(uv_handle_t *h)
 static void close_handles(struct gw_conn *c)
 {
 	uv_handle_t *hs[] = { (uv_handle_t *)&c->tcp, (uv_handle_t *)&c->timer,
-			      (uv_handle_t *)&c->ack_timer, (uv_handle_t *)&c->retry_timer };
+			      (uv_handle_t *)&c->ack_timer };
 
-	for (size_t i = 0; i < 4; i++)
+	for (size_t i = 0; i < 3; i++)
 		if (!uv_is_closing(hs[i]))
 			uv_close(hs[i], on_handle_closed);
 }
@@ -283,7 +283,6 @@ void gw_conn_close(struct gw_conn *c, unsigned code, const char *text)
 		  (long long)c->device_id, code ? proto_error_name(code) : "none");
 	uv_read_stop((uv_stream_t *)&c->tcp);
 	uv_timer_stop(&c->ack_timer);
-	uv_timer_stop(&c->retry_timer);
 	gw_deliver_conn_closed(c);
 	gw_route_sender_closed(c);
 	if (c->ssl) {
@@ -342,14 +341,19 @@ static void on_ack_timer(uv_timer_t *t)
 
 void gw_conn_arm_ack_timer(struct gw_conn *c)
 {
-	uint64_t now = uv_now(&c->w->loop);
+	uint64_t now = uv_now(&c->w->loop), at = UINT64_MAX;
 
-	if (!c->fifo || c->state == GW_CONN_CLOSING) {
+	/* One timer for both: the earliest live DELIVER's deadline, and the
+	 * next try of a catch-up step the store could not answer. */
+	if (c->fifo)
+		at = c->fifo->deadline;
+	if (c->retry_at && c->retry_at < at)
+		at = c->retry_at;
+	if (at == UINT64_MAX || c->state == GW_CONN_CLOSING) {
 		uv_timer_stop(&c->ack_timer);
 		return;
 	}
-	uv_timer_start(&c->ack_timer, on_ack_timer,
-		       c->fifo->deadline > now ? c->fifo->deadline - now : 0, 0);
+	uv_timer_start(&c->ack_timer, on_ack_timer, at > now ? at - now : 0, 0);
 }
 
 /* ---- the handshake ---- */
@@ -638,14 +642,13 @@ void gw_conn_accept(struct gw_worker *w, uv_stream_t *listener, int tls)
 		return;
 	c->w = w;
 	c->id = atomic_fetch_add(&gw->next_conn_id, 1) + 1;
-	c->refs = 4;
-	c->tcp.data = c->timer.data = c->ack_timer.data = c->retry_timer.data = c;
+	c->refs = 3;
+	c->tcp.data = c->timer.data = c->ack_timer.data = c;
 	/* Room for the largest frame, its length prefix and one more read. */
 	buf_init(&c->in, cfg->gateway.max_frame + PROTO_MAX_LENGTH_PREFIX + GW_READ_CHUNK);
 	uv_tcp_init(&w->loop, &c->tcp);
 	uv_timer_init(&w->loop, &c->timer);
 	uv_timer_init(&w->loop, &c->ack_timer);
-	uv_timer_init(&w->loop, &c->retry_timer);
 	HASH_ADD(hh, w->conns, id, sizeof(c->id), c);
 	c->state = GW_CONN_HANDSHAKE;
 	if (uv_accept(listener, (uv_stream_t *)&c->tcp)) {

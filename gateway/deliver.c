@@ -209,10 +209,8 @@ void gw_deliver_release(struct gw_worker *w, int64_t device_id, uint64_t conn_id
 
 /* ---- catch-up ---- */
 
-static void on_retry(uv_timer_t *t)
+static void retry(struct gw_conn *c)
 {
-	struct gw_conn *c = t->data;
-
 	if (c->state == GW_CONN_CLOSING || c->fetching)
 		return;
 	switch (c->phase) {
@@ -243,7 +241,8 @@ static void step_failed(struct gw_conn *c, const char *what, enum ferry_err rc)
 	c->retry_ms = c->retry_ms ? c->retry_ms * 2 : RETRY_MIN_MS;
 	if (c->retry_ms > RETRY_MAX_MS)
 		c->retry_ms = RETRY_MAX_MS;
-	uv_timer_start(&c->retry_timer, on_retry, c->retry_ms, 0);
+	c->retry_at = uv_now(&c->w->loop) + c->retry_ms;
+	gw_conn_arm_ack_timer(c);
 }
 
 static void start_count(struct gw_conn *c)
@@ -328,7 +327,7 @@ void gw_deliver_pump(struct gw_conn *c)
 		if (c->nheld)
 			return; /* the output is full: on_written pumps again */
 	}
-	if (c->fetching || uv_is_active((uv_handle_t *)&c->retry_timer))
+	if (c->fetching || c->retry_at)
 		return;
 	if (!c->exhausted || c->refetch) {
 		if (c->stored_unacked <= window / 2)
@@ -588,6 +587,10 @@ void gw_deliver_ack_timeout(struct gw_conn *c)
 		store_for(c->w, c, in->env, c->device_id, in->origin, in->send_id);
 		inflight_free(c, in);
 		fired = 1;
+	}
+	if (c->retry_at && c->retry_at <= now) {
+		c->retry_at = 0;
+		retry(c);
 	}
 	gw_conn_arm_ack_timer(c);
 	if (fired)

@@ -215,10 +215,9 @@ enum gw_phase {
 };
 
 struct gw_conn {
-	uv_tcp_t tcp;		/* first: the handle's address is the connection's */
-	uv_timer_t timer;	/* handshake deadline, then the idle timeout */
-	uv_timer_t ack_timer;	/* earliest DELIVER awaiting its ack */
-	uv_timer_t retry_timer; /* store unavailable: try the catch-up again */
+	uv_tcp_t tcp;	      /* first: the handle's address is the connection's */
+	uv_timer_t timer;     /* handshake deadline, then the idle timeout */
+	uv_timer_t ack_timer; /* earliest DELIVER awaiting its ack */
 	struct gw_worker *w;
 	uint64_t id;
 	enum gw_conn_state state;
@@ -240,6 +239,7 @@ struct gw_conn {
 	int exhausted;		 /* the last FETCH came back short */
 	int refetch;		 /* something was stored since the FETCH began */
 	unsigned retry_ms;	 /* back-off while the store is unavailable */
+	uint64_t retry_at;	 /* uv_now() to try the catch-up again; 0: no */
 	struct gw_env **held;	 /* fetched, waiting for room in the output */
 	size_t nheld, held_next;
 	/* HANDOVER: DELIVERs that arrived meanwhile (stored after the old
@@ -409,6 +409,7 @@ void gw_deliver_handover(struct gw_worker *w, struct gw_msg *m);
 void gw_deliver_takeover(struct gw_worker *w, uint64_t conn_id);
 void gw_deliver_release(struct gw_worker *w, int64_t device_id, uint64_t conn_id);
 void gw_deliver_acked(struct gw_conn *c, const struct proto_ids *ids);
+/* The connection's timer: ack deadlines passed, catch-up steps to retry. */
 void gw_deliver_ack_timeout(struct gw_conn *c);
 /* There may be room in the output again. */
 void gw_deliver_pump(struct gw_conn *c);

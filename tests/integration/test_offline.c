@@ -1298,6 +1298,54 @@ static void test_database_outage(void **state)
 	fx.passed = 1;
 }
 
+/*
+ * The store loses PostgreSQL while the registry keeps its connection: a
+ * device still authenticates, gets WELCOME with pending 0 (the store cannot
+ * say), and its stored envelopes once the store is back, in order, then
+ * QUEUE_EMPTY: the catch-up retried by itself.
+ */
+static void test_store_down_while_connecting(void **state)
+{
+	enum { BEFORE = 3 };
+	struct rawdev *a1 = dev_new(), *b1 = dev_new();
+	uint64_t want[BEFORE];
+	struct answers a;
+	struct tracker t;
+	PGconn *admin;
+	char *admin_info, *name, sql[256];
+
+	rawdev_login(b1, fx.port, fx.b1, fx.b1s); /* the registry's connection is up */
+	store_n(b1, &a, BEFORE);
+	admin_info = maintenance_conninfo(&name);
+	admin = th_pg_connect(admin_info);
+	PQclear(th_pg_exec(admin, "SELECT 1"));
+	snprintf(sql, sizeof(sql), "ALTER DATABASE \"%s\" ALLOW_CONNECTIONS false", name);
+	PQclear(th_pg_exec(admin, sql));
+	snprintf(sql, sizeof(sql),
+		 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '%s' "
+		 "AND application_name = 'ferryd-store'",
+		 name);
+	PQclear(th_pg_exec(admin, sql));
+	wait_readyz(0, WAIT_MS);
+
+	assert_int_equal(rawdev_login_pending(a1, fx.port, fx.a1, fx.a1s), 0);
+	rawdev_expect_silence(a1, 300);
+	db_allow(admin, name, 1);
+	want_range(want, 1, BEFORE);
+	tracker_init(&t, want, BEFORE);
+	assert_int_equal(drain_all(a1, &t), BEFORE);
+	for (int i = 0; i < BEFORE; i++)
+		assert_int_equal(t.sid[i], a.sid[i + 1]);
+	wait_rows(fx.a1, 0);
+	assert_running();
+	PQfinish(admin);
+	free(admin_info);
+	free(name);
+	dev_free(a1);
+	dev_free(b1);
+	fx.passed = 1;
+}
+
 #define OFFLINE_TEST(fn, params) \
 	cmocka_unit_test_prestate_setup_teardown(fn, setup, teardown, (void *)&(params))
 
@@ -1316,6 +1364,7 @@ int main(void)
 		OFFLINE_TEST(test_order_while_draining, defaults),
 		OFFLINE_TEST(test_connect_while_sending, defaults),
 		OFFLINE_TEST(test_database_outage, defaults),
+		OFFLINE_TEST(test_store_down_while_connecting, defaults),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

@@ -5,7 +5,8 @@
 #                   with -Werror, run unit tests, then integration tests against
 #                   a throwaway PostgreSQL cluster
 #   make check-long the crash-safety test in its long form (100 kills of ferryd
-#                   under traffic; `make test` runs 5), same set-up as make test
+#                   and 20 PostgreSQL restarts under traffic; `make test` runs
+#                   5 and 2), same set-up as make test
 #   make run        install missing packages, build, start a private PostgreSQL
 #                   under var/, migrate, run ferryd in the foreground
 #   make check      clang-format and banned.h checks on the tree
@@ -287,7 +288,8 @@ test: deps
 # tests/integration/test_crash reads FERRY_CRASH_CYCLES (kills of ferryd).
 check-long: deps
 	$(Q)$(MAKE) --no-print-directory build/asan/ferryd build/asan/tests/integration/test_crash
-	$(Q)FERRY_CRASH_CYCLES=100 sh scripts/run-tests.sh -- build/asan/tests/integration/test_crash
+	$(Q)FERRY_CRASH_CYCLES=100 FERRY_CRASH_PG_RESTARTS=20 sh scripts/run-tests.sh -- \
+		build/asan/tests/integration/test_crash
 
 unit: build/asan/ferryd $(addprefix build/asan/,$(UNIT_TESTS))
 	$(Q)sh scripts/run-tests.sh $(addprefix build/asan/,$(UNIT_TESTS)) --

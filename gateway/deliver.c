@@ -437,6 +437,9 @@ void gw_deliver_op_done(struct gw_worker *w, struct gw_op *op)
 	case GW_OP_FETCH:
 		c->fetching = 0;
 		if (rc) {
+			/* Not read: whatever the last good FETCH said, there may be
+			 * more now (what was stored meanwhile). */
+			c->refetch = 1;
 			step_failed(c, "fetch", rc);
 			break;
 		}

@@ -66,6 +66,7 @@ if [ -n "$integration" ]; then
 		export FERRY_TEST_PGHOST="$tmp/sock"
 		export FERRY_TEST_PGUSER="$(pg_owner)"
 		export FERRY_TEST_TMPDIR="$tmp"
+		export FERRY_TEST_PGDATA="$tmp/pgdata"
 		export FERRY_TEST_FERRYD="${FERRY_TEST_FERRYD:-build/asan/ferryd}"
 		for t in $integration; do
 			run_one "$t"

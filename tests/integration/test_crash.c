@@ -25,13 +25,18 @@
  * (the offline store), some hold their acks past the ack timeout for a while
  * (the timeout path), the others stay online (live delivery).
  *
- * FERRY_CRASH_CYCLES (default 5) is the number of kills; `make check-long`
- * runs 100. FERRY_CRASH_SEED replays a run's random choices (the test prints
- * the seed it used); the timing of a run cannot be replayed. FERRY_CRASH_LOG
- * names a file to keep the daemon's log in (every run of it, appended). The
- * figures go to stdout as one line starting with "crash:"; on a failure the
- * lost, unexpected or reordered envelopes are listed on stderr with the log
- * lines that name them and the daemon's warnings.
+ * Then, with ferryd left running, PostgreSQL itself is restarted under the
+ * same traffic (fast and immediate shutdowns, alternately): ferryd must
+ * ride through it without a restart of its own, and the same scoring
+ * applies to everything sent meanwhile.
+ *
+ * FERRY_CRASH_CYCLES (default 5) is the number of kills and
+ * FERRY_CRASH_PG_RESTARTS (default 2) the number of PostgreSQL restarts;
+ * `make check-long` runs 100 and 20. FERRY_CRASH_SEED replays a run's random choices (the test
+ * prints the seed it used); the timing of a run cannot be replayed. FERRY_CRASH_LOG names a file to
+ * keep the daemon's log in (every run of it, appended). The figures go to stdout as one line
+ * starting with "crash:"; on a failure the lost, unexpected or reordered envelopes are listed on
+ * stderr with the log lines that name them and the daemon's warnings.
  *
  * The daemon binary is copied to the scratch directory first, so that every
  * restart runs the same build.
@@ -851,6 +856,43 @@ static unsigned kill_loop(unsigned cycles, unsigned *seed)
 	return kills;
 }
 
+/* Restart the test cluster (FERRY_TEST_PGDATA) @n times under traffic,
+ * ferryd staying up. Returns how many restarts were done. */
+static unsigned pg_restart_loop(unsigned n, unsigned *seed)
+{
+	const char *data = getenv("FERRY_TEST_PGDATA");
+	char script[512], out[512];
+	pid_t ferryd = fx.d.pid;
+
+	if (!data || n == 0)
+		return 0;
+	snprintf(out, sizeof(out), "%s/crash-pg-restart.log", getenv("FERRY_TEST_TMPDIR"));
+	for (unsigned i = 0; i < n; i++) {
+		const char *mode = i % 2 ? "immediate" : "fast";
+		const char *argv[] = { "/bin/sh", "-c", script, NULL };
+		int st;
+
+		sleep_ms(rnd(seed, 200, 600));
+		/* pg_ctl restart keeps the options the cluster was started with. */
+		snprintf(script, sizeof(script),
+			 ". scripts/pg.sh && pg_as \"$(pg_bindir)/pg_ctl\" -D '%s' -l "
+			 "'%s/server.log' "
+			 "-m %s -w -t 60 restart >/dev/null",
+			 data, data, mode);
+		st = th_wait(th_spawn(argv, out));
+		if (st != 0) {
+			char *log = th_read_file(out);
+
+			fail_msg("restarting PostgreSQL (%s) failed with %d: %s", mode, st, log);
+		}
+		if (fx.d.pid != ferryd || kill(ferryd, 0) != 0) {
+			show_log(NULL, 0);
+			fail_msg("ferryd did not survive PostgreSQL restart %u (%s)", i + 1, mode);
+		}
+	}
+	return n;
+}
+
 static void stop_senders(void)
 {
 	int64_t deadline = now_ms() + SENDER_FINISH_MS;
@@ -875,6 +917,7 @@ static void stop_senders(void)
 static void test_crash(void **state)
 {
 	unsigned cycles = env_uint("FERRY_CRASH_CYCLES", 5);
+	unsigned pg_restarts = env_uint("FERRY_CRASH_PG_RESTARTS", 2);
 	unsigned seed = env_uint("FERRY_CRASH_SEED", (unsigned)time(NULL) ^ (unsigned)getpid());
 	unsigned kill_seed = seed, kills, nacks = 0, stray = 0, sdeliv = 0, bad = 0, qe = 0;
 	unsigned drained = 0, undrained = 0, lazy = 0, offline = 0;
@@ -894,6 +937,7 @@ static void test_crash(void **state)
 				 0);
 
 	kills = kill_loop(cycles, &kill_seed);
+	pg_restarts = pg_restart_loop(pg_restarts, &kill_seed);
 	sleep_ms(300); /* traffic after the last restart too */
 	stop_senders();
 	atomic_store(&fx.stop_receivers, 1);
@@ -918,14 +962,15 @@ static void test_crash(void **state)
 		offline += fx.rcv[i].offline_phases;
 		bad += fx.rcv[i].bad_frames;
 	}
-	printf("crash: cycles=%u kills=%u sent=%llu acked=%llu acked_stored=%llu "
+	printf("crash: cycles=%u kills=%u pg_restarts=%u sent=%llu acked=%llu acked_stored=%llu "
 	       "transmissions=%llu nack_retry=%u delivered=%llu dup=%llu from_store=%u "
 	       "lost=%llu unexpected=%llu reordered=%llu time=%.1fs\n",
-	       cycles, kills, (unsigned long long)sc.sent, (unsigned long long)sc.acked,
-	       (unsigned long long)sc.acked_stored, (unsigned long long)sc.tx, nacks,
-	       (unsigned long long)sc.delivered, (unsigned long long)sc.dup, drained,
-	       (unsigned long long)sc.lost, (unsigned long long)sc.unexpected + sdeliv,
-	       (unsigned long long)sc.reordered, (double)(now_ms() - t0) / 1000.0);
+	       cycles, kills, pg_restarts, (unsigned long long)sc.sent,
+	       (unsigned long long)sc.acked, (unsigned long long)sc.acked_stored,
+	       (unsigned long long)sc.tx, nacks, (unsigned long long)sc.delivered,
+	       (unsigned long long)sc.dup, drained, (unsigned long long)sc.lost,
+	       (unsigned long long)sc.unexpected + sdeliv, (unsigned long long)sc.reordered,
+	       (double)(now_ms() - t0) / 1000.0);
 	printf("crash: receivers: offline_phases=%u lazy_phases=%u queue_empty=%u "
 	       "final_drain_delivered=%llu stray_answers=%u bad_frames=%u\n",
 	       offline, lazy, qe, (unsigned long long)sc.drain_delivered, stray, bad);

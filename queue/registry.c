@@ -466,8 +466,13 @@ enum ferry_err queue_devices_seen(struct queue_registry *reg, const int64_t *ids
 		return rc;
 	}
 	params[0] = arr.data;
-	rc = run(reg, "UPDATE devices SET last_seen = now() WHERE id = ANY($1::bigint[])", 1,
-		 params, 0, &res);
+	/* Rows locked in id order, as the store's writers lock them: two
+	 * transactions that lock devices in the same order cannot deadlock. */
+	rc = run(reg,
+		 "WITH l AS (SELECT id FROM devices WHERE id = ANY($1::bigint[]) ORDER BY id "
+		 "FOR NO KEY UPDATE) "
+		 "UPDATE devices d SET last_seen = now() FROM l WHERE d.id = l.id",
+		 1, params, 0, &res);
 	buf_release(&arr);
 	if (!rc)
 		PQclear(res);

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -100,6 +101,21 @@ void rawdev_hello(struct rawdev *d, uint64_t version, int64_t device, const char
 	f.u.hello.secret.p = (const uint8_t *)secret;
 	f.u.hello.secret.len = strlen(secret);
 	rawdev_send(d, &f);
+}
+
+struct rawdev *rawdev_new(void)
+{
+	struct rawdev *d = calloc(1, sizeof(*d));
+
+	assert_non_null(d);
+	d->fd = -1;
+	return d;
+}
+
+void rawdev_free(struct rawdev *d)
+{
+	rawdev_close(d);
+	free(d);
 }
 
 uint64_t rawdev_login_pending(struct rawdev *d, int port, int64_t device, const char *secret)

@@ -26,6 +26,11 @@ struct rawdev {
 	uint8_t frame_copy[256 * 1024]; /* f points into this */
 };
 
+/* A device on the heap (it holds two frame buffers: too big for a stack),
+ * not connected; rawdev_free() closes and frees it. */
+struct rawdev *rawdev_new(void);
+void rawdev_free(struct rawdev *d);
+
 /* Connect to 127.0.0.1:@port; with @ca_file (not NULL) over TLS, verifying
  * the certificate against it (name "localhost"). */
 void rawdev_connect(struct rawdev *d, int port, const char *ca_file);

@@ -89,21 +89,6 @@ static int teardown(void **state)
 	return status == 0 ? 0 : -1;
 }
 
-static struct rawdev *dev_new(void)
-{
-	struct rawdev *d = calloc(1, sizeof(*d));
-
-	assert_non_null(d);
-	d->fd = -1;
-	return d;
-}
-
-static void dev_free(struct rawdev *d)
-{
-	rawdev_close(d);
-	free(d);
-}
-
 static uint64_t next_id(void)
 {
 	return ++fx.next_client_id;
@@ -113,7 +98,7 @@ static uint64_t next_id(void)
 
 static void test_wrong_secret(void **state)
 {
-	struct rawdev *d = dev_new();
+	struct rawdev *d = rawdev_new();
 
 	rawdev_connect(d, fx.port, NULL);
 	rawdev_hello(d, PROTO_VERSION, fx.a1, "not-the-secret");
@@ -122,12 +107,12 @@ static void test_wrong_secret(void **state)
 	rawdev_connect(d, fx.port, NULL);
 	rawdev_hello(d, PROTO_VERSION, 987654321, fx.a1s);
 	rawdev_expect_error_close(d, PROTO_ERR_AUTH_FAILED);
-	dev_free(d);
+	rawdev_free(d);
 }
 
 static void test_bad_version_and_order(void **state)
 {
-	struct rawdev *d = dev_new();
+	struct rawdev *d = rawdev_new();
 	struct proto_frame ping = { .type = PROTO_PING };
 
 	rawdev_connect(d, fx.port, NULL);
@@ -138,16 +123,16 @@ static void test_bad_version_and_order(void **state)
 	rawdev_connect(d, fx.port, NULL);
 	rawdev_send(d, &ping);
 	rawdev_expect_error_close(d, PROTO_ERR_BAD_FRAME);
-	dev_free(d);
+	rawdev_free(d);
 }
 
 static void test_handshake_deadline(void **state)
 {
-	struct rawdev *d = dev_new();
+	struct rawdev *d = rawdev_new();
 
 	rawdev_connect(d, fx.port, NULL);
 	rawdev_expect_error_close(d, PROTO_ERR_TIMEOUT);
-	dev_free(d);
+	rawdev_free(d);
 }
 
 static void test_malformed_frames(void **state)
@@ -155,7 +140,7 @@ static void test_malformed_frames(void **state)
 	static const uint8_t garbage[] = { 0x05, 0x77, 1, 2, 3, 4 };	/* unknown type */
 	static const uint8_t huge[] = { 0xff, 0xff, 0x7f };		/* 2 MiB frame */
 	static const uint8_t bad_varint[] = { 0x03, 0x09, 0x80, 0x00 }; /* non-minimal */
-	struct rawdev *d = dev_new();
+	struct rawdev *d = rawdev_new();
 
 	rawdev_login(d, fx.port, fx.a1, fx.a1s);
 	rawdev_write(d, garbage, sizeof(garbage));
@@ -180,19 +165,19 @@ static void test_malformed_frames(void **state)
 		rawdev_send(d, &f);
 	}
 	rawdev_expect_error_close(d, PROTO_ERR_BAD_FRAME);
-	dev_free(d);
+	rawdev_free(d);
 }
 
 static void test_ping(void **state)
 {
-	struct rawdev *d = dev_new();
+	struct rawdev *d = rawdev_new();
 	struct proto_frame ping = { .type = PROTO_PING };
 
 	rawdev_login(d, fx.port, fx.b1, fx.b1s);
 	ping.u.nonce = 424242;
 	rawdev_send(d, &ping);
 	assert_int_equal(rawdev_expect(d, PROTO_PONG, 2000)->u.nonce, 424242);
-	dev_free(d);
+	rawdev_free(d);
 }
 
 /* ---- delivery ---- */
@@ -230,7 +215,7 @@ static uint64_t expect_deliver(struct rawdev *d, const char *from_user, int64_t 
 
 static void test_fan_out_and_ack(void **state)
 {
-	struct rawdev *a1 = dev_new(), *a2 = dev_new(), *b1 = dev_new();
+	struct rawdev *a1 = rawdev_new(), *a2 = rawdev_new(), *b1 = rawdev_new();
 	uint64_t cid = next_id(), s1, s2;
 	const struct proto_frame *f;
 
@@ -252,14 +237,14 @@ static void test_fan_out_and_ack(void **state)
 	assert_int_equal(f->u.ack.status, PROTO_ACK_DELIVERED);
 	/* The sender's own user is not sent back to the sender. */
 	rawdev_expect_silence(b1, 100);
-	dev_free(a1);
-	dev_free(a2);
-	dev_free(b1);
+	rawdev_free(a1);
+	rawdev_free(a2);
+	rawdev_free(b1);
 }
 
 static void test_send_to_own_user(void **state)
 {
-	struct rawdev *a1 = dev_new(), *a2 = dev_new();
+	struct rawdev *a1 = rawdev_new(), *a2 = rawdev_new();
 	uint64_t cid = next_id(), sid;
 
 	rawdev_login(a1, fx.port, fx.a1, fx.a1s);
@@ -269,8 +254,8 @@ static void test_send_to_own_user(void **state)
 	rawdev_ack(a2, sid);
 	assert_int_equal(rawdev_expect(a1, PROTO_ACK, 3000)->u.ack.client_id, cid);
 	rawdev_expect_silence(a1, 100);
-	dev_free(a1);
-	dev_free(a2);
+	rawdev_free(a1);
+	rawdev_free(a2);
 }
 
 /* Log @d in and acknowledge every stored envelope until QUEUE_EMPTY;
@@ -296,7 +281,7 @@ static uint64_t drain(struct rawdev *d, int64_t id, const char *secret)
 
 static void test_offline_target_is_stored(void **state)
 {
-	struct rawdev *a1 = dev_new(), *a2 = dev_new(), *b1 = dev_new();
+	struct rawdev *a1 = rawdev_new(), *a2 = rawdev_new(), *b1 = rawdev_new();
 	uint64_t cid = next_id(), sid;
 	const struct proto_frame *f;
 
@@ -316,14 +301,14 @@ static void test_offline_target_is_stored(void **state)
 	rawdev_close(a2);
 	/* Acknowledged: gone from the store. */
 	rawdev_login(a2, fx.port, fx.a2, fx.a2s);
-	dev_free(a1);
-	dev_free(a2);
-	dev_free(b1);
+	rawdev_free(a1);
+	rawdev_free(a2);
+	rawdev_free(b1);
 }
 
 static void test_ack_timeout(void **state)
 {
-	struct rawdev *a1 = dev_new(), *a2 = dev_new(), *b1 = dev_new();
+	struct rawdev *a1 = rawdev_new(), *a2 = rawdev_new(), *b1 = rawdev_new();
 	uint64_t cid = next_id(), sid;
 	const struct proto_frame *f;
 
@@ -343,14 +328,14 @@ static void test_ack_timeout(void **state)
 	rawdev_expect_silence(b1, 200);
 	rawdev_close(a2);
 	rawdev_login(a2, fx.port, fx.a2, fx.a2s); /* nothing pending now */
-	dev_free(a1);
-	dev_free(a2);
-	dev_free(b1);
+	rawdev_free(a1);
+	rawdev_free(a2);
+	rawdev_free(b1);
 }
 
 static void test_duplicate_send(void **state)
 {
-	struct rawdev *a1 = dev_new(), *a2 = dev_new(), *b1 = dev_new();
+	struct rawdev *a1 = rawdev_new(), *a2 = rawdev_new(), *b1 = rawdev_new();
 	uint64_t cid = next_id(), sid;
 	const struct proto_frame *f;
 
@@ -372,14 +357,14 @@ static void test_duplicate_send(void **state)
 	assert_true(f->u.ack.server_id == sid);
 	rawdev_expect_silence(a1, 200);
 	rawdev_expect_silence(a2, 10);
-	dev_free(a1);
-	dev_free(a2);
-	dev_free(b1);
+	rawdev_free(a1);
+	rawdev_free(a2);
+	rawdev_free(b1);
 }
 
 static void test_per_device_payloads(void **state)
 {
-	struct rawdev *a1 = dev_new(), *a2 = dev_new(), *b1 = dev_new();
+	struct rawdev *a1 = rawdev_new(), *a2 = rawdev_new(), *b1 = rawdev_new();
 	struct proto_frame f = { .type = PROTO_SEND };
 	uint64_t cid = next_id();
 	const struct proto_frame *r;
@@ -416,14 +401,14 @@ static void test_per_device_payloads(void **state)
 	r = rawdev_expect(b1, PROTO_NACK, 3000);
 	assert_int_equal(r->u.nack.reason, PROTO_NACK_INVALID);
 	rawdev_expect_silence(a1, 100);
-	dev_free(a1);
-	dev_free(a2);
-	dev_free(b1);
+	rawdev_free(a1);
+	rawdev_free(a2);
+	rawdev_free(b1);
 }
 
 static void test_unknown_user_and_too_large(void **state)
 {
-	struct rawdev *b1 = dev_new();
+	struct rawdev *b1 = rawdev_new();
 	static char big[40 * 1024];
 	struct proto_frame f = { .type = PROTO_SEND };
 	const struct proto_frame *r;
@@ -449,12 +434,12 @@ static void test_unknown_user_and_too_large(void **state)
 	f.u.send.payload.len = sizeof(big);
 	rawdev_send(b1, &f);
 	rawdev_expect_error_close(b1, PROTO_ERR_TOO_LARGE);
-	dev_free(b1);
+	rawdev_free(b1);
 }
 
 static void test_replaced_connection(void **state)
 {
-	struct rawdev *old = dev_new(), *new = dev_new(), *b1 = dev_new();
+	struct rawdev *old = rawdev_new(), *new = rawdev_new(), *b1 = rawdev_new();
 	uint64_t cid = next_id();
 
 	rawdev_login(old, fx.port, fx.a1, fx.a1s);
@@ -465,14 +450,14 @@ static void test_replaced_connection(void **state)
 	send_to_device(b1, cid, "alice", fx.a1, "new one");
 	rawdev_ack(new, expect_deliver(new, "bob", fx.b1, cid, "new one"));
 	assert_int_equal(rawdev_expect(b1, PROTO_ACK, 3000)->u.ack.client_id, cid);
-	dev_free(old);
-	dev_free(new);
-	dev_free(b1);
+	rawdev_free(old);
+	rawdev_free(new);
+	rawdev_free(b1);
 }
 
 static void test_receipt_not_implemented(void **state)
 {
-	struct rawdev *b1 = dev_new();
+	struct rawdev *b1 = rawdev_new();
 	struct proto_frame f = { .type = PROTO_RECEIPT };
 	const struct proto_frame *r;
 
@@ -490,12 +475,12 @@ static void test_receipt_not_implemented(void **state)
 	f.u.nonce = 7;
 	rawdev_send(b1, &f);
 	rawdev_expect(b1, PROTO_PONG, 3000);
-	dev_free(b1);
+	rawdev_free(b1);
 }
 
 static void test_slow_reader_cut_off(void **state)
 {
-	struct rawdev *a1 = dev_new(), *a2 = dev_new(), *b1 = dev_new();
+	struct rawdev *a1 = rawdev_new(), *a2 = rawdev_new(), *b1 = rawdev_new();
 	static char payload[30 * 1024];
 	int before = th_log_count(&fx.d, "event=conn_slow_reader");
 
@@ -515,24 +500,24 @@ static void test_slow_reader_cut_off(void **state)
 	th_log_wait(&fx.d, "event=conn_slow_reader", before + 1);
 	/* Nothing acknowledged to B1 was lost: whatever A1 and A2 did not
 	 * acknowledge is in the store. */
-	dev_free(a1);
-	dev_free(a2);
-	a1 = dev_new();
-	a2 = dev_new();
+	rawdev_free(a1);
+	rawdev_free(a2);
+	a1 = rawdev_new();
+	a2 = rawdev_new();
 	while (rawdev_read(b1, 500) == 1)
 		;
 	drain(a1, fx.a1, fx.a1s);
 	drain(a2, fx.a2, fx.a2s);
-	dev_free(a1);
-	dev_free(a2);
-	dev_free(b1);
+	rawdev_free(a1);
+	rawdev_free(a2);
+	rawdev_free(b1);
 }
 
 /* A device registered while its user's devices are cached is a target of
  * the very next SEND. */
 static void test_new_device_is_a_target_at_once(void **state)
 {
-	struct rawdev *d1 = dev_new(), *d2 = dev_new(), *b1 = dev_new();
+	struct rawdev *d1 = rawdev_new(), *d2 = rawdev_new(), *b1 = rawdev_new();
 	char s1[64], s2[64];
 	int64_t id1, id2;
 	uint64_t cid = next_id(), sid;
@@ -552,14 +537,14 @@ static void test_new_device_is_a_target_at_once(void **state)
 	rawdev_ack(d1, sid);
 	rawdev_ack(d2, expect_deliver(d2, "bob", fx.b1, cid, "two"));
 	assert_int_equal(rawdev_expect(b1, PROTO_ACK, 3000)->u.ack.client_id, cid);
-	dev_free(d1);
-	dev_free(d2);
-	dev_free(b1);
+	rawdev_free(d1);
+	rawdev_free(d2);
+	rawdev_free(b1);
 }
 
 static void test_deleted_device_is_closed(void **state)
 {
-	struct rawdev *d = dev_new();
+	struct rawdev *d = rawdev_new();
 	struct th_response r;
 	char url[256], secret[64];
 	int64_t id;
@@ -575,12 +560,12 @@ static void test_deleted_device_is_closed(void **state)
 	rawdev_connect(d, fx.port, NULL);
 	rawdev_hello(d, PROTO_VERSION, id, secret);
 	rawdev_expect_error_close(d, PROTO_ERR_AUTH_FAILED);
-	dev_free(d);
+	rawdev_free(d);
 }
 
 static void test_tls(void **state)
 {
-	struct rawdev *a1 = dev_new(), *b1 = dev_new();
+	struct rawdev *a1 = rawdev_new(), *b1 = rawdev_new();
 	uint64_t cid = next_id();
 
 	rawdev_connect(a1, fx.tls_port, fx.ca);
@@ -591,8 +576,8 @@ static void test_tls(void **state)
 	send_to_device(b1, cid, "alice", fx.a1, "over tls");
 	rawdev_ack(a1, expect_deliver(a1, "bob", fx.b1, cid, "over tls"));
 	assert_int_equal(rawdev_expect(b1, PROTO_ACK, 3000)->u.ack.client_id, cid);
-	dev_free(a1);
-	dev_free(b1);
+	rawdev_free(a1);
+	rawdev_free(b1);
 }
 
 int main(void)

@@ -103,21 +103,6 @@ static int teardown(void **state)
 	return status == 0 ? 0 : -1;
 }
 
-static struct rawdev *dev_new(void)
-{
-	struct rawdev *d = calloc(1, sizeof(*d));
-
-	assert_non_null(d);
-	d->fd = -1;
-	return d;
-}
-
-static void dev_free(struct rawdev *d)
-{
-	rawdev_close(d);
-	free(d);
-}
-
 static void sleep_ms(long ms)
 {
 	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
@@ -557,7 +542,7 @@ static void test_not_found(void **state)
 static void test_too_large(void **state)
 {
 	static uint8_t big[MAX_PAYLOAD + 1];
-	struct rawdev *d = dev_new();
+	struct rawdev *d = rawdev_new();
 	char secret[64], *body;
 	uint64_t sid;
 	int64_t id;
@@ -576,7 +561,7 @@ static void test_too_large(void **state)
 	assert_true(expect_server_deliver(d, big, MAX_PAYLOAD) == sid);
 	rawdev_ack(d, sid);
 	assert_int_equal(rawdev_expect(d, PROTO_QUEUE_EMPTY, 3000)->u.drained, 1);
-	dev_free(d);
+	rawdev_free(d);
 
 	/* A body over [admin] max_body (64k) is refused by the HTTP side. */
 	body = malloc(70 * 1024);
@@ -600,7 +585,7 @@ static void test_validation_before_lookup(void **state)
 /* The case: one device online, one offline. */
 static void test_to_user_online_and_offline(void **state)
 {
-	struct rawdev *on = dev_new(), *off = dev_new();
+	struct rawdev *on = rawdev_new(), *off = rawdev_new();
 	char s_on[64], s_off[64];
 	int64_t id_on, id_off;
 	struct post *ps;
@@ -634,13 +619,13 @@ static void test_to_user_online_and_offline(void **state)
 	wait_rows(id_off, 0);
 	rawdev_close(off);
 	rawdev_login(off, fx.port, id_off, s_off);
-	dev_free(on);
-	dev_free(off);
+	rawdev_free(on);
+	rawdev_free(off);
 }
 
 static void test_to_user_all_online(void **state)
 {
-	struct rawdev *a = dev_new(), *b = dev_new();
+	struct rawdev *a = rawdev_new(), *b = rawdev_new();
 	char sa[64], sb[64];
 	int64_t ia, ib;
 	struct post *ps;
@@ -671,13 +656,13 @@ static void test_to_user_all_online(void **state)
 	rawdev_ack(b, expect_server_deliver(b, "again", 5));
 	post_finish(ps, &s);
 	assert_string_equal(s.status, "delivered");
-	dev_free(a);
-	dev_free(b);
+	rawdev_free(a);
+	rawdev_free(b);
 }
 
 static void test_to_device(void **state)
 {
-	struct rawdev *d1 = dev_new(), *d2 = dev_new();
+	struct rawdev *d1 = rawdev_new(), *d2 = rawdev_new();
 	char s1[64], s2[64], body[128];
 	int64_t i1, i2;
 	struct post *ps;
@@ -720,14 +705,14 @@ static void test_to_device(void **state)
 	assert_true(expect_server_deliver(d2, "later", 5) == sid);
 	rawdev_ack(d2, sid);
 	assert_int_equal(rawdev_expect(d2, PROTO_QUEUE_EMPTY, 3000)->u.drained, 1);
-	dev_free(d1);
-	dev_free(d2);
+	rawdev_free(d1);
+	rawdev_free(d2);
 }
 
 /* An online device that does not acknowledge in time: the envelope is stored. */
 static void test_unacknowledged_is_stored(void **state)
 {
-	struct rawdev *d = dev_new();
+	struct rawdev *d = rawdev_new();
 	char secret[64];
 	struct post *ps;
 	struct sent s;
@@ -751,7 +736,7 @@ static void test_unacknowledged_is_stored(void **state)
 	rawdev_ack(d, sid);
 	assert_int_equal(rawdev_expect(d, PROTO_QUEUE_EMPTY, 3000)->u.drained, 1);
 	wait_rows(id, 0);
-	dev_free(d);
+	rawdev_free(d);
 }
 
 /* Seconds between created and expires of @device's envelopes, oldest first. */
@@ -780,7 +765,7 @@ static void assert_ttl(double got, double want)
 
 static void test_ttl(void **state)
 {
-	struct rawdev *d = dev_new();
+	struct rawdev *d = rawdev_new();
 	char s1[64], s2[64], s3[64];
 	int64_t i1, i2, i3;
 	double ttls[MAX_PENDING];
@@ -810,12 +795,12 @@ static void test_ttl(void **state)
 	wait_rows(i3, 0);
 	rawdev_login(d, fx.port, i3, s3);
 	rawdev_expect_silence(d, 300);
-	dev_free(d);
+	rawdev_free(d);
 }
 
 static void test_queue_full(void **state)
 {
-	struct rawdev *d = dev_new();
+	struct rawdev *d = rawdev_new();
 	uint64_t sids[MAX_PENDING];
 	char secret[64], text[16];
 	struct post *ps;
@@ -847,7 +832,7 @@ static void test_queue_full(void **state)
 	rawdev_ack(d, expect_server_deliver(d, "room", 4));
 	post_finish(ps, &s);
 	assert_string_equal(s.status, "delivered");
-	dev_free(d);
+	rawdev_free(d);
 }
 
 /* ---- without a gateway, without a database ---- */

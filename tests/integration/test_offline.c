@@ -145,21 +145,6 @@ static int teardown(void **state)
 
 /* ---- helpers ---- */
 
-static struct rawdev *dev_new(void)
-{
-	struct rawdev *d = calloc(1, sizeof(*d));
-
-	assert_non_null(d);
-	d->fd = -1;
-	return d;
-}
-
-static void dev_free(struct rawdev *d)
-{
-	rawdev_close(d);
-	free(d);
-}
-
 static uint64_t now_ms(void)
 {
 	struct timespec ts;
@@ -498,7 +483,7 @@ static void store_n(struct rawdev *b1, struct answers *a, size_t n)
  * acks delete the rows. */
 static void test_stored_then_drained(void **state)
 {
-	struct rawdev *a1 = dev_new(), *b1 = dev_new();
+	struct rawdev *a1 = rawdev_new(), *b1 = rawdev_new();
 	uint64_t sid[4], want[4], live;
 	struct tracker t;
 
@@ -535,8 +520,8 @@ static void test_stored_then_drained(void **state)
 	/* Nothing left for the next connection. */
 	rawdev_close(a1);
 	rawdev_login(a1, fx.port, fx.a1, fx.a1s);
-	dev_free(a1);
-	dev_free(b1);
+	rawdev_free(a1);
+	rawdev_free(b1);
 	fx.passed = 1;
 }
 
@@ -544,7 +529,7 @@ static void test_stored_then_drained(void **state)
  * acking: ACK(delivered). */
 static void test_online_and_offline_targets(void **state)
 {
-	struct rawdev *c1 = dev_new(), *c2 = dev_new(), *b1 = dev_new();
+	struct rawdev *c1 = rawdev_new(), *c2 = rawdev_new(), *b1 = rawdev_new();
 	int64_t c1_id, c2_id;
 	char c1s[64], c2s[64];
 	uint64_t s1, s2, want[1] = { 1 };
@@ -578,9 +563,9 @@ static void test_online_and_offline_targets(void **state)
 	assert_int_equal(expect_ack(b1, 2, PROTO_ACK_DELIVERED), s2);
 	assert_int_equal(rows_for(c1_id), 0);
 	assert_int_equal(rows_for(c2_id), 0);
-	dev_free(c1);
-	dev_free(c2);
-	dev_free(b1);
+	rawdev_free(c1);
+	rawdev_free(c2);
+	rawdev_free(b1);
 	fx.passed = 1;
 }
 
@@ -590,7 +575,7 @@ static void test_online_and_offline_targets(void **state)
 static void test_drain_window(void **state)
 {
 	enum { N = 20, W = 8 };
-	struct rawdev *a1 = dev_new(), *b1 = dev_new();
+	struct rawdev *a1 = rawdev_new(), *b1 = rawdev_new();
 	uint64_t want[N + 1], unacked[N + 1], drained = 0;
 	size_t nun = 0, before_qe = 0;
 	struct answers a;
@@ -677,8 +662,8 @@ static void test_drain_window(void **state)
 	assert_int_equal(a.sid[N + 1], t.sid[N]);
 	wait_rows(fx.a1, 0);
 	rawdev_expect_silence(a1, SILENCE_MS);
-	dev_free(a1);
-	dev_free(b1);
+	rawdev_free(a1);
+	rawdev_free(b1);
 	fx.passed = 1;
 }
 
@@ -687,7 +672,7 @@ static void test_drain_window(void **state)
 static void test_partial_ack_then_reconnect(void **state)
 {
 	enum { N = 6 };
-	struct rawdev *a1 = dev_new(), *b1 = dev_new();
+	struct rawdev *a1 = rawdev_new(), *b1 = rawdev_new();
 	uint64_t want[N], want2[N / 2] = { 2, 4, 6 };
 	struct answers a;
 	struct tracker t;
@@ -730,8 +715,8 @@ static void test_partial_ack_then_reconnect(void **state)
 		assert_int_equal(t.sid[i], a.sid[want2[i]]);
 	wait_rows(fx.a1, 0);
 	rawdev_expect_silence(a1, SILENCE_MS);
-	dev_free(a1);
-	dev_free(b1);
+	rawdev_free(a1);
+	rawdev_free(b1);
 	fx.passed = 1;
 }
 
@@ -744,7 +729,7 @@ static void test_partial_ack_then_reconnect(void **state)
  */
 static void test_ack_timeout_goes_to_store(void **state)
 {
-	struct rawdev *a1 = dev_new(), *b1 = dev_new();
+	struct rawdev *a1 = rawdev_new(), *b1 = rawdev_new();
 	uint64_t want[3] = { 1, 2, 3 }, s1;
 	struct answers a = { .n = 3 };
 	struct tracker t;
@@ -831,8 +816,8 @@ static void test_ack_timeout_goes_to_store(void **state)
 			rawdev_ack(a1, a1->f.u.deliver.server_id);
 		}
 	}
-	dev_free(a1);
-	dev_free(b1);
+	rawdev_free(a1);
+	rawdev_free(b1);
 	fx.passed = 1;
 }
 
@@ -841,7 +826,7 @@ static void test_ack_timeout_goes_to_store(void **state)
  * and comes on the next connection. */
 static void test_closed_before_ack(void **state)
 {
-	struct rawdev *a1 = dev_new(), *b1 = dev_new();
+	struct rawdev *a1 = rawdev_new(), *b1 = rawdev_new();
 	uint64_t want[1] = { 1 }, s1;
 	struct tracker t;
 
@@ -859,8 +844,8 @@ static void test_closed_before_ack(void **state)
 	assert_int_equal(drain_all(a1, &t), 1);
 	assert_int_equal(t.copies[0], 2);
 	wait_rows(fx.a1, 0);
-	dev_free(a1);
-	dev_free(b1);
+	rawdev_free(a1);
+	rawdev_free(b1);
 	fx.passed = 1;
 }
 
@@ -874,7 +859,7 @@ static void test_closed_before_ack(void **state)
 static void test_connect_while_sending(void **state)
 {
 	enum { N = 90 };
-	struct rawdev *a1 = dev_new(), *b1 = dev_new();
+	struct rawdev *a1 = rawdev_new(), *b1 = rawdev_new();
 	static uint64_t want[N];
 	static struct answers a;
 	static struct tracker t;
@@ -935,8 +920,8 @@ static void test_connect_while_sending(void **state)
 				 status_name(a.status[i]));
 	wait_rows(fx.a1, 0);
 	rawdev_expect_silence(a1, SILENCE_MS);
-	dev_free(a1);
-	dev_free(b1);
+	rawdev_free(a1);
+	rawdev_free(b1);
 	fx.passed = 1;
 }
 
@@ -944,7 +929,7 @@ static void test_connect_while_sending(void **state)
  * [store] default_ttl, and a larger ttl is capped at it. */
 static void test_ttl(void **state)
 {
-	struct rawdev *a1 = dev_new(), *b1 = dev_new();
+	struct rawdev *a1 = rawdev_new(), *b1 = rawdev_new();
 	uint64_t want[2] = { 2, 3 }, pending;
 	struct tracker t;
 	long long life;
@@ -979,8 +964,8 @@ static void test_ttl(void **state)
 	/* Acked rows deleted, the expired one swept: counter and rows agree. */
 	wait_rows(fx.a1, 0);
 	rawdev_expect_silence(a1, SILENCE_MS);
-	dev_free(a1);
-	dev_free(b1);
+	rawdev_free(a1);
+	rawdev_free(b1);
 	fx.passed = 1;
 }
 
@@ -988,7 +973,7 @@ static void test_ttl(void **state)
  * delivered, and once there is room the 4th is taken. */
 static void test_queue_full(void **state)
 {
-	struct rawdev *a1 = dev_new(), *b1 = dev_new();
+	struct rawdev *a1 = rawdev_new(), *b1 = rawdev_new();
 	uint64_t want[3] = { 1, 2, 3 }, want4[1] = { 4 }, s4;
 	struct tracker t;
 
@@ -1018,8 +1003,8 @@ static void test_queue_full(void **state)
 	assert_int_equal(drain_all(a1, &t), 1);
 	assert_int_equal(t.sid[0], s4);
 	wait_rows(fx.a1, 0);
-	dev_free(a1);
-	dev_free(b1);
+	rawdev_free(a1);
+	rawdev_free(b1);
 	fx.passed = 1;
 }
 
@@ -1027,7 +1012,7 @@ static void test_queue_full(void **state)
  * server id, delivered once. */
 static void test_dedup_across_restart(void **state)
 {
-	struct rawdev *a1 = dev_new(), *b1 = dev_new();
+	struct rawdev *a1 = rawdev_new(), *b1 = rawdev_new();
 	uint64_t want[2] = { 1, 2 }, s1, s2;
 	struct tracker t;
 
@@ -1056,8 +1041,8 @@ static void test_dedup_across_restart(void **state)
 	assert_int_equal(t.sid[1], s2);
 	wait_rows(fx.a1, 0);
 	rawdev_expect_silence(a1, SILENCE_MS);
-	dev_free(a1);
-	dev_free(b1);
+	rawdev_free(a1);
+	rawdev_free(b1);
 	fx.passed = 1;
 }
 
@@ -1066,7 +1051,7 @@ static void test_dedup_across_restart(void **state)
 static void test_order_while_draining(void **state)
 {
 	enum { OLD = 300, NEW = 50, N = OLD + NEW };
-	struct rawdev *a1 = dev_new(), *b1 = dev_new();
+	struct rawdev *a1 = rawdev_new(), *b1 = rawdev_new();
 	static uint64_t want[N], unacked[N];
 	static struct answers a;
 	static struct tracker t;
@@ -1136,8 +1121,8 @@ static void test_order_while_draining(void **state)
 				 (unsigned long long)a.sid[i + 1], (unsigned long long)t.sid[i]);
 	wait_rows(fx.a1, 0);
 	rawdev_expect_silence(a1, SILENCE_MS);
-	dev_free(a1);
-	dev_free(b1);
+	rawdev_free(a1);
+	rawdev_free(b1);
 	fx.passed = 1;
 }
 
@@ -1232,7 +1217,7 @@ static void assert_running(void)
 static void test_database_outage(void **state)
 {
 	enum { BEFORE = 3 };
-	struct rawdev *a1 = dev_new(), *b1 = dev_new();
+	struct rawdev *a1 = rawdev_new(), *b1 = rawdev_new();
 	uint64_t want[BEFORE + 1], cid = BEFORE + 1, end;
 	struct answers a;
 	struct tracker t;
@@ -1293,8 +1278,8 @@ static void test_database_outage(void **state)
 	PQfinish(admin);
 	free(admin_info);
 	free(name);
-	dev_free(a1);
-	dev_free(b1);
+	rawdev_free(a1);
+	rawdev_free(b1);
 	fx.passed = 1;
 }
 
@@ -1307,7 +1292,7 @@ static void test_database_outage(void **state)
 static void test_store_down_while_connecting(void **state)
 {
 	enum { BEFORE = 3 };
-	struct rawdev *a1 = dev_new(), *b1 = dev_new();
+	struct rawdev *a1 = rawdev_new(), *b1 = rawdev_new();
 	uint64_t want[BEFORE];
 	struct answers a;
 	struct tracker t;
@@ -1341,8 +1326,8 @@ static void test_store_down_while_connecting(void **state)
 	PQfinish(admin);
 	free(admin_info);
 	free(name);
-	dev_free(a1);
-	dev_free(b1);
+	rawdev_free(a1);
+	rawdev_free(b1);
 	fx.passed = 1;
 }
 

@@ -1,0 +1,104 @@
+/*
+ * h2srv.h - the small HTTP/2-over-TLS server core shared by the mock push
+ * providers (mock_apns, mock_fcm).
+ *
+ * One thread, one poll() loop, non-blocking sockets, OpenSSL for TLS (ALPN
+ * "h2" only: a client that does not offer it fails the handshake, as with
+ * APNs) and libnghttp2 for the framing. A request is handed to the handler
+ * once it is complete (END_STREAM), with its headers and body; the handler
+ * answers it at once with h2srv_respond(). The loop runs until SIGTERM or
+ * SIGINT, then frees everything and returns.
+ *
+ * RST_STREAM frames from clients are never counted as abuse: libcurl 7.88.1
+ * sends one after every finished request, so the nghttp2 reset rate limit is
+ * lifted.
+ *
+ * Ownership: a request and everything it points to belong to the server and
+ * live until its stream closes; handlers borrow them and must not keep them.
+ */
+#ifndef FERRY_TESTS_MOCK_H2SRV_H
+#define FERRY_TESTS_MOCK_H2SRV_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* The largest request body kept; longer bodies are counted, not stored. */
+#define H2SRV_MAX_BODY (64 * 1024)
+/* The most header fields kept per request; more fail the stream. */
+#define H2SRV_MAX_HEADERS 64
+
+struct h2srv;
+struct h2srv_conn;
+
+struct h2srv_hdr {
+	const char *name; /* lowercase */
+	const char *value;
+};
+
+struct h2srv_req {
+	struct h2srv_conn *conn;
+	uint64_t conn_id; /* 1 for the first connection the server accepted */
+	int32_t stream_id;
+	uint32_t seq;	    /* 1 for the first request completed on this connection */
+	const char *method; /* "" if absent */
+	const char *path;   /* "" if absent */
+	struct h2srv_hdr hdrs[H2SRV_MAX_HEADERS]; /* regular fields, no pseudo-headers */
+	size_t nhdrs;
+	const uint8_t *body; /* NUL-terminated for convenience; body_len bytes kept */
+	size_t body_len;
+	size_t body_total; /* bytes received, body_len + what went over H2SRV_MAX_BODY */
+};
+
+/* Called once per complete request; must answer with h2srv_respond(). */
+typedef void (*h2srv_handler)(struct h2srv_req *req, void *ud);
+
+struct h2srv_opts {
+	int port; /* 0: pick a free one */
+	const char *cert_path;
+	const char *key_path;
+	uint32_t max_streams; /* initial SETTINGS_MAX_CONCURRENT_STREAMS; 0: 100 */
+	h2srv_handler handler;
+	void *ud;
+};
+
+/*
+ * Listen on 127.0.0.1 with the certificate and key of @o. Returns NULL and
+ * writes a message to @err on failure.
+ */
+struct h2srv *h2srv_new(const struct h2srv_opts *o, char *err, size_t errlen);
+
+/* The port listened on. */
+int h2srv_port(const struct h2srv *s);
+
+/* Serve until SIGTERM or SIGINT (the handlers are installed here). Returns 0,
+ * or -1 if poll() failed. */
+int h2srv_run(struct h2srv *s);
+
+/* Close every connection and free @s; NULL is a no-op. */
+void h2srv_free(struct h2srv *s);
+
+/* The first value of header @name (lowercase), or NULL. */
+const char *h2srv_req_header(const struct h2srv_req *r, const char *name);
+
+/* How many fields named @name the request carries. */
+size_t h2srv_req_header_count(const struct h2srv_req *r, const char *name);
+
+/*
+ * Answer @req with @status, @n extra header fields (copied) and @body (@len
+ * bytes, copied; NULL for none). Returns 0, or -1 if nghttp2 refused.
+ */
+int h2srv_respond(struct h2srv_req *req, int status, const struct h2srv_hdr *hdrs, size_t n,
+		  const void *body, size_t len);
+
+/* Send a SETTINGS frame with a new MAX_CONCURRENT_STREAMS for @c (once a
+ * value is in force, sending it again does nothing). */
+void h2srv_conn_set_max_streams(struct h2srv_conn *c, uint32_t n);
+
+/*
+ * Send GOAWAY (NO_ERROR, last stream id = the last one processed, @debug as
+ * its opaque data) and close the connection once what is queued has been
+ * written; streams the client opens afterwards are ignored.
+ */
+void h2srv_conn_goaway(struct h2srv_conn *c, const char *debug);
+
+#endif

@@ -70,6 +70,11 @@ ADMIN_SRCS := \
 	admin/http.c \
 	admin/routes.c
 
+PUSH_SRCS := \
+	push/creds.c \
+	push/http.c \
+	push/jwt.c
+
 GATEWAY_SRCS := \
 	gateway/conn.c \
 	gateway/deliver.c \
@@ -108,7 +113,7 @@ CLIENT_DEPS_SRCS := \
 
 GEN_SRCS := build/gen/migrations.c
 
-LIB_SRCS := $(COMMON_SRCS) $(QUEUE_SRCS) $(ADMIN_SRCS) $(GATEWAY_SRCS)
+LIB_SRCS := $(COMMON_SRCS) $(QUEUE_SRCS) $(ADMIN_SRCS) $(GATEWAY_SRCS) $(PUSH_SRCS)
 SQL_FILES := $(sort $(wildcard sql/*.sql))
 
 UNIT_TESTS := \
@@ -117,6 +122,7 @@ UNIT_TESTS := \
 	tests/unit/common/test_config \
 	tests/unit/gateway/test_presence \
 	tests/unit/gateway/test_proto \
+	tests/unit/push/test_jwt \
 	tests/unit/queue/test_validate
 
 INTEGRATION_TESTS := \
@@ -127,6 +133,8 @@ INTEGRATION_TESTS := \
 	tests/integration/test_messages \
 	tests/integration/test_migrate \
 	tests/integration/test_offline \
+	tests/integration/test_push_http \
+	tests/integration/test_mock_push \
 	tests/integration/test_store \
 	tests/integration/test_admin
 
@@ -138,7 +146,8 @@ TEST_SUPPORT_SRCS := \
 FUZZ_TARGETS := \
 	fuzz_admin_routes \
 	fuzz_config \
-	fuzz_proto
+	fuzz_proto \
+	fuzz_service_account
 
 FUZZ_SECONDS ?= 20
 
@@ -233,10 +242,35 @@ build/asan/tests/unit/%: build/asan/tests/unit/%.o $(ASAN_LIB_OBJS)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(ASAN_CFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
 
+# Its scripted HTTP/2 server links libnghttp2 (curl's HTTP/2 library).
+build/asan/tests/integration/test_push_http: build/asan/tests/integration/test_push_http.o \
+		$(call asan_obj,$(TEST_SUPPORT_SRCS) $(CLIENT_SRCS)) $(ASAN_LIB_OBJS)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(ASAN_CFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS) -lnghttp2
+
 build/asan/tests/integration/%: build/asan/tests/integration/%.o \
 		$(call asan_obj,$(TEST_SUPPORT_SRCS) $(CLIENT_SRCS)) $(ASAN_LIB_OBJS)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(ASAN_CFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
+
+# The mock push providers (tests/mock/README.md), HTTP/2 servers of their own.
+MOCK_SUPPORT_SRCS := \
+	tests/mock/h2srv.c \
+	tests/mock/jwt.c \
+	tests/mock/mock.c
+
+MOCK_BINS := \
+	build/asan/tests/mock/mock_apns \
+	build/asan/tests/mock/mock_fcm
+
+MOCK_LIBS = $(shell pkg-config --libs libnghttp2 openssl jansson 2>/dev/null)
+
+$(MOCK_BINS): build/asan/tests/mock/%: build/asan/tests/mock/%.o \
+		$(call asan_obj,$(MOCK_SUPPORT_SRCS))
+	@echo "  LD      $@"
+	$(Q)$(CC) $(ASAN_CFLAGS) -o $@ $^ $(MOCK_LIBS)
+
+build/asan/tests/integration/test_mock_push: | $(MOCK_BINS)
 
 # ---- fuzzing (clang, libFuzzer + ASan + UBSan) ---------------------------------
 

@@ -71,7 +71,9 @@ ADMIN_SRCS := \
 	admin/routes.c
 
 PUSH_SRCS := \
+	push/apns.c \
 	push/creds.c \
+	push/fcm.c \
 	push/http.c \
 	push/jwt.c
 
@@ -135,6 +137,7 @@ INTEGRATION_TESTS := \
 	tests/integration/test_offline \
 	tests/integration/test_push_http \
 	tests/integration/test_mock_push \
+	tests/integration/test_push_senders \
 	tests/integration/test_store \
 	tests/integration/test_admin
 
@@ -271,6 +274,7 @@ $(MOCK_BINS): build/asan/tests/mock/%: build/asan/tests/mock/%.o \
 	$(Q)$(CC) $(ASAN_CFLAGS) -o $@ $^ $(MOCK_LIBS)
 
 build/asan/tests/integration/test_mock_push: | $(MOCK_BINS)
+build/asan/tests/integration/test_push_senders: | $(MOCK_BINS)
 
 # ---- fuzzing (clang, libFuzzer + ASan + UBSan) ---------------------------------
 

@@ -1,0 +1,593 @@
+/*
+ * apns.c - the APNs sender (see apns.h for the contract).
+ *
+ * Every push is a struct item that owns its URL, headers and body while
+ * libcurl borrows them. Items are on the sender's list from
+ * push_apns_send() until they are reported; an item that waits for the
+ * first answer of a connection is also on the queue. The probe is the one
+ * request sent alone while no valid provider token has been seen.
+ *
+ * Invariants: at most one probe; the queue is empty when the sender is
+ * ready; a detached item (its sender freed) has item->a NULL and is freed
+ * by its done() alone.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
+#include "common/log.h"
+#include "push/apns.h"
+#include "push/jwt.h"
+#include "common/banned.h"
+
+#define BG_PAYLOAD "{\"aps\":{\"content-available\":1}}"
+/* Headers an item sends, the NULL included. */
+#define N_HEADERS 9
+
+struct item {
+	struct push_http_req req;
+	struct push_apns *a;	  /* NULL once detached */
+	struct item *prev, *next; /* the sender's list */
+	struct item *qnext;	  /* the queue */
+	push_apns_done_fn done;
+	void *arg;
+	unsigned attempt;
+	int resent_transport, resent_expired, force;
+	uint64_t t0_ns;
+	char *url;
+	char *body;
+	size_t body_len;
+	char *auth; /* "authorization: bearer JWT", cleansed when freed */
+	char topic_h[PUSH_APNS_MAX_TOPIC + 16];
+	char type_h[32], prio_h[24], exp_h[40], collapse_h[PUSH_APNS_MAX_COLLAPSE_ID + 24];
+	const char *headers[N_HEADERS];
+	char tok[PUSH_APNS_LOG_PREFIX + 1]; /* the token's prefix, for logs */
+};
+
+struct push_apns {
+	struct push_http *http;
+	char *endpoint, *key_id, *team_id, *default_topic;
+	EVP_PKEY *key;
+	uint64_t backoff_base_ms, backoff_max_ms;
+	int64_t (*clock)(void *);
+	void *clock_arg;
+	struct push_jwt_cache jwt;
+	int ready;	    /* a valid provider token was seen on the current connection */
+	struct item *probe; /* the request sent alone, or NULL */
+	struct item *qhead, *qtail;
+	struct item *items; /* every item not yet reported */
+	struct push_apns_stats st;
+};
+
+const char *push_apns_outcome_name(enum push_apns_outcome o)
+{
+	switch (o) {
+	case PUSH_APNS_OK:
+		return "ok";
+	case PUSH_APNS_TOKEN_INVALID:
+		return "token-invalid";
+	case PUSH_APNS_RETRY:
+		return "retry";
+	case PUSH_APNS_CONFIG:
+		return "config";
+	case PUSH_APNS_REJECTED:
+		return "rejected";
+	}
+	return "?";
+}
+
+static int64_t now_s(const struct push_apns *a)
+{
+	return a->clock ? a->clock(a->clock_arg) : (int64_t)time(NULL);
+}
+
+/* Exponential back-off from @attempt, with jitter in [d/2, d]. */
+static uint64_t backoff_ms(const struct push_apns *a, unsigned attempt)
+{
+	uint64_t d = a->backoff_base_ms;
+	uint32_t r = 0;
+
+	for (unsigned i = 0; i < attempt && d < a->backoff_max_ms; i++)
+		d *= 2;
+	if (d > a->backoff_max_ms)
+		d = a->backoff_max_ms;
+	if (RAND_bytes((unsigned char *)&r, sizeof(r)) != 1)
+		r = (uint32_t)rand();
+	return d / 2 + (d / 2 ? r % (d / 2 + 1) : 0);
+}
+
+static char *dup_str(const char *s)
+{
+	return s ? strdup(s) : NULL;
+}
+
+static void item_free(struct item *it)
+{
+	push_http_req_release(&it->req);
+	if (it->auth)
+		OPENSSL_clear_free(it->auth, strlen(it->auth));
+	free(it->url);
+	free(it->body);
+	free(it);
+}
+
+static void list_unlink(struct push_apns *a, struct item *it)
+{
+	if (it->prev)
+		it->prev->next = it->next;
+	else
+		a->items = it->next;
+	if (it->next)
+		it->next->prev = it->prev;
+	it->prev = it->next = NULL;
+}
+
+static void queue_push(struct push_apns *a, struct item *it)
+{
+	it->qnext = NULL;
+	if (a->qtail)
+		a->qtail->qnext = it;
+	else
+		a->qhead = it;
+	a->qtail = it;
+}
+
+static struct item *queue_pop(struct push_apns *a)
+{
+	struct item *it = a->qhead;
+
+	if (it) {
+		a->qhead = it->qnext;
+		if (!a->qhead)
+			a->qtail = NULL;
+		it->qnext = NULL;
+	}
+	return it;
+}
+
+/* Report @res for @it, then free @it. */
+static void report(struct push_apns *a, struct item *it, struct push_apns_result *res)
+{
+	uint64_t lat = (uv_hrtime() - it->t0_ns) / 1000;
+
+	res->latency_us = lat;
+	a->st.latency_sum_us += lat;
+	if (lat > a->st.latency_max_us)
+		a->st.latency_max_us = lat;
+	switch (res->outcome) {
+	case PUSH_APNS_OK:
+		a->st.ok++;
+		break;
+	case PUSH_APNS_TOKEN_INVALID:
+		a->st.token_invalid++;
+		break;
+	case PUSH_APNS_RETRY:
+		a->st.retry++;
+		break;
+	case PUSH_APNS_CONFIG:
+		a->st.config++;
+		break;
+	case PUSH_APNS_REJECTED:
+		a->st.rejected++;
+		break;
+	}
+	if (res->outcome == PUSH_APNS_OK)
+		log_debug("event=apns_push_ok token_prefix=%s latency_us=%llu", it->tok,
+			  (unsigned long long)lat);
+	else if (res->outcome == PUSH_APNS_CONFIG)
+		log_warn("event=apns_push_failed token_prefix=%s outcome=config status=%ld "
+			 "reason=%s",
+			 it->tok, res->status, res->reason[0] ? res->reason : "-");
+	else
+		log_info("event=apns_push_failed token_prefix=%s outcome=%s status=%ld reason=%s "
+			 "rc=\"%s\"",
+			 it->tok, push_apns_outcome_name(res->outcome), res->status,
+			 res->reason[0] ? res->reason : "-", ferry_strerror(res->rc));
+	list_unlink(a, it);
+	it->done(it->arg, res);
+	item_free(it);
+}
+
+static void report_transport(struct push_apns *a, struct item *it, enum ferry_err rc)
+{
+	struct push_apns_result res = { .outcome = PUSH_APNS_RETRY, .rc = rc };
+
+	if (rc == FERRY_ECONFIG)
+		res.outcome = PUSH_APNS_CONFIG;
+	else
+		res.retry_delay_ms = backoff_ms(a, it->attempt);
+	report(a, it, &res);
+}
+
+static void on_done(struct push_http_req *r);
+
+/* Sign (or reuse) the provider token and hand @it to the HTTP client. */
+static enum ferry_err submit(struct push_apns *a, struct item *it)
+{
+	const char *jwt = NULL;
+	enum ferry_err rc;
+	size_t n;
+
+	rc = push_jwt_cache_get(&a->jwt, a->key, a->key_id, a->team_id, now_s(a),
+				PUSH_APNS_JWT_MIN_AGE, PUSH_APNS_JWT_MAX_AGE, it->force, &jwt);
+	it->force = 0;
+	if (rc) {
+		log_error("event=apns_jwt_failed reason=\"%s\"", ferry_strerror(rc));
+		return rc == FERRY_ENOMEM ? rc : FERRY_ECONFIG;
+	}
+	if (it->auth)
+		OPENSSL_clear_free(it->auth, strlen(it->auth));
+	n = strlen(jwt) + sizeof("authorization: bearer ");
+	it->auth = malloc(n);
+	if (!it->auth)
+		return FERRY_ENOMEM;
+	snprintf(it->auth, n, "authorization: bearer %s", jwt);
+	it->headers[0] = it->auth;
+	push_http_req_release(&it->req);
+	rc = push_http_submit(a->http, &it->req);
+	if (rc == FERRY_OK)
+		a->st.requests++;
+	return rc;
+}
+
+/* Submit @it now, or queue it while a probe is out. */
+static enum ferry_err dispatch(struct push_apns *a, struct item *it)
+{
+	enum ferry_err rc;
+
+	if (!a->ready && a->probe) {
+		queue_push(a, it);
+		return FERRY_OK;
+	}
+	if (!a->ready)
+		a->probe = it;
+	rc = submit(a, it);
+	if (rc && a->probe == it)
+		a->probe = NULL;
+	return rc;
+}
+
+/* After an answer: flush the queue if ready, else send the next probe. */
+static void pump(struct push_apns *a)
+{
+	struct item *it;
+	enum ferry_err rc;
+
+	while (!a->probe && (it = queue_pop(a))) {
+		if (!a->ready)
+			a->probe = it;
+		rc = submit(a, it);
+		if (rc) {
+			if (a->probe == it)
+				a->probe = NULL;
+			report_transport(a, it, rc);
+		}
+		if (!a->ready && a->probe)
+			break;
+	}
+}
+
+/* Resend @it from a done(); reports it if that fails. */
+static void resend(struct push_apns *a, struct item *it)
+{
+	enum ferry_err rc = dispatch(a, it);
+
+	if (rc)
+		report_transport(a, it, rc);
+}
+
+static void parse_body(const struct push_http_req *r, struct push_apns_result *res)
+{
+	json_t *j, *v;
+
+	if (!r->resp_body || !r->resp_len)
+		return;
+	j = json_loadb(r->resp_body, r->resp_len, 0, NULL);
+	if (!j)
+		return;
+	v = json_object_get(j, "reason");
+	if (json_is_string(v))
+		snprintf(res->reason, sizeof(res->reason), "%s", json_string_value(v));
+	v = json_object_get(j, "timestamp");
+	if (json_is_integer(v))
+		res->timestamp_ms = (int64_t)json_integer_value(v);
+	else if (json_is_real(v))
+		res->timestamp_ms = (int64_t)json_real_value(v);
+	json_decref(j);
+}
+
+static int reason_is(const struct push_apns_result *res, const char *s)
+{
+	return strcmp(res->reason, s) == 0;
+}
+
+static void classify(struct push_apns *a, const struct item *it, const struct push_http_req *r,
+		     struct push_apns_result *res)
+{
+	uint64_t secs;
+	long st = r->status;
+
+	if (st == 200) {
+		res->outcome = PUSH_APNS_OK;
+	} else if (st == 410 || (st == 400 && (reason_is(res, "BadDeviceToken") ||
+					       reason_is(res, "DeviceTokenNotForTopic")))) {
+		res->outcome = PUSH_APNS_TOKEN_INVALID;
+	} else if (st == 429 || st >= 500 ||
+		   (st == 403 && reason_is(res, "ExpiredProviderToken"))) {
+		res->outcome = PUSH_APNS_RETRY;
+	} else if (st == 403 ||
+		   (st == 400 && (reason_is(res, "BadTopic") || reason_is(res, "TopicDisallowed") ||
+				  reason_is(res, "MissingTopic")))) {
+		res->outcome = PUSH_APNS_CONFIG;
+	} else {
+		res->outcome = PUSH_APNS_REJECTED;
+	}
+	if (res->outcome != PUSH_APNS_RETRY)
+		return;
+	if (r->retry_after[0] &&
+	    push_http_retry_after_parse(r->retry_after, (int64_t)time(NULL), &secs) == FERRY_OK)
+		res->retry_delay_ms = secs * 1000;
+	else
+		res->retry_delay_ms = backoff_ms(a, it->attempt);
+}
+
+static void on_done(struct push_http_req *r)
+{
+	struct item *it = r->arg;
+	struct push_apns *a = it->a;
+	struct push_apns_result res = { 0 };
+
+	if (!a) {
+		item_free(it);
+		return;
+	}
+	if (a->probe == it)
+		a->probe = NULL;
+	if (r->rc != FERRY_OK) {
+		/* The next connection starts with one stream again. */
+		a->ready = 0;
+		if (!it->resent_transport) {
+			it->resent_transport = 1;
+			a->st.resent_transport++;
+			log_debug("event=apns_push_resent token_prefix=%s reason=\"%s\"", it->tok,
+				  r->errbuf);
+			resend(a, it);
+		} else {
+			log_info("event=apns_push_transport_error token_prefix=%s reason=\"%s\"",
+				 it->tok, r->errbuf);
+			report_transport(a, it, r->rc);
+		}
+		pump(a);
+		return;
+	}
+	parse_body(r, &res);
+	if (r->status != 403)
+		a->ready = 1;
+	if (r->status == 403 && reason_is(&res, "ExpiredProviderToken") && !it->resent_expired) {
+		it->resent_expired = 1;
+		it->force = 1;
+		a->st.resent_expired++;
+		log_info("event=apns_jwt_expired action=remint");
+		resend(a, it);
+		pump(a);
+		return;
+	}
+	res.rc = FERRY_OK;
+	res.status = r->status;
+	snprintf(res.apns_id, sizeof(res.apns_id), "%s", r->apns_id);
+	classify(a, it, r, &res);
+	if (res.outcome != PUSH_APNS_TOKEN_INVALID || r->status != 410)
+		res.timestamp_ms = 0;
+	report(a, it, &res);
+	pump(a);
+}
+
+static int token_ok(const char *t)
+{
+	size_t n = t ? strlen(t) : 0;
+
+	if (!n || n > PUSH_APNS_MAX_TOKEN)
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		char c = t[i];
+
+		if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		      c == '-'))
+			return 0;
+	}
+	return 1;
+}
+
+/* No CR, LF or NUL can reach a header line. */
+static int header_value_ok(const char *v, size_t max)
+{
+	size_t n = strlen(v);
+
+	return n > 0 && n <= max && !strpbrk(v, "\r\n");
+}
+
+static enum ferry_err build_body(const struct push_apns_push *p, struct item *it)
+{
+	json_t *j;
+
+	if (p->mode == PUSH_APNS_BACKGROUND) {
+		it->body = strdup(BG_PAYLOAD);
+		if (!it->body)
+			return FERRY_ENOMEM;
+		it->body_len = strlen(it->body);
+		return FERRY_OK;
+	}
+	if (p->mode != PUSH_APNS_ALERT || !p->alert_text || !*p->alert_text)
+		return FERRY_EINVAL;
+	j = json_pack("{s{sssi}}", "aps", "alert", p->alert_text, "mutable-content", 1);
+	if (!j)
+		return FERRY_EINVAL; /* not UTF-8 */
+	it->body = json_dumps(j, JSON_COMPACT);
+	json_decref(j);
+	if (!it->body)
+		return FERRY_ENOMEM;
+	it->body_len = strlen(it->body);
+	return it->body_len > PUSH_APNS_MAX_PAYLOAD ? FERRY_ETOOBIG : FERRY_OK;
+}
+
+static enum ferry_err item_build(struct push_apns *a, const struct push_apns_push *p,
+				 struct item *it)
+{
+	const char *topic = p->topic ? p->topic : a->default_topic;
+	int bg = p->mode == PUSH_APNS_BACKGROUND;
+	size_t n;
+	int h = 1;
+	enum ferry_err rc;
+
+	if (!token_ok(p->token) || !header_value_ok(topic, PUSH_APNS_MAX_TOPIC) ||
+	    (p->collapse_id && !header_value_ok(p->collapse_id, PUSH_APNS_MAX_COLLAPSE_ID)))
+		return FERRY_EINVAL;
+	rc = build_body(p, it);
+	if (rc)
+		return rc;
+	n = strlen(a->endpoint) + strlen(p->token) + sizeof("/3/device/");
+	it->url = malloc(n);
+	if (!it->url)
+		return FERRY_ENOMEM;
+	snprintf(it->url, n, "%s/3/device/%s", a->endpoint, p->token);
+	snprintf(it->topic_h, sizeof(it->topic_h), "apns-topic: %s", topic);
+	snprintf(it->type_h, sizeof(it->type_h), "apns-push-type: %s", bg ? "background" : "alert");
+	snprintf(it->prio_h, sizeof(it->prio_h), "apns-priority: %d", bg ? 5 : 10);
+	it->headers[h++] = it->topic_h;
+	it->headers[h++] = it->type_h;
+	it->headers[h++] = it->prio_h;
+	if (p->expiration >= 0) {
+		snprintf(it->exp_h, sizeof(it->exp_h), "apns-expiration: %lld",
+			 (long long)p->expiration);
+		it->headers[h++] = it->exp_h;
+	}
+	if (p->collapse_id) {
+		snprintf(it->collapse_h, sizeof(it->collapse_h), "apns-collapse-id: %s",
+			 p->collapse_id);
+		it->headers[h++] = it->collapse_h;
+	}
+	it->headers[h++] = "content-type: application/json";
+	it->headers[h] = NULL;
+	snprintf(it->tok, sizeof(it->tok), "%s", p->token);
+	it->req.url = it->url;
+	it->req.method = "POST";
+	it->req.headers = it->headers;
+	it->req.body = it->body;
+	it->req.body_len = it->body_len;
+	it->req.done = on_done;
+	it->req.arg = it;
+	return FERRY_OK;
+}
+
+enum ferry_err push_apns_send(struct push_apns *a, const struct push_apns_push *p,
+			      push_apns_done_fn done, void *arg)
+{
+	struct item *it;
+	enum ferry_err rc;
+
+	if (!a || !p || !done)
+		return FERRY_EINVAL;
+	it = calloc(1, sizeof(*it));
+	if (!it)
+		return FERRY_ENOMEM;
+	rc = item_build(a, p, it);
+	if (rc) {
+		item_free(it);
+		return rc;
+	}
+	it->a = a;
+	it->done = done;
+	it->arg = arg;
+	it->attempt = p->attempt;
+	it->t0_ns = uv_hrtime();
+	rc = dispatch(a, it);
+	if (rc) {
+		item_free(it);
+		return rc;
+	}
+	it->next = a->items;
+	if (a->items)
+		a->items->prev = it;
+	a->items = it;
+	a->st.sent++;
+	return FERRY_OK;
+}
+
+struct push_apns *push_apns_new(struct push_http *http, const struct push_apns_opts *o, char *err,
+				size_t errlen)
+{
+	struct push_apns *a;
+
+	if (!http || !o || !o->endpoint || !*o->endpoint || !o->key_id || !*o->key_id ||
+	    !o->team_id || !*o->team_id || !o->default_topic || !*o->default_topic) {
+		snprintf(err, errlen, "apns: endpoint, key id, team id and topic are required");
+		return NULL;
+	}
+	if (!o->key || !push_jwt_key_is_p256(o->key)) {
+		snprintf(err, errlen, "apns: the provider key is not an EC P-256 key");
+		return NULL;
+	}
+	a = calloc(1, sizeof(*a));
+	if (!a)
+		goto nomem;
+	a->http = http;
+	a->key = o->key;
+	a->endpoint = dup_str(o->endpoint);
+	a->key_id = dup_str(o->key_id);
+	a->team_id = dup_str(o->team_id);
+	a->default_topic = dup_str(o->default_topic);
+	if (!a->endpoint || !a->key_id || !a->team_id || !a->default_topic)
+		goto nomem;
+	/* No trailing slash: paths are appended. */
+	for (size_t n = strlen(a->endpoint); n && a->endpoint[n - 1] == '/'; n--)
+		a->endpoint[n - 1] = '\0';
+	a->backoff_base_ms = o->backoff_base_ms ? o->backoff_base_ms : PUSH_APNS_BACKOFF_BASE_MS;
+	a->backoff_max_ms = o->backoff_max_ms ? o->backoff_max_ms : PUSH_APNS_BACKOFF_MAX_MS;
+	if (a->backoff_max_ms < a->backoff_base_ms)
+		a->backoff_max_ms = a->backoff_base_ms;
+	a->clock = o->clock;
+	a->clock_arg = o->clock_arg;
+	return a;
+nomem:
+	snprintf(err, errlen, "apns: out of memory");
+	push_apns_free(a);
+	return NULL;
+}
+
+void push_apns_free(struct push_apns *a)
+{
+	struct item *it;
+
+	if (!a)
+		return;
+	/* Queued items are ours alone: report and free them. */
+	a->probe = NULL;
+	while ((it = queue_pop(a)))
+		report_transport(a, it, FERRY_EUNAVAIL);
+	/* The rest is in flight: report, then leave it to its done(). */
+	while ((it = a->items)) {
+		struct push_apns_result res = { .outcome = PUSH_APNS_RETRY, .rc = FERRY_EUNAVAIL };
+
+		res.retry_delay_ms = backoff_ms(a, it->attempt);
+		a->st.retry++;
+		list_unlink(a, it);
+		it->a = NULL;
+		it->done(it->arg, &res);
+	}
+	push_jwt_cache_release(&a->jwt);
+	free(a->endpoint);
+	free(a->key_id);
+	free(a->team_id);
+	free(a->default_topic);
+	free(a);
+}
+
+void push_apns_stats(const struct push_apns *a, struct push_apns_stats *out)
+{
+	*out = a->st;
+}

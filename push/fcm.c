@@ -1,0 +1,640 @@
+/*
+ * fcm.c - the FCM sender (see fcm.h for the contract).
+ *
+ * Every push is a struct item owning its URL, headers and body while
+ * libcurl borrows them; items are on the sender's list until reported, and
+ * on the wait queue while they need an access token. The token exchange is
+ * a struct exchange of its own, at most one at a time. Each access token
+ * gets a generation number: a 401 drops the current token only if it is the
+ * one the item was sent with, so a burst of 401s makes one exchange.
+ *
+ * A detached item or exchange (its sender freed) has ->f NULL and is freed
+ * by its done() alone.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
+#include "common/log.h"
+#include "push/fcm.h"
+#include "push/jwt.h"
+#include "common/banned.h"
+
+#define GRANT_FORM "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion="
+#define FCM_ERROR_TYPE "type.googleapis.com/google.firebase.fcm.v1.FcmError"
+#define BAD_REQUEST_TYPE "type.googleapis.com/google.rpc.BadRequest"
+
+struct item {
+	struct push_http_req req;
+	struct push_fcm *f;
+	struct item *prev, *next;
+	struct item *qnext;
+	push_fcm_done_fn done;
+	void *arg;
+	unsigned attempt;
+	int refreshed, resent_transport;
+	uint64_t gen; /* the access token's generation it was sent with */
+	uint64_t t0_ns;
+	char *url;
+	char *body;
+	char *auth; /* "authorization: Bearer TOKEN", cleansed when freed */
+	const char *headers[3];
+	char tok[PUSH_FCM_LOG_PREFIX + 1];
+};
+
+struct exchange {
+	struct push_http_req req;
+	struct push_fcm *f;
+	char *body; /* the form with the assertion, cleansed when freed */
+	char *url;
+	const char *headers[2];
+};
+
+struct push_fcm {
+	struct push_http *http;
+	const struct push_service_account *sa;
+	char *send_url;
+	uint64_t backoff_base_ms, backoff_max_ms;
+	int64_t (*clock)(void *);
+	void *clock_arg;
+	char *access; /* the access token, NULL if none */
+	int64_t access_exp;
+	uint64_t gen;
+	struct exchange *exchange; /* in flight, or NULL */
+	struct item *qhead, *qtail;
+	struct item *items;
+	struct push_fcm_stats st;
+};
+
+const char *push_fcm_outcome_name(enum push_fcm_outcome o)
+{
+	switch (o) {
+	case PUSH_FCM_OK:
+		return "ok";
+	case PUSH_FCM_TOKEN_INVALID:
+		return "token-invalid";
+	case PUSH_FCM_RETRY:
+		return "retry";
+	case PUSH_FCM_CONFIG:
+		return "config";
+	case PUSH_FCM_REJECTED:
+		return "rejected";
+	}
+	return "?";
+}
+
+static int64_t now_s(const struct push_fcm *f)
+{
+	return f->clock ? f->clock(f->clock_arg) : (int64_t)time(NULL);
+}
+
+static uint64_t backoff_ms(const struct push_fcm *f, unsigned attempt)
+{
+	uint64_t d = f->backoff_base_ms;
+	uint32_t r = 0;
+
+	for (unsigned i = 0; i < attempt && d < f->backoff_max_ms; i++)
+		d *= 2;
+	if (d > f->backoff_max_ms)
+		d = f->backoff_max_ms;
+	if (RAND_bytes((unsigned char *)&r, sizeof(r)) != 1)
+		r = (uint32_t)rand();
+	return d / 2 + (d / 2 ? r % (d / 2 + 1) : 0);
+}
+
+static void clear_free_str(char *s)
+{
+	if (s)
+		OPENSSL_clear_free(s, strlen(s));
+}
+
+static void item_free(struct item *it)
+{
+	push_http_req_release(&it->req);
+	clear_free_str(it->auth);
+	free(it->body);
+	free(it->url);
+	free(it);
+}
+
+static void exchange_free(struct exchange *x)
+{
+	push_http_req_release(&x->req);
+	clear_free_str(x->body);
+	free(x->url);
+	free(x);
+}
+
+static void list_unlink(struct push_fcm *f, struct item *it)
+{
+	if (it->prev)
+		it->prev->next = it->next;
+	else
+		f->items = it->next;
+	if (it->next)
+		it->next->prev = it->prev;
+	it->prev = it->next = NULL;
+}
+
+static void queue_push(struct push_fcm *f, struct item *it)
+{
+	it->qnext = NULL;
+	if (f->qtail)
+		f->qtail->qnext = it;
+	else
+		f->qhead = it;
+	f->qtail = it;
+}
+
+static struct item *queue_pop(struct push_fcm *f)
+{
+	struct item *it = f->qhead;
+
+	if (it) {
+		f->qhead = it->qnext;
+		if (!f->qhead)
+			f->qtail = NULL;
+		it->qnext = NULL;
+	}
+	return it;
+}
+
+static void report(struct push_fcm *f, struct item *it, struct push_fcm_result *res)
+{
+	uint64_t lat = (uv_hrtime() - it->t0_ns) / 1000;
+	uint64_t *counter[] = { &f->st.ok, &f->st.token_invalid, &f->st.retry, &f->st.config,
+				&f->st.rejected };
+
+	res->latency_us = lat;
+	f->st.latency_sum_us += lat;
+	if (lat > f->st.latency_max_us)
+		f->st.latency_max_us = lat;
+	if ((unsigned)res->outcome < sizeof(counter) / sizeof(counter[0]))
+		(*counter[res->outcome])++;
+	if (res->outcome == PUSH_FCM_OK)
+		log_debug("event=fcm_push_ok token_prefix=%s latency_us=%llu", it->tok,
+			  (unsigned long long)lat);
+	else if (res->outcome == PUSH_FCM_CONFIG)
+		log_warn("event=fcm_push_failed token_prefix=%s outcome=config status=%ld error=%s "
+			 "rc=\"%s\"",
+			 it->tok, res->status, res->error_code[0] ? res->error_code : "-",
+			 ferry_strerror(res->rc));
+	else
+		log_info("event=fcm_push_failed token_prefix=%s outcome=%s status=%ld error=%s "
+			 "rc=\"%s\"",
+			 it->tok, push_fcm_outcome_name(res->outcome), res->status,
+			 res->error_code[0] ? res->error_code : "-", ferry_strerror(res->rc));
+	list_unlink(f, it);
+	it->done(it->arg, res);
+	item_free(it);
+}
+
+static void report_simple(struct push_fcm *f, struct item *it, enum push_fcm_outcome o,
+			  enum ferry_err rc, long status, const char *code)
+{
+	struct push_fcm_result res = {
+		.outcome = o, .rc = rc, .status = status, .retry_after_s = -1
+	};
+
+	if (code)
+		snprintf(res.error_code, sizeof(res.error_code), "%s", code);
+	if (o == PUSH_FCM_RETRY)
+		res.retry_delay_ms = backoff_ms(f, it->attempt);
+	report(f, it, &res);
+}
+
+static void on_send_done(struct push_http_req *r);
+static void on_exchange_done(struct push_http_req *r);
+
+/* Post a new assertion to the token endpoint. */
+static enum ferry_err exchange_start(struct push_fcm *f)
+{
+	struct exchange *x;
+	char *jwt = NULL;
+	int64_t iat = now_s(f);
+	enum ferry_err rc;
+	size_t n;
+
+	rc = push_jwt_rs256(f->sa->key, f->sa->private_key_id, f->sa->client_email, PUSH_FCM_SCOPE,
+			    f->sa->token_uri, iat, iat + PUSH_FCM_ASSERTION_TTL, &jwt);
+	if (rc) {
+		log_error("event=fcm_assertion_failed reason=\"%s\"", ferry_strerror(rc));
+		return rc == FERRY_ENOMEM ? rc : FERRY_ECONFIG;
+	}
+	x = calloc(1, sizeof(*x));
+	n = strlen(GRANT_FORM) + strlen(jwt) + 1;
+	if (x) {
+		x->body = malloc(n);
+		x->url = strdup(f->sa->token_uri);
+	}
+	if (!x || !x->body || !x->url) {
+		clear_free_str(jwt);
+		if (x)
+			exchange_free(x);
+		return FERRY_ENOMEM;
+	}
+	snprintf(x->body, n, "%s%s", GRANT_FORM, jwt);
+	clear_free_str(jwt);
+	x->f = f;
+	x->headers[0] = "content-type: application/x-www-form-urlencoded";
+	x->headers[1] = NULL;
+	x->req.url = x->url;
+	x->req.method = "POST";
+	x->req.headers = x->headers;
+	x->req.body = x->body;
+	x->req.body_len = strlen(x->body);
+	x->req.done = on_exchange_done;
+	x->req.arg = x;
+	rc = push_http_submit(f->http, &x->req);
+	if (rc) {
+		exchange_free(x);
+		return rc;
+	}
+	f->exchange = x;
+	f->st.exchanges++;
+	log_debug("event=fcm_token_exchange");
+	return FERRY_OK;
+}
+
+/* Send @it with the current access token. */
+static enum ferry_err submit(struct push_fcm *f, struct item *it)
+{
+	enum ferry_err rc;
+	size_t n = strlen(f->access) + sizeof("authorization: Bearer ");
+
+	clear_free_str(it->auth);
+	it->auth = malloc(n);
+	if (!it->auth)
+		return FERRY_ENOMEM;
+	snprintf(it->auth, n, "authorization: Bearer %s", f->access);
+	it->headers[0] = it->auth;
+	it->gen = f->gen;
+	push_http_req_release(&it->req);
+	rc = push_http_submit(f->http, &it->req);
+	if (rc == FERRY_OK)
+		f->st.requests++;
+	return rc;
+}
+
+static int access_fresh(const struct push_fcm *f)
+{
+	return f->access && now_s(f) < f->access_exp - PUSH_FCM_TOKEN_MARGIN;
+}
+
+/* Submit @it now, or queue it for the token (starting an exchange). */
+static enum ferry_err dispatch(struct push_fcm *f, struct item *it)
+{
+	enum ferry_err rc;
+
+	if (access_fresh(f))
+		return submit(f, it);
+	if (!f->exchange) {
+		rc = exchange_start(f);
+		if (rc)
+			return rc;
+	}
+	queue_push(f, it);
+	return FERRY_OK;
+}
+
+static void resend(struct push_fcm *f, struct item *it)
+{
+	enum ferry_err rc = dispatch(f, it);
+
+	if (rc)
+		report_simple(f, it, rc == FERRY_ECONFIG ? PUSH_FCM_CONFIG : PUSH_FCM_RETRY, rc, 0,
+			      NULL);
+}
+
+/* The exchange ended: send the waiting pushes, or report them all. */
+static void on_exchange_done(struct push_http_req *r)
+{
+	struct exchange *x = r->arg;
+	struct push_fcm *f = x->f;
+	enum push_fcm_outcome o = PUSH_FCM_RETRY;
+	enum ferry_err rc = r->rc;
+	char code[48] = "";
+	json_t *j = NULL, *v;
+	struct item *it;
+
+	if (!f) {
+		exchange_free(x);
+		return;
+	}
+	f->exchange = NULL;
+	if (r->rc == FERRY_OK && r->resp_body)
+		j = json_loadb(r->resp_body, r->resp_len, 0, NULL);
+	if (r->rc == FERRY_OK && r->status == 200 &&
+	    json_is_string(v = json_object_get(j, "access_token")) && json_string_length(v)) {
+		json_t *exp = json_object_get(j, "expires_in");
+
+		clear_free_str(f->access);
+		f->access = strdup(json_string_value(v));
+		f->access_exp = now_s(f) + (json_is_integer(exp) ? json_integer_value(exp) : 0);
+		f->gen++;
+		log_debug("event=fcm_token_obtained expires_in=%lld",
+			  json_is_integer(exp) ? (long long)json_integer_value(exp) : 0LL);
+		if (!f->access) {
+			rc = FERRY_ENOMEM;
+			goto fail;
+		}
+		json_decref(j);
+		exchange_free(x);
+		/* Fresh from the endpoint: used even if it expires at once. */
+		while ((it = queue_pop(f))) {
+			enum ferry_err src = submit(f, it);
+
+			if (src)
+				report_simple(f, it, PUSH_FCM_RETRY, src, 0, NULL);
+		}
+		return;
+	}
+	f->st.exchange_failures++;
+	if (r->rc == FERRY_OK) {
+		v = json_object_get(j, "error");
+		if (json_is_string(v))
+			snprintf(code, sizeof(code), "%s", json_string_value(v));
+		rc = FERRY_EAUTH;
+		/* 429 and 5xx are the endpoint's trouble; anything else is ours. */
+		o = r->status == 429 || r->status >= 500 ? PUSH_FCM_RETRY : PUSH_FCM_CONFIG;
+		log_warn("event=fcm_token_refused status=%ld error=%s", r->status,
+			 code[0] ? code : "-");
+	} else {
+		log_warn("event=fcm_token_unreachable reason=\"%s\"", r->errbuf);
+	}
+fail:
+	json_decref(j);
+	{
+		long status = r->status;
+
+		exchange_free(x);
+		while ((it = queue_pop(f)))
+			report_simple(f, it, o, rc, status, code);
+	}
+}
+
+/* The FcmError errorCode and whether a BadRequest names another field than
+ * the token, from Google's error JSON @j. */
+static void google_error(json_t *j, char *code, size_t cap, int *has_fcm, int *other_field)
+{
+	json_t *details = json_object_get(json_object_get(j, "error"), "details"), *d;
+	size_t i, k;
+
+	*has_fcm = 0;
+	*other_field = 0;
+	json_array_foreach(details, i, d)
+	{
+		const char *type = json_string_value(json_object_get(d, "@type"));
+		json_t *fv;
+
+		if (!type)
+			continue;
+		if (strcmp(type, FCM_ERROR_TYPE) == 0) {
+			const char *c = json_string_value(json_object_get(d, "errorCode"));
+
+			*has_fcm = 1;
+			snprintf(code, cap, "%s", c ? c : "");
+		} else if (strcmp(type, BAD_REQUEST_TYPE) == 0) {
+			json_array_foreach(json_object_get(d, "fieldViolations"), k, fv)
+			{
+				const char *field = json_string_value(json_object_get(fv, "field"));
+
+				if (!field || strcmp(field, "message.token") != 0)
+					*other_field = 1;
+			}
+		}
+	}
+}
+
+static void classify(struct push_fcm *f, struct item *it, const struct push_http_req *r,
+		     int has_fcm, int other_field, struct push_fcm_result *res)
+{
+	long st = r->status;
+	const char *c = res->error_code;
+	uint64_t secs;
+
+	if (st == 200)
+		res->outcome = PUSH_FCM_OK;
+	else if ((st == 404 && strcmp(c, "UNREGISTERED") == 0) ||
+		 (st == 403 && strcmp(c, "SENDER_ID_MISMATCH") == 0) ||
+		 (st == 400 && strcmp(c, "INVALID_ARGUMENT") == 0 && !other_field))
+		res->outcome = PUSH_FCM_TOKEN_INVALID;
+	else if (st == 429 || st >= 500 || (st == 401 && !has_fcm))
+		res->outcome = PUSH_FCM_RETRY;
+	else if (st == 401 || st == 403)
+		res->outcome = PUSH_FCM_CONFIG;
+	else
+		res->outcome = PUSH_FCM_REJECTED;
+	if (r->retry_after[0] &&
+	    push_http_retry_after_parse(r->retry_after, (int64_t)time(NULL), &secs) == FERRY_OK)
+		res->retry_after_s = (int64_t)secs;
+	if (res->outcome != PUSH_FCM_RETRY)
+		return;
+	res->retry_delay_ms = res->retry_after_s >= 0 ? (uint64_t)res->retry_after_s * 1000
+						      : backoff_ms(f, it->attempt);
+	if (st == 429) {
+		uint64_t b = backoff_ms(f, it->attempt);
+
+		if (res->retry_delay_ms < b)
+			res->retry_delay_ms = b;
+		if (res->retry_delay_ms < PUSH_FCM_QUOTA_MIN_DELAY_MS)
+			res->retry_delay_ms = PUSH_FCM_QUOTA_MIN_DELAY_MS;
+	}
+}
+
+static void on_send_done(struct push_http_req *r)
+{
+	struct item *it = r->arg;
+	struct push_fcm *f = it->f;
+	struct push_fcm_result res = { .retry_after_s = -1 };
+	int has_fcm = 0, other_field = 0;
+	json_t *j;
+
+	if (!f) {
+		item_free(it);
+		return;
+	}
+	if (r->rc != FERRY_OK) {
+		if (!it->resent_transport) {
+			it->resent_transport = 1;
+			f->st.resent_transport++;
+			log_debug("event=fcm_push_resent token_prefix=%s reason=\"%s\"", it->tok,
+				  r->errbuf);
+			resend(f, it);
+		} else {
+			log_info("event=fcm_push_transport_error token_prefix=%s reason=\"%s\"",
+				 it->tok, r->errbuf);
+			report_simple(f, it, PUSH_FCM_RETRY, r->rc, 0, NULL);
+		}
+		return;
+	}
+	j = r->resp_body ? json_loadb(r->resp_body, r->resp_len, 0, NULL) : NULL;
+	if (r->status != 200)
+		google_error(j, res.error_code, sizeof(res.error_code), &has_fcm, &other_field);
+	json_decref(j);
+	if (r->status == 401 && !has_fcm && !it->refreshed) {
+		it->refreshed = 1;
+		f->st.refreshed_401++;
+		log_info("event=fcm_token_rejected action=refresh");
+		if (it->gen == f->gen) {
+			clear_free_str(f->access);
+			f->access = NULL;
+		}
+		resend(f, it);
+		return;
+	}
+	res.rc = FERRY_OK;
+	res.status = r->status;
+	classify(f, it, r, has_fcm, other_field, &res);
+	report(f, it, &res);
+}
+
+static enum ferry_err item_build(struct push_fcm *f, const struct push_fcm_push *p, struct item *it)
+{
+	json_t *android, *msg;
+	char ttl[24];
+
+	if (!p->token || !*p->token || strlen(p->token) > PUSH_FCM_MAX_TOKEN ||
+	    p->ttl_s > PUSH_FCM_MAX_TTL ||
+	    (p->collapse_key && strlen(p->collapse_key) > PUSH_FCM_MAX_COLLAPSE_KEY))
+		return FERRY_EINVAL;
+	snprintf(ttl, sizeof(ttl), "%us", (unsigned)p->ttl_s);
+	android = json_pack("{ssss}", "priority", "high", "ttl", ttl);
+	if (!android)
+		return FERRY_ENOMEM;
+	if (p->collapse_key &&
+	    json_object_set_new(android, "collapse_key", json_string(p->collapse_key))) {
+		json_decref(android);
+		return FERRY_EINVAL;
+	}
+	msg = json_pack("{s{sss{ss}so}}", "message", "token", p->token, "data", "ferry", "wake",
+			"android", android);
+	if (!msg)
+		return FERRY_EINVAL;
+	it->body = json_dumps(msg, JSON_COMPACT);
+	json_decref(msg);
+	if (!it->body)
+		return FERRY_ENOMEM;
+	snprintf(it->tok, sizeof(it->tok), "%s", p->token);
+	it->url = strdup(f->send_url);
+	if (!it->url)
+		return FERRY_ENOMEM;
+	it->headers[1] = "content-type: application/json";
+	it->headers[2] = NULL;
+	it->req.url = it->url;
+	it->req.method = "POST";
+	it->req.headers = it->headers;
+	it->req.body = it->body;
+	it->req.body_len = strlen(it->body);
+	it->req.done = on_send_done;
+	it->req.arg = it;
+	return FERRY_OK;
+}
+
+enum ferry_err push_fcm_send(struct push_fcm *f, const struct push_fcm_push *p,
+			     push_fcm_done_fn done, void *arg)
+{
+	struct item *it;
+	enum ferry_err rc;
+
+	if (!f || !p || !done)
+		return FERRY_EINVAL;
+	it = calloc(1, sizeof(*it));
+	if (!it)
+		return FERRY_ENOMEM;
+	rc = item_build(f, p, it);
+	if (rc) {
+		item_free(it);
+		return rc;
+	}
+	it->f = f;
+	it->done = done;
+	it->arg = arg;
+	it->attempt = p->attempt;
+	it->t0_ns = uv_hrtime();
+	rc = dispatch(f, it);
+	if (rc) {
+		item_free(it);
+		return rc;
+	}
+	it->next = f->items;
+	if (f->items)
+		f->items->prev = it;
+	f->items = it;
+	f->st.sent++;
+	return FERRY_OK;
+}
+
+struct push_fcm *push_fcm_new(struct push_http *http, const struct push_fcm_opts *o, char *err,
+			      size_t errlen)
+{
+	const char *ep = o && o->endpoint ? o->endpoint : PUSH_FCM_ENDPOINT;
+	struct push_fcm *f;
+	size_t n, len = strlen(ep);
+
+	if (!http || !o || !o->sa || !o->sa->key || !o->sa->project_id || !o->sa->token_uri ||
+	    !o->sa->client_email) {
+		snprintf(err, errlen, "fcm: a loaded service account is required");
+		return NULL;
+	}
+	f = calloc(1, sizeof(*f));
+	if (!f)
+		goto nomem;
+	while (len && ep[len - 1] == '/')
+		len--;
+	n = len + strlen(o->sa->project_id) + sizeof("/v1/projects//messages:send");
+	f->send_url = malloc(n);
+	if (!f->send_url)
+		goto nomem;
+	snprintf(f->send_url, n, "%.*s/v1/projects/%s/messages:send", (int)len, ep,
+		 o->sa->project_id);
+	f->http = http;
+	f->sa = o->sa;
+	f->backoff_base_ms = o->backoff_base_ms ? o->backoff_base_ms : PUSH_FCM_BACKOFF_BASE_MS;
+	f->backoff_max_ms = o->backoff_max_ms ? o->backoff_max_ms : PUSH_FCM_BACKOFF_MAX_MS;
+	if (f->backoff_max_ms < f->backoff_base_ms)
+		f->backoff_max_ms = f->backoff_base_ms;
+	f->clock = o->clock;
+	f->clock_arg = o->clock_arg;
+	return f;
+nomem:
+	snprintf(err, errlen, "fcm: out of memory");
+	push_fcm_free(f);
+	return NULL;
+}
+
+void push_fcm_free(struct push_fcm *f)
+{
+	struct item *it;
+
+	if (!f)
+		return;
+	while ((it = queue_pop(f)))
+		report_simple(f, it, PUSH_FCM_RETRY, FERRY_EUNAVAIL, 0, NULL);
+	while ((it = f->items)) {
+		struct push_fcm_result res = { .outcome = PUSH_FCM_RETRY,
+					       .rc = FERRY_EUNAVAIL,
+					       .retry_after_s = -1 };
+
+		res.retry_delay_ms = backoff_ms(f, it->attempt);
+		f->st.retry++;
+		list_unlink(f, it);
+		it->f = NULL;
+		it->done(it->arg, &res);
+	}
+	if (f->exchange)
+		f->exchange->f = NULL;
+	clear_free_str(f->access);
+	free(f->send_url);
+	free(f);
+}
+
+void push_fcm_stats(const struct push_fcm *f, struct push_fcm_stats *out)
+{
+	*out = f->st;
+}

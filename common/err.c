@@ -29,7 +29,7 @@ const char *ferry_strerror(enum ferry_err err)
 	case FERRY_EDB:
 		return "database error";
 	case FERRY_EUNAVAIL:
-		return "database unavailable";
+		return "unavailable";
 	case FERRY_ESCHEMA:
 		return "database schema mismatch";
 	case FERRY_ECONFIG:

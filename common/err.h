@@ -21,7 +21,7 @@ enum ferry_err {
 	FERRY_ENOTFOUND, /* no such object */
 	FERRY_EEXIST,	 /* object exists already */
 	FERRY_EDB,	 /* the database answered with an error */
-	FERRY_EUNAVAIL,	 /* a dependency (the database) cannot be reached */
+	FERRY_EUNAVAIL,	 /* a dependency (the database, a push provider) cannot be reached now */
 	FERRY_ESCHEMA,	 /* database schema and binary disagree */
 	FERRY_ECONFIG,	 /* configuration error */
 	FERRY_EPROTO,	 /* protocol violation by a peer */

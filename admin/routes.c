@@ -425,6 +425,32 @@ static int message_ttl(json_t *obj, unsigned *ttl, struct admin_reply *rep)
 	return 1;
 }
 
+/* "client_id": absent, null, or a positive integer below 2^63, as a number
+ * or a decimal string (JSON numbers past 2^53 lose digits in many clients). */
+static int message_client_id(json_t *obj, uint64_t *id, struct admin_reply *rep)
+{
+	json_t *v = json_object_get(obj, "client_id");
+	int64_t n;
+	char what[64];
+
+	*id = 0;
+	if (!v || json_is_null(v))
+		return 1;
+	if (json_is_integer(v) && json_integer_value(v) > 0) {
+		*id = (uint64_t)json_integer_value(v);
+		return 1;
+	}
+	if (json_is_string(v) && device_id_parse(json_string_value(v), &n)) {
+		*id = (uint64_t)n;
+		return 1;
+	}
+	admin_reply_error(rep, HTTP_BAD_REQUEST,
+			  "field 'client_id' must be a positive integer (or its decimal string), "
+			  "not %s",
+			  describe(v, what, sizeof(what)));
+	return 0;
+}
+
 static int base64_value(char c)
 {
 	if (c >= 'A' && c <= 'Z')
@@ -802,7 +828,8 @@ void admin_route_push_clear(const struct admin_req *req, struct admin_reply *rep
 
 void admin_route_message_send(const struct admin_req *req, struct admin_reply *rep)
 {
-	static const char *const fields[] = { "to_user", "to_device", "payload_b64", "ttl", NULL };
+	static const char *const fields[] = { "to_user", "to_device", "payload_b64",
+					      "ttl",	 "client_id", NULL };
 	struct gateway_inject inj = { 0 };
 	char err[INJECT_ERR_MAX] = "", id[24];
 	uint8_t *payload = NULL;
@@ -813,6 +840,7 @@ void admin_route_message_send(const struct admin_req *req, struct admin_reply *r
 	if (!(obj = body_object(req, fields, rep)))
 		return;
 	if (!message_target(obj, &inj, rep) || !message_ttl(obj, &inj.ttl, rep) ||
+	    !message_client_id(obj, &inj.client_id, rep) ||
 	    !message_payload(obj, req->max_payload, &payload, &inj.len, rep))
 		goto out;
 	if (!req->gw) {

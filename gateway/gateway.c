@@ -536,9 +536,11 @@ enum ferry_err gateway_inject(struct gateway *gw, struct gateway_inject *inj, ch
 		return rc;
 	}
 	sid = atomic_fetch_add(&gw->next_server_id, 1);
-	/* The client id of a server envelope is its server id: unique. */
-	job->env = gw_env_deliver(sid, INJECT_USER, strlen(INJECT_USER), 0, sid, gw_now_ms(),
-				  inj->payload, inj->len);
+	/* The client id of a server envelope: the caller's, or its server id
+	 * (unique). */
+	job->env = gw_env_deliver(sid, INJECT_USER, strlen(INJECT_USER), 0,
+				  inj->client_id ? inj->client_id : sid, gw_now_ms(), inj->payload,
+				  inj->len);
 	if (!job->env) {
 		free(job);
 		free(m);
@@ -560,7 +562,7 @@ enum ferry_err gateway_inject(struct gateway *gw, struct gateway_inject *inj, ch
 		pthread_cond_wait(&job->cond, &job->lock);
 	pthread_mutex_unlock(&job->lock);
 	rc = job->rc;
-	inj->server_id = sid;
+	inj->server_id = job->dup_id ? job->dup_id : sid;
 	inj->targets = job->targets;
 	inj->delivered = job->stored == 0;
 	if (rc == FERRY_EUNAVAIL)

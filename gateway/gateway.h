@@ -47,8 +47,13 @@ struct gateway_inject {
 	const void *payload; /* at most [gateway] max_frame - 128 bytes */
 	size_t len;
 	unsigned ttl; /* seconds in the offline store; 0: [store] default_ttl */
+	/* The caller's id for this message (0: none, the server id is used).
+	 * A retry with the same id is the same message: devices that got it
+	 * drop the copy (sender device 0, client id), and a device's store does
+	 * not take it twice (then server_id is the one stored first). */
+	uint64_t client_id;
 	/* Filled by gateway_inject(): */
-	uint64_t server_id; /* what DELIVER carries */
+	uint64_t server_id; /* what DELIVER carries, or the id stored first */
 	unsigned targets;   /* devices it went to */
 	int delivered;	    /* 1: every target acknowledged (else stored) */
 };

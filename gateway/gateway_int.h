@@ -180,6 +180,7 @@ struct gw_inject_job {
 	size_t n;
 	int64_t devices[GW_MAX_USER_DEVICES];
 	unsigned targets, failed, full, stored;
+	uint64_t dup_id; /* a target's store had it under this id */
 };
 
 /* A SEND parsed and waiting for its recipients to be looked up. */

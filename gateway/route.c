@@ -496,6 +496,7 @@ static void inject_done(struct gw_send *s)
 	job->failed = s->failed;
 	job->full = s->full;
 	job->stored = s->stored;
+	job->dup_id = s->dup_id;
 	job->rc = s->failed ? FERRY_EUNAVAIL : s->full ? FERRY_ELIMIT : FERRY_OK;
 	job->done = 1;
 	pthread_cond_signal(&job->cond);

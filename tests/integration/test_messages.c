@@ -798,6 +798,54 @@ static void test_ttl(void **state)
 	rawdev_free(d);
 }
 
+/* A retry with the same client_id is the same message: stored once (the
+ * same server id), and an online device sees the same (sender device 0,
+ * client id) twice, which it drops as a duplicate. */
+static void test_client_id_retry(void **state)
+{
+	struct rawdev *d = rawdev_new();
+	const struct proto_frame *f;
+	char s1[64], s2[64];
+	int64_t i1, i2;
+	uint64_t a, b, c;
+
+	th_device_create(&fx.d, TOKEN, "retry-off", &i1, s1);
+	th_device_create(&fx.d, TOKEN, "retry-on", &i2, s2);
+	a = send_ok(strdup("{\"to_user\":\"retry-off\",\"payload_b64\":\"YQ==\","
+			   "\"client_id\":\"9007199254740993\"}"),
+		    1, "stored");
+	b = send_ok(strdup("{\"to_user\":\"retry-off\",\"payload_b64\":\"YQ==\","
+			   "\"client_id\":\"9007199254740993\"}"),
+		    1, "stored");
+	assert_true(a == b);
+	assert_int_equal(stored_rows(i1), 1);
+	c = send_ok(strdup("{\"to_user\":\"retry-off\",\"payload_b64\":\"YQ==\","
+			   "\"client_id\":7}"),
+		    1, "stored");
+	assert_true(c != a);
+	assert_int_equal(stored_rows(i1), 2);
+
+	/* Online: both tries reach the device with the same client id. */
+	rawdev_login(d, fx.port, i2, s2);
+	for (int i = 0; i < 2; i++) {
+		struct post *ps = post_start(strdup("{\"to_user\":\"retry-on\","
+						    "\"payload_b64\":\"Yg==\",\"client_id\":42}"));
+		struct sent s;
+
+		f = rawdev_expect(d, PROTO_DELIVER, 3000);
+		assert_int_equal(f->u.deliver.sender_device, 0);
+		assert_int_equal(f->u.deliver.client_id, 42);
+		rawdev_ack(d, f->u.deliver.server_id);
+		post_finish(ps, &s);
+		assert_string_equal(s.status, "delivered");
+	}
+	expect_error("{\"to_user\":\"retry-on\",\"payload_b64\":\"Yg==\",\"client_id\":0}", 400,
+		     "bad_request", "client_id");
+	expect_error("{\"to_user\":\"retry-on\",\"payload_b64\":\"Yg==\",\"client_id\":\"x\"}", 400,
+		     "bad_request", "client_id");
+	rawdev_free(d);
+}
+
 static void test_queue_full(void **state)
 {
 	struct rawdev *d = rawdev_new();
@@ -991,6 +1039,7 @@ int main(void)
 		cmocka_unit_test(test_to_device),
 		cmocka_unit_test(test_unacknowledged_is_stored),
 		cmocka_unit_test(test_ttl),
+		cmocka_unit_test(test_client_id_retry),
 		cmocka_unit_test(test_queue_full),
 		cmocka_unit_test(test_without_gateway),
 		cmocka_unit_test(test_store_unavailable),

@@ -50,6 +50,8 @@ endif
 COMMON_SRCS := \
 	common/buf.c \
 	common/config.c \
+	common/config_ref.c \
+	common/conninfo.c \
 	common/err.c \
 	common/log.c \
 	common/mailbox.c

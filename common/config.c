@@ -10,17 +10,28 @@
  * valid value and the reference shows what an operator would write.
  *
  * A row's type says what is stored at its offset: char * for the string types
- * (STRING, SECRET, CONNINFO, ADDR), unsigned for UINT, size_t for SIZE and
- * int (enum log_level) for LOGLEVEL.
+ * (STRING, SECRET, CONNINFO, ADDR, CHOICE, APPLE_ID), unsigned for UINT,
+ * size_t for SIZE and int (enum log_level) for LOGLEVEL. The offset is into
+ * struct ferry_config, or, for rows flagged FLAG_APP, into one app's struct
+ * config_push_app: every function that reads or writes a field takes that
+ * base, and only the code that picks the base knows about apps.
+ *
+ * Apps. [push.apns] and [push.fcm] (the FLAG_APP sections) hold the default
+ * app, apps[0]; [push.apns.NAME] and [push.fcm.NAME] hold further apps with
+ * the same rows, created at their defaults by the first header that names
+ * them. Environment overrides reach the default app only. Rows flagged
+ * FLAG_TOGETHER in one section are set all or none, checked per app once the
+ * file and the environment are in.
  *
  * Diagnostics are one line in the caller's buffer, "file:line: [section] key:
  * problem" or "environment VAR: problem". The offending value is quoted unless
  * the key is secret. Lines and values with control characters are refused, so
  * neither a message nor check-config output can carry one.
  *
- * Ownership: a struct ferry_config owns its strings; config_free() walks the
- * table to release them. Everything here runs on the thread that loads the
- * configuration (startup, SIGHUP); a loaded config is read-only.
+ * Ownership: a struct ferry_config owns its strings and its apps;
+ * config_free() walks the table to release them. Everything here runs on the
+ * thread that loads the configuration (startup, SIGHUP); a loaded config is
+ * read-only.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -33,6 +44,7 @@
 
 #include "common/buf.h"
 #include "common/config.h"
+#include "common/config_int.h"
 #include "common/log.h"
 #include "common/banned.h"
 
@@ -40,40 +52,17 @@
 #define MIB (1024ULL * KIB)
 #define GIB (1024ULL * MIB)
 
-#define MASK "********"
-#define ENV_NAME_MAX 64
 /* A printed value: masking can lengthen a conninfo a little. */
 #define PRINT_MAX (4 * CONFIG_MAX_VALUE)
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
-
-enum type {
-	TYPE_STRING,   /* char *, any text */
-	TYPE_SECRET,   /* char *, printed as ******** */
-	TYPE_CONNINFO, /* char *, libpq connection string, passwords printed as ******** */
-	TYPE_UINT,     /* unsigned, decimal */
-	TYPE_SIZE,     /* size_t, bytes, optional k/m/g suffix (powers of 1024) */
-	TYPE_LOGLEVEL, /* int, enum log_level */
-	TYPE_ADDR,     /* char *, host:port, [v6]:port or "" */
-};
-
-enum {
-	FLAG_RELOADABLE = 1 << 0, /* takes effect on SIGHUP, no restart needed */
-	FLAG_SECRET = 1 << 1,	  /* never quoted in messages nor printed */
-};
-
-struct entry {
-	const char *section;
-	const char *key;
-	enum type type;
-	const char *def;	     /* parsed like user input */
-	unsigned long long min, max; /* UINT and SIZE only */
-	size_t offset;		     /* in struct ferry_config */
-	unsigned flags;
-	const char *unit; /* shown in the reference, or NULL */
-	const char *help;
-};
+/* Named apps at most ([push.apns.NAME]), the default one not counted: keeps
+ * a hostile file from making the app lookups quadratic in its size. */
+#define APPS_MAX 1000
+/* An Apple key ID or team ID: exactly this many of [A-Z0-9]. */
+#define APPLE_ID_LEN 10
 
 #define FIELD(f) offsetof(struct ferry_config, f)
+#define APP_FIELD(f) offsetof(struct config_push_app, f)
 
 static const struct entry table[] = {
 	{ "gateway", "listen", TYPE_ADDR, "0.0.0.0:7222", 0, 0, FIELD(gateway.listen), 0, NULL,
@@ -148,6 +137,57 @@ static const struct entry table[] = {
 	  FIELD(store.expire_interval), 0, "ms", "Time between sweeps for expired envelopes." },
 	{ "store", "expire_batch", TYPE_UINT, "1000", 1, 1000000, FIELD(store.expire_batch), 0,
 	  "rows", "Expired envelopes deleted by one statement of a sweep." },
+	{ "push", "mode", TYPE_CHOICE, "background", 0, 0, FIELD(push.mode), FLAG_RELOADABLE, NULL,
+	  "What a wake-up push is: `background`, a silent push that lets the app wake and "
+	  "connect; or `alert`, a visible notification showing `alert_text`." },
+	{ "push", "alert_text", TYPE_STRING, "New message", 0, 0, FIELD(push.alert_text),
+	  FLAG_RELOADABLE, NULL,
+	  "The text of an alert-mode wake-up push; the same for every device and never anything "
+	  "from the envelopes." },
+	{ "push", "min_interval", TYPE_UINT, "30", 1, 86400, FIELD(push.min_interval),
+	  FLAG_RELOADABLE, "seconds",
+	  "At most one wake-up push per device per this many seconds while it stays away." },
+	{ "push", "max_pending", TYPE_UINT, "100000", 1, 10000000, FIELD(push.max_pending), 0, NULL,
+	  "Wake-ups waiting at once; past it the oldest pending one is dropped (counted)." },
+	{ "push", "max_attempts", TYPE_UINT, "5", 1, 100, FIELD(push.max_attempts), FLAG_RELOADABLE,
+	  NULL,
+	  "Tries of one wake-up push, the first one included, when the provider fails "
+	  "transiently." },
+	{ "push", "ttl", TYPE_UINT, "86400", 0, 2419200, FIELD(push.ttl), FLAG_RELOADABLE,
+	  "seconds",
+	  "How long the provider keeps trying to deliver a wake-up (apns-expiration, FCM android "
+	  "ttl); 0: try once." },
+	{ "push", "ca_file", TYPE_STRING, "", 0, 0, FIELD(push.ca_file), FLAG_RELOADABLE, NULL,
+	  "PEM bundle of the CAs trusted for the providers' servers. Empty: the system's." },
+	{ "push", "connections", TYPE_UINT, "1", 1, 16, FIELD(push.connections), 0, NULL,
+	  "HTTP/2 connections per provider origin." },
+	{ "push", "timeout", TYPE_UINT, "30000", 1000, 600000, FIELD(push.timeout), 0, "ms",
+	  "How long one request to a provider may take." },
+	{ "push.apns", "endpoint", TYPE_STRING, "https://api.push.apple.com", 0, 0,
+	  APP_FIELD(apns.endpoint), FLAG_APP | FLAG_RELOADABLE, NULL,
+	  "APNs origin for devices registered for production." },
+	{ "push.apns", "sandbox_endpoint", TYPE_STRING, "https://api.sandbox.push.apple.com", 0, 0,
+	  APP_FIELD(apns.sandbox_endpoint), FLAG_APP | FLAG_RELOADABLE, NULL,
+	  "APNs origin for devices registered for the sandbox (development builds)." },
+	{ "push.apns", "key_file", TYPE_STRING, "", 0, 0, APP_FIELD(apns.key_file),
+	  FLAG_APP | FLAG_RELOADABLE | FLAG_TOGETHER, NULL,
+	  "The `.p8` token-auth key from Apple. `key_file`, `key_id` and `team_id` go together "
+	  "and enable APNs for the app." },
+	{ "push.apns", "key_id", TYPE_APPLE_ID, "", 0, 0, APP_FIELD(apns.key_id),
+	  FLAG_APP | FLAG_RELOADABLE | FLAG_TOGETHER, NULL, "The ID of the key in `key_file`." },
+	{ "push.apns", "team_id", TYPE_APPLE_ID, "", 0, 0, APP_FIELD(apns.team_id),
+	  FLAG_APP | FLAG_RELOADABLE | FLAG_TOGETHER, NULL,
+	  "The Apple developer team the key belongs to." },
+	{ "push.apns", "topic", TYPE_STRING, "", 0, 0, APP_FIELD(apns.topic),
+	  FLAG_APP | FLAG_RELOADABLE, NULL,
+	  "The default `apns-topic` (the app's bundle ID), for devices registered without "
+	  "one." },
+	{ "push.fcm", "endpoint", TYPE_STRING, "https://fcm.googleapis.com", 0, 0,
+	  APP_FIELD(fcm.endpoint), FLAG_APP | FLAG_RELOADABLE, NULL, "FCM origin." },
+	{ "push.fcm", "service_account", TYPE_STRING, "", 0, 0, APP_FIELD(fcm.service_account),
+	  FLAG_APP | FLAG_RELOADABLE, NULL,
+	  "The Google service-account JSON file of the app's Firebase project; enables FCM for "
+	  "the app." },
 	{ "admin", "listen", TYPE_ADDR, "127.0.0.1:7280", 0, 0, FIELD(admin.listen), 0, NULL,
 	  "Address of the admin REST API: `host:port` or `[v6]:port`. Empty disables the admin "
 	  "API." },
@@ -166,28 +206,48 @@ static const struct entry table[] = {
 	  "Lowest level written to stderr." },
 };
 
-/* Every known section, in the order of the reference. @about is NULL until
- * the section has keys. */
-struct section {
-	const char *name;
-	const char *about;
+/* The words each CHOICE row accepts, NULL-terminated. */
+static const struct {
+	const char *section, *key;
+	const char *const words[4];
+} choices[] = {
+	{ "push", "mode", { "background", "alert", NULL } },
 };
 
 static const struct section sections[] = {
 	{ "gateway", "The device-facing listeners, worker threads and connection limits." },
 	{ "store", "The PostgreSQL database." },
-	{ "push.apns", NULL },
-	{ "push.fcm", NULL },
+	{ "push", "Wake-up pushes: when and how ferry wakes devices that are away, through "
+		  "Apple's APNs or Google's FCM." },
+	{ "push.apns",
+	  "The default app's APNs credentials. Further apps get sections of their own, "
+	  "`[push.apns.NAME]` with the same keys, NAME being 1 to 64 characters of `A`-`Z` "
+	  "`a`-`z` `0`-`9` `.` `_` `-` (up to 1000 apps); a device's push registration names its "
+	  "app (none: the default). Per-app sections are not set from the environment." },
+	{ "push.fcm",
+	  "The default app's FCM credentials. Further apps get sections of their own, "
+	  "`[push.fcm.NAME]` with the same keys (NAME as for `[push.apns.NAME]`); a device's push "
+	  "registration names its app (none: the default). Per-app sections are not set from the "
+	  "environment." },
 	{ "admin", "The admin REST API." },
 	{ "receipts", NULL },
 	{ "log", "Logging to stderr." },
 };
+
+const struct entry *const config_table = table;
+const size_t config_table_len = ARRAY_SIZE(table);
+const struct section *const config_sections = sections;
+const size_t config_sections_len = ARRAY_SIZE(sections);
+
+_Static_assert(CONFIG_APP_MAX == 64 && APPS_MAX == 1000,
+	       "the [push.apns] text of sections[] names these limits");
 
 /* Where a value came from, for messages. */
 struct origin {
 	const char *file; /* a config file, at @line */
 	unsigned line;
 	const char *env; /* or this environment variable; neither: the default */
+	const char *app; /* the app of a [section.NAME], or NULL */
 };
 
 static void seterr(char *err, size_t errlen, const char *fmt, ...) FERRY_PRINTF(3, 4);
@@ -205,6 +265,12 @@ static void seterr(char *err, size_t errlen, const char *fmt, ...)
 	va_end(ap);
 }
 
+/* "." before a named app's name in "[push.apns.NAME]", nothing for the default. */
+static const char *app_dot(const char *app)
+{
+	return app && *app ? "." : "";
+}
+
 /* "file:line: [section] key: " or "environment VAR: ", then the problem. */
 static void fail(char *err, size_t errlen, const struct origin *o, const struct entry *e,
 		 const char *fmt, ...)
@@ -217,7 +283,8 @@ static void fail(char *err, size_t errlen, const struct origin *o, const struct 
 	if (o->env)
 		n = snprintf(err, errlen, "environment %s: ", o->env);
 	else if (o->file)
-		n = snprintf(err, errlen, "%s:%u: [%s] %s: ", o->file, o->line, e->section, e->key);
+		n = snprintf(err, errlen, "%s:%u: [%s%s%s] %s: ", o->file, o->line, e->section,
+			     app_dot(o->app), o->app ? o->app : "", e->key);
 	else
 		n = snprintf(err, errlen, "default for [%s] %s: ", e->section, e->key);
 	if (n < 0 || (size_t)n >= errlen)
@@ -236,7 +303,7 @@ static const char *errno_text(int errnum, char *tmp, size_t n)
 static int is_string(const struct entry *e)
 {
 	return e->type == TYPE_STRING || e->type == TYPE_SECRET || e->type == TYPE_CONNINFO ||
-	       e->type == TYPE_ADDR;
+	       e->type == TYPE_ADDR || e->type == TYPE_CHOICE || e->type == TYPE_APPLE_ID;
 }
 
 /* Secret values are never quoted in messages; conninfo may hold a password. */
@@ -245,19 +312,46 @@ static int is_secret(const struct entry *e)
 	return e->type == TYPE_SECRET || e->type == TYPE_CONNINFO || (e->flags & FLAG_SECRET);
 }
 
-static char **string_field(struct ferry_config *cfg, const struct entry *e)
+static int is_app_row(const struct entry *e)
 {
-	return (char **)((char *)cfg + e->offset);
+	return !!(e->flags & FLAG_APP);
 }
 
-static const char *string_value(const struct ferry_config *cfg, const struct entry *e)
+/* What @e's offset is into: app @app of @cfg for an app row, else @cfg. */
+static void *row_base(struct ferry_config *cfg, size_t app, const struct entry *e)
 {
-	return *(char *const *)((const char *)cfg + e->offset);
+	return is_app_row(e) ? (void *)&cfg->push_apps[app] : (void *)cfg;
 }
 
-static const void *cfield(const struct ferry_config *cfg, const struct entry *e)
+static const void *row_cbase(const struct ferry_config *cfg, size_t app, const struct entry *e)
 {
-	return (const char *)cfg + e->offset;
+	return is_app_row(e) ? (const void *)&cfg->push_apps[app] : (const void *)cfg;
+}
+
+/* @base: what row_base() gives for @e. */
+static char **string_field(void *base, const struct entry *e)
+{
+	return (char **)((char *)base + e->offset);
+}
+
+static const char *string_value(const void *base, const struct entry *e)
+{
+	return *(char *const *)((const char *)base + e->offset);
+}
+
+static const void *cfield(const void *base, const struct entry *e)
+{
+	return (const char *)base + e->offset;
+}
+
+/* A FLAG_APP section: [push.apns] and [push.fcm], which also come per app. */
+static int is_app_section(const char *section)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(table); i++) {
+		if (strcmp(table[i].section, section) == 0)
+			return is_app_row(&table[i]);
+	}
+	return 0;
 }
 
 static int is_control(unsigned char c)
@@ -286,7 +380,7 @@ static void format_size(unsigned long long v, char *out, size_t n)
 		snprintf(out, n, "%llu", v);
 }
 
-static void format_bound(const struct entry *e, unsigned long long v, char *out, size_t n)
+void config_format_bound(const struct entry *e, unsigned long long v, char *out, size_t n)
 {
 	if (e->type == TYPE_SIZE)
 		format_size(v, out, n);
@@ -344,12 +438,12 @@ static enum ferry_err parse_number(const struct entry *e, const char *s, unsigne
 		return FERRY_EINVAL;
 	}
 	if (r > 0 || v * mult > e->max) {
-		format_bound(e, e->max, bound, sizeof(bound));
+		config_format_bound(e, e->max, bound, sizeof(bound));
 		snprintf(why, whylen, "is above the maximum %s", bound);
 		return FERRY_EINVAL;
 	}
 	if (v * mult < e->min) {
-		format_bound(e, e->min, bound, sizeof(bound));
+		config_format_bound(e, e->min, bound, sizeof(bound));
 		snprintf(why, whylen, "is below the minimum %s", bound);
 		return FERRY_EINVAL;
 	}
@@ -357,9 +451,9 @@ static enum ferry_err parse_number(const struct entry *e, const char *s, unsigne
 	return FERRY_OK;
 }
 
-static enum ferry_err set_string(struct ferry_config *cfg, const struct entry *e, const char *s)
+static enum ferry_err set_string(void *base, const struct entry *e, const char *s)
 {
-	char **field = string_field(cfg, e);
+	char **field = string_field(base, e);
 	char *copy = strdup(s);
 
 	if (!copy)
@@ -369,9 +463,52 @@ static enum ferry_err set_string(struct ferry_config *cfg, const struct entry *e
 	return FERRY_OK;
 }
 
-/* Parse @s by the type of @e into @cfg; on EINVAL @why says what is wrong. */
-static enum ferry_err parse_value(struct ferry_config *cfg, const struct entry *e, const char *s,
-				  char *why, size_t whylen)
+/* The words CHOICE row @e accepts. */
+const char *const *config_choice_words(const struct entry *e)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(choices); i++) {
+		if (strcmp(choices[i].section, e->section) == 0 &&
+		    strcmp(choices[i].key, e->key) == 0)
+			return choices[i].words;
+	}
+	ferry_panic("config table: [%s] %s: no choices", e->section, e->key);
+}
+
+/* CHOICE: @s is one of @e's words; else @why lists them. */
+static enum ferry_err check_choice(const struct entry *e, const char *s, char *why, size_t whylen)
+{
+	const char *const *words = config_choice_words(e);
+	size_t n;
+
+	for (size_t i = 0; words[i]; i++) {
+		if (strcmp(words[i], s) == 0)
+			return FERRY_OK;
+	}
+	n = (size_t)snprintf(why, whylen, "is not one of");
+	for (size_t i = 0; words[i] && n < whylen; i++)
+		n += (size_t)snprintf(why + n, whylen - n, "%s %s", i ? "," : "", words[i]);
+	return FERRY_EINVAL;
+}
+
+/* APPLE_ID: empty, or an ID as Apple shows it (key ID, team ID). */
+static enum ferry_err check_apple_id(const char *s, char *why, size_t whylen)
+{
+	size_t n = strlen(s);
+
+	if (n == 0)
+		return FERRY_OK;
+	if (n == APPLE_ID_LEN && strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") == n)
+		return FERRY_OK;
+	snprintf(why, whylen, "is not %d characters of A-Z and 0-9", APPLE_ID_LEN);
+	return FERRY_EINVAL;
+}
+
+/*
+ * Parse @s by the type of @e into @base (row_base()); on EINVAL @why says
+ * what is wrong.
+ */
+static enum ferry_err parse_value(void *base, const struct entry *e, const char *s, char *why,
+				  size_t whylen)
 {
 	unsigned long long v;
 	enum log_level level;
@@ -383,7 +520,13 @@ static enum ferry_err parse_value(struct ferry_config *cfg, const struct entry *
 	case TYPE_STRING:
 	case TYPE_SECRET:
 	case TYPE_CONNINFO:
-		return set_string(cfg, e, s);
+		return set_string(base, e, s);
+	case TYPE_CHOICE:
+		rc = check_choice(e, s, why, whylen);
+		return rc ? rc : set_string(base, e, s);
+	case TYPE_APPLE_ID:
+		rc = check_apple_id(s, why, whylen);
+		return rc ? rc : set_string(base, e, s);
 	case TYPE_ADDR:
 		if (*s) {
 			rc = config_split_addr(s, &host, &port);
@@ -394,32 +537,32 @@ static enum ferry_err parse_value(struct ferry_config *cfg, const struct entry *
 				return rc;
 			free(host);
 		}
-		return set_string(cfg, e, s);
+		return set_string(base, e, s);
 	case TYPE_UINT:
 		if (e->max > UINT_MAX)
 			ferry_panic("config table: [%s] %s: maximum too large", e->section, e->key);
 		rc = parse_number(e, s, &v, why, whylen);
 		if (!rc)
-			*(unsigned *)((char *)cfg + e->offset) = (unsigned)v;
+			*(unsigned *)((char *)base + e->offset) = (unsigned)v;
 		return rc;
 	case TYPE_SIZE:
 		rc = parse_number(e, s, &v, why, whylen);
 		if (!rc)
-			*(size_t *)((char *)cfg + e->offset) = (size_t)v;
+			*(size_t *)((char *)base + e->offset) = (size_t)v;
 		return rc;
 	case TYPE_LOGLEVEL:
 		if (log_level_parse(s, &level)) {
 			snprintf(why, whylen, "is not a log level (debug, info, warn, error)");
 			return FERRY_EINVAL;
 		}
-		*(int *)((char *)cfg + e->offset) = (int)level;
+		*(int *)((char *)base + e->offset) = (int)level;
 		return FERRY_OK;
 	}
 	ferry_panic("config table: [%s] %s: bad type %d", e->section, e->key, (int)e->type);
 }
 
-/* Set @e from text @s that came from @o. FERRY_ECONFIG or FERRY_ENOMEM. */
-static enum ferry_err set_value(struct ferry_config *cfg, const struct entry *e, const char *s,
+/* Set @e in @base from text @s that came from @o. FERRY_ECONFIG or FERRY_ENOMEM. */
+static enum ferry_err set_value(void *base, const struct entry *e, const char *s,
 				const struct origin *o, char *err, size_t errlen)
 {
 	size_t len = strlen(s);
@@ -434,7 +577,7 @@ static enum ferry_err set_value(struct ferry_config *cfg, const struct entry *e,
 		fail(err, errlen, o, e, "value contains a control character");
 		return FERRY_ECONFIG;
 	}
-	rc = parse_value(cfg, e, s, why, sizeof(why));
+	rc = parse_value(base, e, s, why, sizeof(why));
 	if (rc == FERRY_ENOMEM) {
 		seterr(err, errlen, "out of memory");
 		return rc;
@@ -449,14 +592,18 @@ static enum ferry_err set_value(struct ferry_config *cfg, const struct entry *e,
 	return FERRY_OK;
 }
 
-static enum ferry_err apply_defaults(struct ferry_config *cfg, char *err, size_t errlen)
+/* The defaults of the app rows into @base (an app), or of the others (@cfg). */
+static enum ferry_err set_defaults(void *base, int app_rows, char *err, size_t errlen)
 {
 	const struct origin o = { 0 };
 	char msg[256];
 
 	for (size_t i = 0; i < ARRAY_SIZE(table); i++) {
-		enum ferry_err rc = set_value(cfg, &table[i], table[i].def, &o, msg, sizeof(msg));
+		enum ferry_err rc;
 
+		if (is_app_row(&table[i]) != app_rows)
+			continue;
+		rc = set_value(base, &table[i], table[i].def, &o, msg, sizeof(msg));
 		if (rc == FERRY_ENOMEM) {
 			seterr(err, errlen, "out of memory");
 			return rc;
@@ -467,8 +614,51 @@ static enum ferry_err apply_defaults(struct ferry_config *cfg, char *err, size_t
 	return FERRY_OK;
 }
 
+/* The index of the app named @name in @cfg, or -1. */
+static long app_index(const struct ferry_config *cfg, const char *name)
+{
+	for (size_t i = 0; i < cfg->npush_apps; i++) {
+		if (strcmp(cfg->push_apps[i].name, name) == 0)
+			return (long)i;
+	}
+	return -1;
+}
+
+/*
+ * Append an app named @name (copied) with every app row at its default.
+ * On failure @cfg stays valid for config_free(): a slot is zeroed before it
+ * is counted.
+ */
+static enum ferry_err app_add(struct ferry_config *cfg, const char *name, char *err, size_t errlen)
+{
+	struct config_push_app *apps, *a;
+
+	apps = realloc(cfg->push_apps, (cfg->npush_apps + 1) * sizeof(*apps));
+	if (!apps)
+		goto nomem;
+	cfg->push_apps = apps;
+	a = &apps[cfg->npush_apps++];
+	memset(a, 0, sizeof(*a));
+	a->name = strdup(name);
+	if (!a->name)
+		goto nomem;
+	return set_defaults(a, 1, err, errlen);
+
+nomem:
+	seterr(err, errlen, "out of memory");
+	return FERRY_ENOMEM;
+}
+
+/* The built-in defaults, and the default app. */
+static enum ferry_err apply_defaults(struct ferry_config *cfg, char *err, size_t errlen)
+{
+	enum ferry_err rc = set_defaults(cfg, 0, err, errlen);
+
+	return rc ? rc : app_add(cfg, "", err, errlen);
+}
+
 /* FERRY_<SECTION>_<KEY>: upper case, dots in the section become underscores. */
-static void env_name(const struct entry *e, char *out, size_t n)
+void config_env_name(const struct entry *e, char *out, size_t n)
 {
 	int w = snprintf(out, n, "FERRY_%s_%s", e->section, e->key);
 
@@ -487,11 +677,12 @@ static enum ferry_err apply_env(struct ferry_config *cfg, char *err, size_t errl
 		const char *v;
 		enum ferry_err rc;
 
-		env_name(&table[i], name, sizeof(name));
+		config_env_name(&table[i], name, sizeof(name));
 		v = getenv(name);
 		if (!v)
 			continue;
-		rc = set_value(cfg, &table[i], v, &o, err, errlen);
+		/* App rows: the default app only. */
+		rc = set_value(row_base(cfg, 0, &table[i]), &table[i], v, &o, err, errlen);
 		if (rc)
 			return rc;
 	}
@@ -537,16 +728,62 @@ static enum ferry_err read_file(const char *path, size_t cap, const char *what, 
 	return rc;
 }
 
-/* State while parsing one file. */
+/*
+ * State while parsing one file. A key may be set once per section, and an
+ * app section exists once per app: the lines where app rows were set are
+ * kept per app, in @app_set_on, grown as apps appear.
+ */
 struct parser {
 	struct ferry_config *cfg;
 	const char *file;
 	unsigned line;
 	const char *section;		    /* current [section], NULL before the first */
+	size_t app;			    /* its app (an app section), else 0 */
 	unsigned set_on[ARRAY_SIZE(table)]; /* line where each key was set, 0: not yet */
+	unsigned *app_set_on;		    /* app rows: [app * app_rows() + app_row()] */
+	size_t app_set_apps;		    /* apps that @app_set_on has room for */
 	char *err;
 	size_t errlen;
 };
+
+/* How many rows are app rows, and the place of app row @e among them. */
+static size_t app_rows(void)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < ARRAY_SIZE(table); i++)
+		n += (size_t)is_app_row(&table[i]);
+	return n;
+}
+
+static size_t app_row(const struct entry *e)
+{
+	size_t n = 0;
+
+	for (const struct entry *t = table; t < e; t++)
+		n += (size_t)is_app_row(t);
+	return n;
+}
+
+/* Where the line that set @e (in the current app) is kept; NULL: out of memory. */
+static unsigned *set_on_slot(struct parser *p, const struct entry *e)
+{
+	size_t rows = app_rows(), apps = p->cfg->npush_apps;
+	unsigned *grown;
+
+	if (!is_app_row(e))
+		return &p->set_on[e - table];
+	if (p->app >= p->app_set_apps) {
+		grown = realloc(p->app_set_on, apps * rows * sizeof(*grown));
+		if (!grown)
+			return NULL;
+		memset(grown + p->app_set_apps * rows, 0,
+		       (apps - p->app_set_apps) * rows * sizeof(*grown));
+		p->app_set_on = grown;
+		p->app_set_apps = apps;
+	}
+	return &p->app_set_on[p->app * rows + app_row(e)];
+}
 
 static char *trim(char *s)
 {
@@ -575,20 +812,64 @@ static enum ferry_err malformed(struct parser *p)
 	return FERRY_ECONFIG;
 }
 
-/* "[name]", @s trimmed. */
+static int is_app_name(const char *s)
+{
+	size_t n = strlen(s);
+
+	return n >= 1 && n <= CONFIG_APP_MAX &&
+	       strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") == n;
+}
+
+/* [@header], an app section of the app named @app: find or create that app. */
+static enum ferry_err enter_app(struct parser *p, const char *header, const char *app)
+{
+	struct ferry_config *cfg = p->cfg;
+	enum ferry_err rc;
+	long i;
+
+	if (!is_app_name(app)) {
+		seterr(p->err, p->errlen,
+		       "%s:%u: [%s]: app name must be 1-%d characters of A-Z a-z 0-9 . _ -",
+		       p->file, p->line, header, CONFIG_APP_MAX);
+		return FERRY_ECONFIG;
+	}
+	i = app_index(cfg, app);
+	if (i < 0) {
+		if (cfg->npush_apps > APPS_MAX) {
+			seterr(p->err, p->errlen, "%s:%u: [%s]: more than %d apps", p->file,
+			       p->line, header, APPS_MAX);
+			return FERRY_ECONFIG;
+		}
+		rc = app_add(cfg, app, p->err, p->errlen);
+		if (rc)
+			return rc;
+		i = (long)cfg->npush_apps - 1;
+	}
+	p->app = (size_t)i;
+	return FERRY_OK;
+}
+
+/* "[name]", @s trimmed; an app section may be followed by ".APP". */
 static enum ferry_err parse_header(struct parser *p, char *s)
 {
-	size_t len = strlen(s);
+	size_t len = strlen(s), n;
 	char *name;
 
 	if (s[len - 1] != ']')
 		return malformed(p);
 	s[len - 1] = '\0';
 	name = trim(s + 1);
+	p->app = 0;
 	for (size_t i = 0; i < ARRAY_SIZE(sections); i++) {
 		if (strcmp(sections[i].name, name) == 0) {
 			p->section = sections[i].name;
 			return FERRY_OK;
+		}
+		n = strlen(sections[i].name);
+		if (strncmp(sections[i].name, name, n) == 0 && name[n] == '.' &&
+		    is_app_section(sections[i].name)) {
+			p->section = sections[i].name;
+			return enter_app(p, name, name + n + 1);
 		}
 	}
 	seterr(p->err, p->errlen, "%s:%u: [%s]: unknown section", p->file, p->line, name);
@@ -596,20 +877,20 @@ static enum ferry_err parse_header(struct parser *p, char *s)
 }
 
 /* Remove optional double quotes around @*value; they must enclose it all. */
-static enum ferry_err unquote(struct parser *p, const struct entry *e, char **value)
+static enum ferry_err unquote(struct parser *p, const struct origin *o, const struct entry *e,
+			      char **value)
 {
-	const struct origin o = { .file = p->file, .line = p->line };
 	char *v = *value, *close;
 
 	if (*v != '"')
 		return FERRY_OK;
 	close = strchr(v + 1, '"');
 	if (!close) {
-		fail(p->err, p->errlen, &o, e, "missing closing quote");
+		fail(p->err, p->errlen, o, e, "missing closing quote");
 		return FERRY_ECONFIG;
 	}
 	if (close[1]) {
-		fail(p->err, p->errlen, &o, e, "text after the closing quote");
+		fail(p->err, p->errlen, o, e, "text after the closing quote");
 		return FERRY_ECONFIG;
 	}
 	*close = '\0';
@@ -620,11 +901,12 @@ static enum ferry_err unquote(struct parser *p, const struct entry *e, char **va
 /* One line, without its newline, checked for length and control characters. */
 static enum ferry_err parse_line(struct parser *p, char *line)
 {
-	const struct origin o = { .file = p->file, .line = p->line };
+	const char *app = p->cfg->push_apps[p->app].name;
+	const struct origin o = { .file = p->file, .line = p->line, .app = app };
 	const struct entry *e;
 	char *s = trim(line), *eq, *key, *value;
 	enum ferry_err rc;
-	size_t i;
+	unsigned *set_on;
 
 	if (*s == '\0' || *s == '#' || *s == ';')
 		return FERRY_OK;
@@ -645,21 +927,24 @@ static enum ferry_err parse_line(struct parser *p, char *line)
 	}
 	e = find_entry(p->section, key);
 	if (!e) {
-		seterr(p->err, p->errlen, "%s:%u: [%s] %s: unknown key", p->file, p->line,
-		       p->section, key);
+		seterr(p->err, p->errlen, "%s:%u: [%s%s%s] %s: unknown key", p->file, p->line,
+		       p->section, app_dot(app), app, key);
 		return FERRY_ECONFIG;
 	}
-	i = (size_t)(e - table);
-	if (p->set_on[i]) {
-		fail(p->err, p->errlen, &o, e, "duplicate key (first set on line %u)",
-		     p->set_on[i]);
+	set_on = set_on_slot(p, e);
+	if (!set_on) {
+		seterr(p->err, p->errlen, "out of memory");
+		return FERRY_ENOMEM;
+	}
+	if (*set_on) {
+		fail(p->err, p->errlen, &o, e, "duplicate key (first set on line %u)", *set_on);
 		return FERRY_ECONFIG;
 	}
-	p->set_on[i] = p->line;
-	rc = unquote(p, e, &value);
+	*set_on = p->line;
+	rc = unquote(p, &o, e, &value);
 	if (rc)
 		return rc;
-	return set_value(p->cfg, e, value, &o, p->err, p->errlen);
+	return set_value(row_base(p->cfg, p->app, e), e, value, &o, p->err, p->errlen);
 }
 
 /* Parse @text (@len bytes, NUL-terminated, modified in place). */
@@ -708,8 +993,66 @@ static enum ferry_err load_file(struct ferry_config *cfg, const char *path, char
 		return rc;
 	if (text.len)
 		rc = parse_text(&p, text.data, text.len);
+	free(p.app_set_on);
 	buf_release(&text);
 	return rc;
+}
+
+/*
+ * The FLAG_TOGETHER rows of @section in @base (app @app, "" for the default
+ * or for a section without apps) are set all or none.
+ */
+static enum ferry_err check_together(const void *base, const char *section, const char *app,
+				     char *err, size_t errlen)
+{
+	const struct entry *rows[8], *unset = NULL;
+	size_t n = 0, nset = 0;
+	char keys[256] = "";
+	size_t len = 0;
+
+	for (size_t i = 0; i < ARRAY_SIZE(table); i++) {
+		const struct entry *e = &table[i];
+
+		if (!(e->flags & FLAG_TOGETHER) || strcmp(e->section, section) != 0)
+			continue;
+		if (n == ARRAY_SIZE(rows) || !is_string(e))
+			ferry_panic("config table: [%s] %s: bad FLAG_TOGETHER", section, e->key);
+		rows[n++] = e;
+		if (*string_value(base, e))
+			nset++;
+		else if (!unset)
+			unset = e;
+	}
+	if (nset == 0 || nset == n)
+		return FERRY_OK;
+	for (size_t i = 0; i < n && len < sizeof(keys); i++) {
+		const char *sep = i == 0 ? "" : i + 1 < n ? ", " : " and ";
+
+		len += (size_t)snprintf(keys + len, sizeof(keys) - len, "%s%s", sep, rows[i]->key);
+	}
+	seterr(err, errlen, "[%s%s%s]: %s go together; %s is not set", section, app_dot(app), app,
+	       keys, unset->key);
+	return FERRY_ECONFIG;
+}
+
+/* Checks across keys, once the file and the environment are in. */
+static enum ferry_err check_config(const struct ferry_config *cfg, char *err, size_t errlen)
+{
+	for (size_t s = 0; s < ARRAY_SIZE(sections); s++) {
+		const char *name = sections[s].name;
+		int per_app = is_app_section(name);
+		size_t n = per_app ? cfg->npush_apps : 1;
+
+		for (size_t a = 0; a < n; a++) {
+			const void *base = per_app ? (const void *)&cfg->push_apps[a] : cfg;
+			enum ferry_err rc = check_together(
+				base, name, per_app ? cfg->push_apps[a].name : "", err, errlen);
+
+			if (rc)
+				return rc;
+		}
+	}
+	return FERRY_OK;
 }
 
 enum ferry_err config_load(const char *path, struct ferry_config **out, char *err, size_t errlen)
@@ -741,6 +1084,9 @@ enum ferry_err config_load(const char *path, struct ferry_config **out, char *er
 	rc = apply_env(cfg, err, errlen);
 	if (rc)
 		goto fail;
+	rc = check_config(cfg, err, errlen);
+	if (rc)
+		goto fail;
 	*out = cfg;
 	return FERRY_OK;
 
@@ -754,152 +1100,32 @@ void config_free(struct ferry_config *cfg)
 	if (!cfg)
 		return;
 	for (size_t i = 0; i < ARRAY_SIZE(table); i++) {
-		if (is_string(&table[i]))
+		if (is_string(&table[i]) && !is_app_row(&table[i]))
 			free(*string_field(cfg, &table[i]));
 	}
+	for (size_t a = 0; a < cfg->npush_apps; a++) {
+		for (size_t i = 0; i < ARRAY_SIZE(table); i++) {
+			if (is_string(&table[i]) && is_app_row(&table[i]))
+				free(*string_field(&cfg->push_apps[a], &table[i]));
+		}
+		free(cfg->push_apps[a].name);
+	}
+	free(cfg->push_apps);
 	free(cfg->path);
 	free(cfg);
 }
 
-/* ---- masking ---------------------------------------------------------------- */
-
-static int is_password_key(const char *k, size_t n)
+const struct config_push_app *config_push_app(const struct ferry_config *cfg, const char *name)
 {
-	/* "password", and "sslpassword" (the client key's passphrase). */
-	return (n == 8 && strncasecmp(k, "password", 8) == 0) ||
-	       (n == 11 && strncasecmp(k, "sslpassword", 11) == 0);
-}
+	long i = app_index(cfg, name ? name : "");
 
-/* A URI query key, %XX-decoded as libpq does, into @out (NUL-terminated). */
-static size_t uri_decode_key(const char *k, size_t n, char *out, size_t outlen)
-{
-	size_t o = 0;
-
-	for (size_t i = 0; i < n && o + 1 < outlen; i++) {
-		if (k[i] == '%' && i + 2 < n && isxdigit((unsigned char)k[i + 1]) &&
-		    isxdigit((unsigned char)k[i + 2])) {
-			char hex[3] = { k[i + 1], k[i + 2], '\0' };
-
-			out[o++] = (char)strtoul(hex, NULL, 16);
-			i += 2;
-		} else {
-			out[o++] = k[i];
-		}
-	}
-	out[o] = '\0';
-	return o;
-}
-
-/*
- * postgresql://user:password@host/db?password=x&sslpassword=y: the password
- * in the user info and password query parameters are masked.
- */
-static enum ferry_err mask_uri(const char *s, size_t scheme_len, struct buf *out)
-{
-	const char *p = s + scheme_len, *at, *colon, *q;
-	enum ferry_err rc = FERRY_OK;
-	char key[32];
-
-	at = p + strcspn(p, "@/");
-	if (*at == '@') {
-		colon = memchr(p, ':', (size_t)(at - p));
-		if (colon) {
-			rc = buf_append(out, s, (size_t)(colon + 1 - s));
-			rc = rc ? rc : buf_puts(out, MASK);
-			s = at;
-		}
-		p = at + 1;
-	}
-	q = strchr(p, '?');
-	if (!q || rc)
-		return rc ? rc : buf_puts(out, s);
-	rc = buf_append(out, s, (size_t)(q + 1 - s));
-	for (p = q + 1; !rc && *p;) {
-		size_t plen = strcspn(p, "&");
-		const char *eq = memchr(p, '=', plen);
-		size_t klen = eq ? (size_t)(eq - p) : plen;
-
-		klen = uri_decode_key(p, klen, key, sizeof(key));
-		if (eq && is_password_key(key, klen)) {
-			rc = buf_append(out, p, (size_t)(eq + 1 - p));
-			rc = rc ? rc : buf_puts(out, MASK);
-		} else {
-			rc = buf_append(out, p, plen);
-		}
-		p += plen;
-		if (!rc && *p == '&')
-			rc = buf_append(out, p++, 1);
-	}
-	return rc;
-}
-
-/* Skip a keyword=value value as libpq reads it: 'quoted' or bare, \ escapes. */
-static const char *skip_conninfo_value(const char *p)
-{
-	int quoted = *p == '\'';
-
-	if (quoted)
-		p++;
-	while (*p) {
-		if (quoted && *p == '\'')
-			return p + 1;
-		if (!quoted && isspace((unsigned char)*p))
-			return p;
-		if (*p == '\\' && p[1])
-			p++;
-		p++;
-	}
-	return p;
-}
-
-/*
- * Copy a libpq conninfo to @out with the values of password keywords masked.
- * "dbname" may itself hold a connection string or URI (libpq expands it); such
- * a value is masked whole. FERRY_EINVAL when it cannot be parsed: the caller
- * then masks everything.
- */
-static enum ferry_err mask_conninfo(const char *s, struct buf *out)
-{
-	const char *p = s, *kw, *kwend, *val, *vend;
-	enum ferry_err rc = FERRY_OK;
-
-	if (strncmp(s, "postgresql://", 13) == 0)
-		return mask_uri(s, 13, out);
-	if (strncmp(s, "postgres://", 11) == 0)
-		return mask_uri(s, 11, out);
-	while (!rc && *p) {
-		kw = p;
-		while (isspace((unsigned char)*kw))
-			kw++;
-		kwend = kw;
-		while (*kwend && *kwend != '=' && !isspace((unsigned char)*kwend))
-			kwend++;
-		if (kwend == kw)
-			return *kw ? FERRY_EINVAL : buf_puts(out, p);
-		val = kwend + strspn(kwend, " \t\n\r\f\v");
-		if (*val++ != '=')
-			return FERRY_EINVAL;
-		val += strspn(val, " \t\n\r\f\v");
-		vend = skip_conninfo_value(val);
-		if (is_password_key(kw, (size_t)(kwend - kw)) ||
-		    ((size_t)(kwend - kw) == 6 && strncmp(kw, "dbname", 6) == 0 &&
-		     (memchr(val, '=', (size_t)(vend - val)) ||
-		      memmem(val, (size_t)(vend - val), "://", 3)))) {
-			rc = buf_append(out, p, (size_t)(val - p));
-			rc = rc ? rc : buf_puts(out, MASK);
-		} else {
-			rc = buf_append(out, p, (size_t)(vend - p));
-		}
-		p = vend;
-	}
-	return rc;
+	return i < 0 ? NULL : &cfg->push_apps[i];
 }
 
 /* ---- printing --------------------------------------------------------------- */
 
-/* The value of @e in @cfg as config_print() shows it; secrets masked. */
-static enum ferry_err format_value(const struct ferry_config *cfg, const struct entry *e,
-				   struct buf *out)
+/* The value of @e in @base as config_print() shows it; secrets masked. */
+static enum ferry_err format_value(const void *base, const struct entry *e, struct buf *out)
 {
 	const char *s;
 	char tmp[32];
@@ -907,21 +1133,21 @@ static enum ferry_err format_value(const struct ferry_config *cfg, const struct 
 
 	switch (e->type) {
 	case TYPE_UINT:
-		return buf_printf(out, "%u", *(const unsigned *)cfield(cfg, e));
+		return buf_printf(out, "%u", *(const unsigned *)cfield(base, e));
 	case TYPE_SIZE:
-		format_size(*(const size_t *)cfield(cfg, e), tmp, sizeof(tmp));
+		format_size(*(const size_t *)cfield(base, e), tmp, sizeof(tmp));
 		return buf_puts(out, tmp);
 	case TYPE_LOGLEVEL:
-		level = *(const int *)cfield(cfg, e);
+		level = *(const int *)cfield(base, e);
 		return buf_puts(out, log_level_name((enum log_level)level));
 	default:
 		break;
 	}
-	s = string_value(cfg, e);
+	s = string_value(base, e);
 	if (!*s)
 		return FERRY_OK;
 	if (e->type == TYPE_CONNINFO) {
-		if (mask_conninfo(s, out) == FERRY_OK)
+		if (config_mask_conninfo(s, out) == FERRY_OK)
 			return FERRY_OK;
 		buf_reset(out);
 		return buf_puts(out, MASK);
@@ -935,6 +1161,40 @@ static int needs_quotes(const char *s, size_t len)
 	       s[len - 1] == '\t';
 }
 
+/* [@section] of app @app (an app section) or of @cfg; nothing if it has no keys. */
+static void print_section(const struct ferry_config *cfg, size_t app, const char *section,
+			  struct buf *b, int *first, FILE *out)
+{
+	const char *name = is_app_section(section) ? cfg->push_apps[app].name : "";
+	int header = 0;
+
+	for (size_t i = 0; i < ARRAY_SIZE(table); i++) {
+		const struct entry *e = &table[i];
+		const char *v;
+
+		if (strcmp(e->section, section) != 0)
+			continue;
+		if (!header) {
+			fprintf(out, "%s[%s%s%s]\n", *first ? "" : "\n", section, app_dot(name),
+				name);
+			header = 1;
+			*first = 0;
+		}
+		buf_reset(b);
+		v = MASK;
+		if (format_value(row_cbase(cfg, app, e), e, b) == FERRY_OK)
+			v = b->data ? b->data : "";
+		if (needs_quotes(v, strlen(v)))
+			fprintf(out, "%s = \"%s\"\n", e->key, v);
+		else
+			fprintf(out, "%s = %s\n", e->key, v);
+	}
+}
+
+/*
+ * Sections in reference order. The app sections (adjacent in @sections) come
+ * as a group: the default app's, then each named app's, in the apps' order.
+ */
 void config_print(const struct ferry_config *cfg, FILE *out)
 {
 	struct buf b;
@@ -942,173 +1202,27 @@ void config_print(const struct ferry_config *cfg, FILE *out)
 
 	buf_init(&b, PRINT_MAX);
 	for (size_t s = 0; s < ARRAY_SIZE(sections); s++) {
-		int header = 0;
+		size_t end = s;
 
-		for (size_t i = 0; i < ARRAY_SIZE(table); i++) {
-			const struct entry *e = &table[i];
-			const char *v;
-
-			if (strcmp(e->section, sections[s].name) != 0)
-				continue;
-			if (!header) {
-				fprintf(out, "%s[%s]\n", first ? "" : "\n", e->section);
-				header = 1;
-				first = 0;
-			}
-			buf_reset(&b);
-			v = format_value(cfg, e, &b) == FERRY_OK ? (b.data ? b.data : "") : MASK;
-			if (needs_quotes(v, strlen(v)))
-				fprintf(out, "%s = \"%s\"\n", e->key, v);
-			else
-				fprintf(out, "%s = %s\n", e->key, v);
+		if (!is_app_section(sections[s].name)) {
+			print_section(cfg, 0, sections[s].name, &b, &first, out);
+			continue;
 		}
+		while (end < ARRAY_SIZE(sections) && is_app_section(sections[end].name))
+			end++;
+		for (size_t a = 0; a < cfg->npush_apps; a++) {
+			for (size_t t = s; t < end; t++)
+				print_section(cfg, a, sections[t].name, &b, &first, out);
+		}
+		s = end - 1;
 	}
 	buf_release(&b);
 }
 
-/* ---- reference ---------------------------------------------------------------- */
-
-static const char reference_intro[] =
-	"# ferry configuration\n"
-	"\n"
-	"<!-- Generated by `ferryd config-reference` from the table in common/config.c.\n"
-	"     Do not edit: change the table and run `make docs`. -->\n"
-	"\n"
-	"ferryd reads one INI file, given with `ferryd -c FILE`. Every key has a default,\n"
-	"so an empty file, or no file, is a valid configuration.\n"
-	"`docs/ferry.ini.example` lists every key at its default.\n"
-	"\n"
-	"## File format\n"
-	"\n"
-	"- `[section]` starts a section; each key belongs to the section above it, and a key\n"
-	"  before the first section header is an error.\n"
-	"- `key = value`; whitespace around keys and values is ignored.\n"
-	"- A value may be put in double quotes, to write an empty value (`token = \"\"`), keep\n"
-	"  leading or trailing spaces, or just for clarity. There are no escapes: a quoted\n"
-	"  value cannot contain `\"`.\n"
-	"- Lines starting with `#` or `;` are comments. A comment must be on a line of its\n"
-	"  own: in `threads = 4 # four` the value is `4 # four`, which is an error.\n"
-	"- An unknown section or key, a key given twice, a value of the wrong type or out of\n"
-	"  range are errors: the whole configuration is refused, and the message names file,\n"
-	"  line and key, e.g. `ferry.ini:5: [admin] threads: '100' is above the maximum 64`.\n";
-
-static const char reference_sources[] =
-	"\n"
-	"## Sources and precedence\n"
-	"\n"
-	"Built-in defaults, then the file, then the environment: a later source wins.\n"
-	"\n"
-	"Every key can be set in the environment as `FERRY_<SECTION>_<KEY>`: section and key\n"
-	"in upper case, dots in the section name replaced by underscores. `[store] conninfo`\n"
-	"is `FERRY_STORE_CONNINFO`; `[push.apns] key_file` would be\n"
-	"`FERRY_PUSH_APNS_KEY_FILE`. A variable that is set, even to the empty string,\n"
-	"overrides the file. A bad value is an error naming the variable, e.g.\n"
-	"`environment FERRY_ADMIN_THREADS: '0' is below the minimum 1`.\n"
-	"\n"
-	"## Checking and reloading\n"
-	"\n"
-	"`ferryd check-config -c FILE` loads the configuration as the daemon would (file and\n"
-	"environment) and prints the effective values as INI, secrets masked as `********`\n"
-	"(in `conninfo`, only the password). It exits non-zero with the error message when\n"
-	"the configuration is invalid.\n"
-	"\n"
-	"On SIGHUP ferryd loads and checks the whole configuration again. If it is valid,\n"
-	"the keys marked *yes* under *reload* take effect; changes to the other keys are\n"
-	"logged as needing a restart. If it is invalid, the error is logged and the running\n"
-	"configuration stays. The environment is the one ferryd was started with.\n";
-
-static const char reference_units[] =
-	"\n"
-	"## Values\n"
-	"\n"
-	"- *integer*: decimal digits, no sign.\n"
-	"- *size*: bytes, as decimal digits with an optional suffix `k`, `m` or `g`\n"
-	"  (either case) for KiB, MiB and GiB: `64k` is 65536 bytes.\n"
-	"- *address*: `host:port`, or `[v6 address]:port`; port 0 to 65535.\n"
-	"- *log level*: `debug`, `info`, `warn` or `error`.\n"
-	"- *secret* values, and the passwords in *conninfo* values, are printed as `********`.\n";
-
-static const char *type_name(enum type t)
-{
-	static const char *const names[] = {
-		[TYPE_STRING] = "string", [TYPE_SECRET] = "secret", [TYPE_CONNINFO] = "conninfo",
-		[TYPE_UINT] = "integer",  [TYPE_SIZE] = "size",	    [TYPE_LOGLEVEL] = "log level",
-		[TYPE_ADDR] = "address",
-	};
-
-	return names[t];
-}
-
-/* Markdown table cell text: a | would end the cell. */
-static void put_cell(FILE *out, const char *s)
-{
-	for (; *s; s++) {
-		if (*s == '|')
-			fputc('\\', out);
-		fputc(*s, out);
-	}
-}
-
-static void print_reference_row(FILE *out, const struct entry *e)
-{
-	char env[ENV_NAME_MAX], lo[32], hi[32];
-
-	env_name(e, env, sizeof(env));
-	fprintf(out, "| `%s` | %s", e->key, type_name(e->type));
-	if (e->unit)
-		fprintf(out, " (%s)", e->unit);
-	if (*e->def)
-		fprintf(out, " | `%s` | ", e->def);
-	else
-		fputs(" | *empty* | ", out);
-	if (e->type == TYPE_UINT || e->type == TYPE_SIZE) {
-		format_bound(e, e->min, lo, sizeof(lo));
-		format_bound(e, e->max, hi, sizeof(hi));
-		fprintf(out, "%s to %s", lo, hi);
-	} else if (e->type == TYPE_LOGLEVEL) {
-		fputs("`debug`, `info`, `warn`, `error`", out);
-	} else if (e->type == TYPE_ADDR) {
-		fputs("host:port, or empty", out);
-	}
-	fprintf(out, " | %s | `%s` | ", e->flags & FLAG_RELOADABLE ? "yes" : "restart", env);
-	put_cell(out, e->help);
-	fputs(" |\n", out);
-}
-
-void config_print_reference(FILE *out)
-{
-	fputs(reference_intro, out);
-	fprintf(out,
-		"- Lines are at most %d bytes long, and the file is at most %d bytes.\n"
-		"- A UTF-8 byte order mark and Windows line ends are accepted.\n",
-		CONFIG_MAX_VALUE, CONFIG_MAX_FILE);
-	fputs(reference_sources, out);
-	fputs(reference_units, out);
-	for (size_t s = 0; s < ARRAY_SIZE(sections); s++) {
-		int rows = 0;
-
-		fprintf(out, "\n## [%s]\n\n", sections[s].name);
-		if (sections[s].about)
-			fprintf(out, "%s\n\n", sections[s].about);
-		for (size_t i = 0; i < ARRAY_SIZE(table); i++) {
-			if (strcmp(table[i].section, sections[s].name) != 0)
-				continue;
-			if (!rows++)
-				fputs("| key | type | default | range | reload | environment | "
-				      "description |\n"
-				      "|---|---|---|---|---|---|---|\n",
-				      out);
-			print_reference_row(out, &table[i]);
-		}
-		if (!rows)
-			fputs("No keys yet.\n", out);
-	}
-}
-
 /* ---- reload, token, addresses ------------------------------------------------ */
 
-static int same_value(const struct ferry_config *a, const struct ferry_config *b,
-		      const struct entry *e)
+/* @a and @b: what row_cbase() gives for @e in the old and the new config. */
+static int same_value(const void *a, const void *b, const struct entry *e)
 {
 	switch (e->type) {
 	case TYPE_UINT:
@@ -1122,14 +1236,56 @@ static int same_value(const struct ferry_config *a, const struct ferry_config *b
 	}
 }
 
+/*
+ * The app sections of named app @app of @a that differ from the same app in
+ * @b: with @b NULL (no such app there) each section once with key "*", else
+ * each changed key.
+ */
+static void diff_app(const struct ferry_config *a, size_t app, const struct ferry_config *b,
+		     size_t bapp, void (*cb)(const char *, const char *, int, void *), void *arg)
+{
+	const struct config_push_app *x = &a->push_apps[app];
+	char section[64 + CONFIG_APP_MAX];
+
+	for (size_t s = 0; s < ARRAY_SIZE(sections); s++) {
+		if (!is_app_section(sections[s].name))
+			continue;
+		snprintf(section, sizeof(section), "%s.%s", sections[s].name, x->name);
+		if (!b) {
+			cb(section, "*", 1, arg);
+			continue;
+		}
+		for (size_t i = 0; i < ARRAY_SIZE(table); i++) {
+			const struct entry *e = &table[i];
+
+			if (strcmp(e->section, sections[s].name) == 0 &&
+			    !same_value(x, &b->push_apps[bapp], e))
+				cb(section, e->key, !!(e->flags & FLAG_RELOADABLE), arg);
+		}
+	}
+}
+
 void config_diff(const struct ferry_config *old, const struct ferry_config *new,
 		 void (*cb)(const char *section, const char *key, int reloadable, void *arg),
 		 void *arg)
 {
+	long j;
+
+	/* Everything but the named apps; app rows of the default app. */
 	for (size_t i = 0; i < ARRAY_SIZE(table); i++) {
-		if (!same_value(old, new, &table[i]))
-			cb(table[i].section, table[i].key, !!(table[i].flags & FLAG_RELOADABLE),
-			   arg);
+		const struct entry *e = &table[i];
+
+		if (!same_value(row_cbase(old, 0, e), row_cbase(new, 0, e), e))
+			cb(e->section, e->key, !!(e->flags & FLAG_RELOADABLE), arg);
+	}
+	/* Named apps by name: added or changed, then removed. */
+	for (size_t a = 1; a < new->npush_apps; a++) {
+		j = app_index(old, new->push_apps[a].name);
+		diff_app(new, (size_t)a, j < 0 ? NULL : old, j < 0 ? 0 : (size_t)j, cb, arg);
+	}
+	for (size_t a = 1; a < old->npush_apps; a++) {
+		if (app_index(new, old->push_apps[a].name) < 0)
+			diff_app(old, a, NULL, 0, cb, arg);
 	}
 }
 

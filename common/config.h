@@ -59,6 +59,24 @@ struct ferry_config {
 	} store;
 
 	struct {
+		char *mode;	       /* "background" or "alert" */
+		char *alert_text;      /* alert mode: the text shown */
+		unsigned min_interval; /* seconds between wakes of one device */
+		unsigned max_pending;  /* wakes waiting at once */
+		unsigned max_attempts; /* tries of one wake, first one included */
+		unsigned ttl;	       /* seconds a wake is worth delivering */
+		char *ca_file;	       /* PEM CA bundle for the providers; "": system's */
+		unsigned connections;  /* HTTP/2 connections per provider origin */
+		unsigned timeout;      /* ms for one request */
+	} push;
+
+	/* Push credentials per app: apps[0] is the default app ([push.apns],
+	 * [push.fcm]; name ""), then one per [push.apns.NAME] or
+	 * [push.fcm.NAME], in the order they first appear. */
+	struct config_push_app *push_apps;
+	size_t npush_apps;
+
+	struct {
 		char *listen;	  /* host:port, "" disables the admin API */
 		char *token;	  /* bearer token (secret) */
 		char *token_file; /* or: a file holding it */
@@ -71,12 +89,39 @@ struct ferry_config {
 	} log;
 };
 
+/* Longest app name in [push.apns.NAME]: 1-64 bytes of [A-Za-z0-9._-]. */
+#define CONFIG_APP_MAX 64
+
+/* One app's push credentials. An empty string is "not set". */
+struct config_push_app {
+	char *name; /* "" for the default app */
+	struct {
+		char *endpoint;		/* production origin */
+		char *sandbox_endpoint; /* for tokens registered "sandbox" */
+		char *key_file;		/* .p8 key; with key_id and team_id enables APNs */
+		char *key_id;
+		char *team_id;
+		char *topic; /* default apns-topic (bundle id) */
+	} apns;
+	struct {
+		char *endpoint;	       /* FCM origin */
+		char *service_account; /* JSON file; enables FCM */
+	} fcm;
+};
+
+/* The app named @name ("" or NULL: the default), or NULL if not configured. */
+const struct config_push_app *config_push_app(const struct ferry_config *cfg, const char *name);
+
 /*
  * Load a configuration: defaults, then @path (NULL: none), then the
- * environment. On failure returns FERRY_ECONFIG (or FERRY_ENOMEM) and writes
- * a one-line message to @err naming file, line and key, e.g.
+ * environment (which reaches the default app only). On failure returns
+ * FERRY_ECONFIG (or FERRY_ENOMEM) and writes a one-line message to @err
+ * naming file, line and key, e.g.
  *   ferry.ini:12: [admin] max_body: '5x' is not a size (e.g. 64k, 1m)
- * On success *out is a new config the caller frees with config_free().
+ * Checks across keys run last and name the section only, e.g.
+ *   [push.apns.NAME]: key_file, key_id and team_id go together; key_id is not set
+ * Credential files are not read here. On success *out is a new config the
+ * caller frees with config_free(); it always has the default app, apps[0].
  */
 enum ferry_err config_load(const char *path, struct ferry_config **out, char *err,
 			   size_t errlen) FERRY_WUR;
@@ -94,6 +139,17 @@ void config_print_reference(FILE *out);
  * Compare @old and @new for a reload. Calls @cb once per key whose value
  * changed, with reloadable = 1 if it takes effect without a restart.
  * Secret values are never passed; only section and key names.
+ *
+ * Order: first every key of the table in table order, the app keys being the
+ * default app's ([push.apns], [push.fcm]). Then the named apps, matched by
+ * name (their order does not matter): for each app of @new in its order, an
+ * app @old lacks gives one call per app section with key "*",
+ * cb("push.apns.NAME", "*", 1), cb("push.fcm.NAME", "*", 1); an app in
+ * both gives cb("push.apns.NAME", key, reloadable) per changed key. Last,
+ * for each app of @old that @new lacks, the same "*" calls.
+ *
+ * @cb runs synchronously and borrows @section and @key for the call only: a
+ * named app's section is formatted into a buffer on config_diff's stack.
  */
 void config_diff(const struct ferry_config *old, const struct ferry_config *new,
 		 void (*cb)(const char *section, const char *key, int reloadable, void *arg),

@@ -25,10 +25,21 @@
 #define ERRLEN 512
 
 static const char *const env_vars[] = {
-	"FERRY_STORE_CONNINFO",	  "FERRY_STORE_CONNECT_TIMEOUT",
-	"FERRY_ADMIN_LISTEN",	  "FERRY_ADMIN_TOKEN",
-	"FERRY_ADMIN_TOKEN_FILE", "FERRY_ADMIN_MAX_BODY",
-	"FERRY_ADMIN_THREADS",	  "FERRY_LOG_LEVEL",
+	"FERRY_STORE_CONNINFO",
+	"FERRY_STORE_CONNECT_TIMEOUT",
+	"FERRY_ADMIN_LISTEN",
+	"FERRY_ADMIN_TOKEN",
+	"FERRY_ADMIN_TOKEN_FILE",
+	"FERRY_ADMIN_MAX_BODY",
+	"FERRY_ADMIN_THREADS",
+	"FERRY_LOG_LEVEL",
+	"FERRY_PUSH_MODE",
+	"FERRY_PUSH_MIN_INTERVAL",
+	"FERRY_PUSH_APNS_KEY_FILE",
+	"FERRY_PUSH_APNS_KEY_ID",
+	"FERRY_PUSH_APNS_TEAM_ID",
+	"FERRY_PUSH_APNS_TOPIC",
+	"FERRY_PUSH_FCM_SERVICE_ACCOUNT",
 };
 
 static int clear_env(void **state)
@@ -185,8 +196,26 @@ static void test_every_key(void **state)
 					   "default_ttl = 86400\n"
 					   "expire_interval = 1000\n"
 					   "expire_batch = 50\n"
+					   "[push]\n"
+					   "mode = alert\n"
+					   "alert_text = \" Wake up \"\n"
+					   "min_interval = 86400\n"
+					   "max_pending = 10000000\n"
+					   "max_attempts = 100\n"
+					   "ttl = 0\n"
+					   "ca_file = /etc/ssl/ca.pem\n"
+					   "connections = 16\n"
+					   "timeout = 1000\n"
 					   "[push.apns]\n"
+					   "endpoint = https://apns.test\n"
+					   "sandbox_endpoint = https://sandbox.apns.test\n"
+					   "key_file = /etc/ferry/AuthKey.p8\n"
+					   "key_id = ABCDE12345\n"
+					   "team_id = 0123456789\n"
+					   "topic = org.example.app\n"
 					   "[push.fcm]\n"
+					   "endpoint = https://fcm.test\n"
+					   "service_account = /etc/ferry/sa.json\n"
 					   "[admin]\n"
 					   "listen = [::1]:8080\n"
 					   "token = abc\n"
@@ -226,6 +255,25 @@ static void test_every_key(void **state)
 	assert_int_equal(cfg->admin.max_body, 1024 * 1024);
 	assert_int_equal(cfg->admin.threads, 64);
 	assert_int_equal(cfg->log.level, LOG_LEVEL_DEBUG);
+	assert_string_equal(cfg->push.mode, "alert");
+	assert_string_equal(cfg->push.alert_text, " Wake up ");
+	assert_int_equal(cfg->push.min_interval, 86400);
+	assert_int_equal(cfg->push.max_pending, 10000000);
+	assert_int_equal(cfg->push.max_attempts, 100);
+	assert_int_equal(cfg->push.ttl, 0);
+	assert_string_equal(cfg->push.ca_file, "/etc/ssl/ca.pem");
+	assert_int_equal(cfg->push.connections, 16);
+	assert_int_equal(cfg->push.timeout, 1000);
+	assert_int_equal(cfg->npush_apps, 1);
+	assert_string_equal(cfg->push_apps[0].name, "");
+	assert_string_equal(cfg->push_apps[0].apns.endpoint, "https://apns.test");
+	assert_string_equal(cfg->push_apps[0].apns.sandbox_endpoint, "https://sandbox.apns.test");
+	assert_string_equal(cfg->push_apps[0].apns.key_file, "/etc/ferry/AuthKey.p8");
+	assert_string_equal(cfg->push_apps[0].apns.key_id, "ABCDE12345");
+	assert_string_equal(cfg->push_apps[0].apns.team_id, "0123456789");
+	assert_string_equal(cfg->push_apps[0].apns.topic, "org.example.app");
+	assert_string_equal(cfg->push_apps[0].fcm.endpoint, "https://fcm.test");
+	assert_string_equal(cfg->push_apps[0].fcm.service_account, "/etc/ferry/sa.json");
 	config_free(cfg);
 }
 
@@ -652,6 +700,425 @@ static void test_diff(void **state)
 	config_free(b);
 }
 
+/* Load @text, expect FERRY_ECONFIG with exactly the message @want. */
+static void expect_message(const char *text, const char *want)
+{
+	char *path = write_tmp(text);
+	struct ferry_config *cfg = (struct ferry_config *)&cfg;
+	char err[ERRLEN] = "";
+
+	assert_int_equal(config_load(path, &cfg, err, sizeof(err)), FERRY_ECONFIG);
+	assert_null(cfg);
+	assert_string_equal(err, want);
+	remove_tmp(path);
+}
+
+static void assert_app_defaults(const struct config_push_app *a)
+{
+	assert_string_equal(a->apns.endpoint, "https://api.push.apple.com");
+	assert_string_equal(a->apns.sandbox_endpoint, "https://api.sandbox.push.apple.com");
+	assert_string_equal(a->apns.key_file, "");
+	assert_string_equal(a->apns.key_id, "");
+	assert_string_equal(a->apns.team_id, "");
+	assert_string_equal(a->apns.topic, "");
+	assert_string_equal(a->fcm.endpoint, "https://fcm.googleapis.com");
+	assert_string_equal(a->fcm.service_account, "");
+}
+
+static void test_push_defaults(void **state)
+{
+	struct ferry_config *cfg = load_ok("");
+
+	(void)state;
+	assert_string_equal(cfg->push.mode, "background");
+	assert_string_equal(cfg->push.alert_text, "New message");
+	assert_int_equal(cfg->push.min_interval, 30);
+	assert_int_equal(cfg->push.max_pending, 100000);
+	assert_int_equal(cfg->push.max_attempts, 5);
+	assert_int_equal(cfg->push.ttl, 86400);
+	assert_string_equal(cfg->push.ca_file, "");
+	assert_int_equal(cfg->push.connections, 1);
+	assert_int_equal(cfg->push.timeout, 30000);
+	/* The default app always exists. */
+	assert_int_equal(cfg->npush_apps, 1);
+	assert_string_equal(cfg->push_apps[0].name, "");
+	assert_app_defaults(&cfg->push_apps[0]);
+	config_free(cfg);
+
+	/* Without a file too. */
+	assert_int_equal(config_load(NULL, &cfg, NULL, 0), FERRY_OK);
+	assert_int_equal(cfg->npush_apps, 1);
+	assert_app_defaults(&cfg->push_apps[0]);
+	config_free(cfg);
+}
+
+static void test_push_values(void **state)
+{
+	struct ferry_config *cfg;
+
+	(void)state;
+	cfg = load_ok("[push]\nmode = alert\n");
+	assert_string_equal(cfg->push.mode, "alert");
+	config_free(cfg);
+	cfg = load_ok("[push]\nmode = \"background\"\n");
+	assert_string_equal(cfg->push.mode, "background");
+	config_free(cfg);
+
+	expect_error("[push]\nmode = loud\n", 2,
+		     "[push] mode: 'loud' is not one of background, alert");
+	expect_error("[push]\nmode = Alert\n", 2, "[push] mode: 'Alert' is not one of");
+	expect_error("[push]\nmode =\n", 2, "[push] mode: '' is not one of");
+	expect_error("[push]\nmin_interval = 0\n", 2,
+		     "[push] min_interval: '0' is below the minimum 1");
+	expect_error("[push]\nmin_interval = 86401\n", 2, "is above the maximum 86400");
+	expect_error("[push]\nmax_pending = 10000001\n", 2, "is above the maximum 10000000");
+	expect_error("[push]\nmax_attempts = 0\n", 2, "is below the minimum 1");
+	expect_error("[push]\nttl = 2419201\n", 2, "[push] ttl: '2419201' is above the maximum");
+	expect_error("[push]\nconnections = 17\n", 2, "is above the maximum 16");
+	expect_error("[push]\ntimeout = 999\n", 2,
+		     "[push] timeout: '999' is below the minimum 1000");
+	expect_error("[push]\nkey_file = x\n", 2, "[push] key_file: unknown key");
+	expect_error("[push.apns]\nservice_account = x\n", 2,
+		     "[push.apns] service_account: unknown key");
+
+	setenv("FERRY_PUSH_MODE", "silent", 1);
+	cfg = (struct ferry_config *)&cfg;
+	{
+		char err[ERRLEN];
+
+		assert_int_equal(config_load(NULL, &cfg, err, sizeof(err)), FERRY_ECONFIG);
+		assert_null(cfg);
+		assert_string_equal(err, "environment FERRY_PUSH_MODE: 'silent' is not one of "
+					 "background, alert");
+	}
+	unsetenv("FERRY_PUSH_MODE");
+}
+
+/* [push.apns.NAME] and [push.fcm.NAME]: apps in order of first appearance. */
+static void test_push_apps(void **state)
+{
+	struct ferry_config *cfg = load_ok("[push.fcm.beta]\n"
+					   "service_account = /sa-beta.json\n"
+					   "[push.apns]\n"
+					   "topic = org.example.default\n"
+					   "[push.apns.alpha]\n"
+					   "key_file = /alpha.p8\n"
+					   "key_id = ABCDE12345\n"
+					   "team_id = TEAM567890\n"
+					   "topic = org.example.alpha\n"
+					   "[push.apns.beta]\n"
+					   "topic = org.example.beta\n"
+					   "[ push.fcm.alpha ]\n"
+					   "endpoint = http://127.0.0.1:9\n"
+					   "[push.apns.empty-app_1.x]\n");
+	const struct config_push_app *a;
+
+	(void)state;
+	assert_int_equal(cfg->npush_apps, 4);
+	assert_string_equal(cfg->push_apps[0].name, "");
+	assert_string_equal(cfg->push_apps[1].name, "beta");
+	assert_string_equal(cfg->push_apps[2].name, "alpha");
+	assert_string_equal(cfg->push_apps[3].name, "empty-app_1.x");
+
+	a = &cfg->push_apps[0];
+	assert_string_equal(a->apns.topic, "org.example.default");
+	assert_string_equal(a->apns.key_file, "");
+	assert_string_equal(a->fcm.service_account, "");
+
+	a = &cfg->push_apps[1];
+	assert_string_equal(a->fcm.service_account, "/sa-beta.json");
+	assert_string_equal(a->apns.topic, "org.example.beta");
+	assert_string_equal(a->apns.endpoint, "https://api.push.apple.com");
+	assert_string_equal(a->fcm.endpoint, "https://fcm.googleapis.com");
+
+	a = &cfg->push_apps[2];
+	assert_string_equal(a->apns.key_file, "/alpha.p8");
+	assert_string_equal(a->apns.key_id, "ABCDE12345");
+	assert_string_equal(a->apns.team_id, "TEAM567890");
+	assert_string_equal(a->apns.topic, "org.example.alpha");
+	assert_string_equal(a->apns.sandbox_endpoint, "https://api.sandbox.push.apple.com");
+	assert_string_equal(a->fcm.endpoint, "http://127.0.0.1:9");
+	assert_string_equal(a->fcm.service_account, "");
+
+	assert_app_defaults(&cfg->push_apps[3]);
+
+	/* Lookups. */
+	assert_ptr_equal(config_push_app(cfg, NULL), &cfg->push_apps[0]);
+	assert_ptr_equal(config_push_app(cfg, ""), &cfg->push_apps[0]);
+	assert_ptr_equal(config_push_app(cfg, "alpha"), &cfg->push_apps[2]);
+	assert_ptr_equal(config_push_app(cfg, "beta"), &cfg->push_apps[1]);
+	assert_null(config_push_app(cfg, "gamma"));
+	assert_null(config_push_app(cfg, "Alpha"));
+	config_free(cfg);
+
+	cfg = load_ok("");
+	assert_ptr_equal(config_push_app(cfg, NULL), &cfg->push_apps[0]);
+	assert_null(config_push_app(cfg, "alpha"));
+	config_free(cfg);
+}
+
+static void test_push_app_keys(void **state)
+{
+	struct ferry_config *cfg;
+
+	(void)state;
+	/* The same key in two apps, and in the default app, is fine. */
+	cfg = load_ok("[push.apns]\ntopic = d\n"
+		      "[push.apns.a]\ntopic = a\n"
+		      "[push.apns.b]\ntopic = b\n"
+		      "[push.fcm.a]\nendpoint = fa\n"
+		      "[push.fcm]\nendpoint = fd\n");
+	assert_string_equal(config_push_app(cfg, "")->apns.topic, "d");
+	assert_string_equal(config_push_app(cfg, "a")->apns.topic, "a");
+	assert_string_equal(config_push_app(cfg, "b")->apns.topic, "b");
+	assert_string_equal(config_push_app(cfg, "a")->fcm.endpoint, "fa");
+	assert_string_equal(config_push_app(cfg, "")->fcm.endpoint, "fd");
+	assert_string_equal(config_push_app(cfg, "b")->fcm.endpoint, "https://fcm.googleapis.com");
+	config_free(cfg);
+
+	/* Twice in one app, even with its section opened twice, is not. */
+	expect_error("[push.apns.a]\ntopic = x\ntopic = y\n", 3,
+		     "[push.apns.a] topic: duplicate key (first set on line 2)");
+	expect_error("[push.apns.a]\ntopic = x\n[push.apns.b]\ntopic = y\n[push.apns.a]\n"
+		     "topic = z\n",
+		     6, "[push.apns.a] topic: duplicate key (first set on line 2)");
+	expect_error("[push.apns]\ntopic = x\n[push.apns.a]\n[push.apns]\ntopic = z\n", 5,
+		     "[push.apns] topic: duplicate key (first set on line 2)");
+	/* The same key name under the other provider of the same app is another key. */
+	cfg = load_ok("[push.apns.a]\nendpoint = x\n[push.fcm.a]\nendpoint = y\n");
+	assert_string_equal(config_push_app(cfg, "a")->apns.endpoint, "x");
+	assert_string_equal(config_push_app(cfg, "a")->fcm.endpoint, "y");
+	config_free(cfg);
+
+	expect_error("[push.apns.a]\nbogus = 1\n", 2, "[push.apns.a] bogus: unknown key");
+	expect_error("[push.fcm.a]\ntopic = 1\n", 2, "[push.fcm.a] topic: unknown key");
+	expect_error("[push.apns.a]\ntopic = \"x\n", 2,
+		     "[push.apns.a] topic: missing closing quote");
+	expect_error("[push.apns.a]\nkey_id = abcde12345\n", 2,
+		     "[push.apns.a] key_id: 'abcde12345' is not 10 characters of A-Z and 0-9");
+}
+
+static void test_push_app_names(void **state)
+{
+	static const char *const bad[] = {
+		"bad name",    "",
+		"a/b",	       "a]b",
+		"caf\xc3\xa9", "a+b",
+		"a:b",	       "x12345678901234567890123456789012345678901234567890123456789012345",
+	};
+	char text[256], want[256];
+	struct ferry_config *cfg;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(text, sizeof(text), "[log]\n[push.apns.%s]\n", bad[i]);
+		snprintf(want, sizeof(want),
+			 "[push.apns.%s]: app name must be 1-64 characters of A-Z a-z 0-9 . _ -",
+			 bad[i]);
+		expect_error(text, 2, want);
+		snprintf(text, sizeof(text), "[push.fcm.%s]\n", bad[i]);
+		expect_error(text, 1, "app name must be 1-64 characters");
+	}
+	/* 64 characters are fine. */
+	cfg = load_ok(
+		"[push.apns.x123456789012345678901234567890123456789012345678901234567890123]\n");
+	assert_int_equal(cfg->npush_apps, 2);
+	assert_int_equal(strlen(cfg->push_apps[1].name), 64);
+	config_free(cfg);
+	/* Only the app sections take a name. */
+	expect_error("[push.x]\n", 1, "[push.x]: unknown section");
+	expect_error("[push.apnsx]\n", 1, "[push.apnsx]: unknown section");
+	expect_error("[admin.x]\n", 1, "[admin.x]: unknown section");
+	expect_error("[push.apns.a]\n[push.x.a]\n", 2, "[push.x.a]: unknown section");
+}
+
+/* At most 1000 named apps. */
+static void test_push_app_limit(void **state)
+{
+	size_t cap = 1002 * 32, n = 0;
+	char *text = malloc(cap);
+	struct ferry_config *cfg;
+
+	(void)state;
+	assert_non_null(text);
+	for (int i = 0; i < 1000; i++)
+		n += (size_t)snprintf(text + n, cap - n, "[push.fcm.app%d]\n", i);
+	cfg = load_ok(text);
+	assert_int_equal(cfg->npush_apps, 1001);
+	assert_string_equal(cfg->push_apps[1000].name, "app999");
+	config_free(cfg);
+	snprintf(text + n, cap - n, "[push.apns.app0]\n[push.apns.one-more]\n");
+	expect_error(text, 1002, "[push.apns.one-more]: more than 1000 apps");
+	free(text);
+}
+
+static void test_push_credentials(void **state)
+{
+	struct ferry_config *cfg;
+	char err[ERRLEN];
+
+	(void)state;
+	expect_message("[push.apns]\nkey_file = /k.p8\n",
+		       "[push.apns]: key_file, key_id and team_id go together; key_id is not set");
+	expect_message("[push.apns.app]\nkey_file = /k.p8\nkey_id = ABCDE12345\n",
+		       "[push.apns.app]: key_file, key_id and team_id go together; team_id is "
+		       "not set");
+	expect_message("[push.apns.app]\nteam_id = ABCDE12345\n",
+		       "[push.apns.app]: key_file, key_id and team_id go together; key_file is "
+		       "not set");
+	expect_error("[push.apns]\nkey_id = ABCDE1234\n", 2,
+		     "[push.apns] key_id: 'ABCDE1234' is not 10 characters of A-Z and 0-9");
+	expect_error("[push.apns]\nkey_id = ABCDE123456\n", 2, "is not 10 characters");
+	expect_error("[push.apns]\nteam_id = ABCDE-1234\n", 2,
+		     "[push.apns] team_id: 'ABCDE-1234' is not 10 characters");
+	expect_error("[push.apns.x]\nteam_id = \" ABCDE1234\"\n", 2, "is not 10 characters");
+
+	/* The three together, or none: fine. An empty value is "not set". */
+	cfg = load_ok("[push.apns.a]\nkey_file = /k.p8\nkey_id = ABCDE12345\n"
+		      "team_id = 0123456789\n[push.apns]\nkey_id = \"\"\n");
+	assert_string_equal(config_push_app(cfg, "a")->apns.team_id, "0123456789");
+	config_free(cfg);
+
+	/* Checked once the environment is in: it may complete the file. */
+	setenv("FERRY_PUSH_APNS_KEY_ID", "ABCDE12345", 1);
+	setenv("FERRY_PUSH_APNS_TEAM_ID", "0123456789", 1);
+	cfg = load_ok("[push.apns]\nkey_file = /k.p8\n");
+	assert_string_equal(cfg->push_apps[0].apns.key_id, "ABCDE12345");
+	config_free(cfg);
+	/* ... or leave it incomplete. */
+	unsetenv("FERRY_PUSH_APNS_TEAM_ID");
+	expect_message("[push.apns]\nkey_file = /k.p8\n",
+		       "[push.apns]: key_file, key_id and team_id go together; team_id is not set");
+	setenv("FERRY_PUSH_APNS_KEY_ID", "short", 1);
+	assert_int_equal(config_load(NULL, &cfg, err, sizeof(err)), FERRY_ECONFIG);
+	assert_string_equal(err, "environment FERRY_PUSH_APNS_KEY_ID: 'short' is not 10 characters "
+				 "of A-Z and 0-9");
+	unsetenv("FERRY_PUSH_APNS_KEY_ID");
+}
+
+/* The environment sets the default app only. */
+static void test_push_env(void **state)
+{
+	char *path = write_tmp("[push.apns]\ntopic = file.default\n"
+			       "[push.apns.other]\ntopic = file.other\n"
+			       "[push.fcm.other]\nservice_account = /other.json\n");
+	struct ferry_config *cfg = NULL;
+	char err[ERRLEN];
+
+	(void)state;
+	setenv("FERRY_PUSH_APNS_TOPIC", "env.default", 1);
+	setenv("FERRY_PUSH_FCM_SERVICE_ACCOUNT", "/env.json", 1);
+	setenv("FERRY_PUSH_MIN_INTERVAL", "60", 1);
+	assert_int_equal(config_load(path, &cfg, err, sizeof(err)), FERRY_OK);
+	assert_int_equal(cfg->push.min_interval, 60);
+	assert_string_equal(config_push_app(cfg, NULL)->apns.topic, "env.default");
+	assert_string_equal(config_push_app(cfg, NULL)->fcm.service_account, "/env.json");
+	assert_string_equal(config_push_app(cfg, "other")->apns.topic, "file.other");
+	assert_string_equal(config_push_app(cfg, "other")->fcm.service_account, "/other.json");
+	config_free(cfg);
+	clear_env(NULL);
+	remove_tmp(path);
+}
+
+/* Named apps print after the default app's sections and load back the same. */
+static void test_push_print_round_trip(void **state)
+{
+	struct ferry_config *a =
+		load_ok("[push]\nmode = alert\nalert_text = \" You have mail \"\n"
+			"ttl = 0\n"
+			"[push.fcm.beta]\nservice_account = /b.json\n"
+			"[push.apns.alpha]\nkey_file = /a.p8\nkey_id = ABCDE12345\n"
+			"team_id = 0123456789\ntopic = org.alpha\n"
+			"[push.apns]\ntopic = org.default\n");
+	char *text = print_config(a), *again;
+	struct ferry_config *b;
+
+	(void)state;
+	assert_contains(text, "[push]\nmode = alert\nalert_text = \" You have mail \"\n");
+	assert_contains(text, "[push.apns]\nendpoint = https://api.push.apple.com\n");
+	assert_contains(text, "topic = org.default\n\n[push.fcm]\n");
+	assert_contains(text, "service_account = \"\"\n\n[push.apns.beta]\n");
+	assert_contains(text, "[push.fcm.beta]\nendpoint = https://fcm.googleapis.com\n"
+			      "service_account = /b.json\n\n[push.apns.alpha]\n");
+	assert_contains(text, "key_id = ABCDE12345\n");
+	assert_contains(text, "[push.fcm.alpha]\n");
+	assert_contains(text, "\n\n[admin]\n");
+	b = load_ok(text);
+	again = print_config(b);
+	assert_string_equal(text, again);
+	assert_int_equal(b->npush_apps, 3);
+	assert_string_equal(b->push.mode, "alert");
+	assert_string_equal(b->push.alert_text, " You have mail ");
+	assert_int_equal(b->push.ttl, 0);
+	assert_string_equal(b->push_apps[1].name, "beta");
+	assert_string_equal(b->push_apps[1].fcm.service_account, "/b.json");
+	assert_string_equal(b->push_apps[2].name, "alpha");
+	assert_string_equal(b->push_apps[2].apns.key_file, "/a.p8");
+	assert_string_equal(b->push_apps[2].apns.team_id, "0123456789");
+	assert_string_equal(b->push_apps[0].apns.topic, "org.default");
+	free(text);
+	free(again);
+	config_free(a);
+	config_free(b);
+}
+
+static void test_push_diff(void **state)
+{
+	struct ferry_config *a = load_ok("[push]\nmax_pending = 10\n"
+					 "[push.apns.one]\ntopic = one\n"
+					 "[push.apns.two]\ntopic = two\n"
+					 "[push.fcm.gone]\n");
+	struct ferry_config *b = load_ok("[push]\nmax_pending = 20\nmode = alert\n"
+					 "[push.apns]\ntopic = default\n"
+					 "[push.apns.new]\n"
+					 "[push.apns.two]\ntopic = two\n"
+					 "[push.fcm.two]\nendpoint = https://fcm.test\n"
+					 "[push.apns.one]\ntopic = uno\nkey_file = /k.p8\n"
+					 "key_id = ABCDE12345\nteam_id = 0123456789\n");
+	struct changes ch = { .n = 0 };
+
+	(void)state;
+	config_diff(a, a, record_change, &ch);
+	assert_int_equal(ch.n, 0);
+	/* Reordered apps with the same keys: no change. */
+	{
+		struct ferry_config *x = load_ok("[push.apns.two]\ntopic = two\n[push.fcm.gone]\n"
+						 "[push.apns.one]\ntopic = one\n"
+						 "[push]\nmax_pending = 10\n");
+
+		config_diff(a, x, record_change, &ch);
+		assert_int_equal(ch.n, 0);
+		config_free(x);
+	}
+	config_diff(a, b, record_change, &ch);
+	assert_int_equal(ch.n, 12);
+	/* The table: [push], then the default app. */
+	assert_string_equal(ch.c[0].name, "push.mode");
+	assert_true(ch.c[0].reloadable);
+	assert_string_equal(ch.c[1].name, "push.max_pending");
+	assert_false(ch.c[1].reloadable);
+	assert_string_equal(ch.c[2].name, "push.apns.topic");
+	assert_true(ch.c[2].reloadable);
+	/* Named apps in the new order: added, changed, changed. */
+	assert_string_equal(ch.c[3].name, "push.apns.new.*");
+	assert_true(ch.c[3].reloadable);
+	assert_string_equal(ch.c[4].name, "push.fcm.new.*");
+	assert_true(ch.c[4].reloadable);
+	assert_string_equal(ch.c[5].name, "push.fcm.two.endpoint");
+	assert_true(ch.c[5].reloadable);
+	assert_string_equal(ch.c[6].name, "push.apns.one.key_file");
+	assert_string_equal(ch.c[7].name, "push.apns.one.key_id");
+	assert_string_equal(ch.c[8].name, "push.apns.one.team_id");
+	assert_string_equal(ch.c[9].name, "push.apns.one.topic");
+	assert_true(ch.c[9].reloadable);
+	/* Then the removed ones. */
+	assert_string_equal(ch.c[10].name, "push.apns.gone.*");
+	assert_true(ch.c[10].reloadable);
+	assert_string_equal(ch.c[11].name, "push.fcm.gone.*");
+	config_free(a);
+	config_free(b);
+}
+
 static void test_admin_token(void **state)
 {
 	char *tokfile = write_tmp("tok en\t \r\nsecond line\n");
@@ -818,7 +1285,16 @@ static void test_reference(void **state)
 	fclose(f);
 	assert_true(strncmp(text, "# ferry configuration\n", 22) == 0);
 	assert_contains(text, "## [gateway]\n\nThe device-facing listeners");
-	assert_contains(text, "## [push.apns]\n\nNo keys yet.\n");
+	assert_contains(text, "## [push]\n\nWake-up pushes: ");
+	assert_contains(text, "## [push.apns]\n\nThe default app's APNs credentials. ");
+	assert_contains(text, "`[push.fcm.NAME]` with the same keys");
+	assert_contains(text, "| `mode` | choice | `background` | `background`, `alert` | yes | "
+			      "`FERRY_PUSH_MODE` |");
+	assert_contains(text, "| `max_pending` | integer | `100000` | 1 to 10000000 | restart | "
+			      "`FERRY_PUSH_MAX_PENDING` |");
+	assert_contains(text, "| `key_id` | Apple ID | *empty* | ");
+	assert_contains(text, "`FERRY_PUSH_APNS_KEY_FILE`");
+	assert_contains(text, "`FERRY_PUSH_FCM_SERVICE_ACCOUNT`");
 	assert_contains(text, "## [receipts]\n\nNo keys yet.\n");
 	assert_contains(text, "| `max_body` | size | `64k` | 1k to 16m | restart | "
 			      "`FERRY_ADMIN_MAX_BODY` |");
@@ -849,6 +1325,16 @@ int main(void)
 		cmocka_unit_test_setup(test_print_masks_secrets, clear_env),
 		cmocka_unit_test_setup(test_print_round_trip, clear_env),
 		cmocka_unit_test_setup(test_diff, clear_env),
+		cmocka_unit_test_setup(test_push_defaults, clear_env),
+		cmocka_unit_test_setup(test_push_values, clear_env),
+		cmocka_unit_test_setup(test_push_apps, clear_env),
+		cmocka_unit_test_setup(test_push_app_keys, clear_env),
+		cmocka_unit_test_setup(test_push_app_names, clear_env),
+		cmocka_unit_test_setup(test_push_app_limit, clear_env),
+		cmocka_unit_test_setup(test_push_credentials, clear_env),
+		cmocka_unit_test_setup(test_push_env, clear_env),
+		cmocka_unit_test_setup(test_push_print_round_trip, clear_env),
+		cmocka_unit_test_setup(test_push_diff, clear_env),
 		cmocka_unit_test_setup(test_admin_token, clear_env),
 		cmocka_unit_test_setup(test_admin_token_padded, clear_env),
 		cmocka_unit_test_setup(test_example_file, clear_env),

@@ -145,6 +145,7 @@ INTEGRATION_TESTS := \
 
 TEST_SUPPORT_SRCS := \
 	tests/integration/harness.c \
+	tests/integration/mockenv.c \
 	tests/integration/rawdev.c
 
 # libFuzzer harnesses: tests/fuzz/NAME.c, seeds in tests/fuzz/corpus/NAME/.

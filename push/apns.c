@@ -411,10 +411,40 @@ static int header_value_ok(const char *v, size_t max)
 	return n > 0 && n <= max && !strpbrk(v, "\r\n");
 }
 
+/*
+ * A direct push's own payload: checked (an object with an "aps" object,
+ * within Apple's cap), then copied byte for byte; it is never re-serialised,
+ * so what the operator wrote is what APNs gets.
+ */
+static enum ferry_err copy_payload(const char *payload, struct item *it)
+{
+	size_t n = strlen(payload);
+	json_t *j;
+	int ok;
+
+	if (n == 0)
+		return FERRY_EINVAL;
+	if (n > PUSH_APNS_MAX_PAYLOAD)
+		return FERRY_ETOOBIG;
+	/* Duplicate keys are refused: APNs might read another "aps" than ours. */
+	j = json_loadb(payload, n, JSON_REJECT_DUPLICATES, NULL);
+	ok = json_is_object(j) && json_is_object(json_object_get(j, "aps"));
+	json_decref(j);
+	if (!ok)
+		return FERRY_EINVAL;
+	it->body = strdup(payload);
+	if (!it->body)
+		return FERRY_ENOMEM;
+	it->body_len = n;
+	return FERRY_OK;
+}
+
 static enum ferry_err build_body(const struct push_apns_push *p, struct item *it)
 {
 	json_t *j;
 
+	if (p->payload)
+		return copy_payload(p->payload, it);
 	if (p->mode == PUSH_APNS_BACKGROUND) {
 		it->body = strdup(BG_PAYLOAD);
 		if (!it->body)
@@ -435,11 +465,34 @@ static enum ferry_err build_body(const struct push_apns_push *p, struct item *it
 	return it->body_len > PUSH_APNS_MAX_PAYLOAD ? FERRY_ETOOBIG : FERRY_OK;
 }
 
+/*
+ * apns-push-type and apns-priority: the mode's unless the push says; a
+ * background push takes priority 5 only (APNs answers 10 with BadPriority).
+ */
+static enum ferry_err type_and_priority(const struct push_apns_push *p, int *bg, int *prio)
+{
+	if (!p->push_type)
+		*bg = p->mode == PUSH_APNS_BACKGROUND;
+	else if (strcmp(p->push_type, "background") == 0)
+		*bg = 1;
+	else if (strcmp(p->push_type, "alert") == 0)
+		*bg = 0;
+	else
+		return FERRY_EINVAL;
+	if (p->priority == 0)
+		*prio = *bg ? 5 : 10;
+	else if (p->priority == 1 || p->priority == 5 || p->priority == 10)
+		*prio = p->priority;
+	else
+		return FERRY_EINVAL;
+	return *bg && *prio != 5 ? FERRY_EINVAL : FERRY_OK;
+}
+
 static enum ferry_err item_build(struct push_apns *a, const struct push_apns_push *p,
 				 struct item *it)
 {
 	const char *topic = p->topic ? p->topic : a->default_topic;
-	int bg = p->mode == PUSH_APNS_BACKGROUND;
+	int bg, prio;
 	size_t n;
 	int h = 1;
 	enum ferry_err rc;
@@ -447,6 +500,9 @@ static enum ferry_err item_build(struct push_apns *a, const struct push_apns_pus
 	if (!token_ok(p->token) || !header_value_ok(topic, PUSH_APNS_MAX_TOPIC) ||
 	    (p->collapse_id && !header_value_ok(p->collapse_id, PUSH_APNS_MAX_COLLAPSE_ID)))
 		return FERRY_EINVAL;
+	rc = type_and_priority(p, &bg, &prio);
+	if (rc)
+		return rc;
 	rc = build_body(p, it);
 	if (rc)
 		return rc;
@@ -457,7 +513,7 @@ static enum ferry_err item_build(struct push_apns *a, const struct push_apns_pus
 	snprintf(it->url, n, "%s/3/device/%s", a->endpoint, p->token);
 	snprintf(it->topic_h, sizeof(it->topic_h), "apns-topic: %s", topic);
 	snprintf(it->type_h, sizeof(it->type_h), "apns-push-type: %s", bg ? "background" : "alert");
-	snprintf(it->prio_h, sizeof(it->prio_h), "apns-priority: %d", bg ? 5 : 10);
+	snprintf(it->prio_h, sizeof(it->prio_h), "apns-priority: %d", prio);
 	it->headers[h++] = it->topic_h;
 	it->headers[h++] = it->type_h;
 	it->headers[h++] = it->prio_h;
@@ -473,7 +529,8 @@ static enum ferry_err item_build(struct push_apns *a, const struct push_apns_pus
 	}
 	it->headers[h++] = "content-type: application/json";
 	it->headers[h] = NULL;
-	snprintf(it->tok, sizeof(it->tok), "%s", p->token);
+	/* At most half of the token, so that a short one is never logged whole. */
+	snprintf(it->tok, sizeof(it->tok), "%.*s", (int)(strlen(p->token) / 2), p->token);
 	it->req.url = it->url;
 	it->req.method = "POST";
 	it->req.headers = it->headers;

@@ -27,6 +27,8 @@
  * {"aps":{"content-available":1}} (push type background, priority 5); alert
  * mode {"aps":{"alert":TEXT,"mutable-content":1}} with the operator's text
  * (push type alert, priority 10), so an app extension fetches and decrypts.
+ * A direct push (POST /v1/push) may bring its own payload, push type and
+ * priority instead; the payload is checked, then sent as is.
  *
  * Logs name a device token by its first PUSH_APNS_LOG_PREFIX characters
  * only, and never show a provider token.
@@ -90,6 +92,12 @@ struct push_apns_push {
 	int64_t expiration;	 /* apns-expiration, UNIX seconds; 0: "try once"; < 0: none */
 	const char *collapse_id; /* NULL: none; at most PUSH_APNS_MAX_COLLAPSE_ID bytes */
 	unsigned attempt;	 /* 0 for a first try, 1 for the first retry...: the back-off */
+	/* Direct pushes (POST /v1/push) set these; wake-ups leave them 0. */
+	const char *payload;   /* the JSON body as is: an object with an "aps" object, at most
+				  PUSH_APNS_MAX_PAYLOAD bytes; NULL: built from the mode */
+	const char *push_type; /* apns-push-type "alert" or "background"; NULL: from the mode */
+	int priority;	       /* apns-priority 1, 5 or 10; 0: from the mode (5 background,
+				  10 alert); background takes 5 only */
 };
 
 enum push_apns_outcome {
@@ -143,6 +151,15 @@ struct push_apns *push_apns_new(struct push_http *http, const struct push_apns_o
  * missing token, topic, alert text, collapse id), FERRY_ETOOBIG (payload over
  * PUSH_APNS_MAX_PAYLOAD), FERRY_ECONFIG (the provider token cannot be
  * signed), FERRY_EUNAVAIL (the HTTP client is being freed), FERRY_ENOMEM.
+ *
+ * A direct push's fields are checked before anything is sent:
+ *   - payload (sent byte for byte instead of the mode's, which makes
+ *     alert_text unused): FERRY_ETOOBIG over PUSH_APNS_MAX_PAYLOAD bytes;
+ *     FERRY_EINVAL if empty, not JSON (duplicate keys included), not an
+ *     object, or without an "aps" object;
+ *   - push_type: FERRY_EINVAL unless NULL, "alert" or "background";
+ *   - priority: FERRY_EINVAL unless 0, 1, 5 or 10, or if it is 1 or 10
+ *     while the push type (push_type, else the mode's) is background.
  */
 enum ferry_err push_apns_send(struct push_apns *a, const struct push_apns_push *p,
 			      push_apns_done_fn done, void *arg) FERRY_WUR;

@@ -494,33 +494,143 @@ static void on_send_done(struct push_http_req *r)
 	report(f, it, &res);
 }
 
+/* FCM refuses these data keys (reserved for its own use). */
+static int data_key_reserved(const char *key)
+{
+	return strcmp(key, "from") == 0 || strcmp(key, "gcm") == 0 ||
+	       strncmp(key, "google", strlen("google")) == 0;
+}
+
+/*
+ * message.data into *@out (new reference): {"ferry":"wake"} for a wake-up,
+ * else the caller's object, every value a string and no reserved key.
+ */
+static enum ferry_err build_data(const char *data_json, json_t **out)
+{
+	const char *key;
+	json_t *j, *v;
+
+	*out = NULL;
+	if (!data_json) {
+		*out = json_pack("{ss}", "ferry", "wake");
+		return *out ? FERRY_OK : FERRY_ENOMEM;
+	}
+	/* Duplicate keys are refused: which one would the operator mean? */
+	j = json_loads(data_json, JSON_REJECT_DUPLICATES, NULL);
+	if (!json_is_object(j))
+		goto invalid;
+	json_object_foreach(j, key, v)
+	{
+		if (!json_is_string(v) || data_key_reserved(key))
+			goto invalid;
+	}
+	*out = j;
+	return FERRY_OK;
+invalid:
+	json_decref(j);
+	return FERRY_EINVAL;
+}
+
+/* message.notification into *@out (new reference), or NULL if neither a
+ * title nor a body is set. */
+static enum ferry_err build_notification(const struct push_fcm_push *p, json_t **out)
+{
+	*out = NULL;
+	if (!p->title && !p->body)
+		return FERRY_OK;
+	*out = json_object();
+	if (!*out)
+		return FERRY_ENOMEM;
+	/* json_string() refuses what is not UTF-8. */
+	if ((p->title && json_object_set_new(*out, "title", json_string(p->title))) ||
+	    (p->body && json_object_set_new(*out, "body", json_string(p->body)))) {
+		json_decref(*out);
+		*out = NULL;
+		return FERRY_EINVAL;
+	}
+	return FERRY_OK;
+}
+
+/* The compact JSON size of @j (0 for NULL), for PUSH_FCM_MAX_PAYLOAD. */
+static size_t json_size(const json_t *j)
+{
+	return j ? json_dumpb(j, NULL, 0, JSON_COMPACT) : 0;
+}
+
+/* message.android into *@out (new reference). */
+static enum ferry_err build_android(const struct push_fcm_push *p, json_t **out)
+{
+	char ttl[24];
+
+	snprintf(ttl, sizeof(ttl), "%us", (unsigned)p->ttl_s);
+	*out = json_pack("{ssss}", "priority", p->normal_priority ? "normal" : "high", "ttl", ttl);
+	if (!*out)
+		return FERRY_ENOMEM;
+	if (p->collapse_key &&
+	    json_object_set_new(*out, "collapse_key", json_string(p->collapse_key))) {
+		json_decref(*out);
+		*out = NULL;
+		return FERRY_EINVAL; /* not UTF-8 */
+	}
+	return FERRY_OK;
+}
+
+/*
+ * The request body: {"message":{"token", ["notification",] "data",
+ * "android"}}. Keys keep this order, so a wake-up's bytes are what they
+ * were before direct pushes.
+ */
+static enum ferry_err build_body(const struct push_fcm_push *p, char **body)
+{
+	json_t *notification = NULL, *data = NULL, *android = NULL, *msg = NULL;
+	enum ferry_err rc;
+
+	rc = build_notification(p, &notification);
+	if (!rc)
+		rc = build_data(p->data_json, &data);
+	if (rc)
+		goto out;
+	if (json_size(notification) + json_size(data) > PUSH_FCM_MAX_PAYLOAD) {
+		rc = FERRY_ETOOBIG;
+		goto out;
+	}
+	rc = build_android(p, &android);
+	if (rc)
+		goto out;
+	/* A failure here is a token that is not UTF-8 (or no memory). */
+	if (json_object_size(data) == 0) {
+		json_decref(data); /* "{}": a notification without data */
+		data = NULL;
+	}
+	msg = json_pack("{s{sssO*sO*sO}}", "message", "token", p->token, "notification",
+			notification, "data", data, "android", android);
+	if (!msg) {
+		rc = FERRY_EINVAL;
+		goto out;
+	}
+	*body = json_dumps(msg, JSON_COMPACT);
+	rc = *body ? FERRY_OK : FERRY_ENOMEM;
+out:
+	json_decref(msg);
+	json_decref(android);
+	json_decref(data);
+	json_decref(notification);
+	return rc;
+}
+
 static enum ferry_err item_build(struct push_fcm *f, const struct push_fcm_push *p, struct item *it)
 {
-	json_t *android, *msg;
-	char ttl[24];
+	enum ferry_err rc;
 
 	if (!p->token || !*p->token || strlen(p->token) > PUSH_FCM_MAX_TOKEN ||
 	    p->ttl_s > PUSH_FCM_MAX_TTL ||
 	    (p->collapse_key && strlen(p->collapse_key) > PUSH_FCM_MAX_COLLAPSE_KEY))
 		return FERRY_EINVAL;
-	snprintf(ttl, sizeof(ttl), "%us", (unsigned)p->ttl_s);
-	android = json_pack("{ssss}", "priority", "high", "ttl", ttl);
-	if (!android)
-		return FERRY_ENOMEM;
-	if (p->collapse_key &&
-	    json_object_set_new(android, "collapse_key", json_string(p->collapse_key))) {
-		json_decref(android);
-		return FERRY_EINVAL;
-	}
-	msg = json_pack("{s{sss{ss}so}}", "message", "token", p->token, "data", "ferry", "wake",
-			"android", android);
-	if (!msg)
-		return FERRY_EINVAL;
-	it->body = json_dumps(msg, JSON_COMPACT);
-	json_decref(msg);
-	if (!it->body)
-		return FERRY_ENOMEM;
-	snprintf(it->tok, sizeof(it->tok), "%s", p->token);
+	rc = build_body(p, &it->body);
+	if (rc)
+		return rc;
+	/* At most half of the token, so that a short one is never logged whole. */
+	snprintf(it->tok, sizeof(it->tok), "%.*s", (int)(strlen(p->token) / 2), p->token);
 	it->url = strdup(f->send_url);
 	if (!it->url)
 		return FERRY_ENOMEM;

@@ -12,8 +12,10 @@
  * (the access token itself was refused) refreshes the token and is resent
  * once; a transport error is resent once too.
  *
- * The message is a data message {"ferry":"wake"} with android priority
- * high, the caller's collapse key and ttl: never envelope contents.
+ * A wake-up is a data message {"ferry":"wake"} with android priority high,
+ * the caller's collapse key and ttl: never envelope contents. A direct push
+ * (POST /v1/push) may add a notification (title, body), its own data and
+ * priority normal.
  *
  * Errors are read from Google's JSON (error.details[], the FcmError
  * errorCode and BadRequest fieldViolations) keyed on HTTP status and
@@ -58,6 +60,14 @@
 #define PUSH_FCM_MAX_COLLAPSE_KEY 256
 #define PUSH_FCM_MAX_TTL 2419200u
 #define PUSH_FCM_LOG_PREFIX 8
+/*
+ * Google caps a message's payload at 4096 bytes (data and notification;
+ * 2048 for topic messages, which ferry does not send). Counted here as the
+ * compact JSON of message.notification plus that of message.data: more
+ * than Google counts (keys and values), so a push within this cap is
+ * within Google's.
+ */
+#define PUSH_FCM_MAX_PAYLOAD 4096
 /* Back-off defaults (milliseconds); 429's floor. */
 #define PUSH_FCM_BACKOFF_BASE_MS 1000
 #define PUSH_FCM_BACKOFF_MAX_MS (15u * 60 * 1000)
@@ -81,6 +91,11 @@ struct push_fcm_push {
 	const char *collapse_key; /* NULL: none */
 	uint32_t ttl_s;		  /* android.ttl, at most PUSH_FCM_MAX_TTL */
 	unsigned attempt;	  /* 0 for a first try...: the back-off */
+	/* Direct pushes (POST /v1/push) set these; wake-ups leave them 0. */
+	const char *title, *body; /* a notification block when either is set */
+	const char *data_json;	  /* "data": a JSON object whose values are all strings;
+				     NULL: {"ferry":"wake"}; "{}": no data */
+	int normal_priority;	  /* android priority "normal" instead of "high" */
 };
 
 enum push_fcm_outcome {
@@ -130,6 +145,15 @@ struct push_fcm *push_fcm_new(struct push_http *http, const struct push_fcm_opts
  * a token or collapse key over its cap or not UTF-8, ttl over the cap),
  * FERRY_ECONFIG (the assertion cannot be signed), FERRY_EUNAVAIL (the
  * HTTP client is being freed), FERRY_ENOMEM.
+ *
+ * A direct push's fields are checked before anything is sent:
+ *   - title, body (each NULL: left out; "" is sent as ""): FERRY_EINVAL if
+ *     not UTF-8;
+ *   - data_json (becomes message.data): FERRY_EINVAL if not JSON (duplicate
+ *     keys included), not an object, a value not a string, or a key FCM
+ *     reserves ("from", "gcm", "google...");
+ *   - FERRY_ETOOBIG if notification and data exceed PUSH_FCM_MAX_PAYLOAD
+ *     (counted as said there).
  */
 enum ferry_err push_fcm_send(struct push_fcm *f, const struct push_fcm_push *p,
 			     push_fcm_done_fn done, void *arg) FERRY_WUR;

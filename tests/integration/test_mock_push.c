@@ -30,6 +30,7 @@
 #include <openssl/pem.h>
 
 #include "tests/integration/harness.h"
+#include "tests/integration/mockenv.h"
 #include "common/banned.h"
 
 #define KEY_ID "ABC123DEFG"
@@ -45,57 +46,16 @@
 #define BAD_REQUEST_TYPE "type.googleapis.com/google.rpc.BadRequest"
 #define BODY "{\"aps\":{\"alert\":\"hello\"}}"
 
-struct mock {
-	pid_t pid;
-	int port;
-	char *log;
-	char *out;
-	char base[64]; /* https://127.0.0.1:PORT */
-};
-
 struct fixture {
 	char *cert, *key;
 	EVP_PKEY *ec, *ec_other, *rsa, *rsa_other;
-	struct mock apns, apns_goaway, fcm, fcm_short;
+	struct th_mock apns, apns_goaway, fcm, fcm_short;
 	CURL *curl; /* reused: one connection per mock while it lasts */
 };
 
 static struct fixture fx;
 
 /* ---- keys, certificates, tokens -------------------------------------------- */
-
-static void make_cert(char **cert, char **key)
-{
-	char cmd[1024];
-
-	*cert = th_write_file("cert.pem", "");
-	*key = th_write_file("key.pem", "");
-	snprintf(cmd, sizeof(cmd),
-		 "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
-		 "-days 1 -subj /CN=localhost "
-		 "-addext subjectAltName=DNS:localhost,IP:127.0.0.1 "
-		 "-keyout '%s' -out '%s' 2>/dev/null",
-		 *key, *cert);
-	if (system(cmd) != 0)
-		fail_msg("cannot make a test certificate with openssl");
-}
-
-/* The public half of @k as a PEM file; returns its path (malloc'ed). */
-static char *write_public_key(EVP_PKEY *k, const char *name)
-{
-	BIO *b = BIO_new(BIO_s_mem());
-	char *data, *text, *path;
-	long n;
-
-	if (!b || PEM_write_bio_PUBKEY(b, k) != 1)
-		fail_msg("cannot write a public key");
-	n = BIO_get_mem_data(b, &data);
-	text = strndup(data, (size_t)n);
-	path = th_write_file(name, text);
-	free(text);
-	BIO_free(b);
-	return path;
-}
 
 static char *b64url(const uint8_t *p, size_t len)
 {
@@ -197,96 +157,9 @@ static char *sa_assertion(EVP_PKEY *k, const char *iss, const char *scope, const
 
 /* ---- the mocks ----------------------------------------------------------------- */
 
-static const char *mock_dir(void)
+static json_t *last_log_line(const struct th_mock *m)
 {
-	const char *d = getenv("FERRY_TEST_MOCK_DIR");
-
-	return d ? d : "build/asan/tests/mock";
-}
-
-/* Start a mock with @args (NULL-terminated, after the program) and wait for
- * its "listening <port>" line. */
-static void mock_start(struct mock *m, const char *prog, const char *const args[])
-{
-	const char *argv[40];
-	char path[256];
-	int n = 0;
-
-	memset(m, 0, sizeof(*m));
-	snprintf(path, sizeof(path), "%s/%s", mock_dir(), prog);
-	m->log = th_write_file("mock.log", "");
-	m->out = th_write_file("mock.out", "");
-	argv[n++] = path;
-	for (int i = 0; args[i] && n < 36; i++)
-		argv[n++] = args[i];
-	argv[n++] = "--log";
-	argv[n++] = m->log;
-	argv[n] = NULL;
-	m->pid = th_spawn(argv, m->out);
-	for (int i = 0; i < 1000 && !m->port; i++) {
-		struct timespec pause = { 0, 10 * 1000 * 1000 };
-		char *out = th_read_file(m->out);
-		const char *p = strstr(out, "listening ");
-
-		if (p)
-			m->port = (int)strtol(p + 10, NULL, 10);
-		free(out);
-		if (!m->port)
-			nanosleep(&pause, NULL);
-	}
-	if (!m->port)
-		fail_msg("%s did not start: %s", prog, th_read_file(m->out));
-	snprintf(m->base, sizeof(m->base), "https://127.0.0.1:%d", m->port);
-}
-
-/* SIGTERM must end a mock cleanly (exit 0: no leak under ASan either). */
-static void mock_stop(struct mock *m)
-{
-	int st;
-
-	if (!m->pid)
-		return;
-	kill(m->pid, SIGTERM);
-	st = th_wait(m->pid);
-	if (st != 0) {
-		char *out = th_read_file(m->out);
-
-		fprintf(stderr, "---- mock output ----\n%s\n", out);
-		free(out);
-		fail_msg("mock exited with %d after SIGTERM", st);
-	}
-	unlink(m->log);
-	unlink(m->out);
-	free(m->log);
-	free(m->out);
-	m->pid = 0;
-}
-
-/* The log lines of @m, parsed (a JSON array; decref it). */
-static json_t *mock_log_lines(const struct mock *m)
-{
-	char *text = th_read_file(m->log), *line = text;
-	json_t *all = json_array();
-
-	while (line && *line) {
-		char *nl = strchr(line, '\n');
-		json_t *j;
-
-		if (nl)
-			*nl = '\0';
-		j = json_loads(line, 0, NULL);
-		if (!j)
-			fail_msg("log line is not JSON: %s", line);
-		json_array_append_new(all, j);
-		line = nl ? nl + 1 : NULL;
-	}
-	free(text);
-	return all;
-}
-
-static json_t *last_log_line(const struct mock *m)
-{
-	json_t *all = mock_log_lines(m);
+	json_t *all = th_mock_log(m);
 	json_t *last = json_incref(json_array_get(all, json_array_size(all) - 1));
 
 	json_decref(all);
@@ -410,8 +283,8 @@ static void hres_release(struct hres *r)
 
 /* POST /3/device/@token to @m with @jwt (NULL: no authorization) and the extra
  * header lines @hdrs (NULL: apns-topic TOPIC and apns-push-type alert). */
-static void apns_post_to(const struct mock *m, struct hres *r, const char *token, const char *jwt,
-			 const char *const hdrs[], const char *body, long body_len)
+static void apns_post_to(const struct th_mock *m, struct hres *r, const char *token,
+			 const char *jwt, const char *const hdrs[], const char *body, long body_len)
 {
 	static const char *const std[] = { "apns-topic: " TOPIC, "apns-push-type: alert", NULL };
 	const char *lines[20];
@@ -742,7 +615,7 @@ static void test_apns_streams(void **state)
 	curl_slist_free_all(hl);
 
 	/* All of them on one connection: the limit was raised, not hit. */
-	lines = mock_log_lines(&fx.apns);
+	lines = th_mock_log(&fx.apns);
 	for (size_t i = json_array_size(lines) - (N + 1); i < json_array_size(lines); i++) {
 		long c =
 			(long)json_integer_value(json_object_get(json_array_get(lines, i), "conn"));
@@ -769,7 +642,7 @@ static void test_apns_goaway(void **state)
 		assert_int_equal(r.status, 200);
 		hres_release(&r);
 	}
-	lines = mock_log_lines(&fx.apns_goaway);
+	lines = th_mock_log(&fx.apns_goaway);
 	assert_int_equal(json_array_size(lines), 5);
 	for (size_t i = 0; i < 5; i++) {
 		json_t *l = json_array_get(lines, i);
@@ -784,7 +657,7 @@ static void test_apns_goaway(void **state)
 /* ---- FCM -------------------------------------------------------------------------------- */
 
 /* POST /token with a form body. */
-static void fcm_token(const struct mock *m, struct hres *r, const char *form)
+static void fcm_token(const struct th_mock *m, struct hres *r, const char *form)
 {
 	char url[128];
 	const char *const hdrs[] = { "content-type: application/x-www-form-urlencoded", NULL };
@@ -793,7 +666,7 @@ static void fcm_token(const struct mock *m, struct hres *r, const char *form)
 	h2(r, "POST", url, hdrs, form, -1);
 }
 
-static char *fcm_access_token(const struct mock *m, const char *scope)
+static char *fcm_access_token(const struct th_mock *m, const char *scope)
 {
 	long now = (long)time(NULL);
 	char *a = sa_assertion(fx.rsa, SA_EMAIL, scope, "127.0.0.1", m->port, now, now + 3600);
@@ -897,7 +770,7 @@ static void test_fcm_token_endpoint(void **state)
 }
 
 /* POST a send to @m's project @project with @access (NULL: no header). */
-static void fcm_send_to(const struct mock *m, struct hres *r, const char *project,
+static void fcm_send_to(const struct th_mock *m, struct hres *r, const char *project,
 			const char *access, const char *body)
 {
 	char url[256], auth[256];
@@ -1147,31 +1020,32 @@ static int setup(void **state)
 	char *ec_pub, *rsa_pub;
 
 	(void)state;
-	make_cert(&fx.cert, &fx.key);
+	th_mock_cert(&fx.cert, &fx.key);
 	fx.ec = EVP_EC_gen("P-256");
 	fx.ec_other = EVP_EC_gen("P-256");
 	fx.rsa = EVP_RSA_gen(2048);
 	fx.rsa_other = EVP_RSA_gen(2048);
 	if (!fx.ec || !fx.ec_other || !fx.rsa || !fx.rsa_other)
 		fail_msg("cannot generate keys");
-	ec_pub = write_public_key(fx.ec, "authkey.pub");
-	rsa_pub = write_public_key(fx.rsa, "sa.pub");
-	mock_start(&fx.apns, "mock_apns",
-		   (const char *[]){ "--port", "0", "--cert", fx.cert, "--key", fx.key,
-				     "--auth-key", ec_pub, "--key-id", KEY_ID, "--team-id", TEAM_ID,
-				     "--topic", TOPIC, "--unregistered-ts", UNREG_TS, NULL });
-	mock_start(&fx.apns_goaway, "mock_apns",
-		   (const char *[]){ "--port", "0", "--cert", fx.cert, "--key", fx.key,
-				     "--auth-key", ec_pub, "--key-id", KEY_ID, "--team-id", TEAM_ID,
-				     "--goaway-after", "2", NULL });
-	mock_start(&fx.fcm, "mock_fcm",
-		   (const char *[]){ "--port", "0", "--cert", fx.cert, "--key", fx.key,
-				     "--sa-pubkey", rsa_pub, "--client-email", SA_EMAIL,
-				     "--project-id", PROJECT, NULL });
-	mock_start(&fx.fcm_short, "mock_fcm",
-		   (const char *[]){ "--port", "0", "--cert", fx.cert, "--key", fx.key,
-				     "--sa-pubkey", rsa_pub, "--client-email", SA_EMAIL,
-				     "--project-id", PROJECT, "--token-ttl", "0", NULL });
+	ec_pub = th_key_file(fx.ec, "authkey.pub", 0);
+	rsa_pub = th_key_file(fx.rsa, "sa.pub", 0);
+	th_mock_start(&fx.apns, "mock_apns",
+		      (const char *[]){ "--port", "0", "--cert", fx.cert, "--key", fx.key,
+					"--auth-key", ec_pub, "--key-id", KEY_ID, "--team-id",
+					TEAM_ID, "--topic", TOPIC, "--unregistered-ts", UNREG_TS,
+					NULL });
+	th_mock_start(&fx.apns_goaway, "mock_apns",
+		      (const char *[]){ "--port", "0", "--cert", fx.cert, "--key", fx.key,
+					"--auth-key", ec_pub, "--key-id", KEY_ID, "--team-id",
+					TEAM_ID, "--goaway-after", "2", NULL });
+	th_mock_start(&fx.fcm, "mock_fcm",
+		      (const char *[]){ "--port", "0", "--cert", fx.cert, "--key", fx.key,
+					"--sa-pubkey", rsa_pub, "--client-email", SA_EMAIL,
+					"--project-id", PROJECT, NULL });
+	th_mock_start(&fx.fcm_short, "mock_fcm",
+		      (const char *[]){ "--port", "0", "--cert", fx.cert, "--key", fx.key,
+					"--sa-pubkey", rsa_pub, "--client-email", SA_EMAIL,
+					"--project-id", PROJECT, "--token-ttl", "0", NULL });
 	fx.curl = curl_easy_init();
 	assert_non_null(fx.curl);
 	unlink(ec_pub);
@@ -1185,10 +1059,10 @@ static int teardown(void **state)
 {
 	(void)state;
 	curl_easy_cleanup(fx.curl);
-	mock_stop(&fx.apns);
-	mock_stop(&fx.apns_goaway);
-	mock_stop(&fx.fcm);
-	mock_stop(&fx.fcm_short);
+	th_mock_stop(&fx.apns);
+	th_mock_stop(&fx.apns_goaway);
+	th_mock_stop(&fx.fcm);
+	th_mock_stop(&fx.fcm_short);
 	EVP_PKEY_free(fx.ec);
 	EVP_PKEY_free(fx.ec_other);
 	EVP_PKEY_free(fx.rsa);

@@ -30,6 +30,7 @@
 #include "push/fcm.h"
 #include "push/http.h"
 #include "tests/integration/harness.h"
+#include "tests/integration/mockenv.h"
 #include "common/banned.h"
 
 #define KEY_ID "ABC123DEFG"
@@ -41,18 +42,10 @@
 #define ALERT "You have new messages"
 #define N_MANY 200
 
-struct mock {
-	pid_t pid;
-	int port;
-	char *log;
-	char *out;
-	char base[64]; /* https://127.0.0.1:PORT */
-};
-
 struct fixture {
 	char *cert, *key;
 	EVP_PKEY *ec, *rsa, *rsa_other;
-	struct mock apns, apns_goaway, fcm, fcm_expired, fcm_short;
+	struct th_mock apns, apns_goaway, fcm, fcm_expired, fcm_short;
 	uv_loop_t loop;
 	uv_timer_t tick;
 	struct push_http *http;
@@ -62,151 +55,6 @@ struct fixture {
 static struct fixture fx;
 
 /* ---- keys, certificates, mocks (as test_mock_push.c) ------------------------ */
-
-static void make_cert(char **cert, char **key)
-{
-	char cmd[1024];
-
-	*cert = th_write_file("cert.pem", "");
-	*key = th_write_file("key.pem", "");
-	snprintf(cmd, sizeof(cmd),
-		 "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
-		 "-days 1 -subj /CN=localhost "
-		 "-addext subjectAltName=DNS:localhost,IP:127.0.0.1 "
-		 "-keyout '%s' -out '%s' 2>/dev/null",
-		 *key, *cert);
-	if (system(cmd) != 0)
-		fail_msg("cannot make a test certificate with openssl");
-}
-
-/* @k as PEM: its public half, or its private key (PKCS#8). malloc'ed. */
-static char *key_pem(EVP_PKEY *k, int private)
-{
-	BIO *b = BIO_new(BIO_s_mem());
-	char *data, *text;
-	long n;
-
-	if (!b || (private ? PEM_write_bio_PrivateKey(b, k, NULL, NULL, 0, NULL, NULL)
-			   : PEM_write_bio_PUBKEY(b, k)) != 1)
-		fail_msg("cannot write a key");
-	n = BIO_get_mem_data(b, &data);
-	text = strndup(data, (size_t)n);
-	BIO_free(b);
-	return text;
-}
-
-static char *write_public_key(EVP_PKEY *k, const char *name)
-{
-	char *text = key_pem(k, 0), *path = th_write_file(name, text);
-
-	free(text);
-	return path;
-}
-
-static const char *mock_dir(void)
-{
-	const char *d = getenv("FERRY_TEST_MOCK_DIR");
-
-	return d ? d : "build/asan/tests/mock";
-}
-
-static void mock_start(struct mock *m, const char *prog, const char *const args[])
-{
-	const char *argv[40];
-	char path[256];
-	int n = 0;
-
-	memset(m, 0, sizeof(*m));
-	snprintf(path, sizeof(path), "%s/%s", mock_dir(), prog);
-	m->log = th_write_file("mock.log", "");
-	m->out = th_write_file("mock.out", "");
-	argv[n++] = path;
-	for (int i = 0; args[i] && n < 36; i++)
-		argv[n++] = args[i];
-	argv[n++] = "--log";
-	argv[n++] = m->log;
-	argv[n] = NULL;
-	m->pid = th_spawn(argv, m->out);
-	for (int i = 0; i < 1000 && !m->port; i++) {
-		struct timespec pause = { 0, 10 * 1000 * 1000 };
-		char *out = th_read_file(m->out);
-		const char *p = strstr(out, "listening ");
-
-		if (p)
-			m->port = (int)strtol(p + 10, NULL, 10);
-		free(out);
-		if (!m->port)
-			nanosleep(&pause, NULL);
-	}
-	if (!m->port)
-		fail_msg("%s did not start: %s", prog, th_read_file(m->out));
-	snprintf(m->base, sizeof(m->base), "https://127.0.0.1:%d", m->port);
-}
-
-static void mock_stop(struct mock *m)
-{
-	int st;
-
-	if (!m->pid)
-		return;
-	kill(m->pid, SIGTERM);
-	st = th_wait(m->pid);
-	if (st != 0)
-		fail_msg("mock exited with %d after SIGTERM", st);
-	unlink(m->log);
-	unlink(m->out);
-	free(m->log);
-	free(m->out);
-	m->pid = 0;
-}
-
-/* The log lines of @m, parsed (a JSON array; decref it). */
-static json_t *mock_log_lines(const struct mock *m)
-{
-	char *text = th_read_file(m->log), *line = text;
-	json_t *all = json_array();
-
-	while (line && *line) {
-		char *nl = strchr(line, '\n');
-		json_t *j;
-
-		if (nl)
-			*nl = '\0';
-		j = json_loads(line, 0, NULL);
-		if (!j)
-			fail_msg("log line is not JSON: %s", line);
-		json_array_append_new(all, j);
-		line = nl ? nl + 1 : NULL;
-	}
-	free(text);
-	return all;
-}
-
-/* The lines of @m's log whose @field is the string @value (a new array). */
-static json_t *log_where(const struct mock *m, const char *field, const char *value)
-{
-	json_t *all = mock_log_lines(m), *out = json_array(), *line;
-	size_t i;
-
-	json_array_foreach(all, i, line)
-	{
-		const char *v = json_string_value(json_object_get(line, field));
-
-		if (v && strcmp(v, value) == 0)
-			json_array_append(out, line);
-	}
-	json_decref(all);
-	return out;
-}
-
-static const char *str(json_t *line, const char *field)
-{
-	const char *v = json_string_value(json_object_get(line, field));
-
-	if (!v)
-		fail_msg("log field '%s' is not a string", field);
-	return v;
-}
 
 /* ---- the loop ------------------------------------------------------------------- */
 
@@ -286,7 +134,7 @@ static void apns_cb(void *arg, const struct push_apns_result *res)
 	n_done++;
 }
 
-static struct push_apns *apns_new(const struct mock *m)
+static struct push_apns *apns_new(const struct th_mock *m)
 {
 	struct push_apns_opts o = { .endpoint = m->base,
 				    .key = fx.ec,
@@ -343,17 +191,17 @@ static void test_apns_ok(void **state)
 	assert_int_equal(g.res.rc, FERRY_OK);
 	assert_true(strlen(g.res.apns_id) > 0);
 
-	lines = log_where(&fx.apns, "token", "0123abcd");
+	lines = th_mock_log_where(&fx.apns, "token", "0123abcd");
 	assert_int_equal(json_array_size(lines), 1);
 	line = json_array_get(lines, 0);
 	snprintf(exp_text, sizeof(exp_text), "%lld", (long long)exp);
-	assert_string_equal(str(line, "topic"), TOPIC);
-	assert_string_equal(str(line, "push_type"), "background");
-	assert_string_equal(str(line, "priority"), "5");
-	assert_string_equal(str(line, "collapse_id"), "wake-42");
-	assert_string_equal(str(line, "expiration"), exp_text);
-	assert_string_equal(str(line, "jwt_kid"), KEY_ID);
-	assert_string_equal(str(line, "payload"), "{\"aps\":{\"content-available\":1}}");
+	assert_string_equal(th_json_str(line, "topic"), TOPIC);
+	assert_string_equal(th_json_str(line, "push_type"), "background");
+	assert_string_equal(th_json_str(line, "priority"), "5");
+	assert_string_equal(th_json_str(line, "collapse_id"), "wake-42");
+	assert_string_equal(th_json_str(line, "expiration"), exp_text);
+	assert_string_equal(th_json_str(line, "jwt_kid"), KEY_ID);
+	assert_string_equal(th_json_str(line, "payload"), "{\"aps\":{\"content-available\":1}}");
 	assert_true(json_is_null(json_object_get(line, "reason")));
 	json_decref(lines);
 
@@ -383,14 +231,14 @@ static void test_apns_alert(void **state)
 	apns_submit(a, &p, &g);
 	run_until(1, 20000);
 	assert_int_equal(g.res.outcome, PUSH_APNS_OK);
-	lines = log_where(&fx.apns, "token", "alert-1");
+	lines = th_mock_log_where(&fx.apns, "token", "alert-1");
 	line = json_array_get(lines, 0);
 	assert_non_null(line);
-	assert_string_equal(str(line, "push_type"), "alert");
-	assert_string_equal(str(line, "priority"), "10");
-	assert_string_equal(str(line, "expiration"), "0");
+	assert_string_equal(th_json_str(line, "push_type"), "alert");
+	assert_string_equal(th_json_str(line, "priority"), "10");
+	assert_string_equal(th_json_str(line, "expiration"), "0");
 	assert_true(json_is_null(json_object_get(line, "collapse_id")));
-	assert_string_equal(str(line, "payload"),
+	assert_string_equal(th_json_str(line, "payload"),
 			    "{\"aps\":{\"alert\":\"" ALERT "\",\"mutable-content\":1}}");
 	json_decref(lines);
 
@@ -407,6 +255,193 @@ static void test_apns_alert(void **state)
 	bad = p;
 	bad.collapse_id = "0123456789012345678901234567890123456789012345678901234567890123456789";
 	assert_int_equal(push_apns_send(a, &bad, apns_cb, &g), FERRY_EINVAL);
+	push_apns_free(a);
+	loop_close();
+}
+
+/* A JSON object with an "aps" object, exactly @size bytes (malloc'ed). */
+static char *aps_payload_of(size_t size)
+{
+	static const char head[] = "{\"aps\":{},\"pad\":\"", tail[] = "\"}";
+	size_t fixed = strlen(head) + strlen(tail);
+	char *p = malloc(size + 1);
+
+	assert_non_null(p);
+	assert_true(size >= fixed);
+	memcpy(p, head, strlen(head));
+	memset(p + strlen(head), 'x', size - fixed);
+	memcpy(p + size - strlen(tail), tail, strlen(tail) + 1);
+	return p;
+}
+
+/* A direct push: the operator's payload byte for byte, push type, priority. */
+static void test_apns_direct(void **state)
+{
+	/* Spacing and key order jansson would not keep: sent as is or not at all. */
+	static const char payload[] =
+		"{ \"aps\": {\"alert\": {\"title\": \"Hello\", \"body\": \"W\\u00f6rld\"}, "
+		"\"sound\": \"default\", \"badge\": 3}, \"room\": \"42\" }";
+	int64_t exp = (int64_t)time(NULL) + 600;
+	struct push_apns_push p = { .token = "direct-1",
+				    .mode = PUSH_APNS_BACKGROUND, /* push_type wins */
+				    .payload = payload,
+				    .push_type = "alert",
+				    .priority = 10,
+				    .collapse_id = "room-42",
+				    .expiration = exp };
+	struct push_apns_push low = { .token = "direct-2",
+				      .payload = "{\"aps\":{\"alert\":\"x\"}}",
+				      .push_type = "alert",
+				      .priority = 1,
+				      .expiration = -1 };
+	struct push_apns_push bg = { .token = "direct-3",
+				     .payload = "{\"aps\":{\"content-available\":1},\"k\":\"v\"}",
+				     .expiration = -1 };
+	char *max = aps_payload_of(PUSH_APNS_MAX_PAYLOAD);
+	struct push_apns_push big = { .token = "direct-4", .payload = max, .expiration = -1 };
+	char exp_text[32];
+	struct apns_got g[4];
+	struct push_apns *a;
+	json_t *lines, *line;
+
+	(void)state;
+	loop_open();
+	a = apns_new(&fx.apns);
+	apns_submit(a, &p, &g[0]);
+	run_until(1, 20000);
+	apns_submit(a, &low, &g[1]);
+	apns_submit(a, &bg, &g[2]);
+	apns_submit(a, &big, &g[3]);
+	run_until(4, 20000);
+	for (int k = 0; k < 4; k++)
+		assert_int_equal(g[k].res.outcome, PUSH_APNS_OK);
+
+	lines = th_mock_log_where(&fx.apns, "token", "direct-1");
+	assert_int_equal(json_array_size(lines), 1);
+	line = json_array_get(lines, 0);
+	snprintf(exp_text, sizeof(exp_text), "%lld", (long long)exp);
+	assert_string_equal(th_json_str(line, "payload"), payload);
+	assert_int_equal(json_integer_value(json_object_get(line, "payload_bytes")),
+			 strlen(payload));
+	assert_string_equal(th_json_str(line, "push_type"), "alert");
+	assert_string_equal(th_json_str(line, "priority"), "10");
+	assert_string_equal(th_json_str(line, "topic"), TOPIC);
+	assert_string_equal(th_json_str(line, "collapse_id"), "room-42");
+	assert_string_equal(th_json_str(line, "expiration"), exp_text);
+	json_decref(lines);
+
+	lines = th_mock_log_where(&fx.apns, "token", "direct-2");
+	line = json_array_get(lines, 0);
+	assert_non_null(line);
+	assert_string_equal(th_json_str(line, "push_type"), "alert");
+	assert_string_equal(th_json_str(line, "priority"), "1");
+	assert_true(json_is_null(json_object_get(line, "expiration")));
+	json_decref(lines);
+
+	/* No push type, no priority: the mode's (background, 5). */
+	lines = th_mock_log_where(&fx.apns, "token", "direct-3");
+	line = json_array_get(lines, 0);
+	assert_non_null(line);
+	assert_string_equal(th_json_str(line, "push_type"), "background");
+	assert_string_equal(th_json_str(line, "priority"), "5");
+	assert_string_equal(th_json_str(line, "payload"), bg.payload);
+	json_decref(lines);
+
+	lines = th_mock_log_where(&fx.apns, "token", "direct-4");
+	line = json_array_get(lines, 0);
+	assert_non_null(line);
+	assert_int_equal(json_integer_value(json_object_get(line, "payload_bytes")),
+			 PUSH_APNS_MAX_PAYLOAD);
+	json_decref(lines);
+	free(max);
+	push_apns_free(a);
+	loop_close();
+}
+
+/* Bad direct pushes are refused by push_apns_send(): nothing reaches APNs. */
+static void test_apns_direct_refused(void **state)
+{
+	static const char *const not_ok[] = {
+		"",
+		"not json",
+		"{\"aps\":{}",
+		"[{\"aps\":{}}]",
+		"{\"alert\":\"no aps\"}",
+		"{\"aps\":\"not an object\"}",
+		"{\"aps\":{}} trailing",
+		"{\"aps\":{},\"aps\":{\"alert\":\"x\"}}",
+		"{\"aps\":{\"alert\":\"\xff\"}}",
+	};
+	struct push_apns_push ok = { .token = "refused-1",
+				     .mode = PUSH_APNS_ALERT,
+				     .alert_text = ALERT,
+				     .payload = "{\"aps\":{\"alert\":\"x\"}}",
+				     .push_type = "alert",
+				     .priority = 10,
+				     .expiration = -1 };
+	struct push_apns_push bad;
+	char *over = aps_payload_of(PUSH_APNS_MAX_PAYLOAD + 1);
+	struct push_apns_stats st;
+	struct push_apns *a;
+	struct apns_got g;
+	json_t *lines;
+
+	(void)state;
+	loop_open();
+	a = apns_new(&fx.apns);
+	memset(&g, 0, sizeof(g));
+	for (size_t i = 0; i < sizeof(not_ok) / sizeof(not_ok[0]); i++) {
+		bad = ok;
+		bad.payload = not_ok[i];
+		if (push_apns_send(a, &bad, apns_cb, &g) != FERRY_EINVAL)
+			fail_msg("payload '%s' was not refused with FERRY_EINVAL", not_ok[i]);
+	}
+	bad = ok;
+	bad.payload = over;
+	assert_int_equal(push_apns_send(a, &bad, apns_cb, &g), FERRY_ETOOBIG);
+	bad = ok;
+	bad.push_type = "voip";
+	assert_int_equal(push_apns_send(a, &bad, apns_cb, &g), FERRY_EINVAL);
+	bad.push_type = "";
+	assert_int_equal(push_apns_send(a, &bad, apns_cb, &g), FERRY_EINVAL);
+	bad.push_type = "Alert";
+	assert_int_equal(push_apns_send(a, &bad, apns_cb, &g), FERRY_EINVAL);
+	for (int prio = -1; prio <= 11; prio++) {
+		if (prio == 0 || prio == 1 || prio == 5 || prio == 10)
+			continue;
+		bad = ok;
+		bad.priority = prio;
+		assert_int_equal(push_apns_send(a, &bad, apns_cb, &g), FERRY_EINVAL);
+	}
+	/* Background takes 5 only, whether the type is given or the mode's. */
+	bad = ok;
+	bad.push_type = "background";
+	assert_int_equal(push_apns_send(a, &bad, apns_cb, &g), FERRY_EINVAL);
+	bad.priority = 1;
+	assert_int_equal(push_apns_send(a, &bad, apns_cb, &g), FERRY_EINVAL);
+	bad = ok;
+	bad.push_type = NULL;
+	bad.mode = PUSH_APNS_BACKGROUND;
+	assert_int_equal(push_apns_send(a, &bad, apns_cb, &g), FERRY_EINVAL);
+	/* A bad payload is refused in alert mode without alert text too. */
+	bad = ok;
+	bad.alert_text = NULL;
+	bad.payload = "{}";
+	assert_int_equal(push_apns_send(a, &bad, apns_cb, &g), FERRY_EINVAL);
+	assert_int_equal(g.done, 0);
+	push_apns_stats(a, &st);
+	assert_int_equal(st.sent, 0);
+	assert_int_equal(st.requests, 0);
+
+	/* The same push made right goes through; nothing else was sent. */
+	bad.payload = ok.payload;
+	apns_submit(a, &bad, &g);
+	run_until(1, 20000);
+	assert_int_equal(g.res.outcome, PUSH_APNS_OK);
+	lines = th_mock_log_where(&fx.apns, "token", "refused-1");
+	assert_int_equal(json_array_size(lines), 1);
+	json_decref(lines);
+	free(over);
 	push_apns_free(a);
 	loop_close();
 }
@@ -441,7 +476,7 @@ static void test_apns_many(void **state)
 	assert_int_equal(hs.connections_opened, 1);
 
 	/* One connection; the first push went alone, the rest overlapped. */
-	all = mock_log_lines(&fx.apns);
+	all = th_mock_log(&fx.apns);
 	json_array_foreach(all, i, line)
 	{
 		const char *t = json_string_value(json_object_get(line, "token"));
@@ -545,11 +580,12 @@ static void test_apns_expired_provider_token(void **state)
 	assert_int_equal(st.resent_expired, 1);
 	assert_int_equal(st.requests, 3);
 
-	lines = log_where(&fx.apns, "token", "expire1-a");
+	lines = th_mock_log_where(&fx.apns, "token", "expire1-a");
 	assert_int_equal(json_array_size(lines), 2);
 	assert_int_equal(json_integer_value(json_object_get(json_array_get(lines, 0), "status")),
 			 403);
-	assert_string_equal(str(json_array_get(lines, 0), "reason"), "ExpiredProviderToken");
+	assert_string_equal(th_json_str(json_array_get(lines, 0), "reason"),
+			    "ExpiredProviderToken");
 	assert_int_equal(json_integer_value(json_object_get(json_array_get(lines, 1), "status")),
 			 200);
 	assert_true(json_integer_value(json_object_get(json_array_get(lines, 1), "jwt_iat")) >=
@@ -583,7 +619,7 @@ static void test_apns_goaway(void **state)
 		assert_int_equal(g[k].res.outcome, PUSH_APNS_OK);
 	/* Several connections were used. (The mock logs the requests it refused
 	 * with its GOAWAY as answered, so the log has more 200s than pushes.) */
-	all = mock_log_lines(&fx.apns_goaway);
+	all = th_mock_log(&fx.apns_goaway);
 	json_array_foreach(all, i, line)
 	{
 		if (json_integer_value(json_object_get(line, "status")) == 200 &&
@@ -596,7 +632,7 @@ static void test_apns_goaway(void **state)
 	assert_int_equal(st.ok, 20);
 	assert_true(st.resent_transport + st.requests >= 20);
 	for (int k = 0; k < 20; k++) {
-		json_t *l = log_where(&fx.apns_goaway, "token", tokens[k]);
+		json_t *l = th_mock_log_where(&fx.apns_goaway, "token", tokens[k]);
 
 		assert_true(json_array_size(l) >= 1);
 		json_decref(l);
@@ -646,27 +682,17 @@ static void fcm_cb(void *arg, const struct push_fcm_result *res)
 }
 
 /* A service-account file for @m signed with @k, loaded into @sa. */
-static void sa_load(struct push_service_account *sa, const struct mock *m, EVP_PKEY *k)
+static void sa_load(struct push_service_account *sa, const struct th_mock *m, EVP_PKEY *k)
 {
-	char *pem = key_pem(k, 1), *text, *path, uri[128], err[256] = "";
-	json_t *j;
+	char *path = th_service_account_file(k, m, PROJECT, SA_EMAIL), err[256] = "";
 
-	snprintf(uri, sizeof(uri), "%s/token", m->base);
-	j = json_pack("{ss,ss,ss,ss,ss,ss}", "type", "service_account", "project_id", PROJECT,
-		      "private_key_id", "k1", "private_key", pem, "client_email", SA_EMAIL,
-		      "token_uri", uri);
-	text = json_dumps(j, 0);
-	path = th_write_file("sa.json", text);
 	if (push_service_account_load(path, sa, err, sizeof(err)))
 		fail_msg("push_service_account_load: %s", err);
 	unlink(path);
 	free(path);
-	free(text);
-	free(pem);
-	json_decref(j);
 }
 
-static struct push_fcm *fcm_new(const struct mock *m, const struct push_service_account *sa)
+static struct push_fcm *fcm_new(const struct th_mock *m, const struct push_service_account *sa)
 {
 	struct push_fcm_opts o = { .endpoint = m->base, .sa = sa, .clock = lagging_clock };
 	char err[256] = "";
@@ -691,9 +717,9 @@ static struct push_fcm_result fcm_one(struct push_fcm *f, const char *token, uns
 	return g.res;
 }
 
-static size_t count_path(const struct mock *m, const char *path)
+static size_t count_path(const struct th_mock *m, const char *path)
 {
-	json_t *l = log_where(m, "path", path);
+	json_t *l = th_mock_log_where(m, "path", path);
 	size_t n = json_array_size(l);
 
 	json_decref(l);
@@ -724,21 +750,195 @@ static void test_fcm_ok_and_reuse(void **state)
 	for (int k = 0; k < 3; k++)
 		assert_int_equal(g[k].res.outcome, PUSH_FCM_OK);
 	assert_int_equal(count_path(&fx.fcm, "/token"), tokens_before + 1);
-	sends = log_where(&fx.fcm, "path", "/v1/projects/" PROJECT "/messages:send");
+	sends = th_mock_log_where(&fx.fcm, "path", "/v1/projects/" PROJECT "/messages:send");
 	assert_true(json_array_size(sends) >= 3);
 	{
 		size_t n = json_array_size(sends);
-		const char *t = str(json_array_get(sends, n - 1), "access_token");
+		const char *t = th_json_str(json_array_get(sends, n - 1), "access_token");
 
-		assert_string_equal(str(json_array_get(sends, n - 2), "access_token"), t);
-		assert_string_equal(str(json_array_get(sends, n - 3), "access_token"), t);
-		assert_string_equal(str(json_array_get(sends, n - 1), "token"), "reuse-c");
+		assert_string_equal(th_json_str(json_array_get(sends, n - 2), "access_token"), t);
+		assert_string_equal(th_json_str(json_array_get(sends, n - 3), "access_token"), t);
+		assert_string_equal(th_json_str(json_array_get(sends, n - 1), "token"), "reuse-c");
 	}
 	json_decref(sends);
 	push_fcm_stats(f, &st);
 	assert_int_equal(st.exchanges, 1);
 	assert_int_equal(st.ok, 3);
 	assert_int_equal(st.requests, 3);
+	push_fcm_free(f);
+	push_service_account_release(&sa);
+	loop_close();
+}
+
+/* A wake-up is exactly the data message it always was. */
+static void test_fcm_wake_body(void **state)
+{
+	struct push_service_account sa;
+	struct push_fcm_result r;
+	struct push_fcm *f;
+	json_t *lines;
+
+	(void)state;
+	loop_open();
+	sa_load(&sa, &fx.fcm, fx.rsa);
+	f = fcm_new(&fx.fcm, &sa);
+	r = fcm_one(f, "wakebody-1", 0);
+	assert_int_equal(r.outcome, PUSH_FCM_OK);
+	lines = th_mock_log_where(&fx.fcm, "token", "wakebody-1");
+	assert_int_equal(json_array_size(lines), 1);
+	assert_string_equal(th_json_str(json_array_get(lines, 0), "body"),
+			    "{\"message\":{\"token\":\"wakebody-1\",\"data\":{\"ferry\":\"wake\"},"
+			    "\"android\":{\"priority\":\"high\",\"ttl\":\"3600s\","
+			    "\"collapse_key\":\"wake\"}}}");
+	json_decref(lines);
+	push_fcm_free(f);
+	push_service_account_release(&sa);
+	loop_close();
+}
+
+/* A direct push: notification, the operator's data, priority normal. */
+static void test_fcm_direct(void **state)
+{
+	struct push_fcm_push p = { .token = "direct-1",
+				   .collapse_key = "chat",
+				   .ttl_s = 60,
+				   .title = "Hello",
+				   .body = "W\xc3\xb6rld",
+				   .data_json = "{ \"room\": \"42\", \"kind\": \"chat\" }",
+				   .normal_priority = 1 };
+	struct push_fcm_push title_only = {
+		.token = "direct-2", .ttl_s = 0, .title = "Only a title", .data_json = "{}"
+	};
+	/* {"k":"xxx..."}: 8 bytes of JSON around the value. */
+	char value[PUSH_FCM_MAX_PAYLOAD], *data_max;
+	struct push_fcm_push max = { .token = "direct-3", .ttl_s = 60 };
+	struct push_service_account sa;
+	struct fcm_got g[3] = { 0 };
+	struct push_fcm *f;
+	json_t *lines;
+	size_t len;
+
+	(void)state;
+	memset(value, 'v', PUSH_FCM_MAX_PAYLOAD - 8);
+	value[PUSH_FCM_MAX_PAYLOAD - 8] = '\0';
+	len = strlen(value) + 16;
+	data_max = malloc(len);
+	assert_non_null(data_max);
+	snprintf(data_max, len, "{\"k\":\"%s\"}", value);
+	assert_int_equal(strlen(data_max), PUSH_FCM_MAX_PAYLOAD);
+	max.data_json = data_max;
+
+	loop_open();
+	sa_load(&sa, &fx.fcm, fx.rsa);
+	f = fcm_new(&fx.fcm, &sa);
+	assert_int_equal(push_fcm_send(f, &p, fcm_cb, &g[0]), FERRY_OK);
+	assert_int_equal(push_fcm_send(f, &title_only, fcm_cb, &g[1]), FERRY_OK);
+	assert_int_equal(push_fcm_send(f, &max, fcm_cb, &g[2]), FERRY_OK);
+	run_until(3, 20000);
+	for (int k = 0; k < 3; k++)
+		assert_int_equal(g[k].res.outcome, PUSH_FCM_OK);
+
+	lines = th_mock_log_where(&fx.fcm, "token", "direct-1");
+	assert_int_equal(json_array_size(lines), 1);
+	assert_string_equal(th_json_str(json_array_get(lines, 0), "body"),
+			    "{\"message\":{\"token\":\"direct-1\","
+			    "\"notification\":{\"title\":\"Hello\",\"body\":\"W\xc3\xb6rld\"},"
+			    "\"data\":{\"room\":\"42\",\"kind\":\"chat\"},"
+			    "\"android\":{\"priority\":\"normal\",\"ttl\":\"60s\","
+			    "\"collapse_key\":\"chat\"}}}");
+	json_decref(lines);
+	lines = th_mock_log_where(&fx.fcm, "token", "direct-2");
+	assert_int_equal(json_array_size(lines), 1);
+	assert_string_equal(th_json_str(json_array_get(lines, 0), "body"),
+			    "{\"message\":{\"token\":\"direct-2\","
+			    "\"notification\":{\"title\":\"Only a title\"},"
+			    "\"android\":{\"priority\":\"high\",\"ttl\":\"0s\"}}}");
+	json_decref(lines);
+	lines = th_mock_log_where(&fx.fcm, "token", "direct-3");
+	assert_int_equal(json_array_size(lines), 1);
+	json_decref(lines);
+	free(data_max);
+	push_fcm_free(f);
+	push_service_account_release(&sa);
+	loop_close();
+}
+
+/* Bad direct pushes are refused by push_fcm_send(): nothing reaches FCM. */
+static void test_fcm_direct_refused(void **state)
+{
+	static const char *const not_ok[] = {
+		"{\"n\":1}",
+		"{\"room\":\"42\",\"nested\":{\"a\":\"b\"}}",
+		"{\"flag\":true}",
+		"{\"none\":null}",
+		"{\"list\":[\"a\"]}",
+		"[\"a\",\"b\"]",
+		"\"just a string\"",
+		"not json",
+		"",
+		"{\"a\":\"1\",\"a\":\"2\"}",
+		"{\"from\":\"x\"}",
+		"{\"gcm\":\"x\"}",
+		"{\"google.c.a.e\":\"1\"}",
+		"{\"a\":\"\xff\"}",
+	};
+	struct push_fcm_push ok = { .token = "refused-1",
+				    .ttl_s = 60,
+				    .title = "t",
+				    .body = "b",
+				    .data_json = "{\"a\":\"b\"}" };
+	/* notification {"title":"t"} is 13 bytes, data {"k":"..."} 8 plus the value. */
+	char value[PUSH_FCM_MAX_PAYLOAD], *data;
+	struct push_fcm_push bad;
+	struct push_service_account sa;
+	struct push_fcm_stats st;
+	struct fcm_got g = { 0 };
+	struct push_fcm *f;
+	json_t *lines;
+	size_t len;
+
+	(void)state;
+	memset(value, 'v', PUSH_FCM_MAX_PAYLOAD - 8 - 13 + 1);
+	value[PUSH_FCM_MAX_PAYLOAD - 8 - 13 + 1] = '\0';
+	len = strlen(value) + 16;
+	data = malloc(len);
+	assert_non_null(data);
+	snprintf(data, len, "{\"k\":\"%s\"}", value);
+
+	loop_open();
+	sa_load(&sa, &fx.fcm, fx.rsa);
+	f = fcm_new(&fx.fcm, &sa);
+	for (size_t i = 0; i < sizeof(not_ok) / sizeof(not_ok[0]); i++) {
+		bad = ok;
+		bad.data_json = not_ok[i];
+		if (push_fcm_send(f, &bad, fcm_cb, &g) != FERRY_EINVAL)
+			fail_msg("data '%s' was not refused with FERRY_EINVAL", not_ok[i]);
+	}
+	bad = ok;
+	bad.title = "\xff\xfe";
+	assert_int_equal(push_fcm_send(f, &bad, fcm_cb, &g), FERRY_EINVAL);
+	bad = ok;
+	bad.body = "caf\xe9";
+	assert_int_equal(push_fcm_send(f, &bad, fcm_cb, &g), FERRY_EINVAL);
+	/* One byte over, counting the notification with the data. */
+	bad = ok;
+	bad.body = NULL;
+	bad.data_json = data;
+	assert_int_equal(push_fcm_send(f, &bad, fcm_cb, &g), FERRY_ETOOBIG);
+	assert_int_equal(g.done, 0);
+	push_fcm_stats(f, &st);
+	assert_int_equal(st.sent, 0);
+	assert_int_equal(st.exchanges, 0);
+
+	/* Without the title it fits, and goes. */
+	bad.title = NULL;
+	assert_int_equal(push_fcm_send(f, &bad, fcm_cb, &g), FERRY_OK);
+	run_until(1, 20000);
+	assert_int_equal(g.res.outcome, PUSH_FCM_OK);
+	lines = th_mock_log_where(&fx.fcm, "token", "refused-1");
+	assert_int_equal(json_array_size(lines), 1);
+	json_decref(lines);
+	free(data);
 	push_fcm_free(f);
 	push_service_account_release(&sa);
 	loop_close();
@@ -797,14 +997,14 @@ static void test_fcm_refresh_after_401(void **state)
 	assert_int_equal(st.refreshed_401, 1);
 	/* The mock refuses the token before reading the message: the 401 line
 	 * names no device token. */
-	sends = log_where(&fx.fcm_short, "path", "/v1/projects/" PROJECT "/messages:send");
+	sends = th_mock_log_where(&fx.fcm_short, "path", "/v1/projects/" PROJECT "/messages:send");
 	n = json_array_size(sends);
 	assert_int_equal(n, 3);
 	assert_int_equal(json_integer_value(json_object_get(json_array_get(sends, 1), "status")),
 			 401);
 	assert_int_equal(json_integer_value(json_object_get(json_array_get(sends, 2), "status")),
 			 200);
-	assert_string_equal(str(json_array_get(sends, 2), "token"), "short-2");
+	assert_string_equal(th_json_str(json_array_get(sends, 2), "token"), "short-2");
 	assert_int_equal(count_path(&fx.fcm_short, "/token"), 2);
 	json_decref(sends);
 	push_fcm_free(f);
@@ -900,34 +1100,35 @@ static int setup(void **state)
 	char *ec_pub, *rsa_pub;
 
 	(void)state;
-	make_cert(&fx.cert, &fx.key);
+	th_mock_cert(&fx.cert, &fx.key);
 	fx.ec = EVP_EC_gen("P-256");
 	fx.rsa = EVP_RSA_gen(2048);
 	fx.rsa_other = EVP_RSA_gen(2048);
 	if (!fx.ec || !fx.rsa || !fx.rsa_other)
 		fail_msg("cannot generate keys");
-	ec_pub = write_public_key(fx.ec, "authkey.pub");
-	rsa_pub = write_public_key(fx.rsa, "sa.pub");
-	mock_start(&fx.apns, "mock_apns",
-		   (const char *[]){ "--port", "0", "--cert", fx.cert, "--key", fx.key,
-				     "--auth-key", ec_pub, "--key-id", KEY_ID, "--team-id", TEAM_ID,
-				     "--topic", TOPIC, "--unregistered-ts", UNREG_TS, NULL });
-	mock_start(&fx.apns_goaway, "mock_apns",
-		   (const char *[]){ "--port", "0", "--cert", fx.cert, "--key", fx.key,
-				     "--auth-key", ec_pub, "--key-id", KEY_ID, "--team-id", TEAM_ID,
-				     "--goaway-after", "5", NULL });
-	mock_start(&fx.fcm, "mock_fcm",
-		   (const char *[]){ "--port", "0", "--cert", fx.cert, "--key", fx.key,
-				     "--sa-pubkey", rsa_pub, "--client-email", SA_EMAIL,
-				     "--project-id", PROJECT, NULL });
-	mock_start(&fx.fcm_expired, "mock_fcm",
-		   (const char *[]){ "--port", "0", "--cert", fx.cert, "--key", fx.key,
-				     "--sa-pubkey", rsa_pub, "--client-email", SA_EMAIL,
-				     "--project-id", PROJECT, "--token-ttl", "0", NULL });
-	mock_start(&fx.fcm_short, "mock_fcm",
-		   (const char *[]){ "--port", "0", "--cert", fx.cert, "--key", fx.key,
-				     "--sa-pubkey", rsa_pub, "--client-email", SA_EMAIL,
-				     "--project-id", PROJECT, "--token-ttl", "2", NULL });
+	ec_pub = th_key_file(fx.ec, "authkey.pub", 0);
+	rsa_pub = th_key_file(fx.rsa, "sa.pub", 0);
+	th_mock_start(&fx.apns, "mock_apns",
+		      (const char *[]){ "--port", "0", "--cert", fx.cert, "--key", fx.key,
+					"--auth-key", ec_pub, "--key-id", KEY_ID, "--team-id",
+					TEAM_ID, "--topic", TOPIC, "--unregistered-ts", UNREG_TS,
+					NULL });
+	th_mock_start(&fx.apns_goaway, "mock_apns",
+		      (const char *[]){ "--port", "0", "--cert", fx.cert, "--key", fx.key,
+					"--auth-key", ec_pub, "--key-id", KEY_ID, "--team-id",
+					TEAM_ID, "--goaway-after", "5", NULL });
+	th_mock_start(&fx.fcm, "mock_fcm",
+		      (const char *[]){ "--port", "0", "--cert", fx.cert, "--key", fx.key,
+					"--sa-pubkey", rsa_pub, "--client-email", SA_EMAIL,
+					"--project-id", PROJECT, NULL });
+	th_mock_start(&fx.fcm_expired, "mock_fcm",
+		      (const char *[]){ "--port", "0", "--cert", fx.cert, "--key", fx.key,
+					"--sa-pubkey", rsa_pub, "--client-email", SA_EMAIL,
+					"--project-id", PROJECT, "--token-ttl", "0", NULL });
+	th_mock_start(&fx.fcm_short, "mock_fcm",
+		      (const char *[]){ "--port", "0", "--cert", fx.cert, "--key", fx.key,
+					"--sa-pubkey", rsa_pub, "--client-email", SA_EMAIL,
+					"--project-id", PROJECT, "--token-ttl", "2", NULL });
 	unlink(ec_pub);
 	unlink(rsa_pub);
 	free(ec_pub);
@@ -938,11 +1139,11 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	(void)state;
-	mock_stop(&fx.apns);
-	mock_stop(&fx.apns_goaway);
-	mock_stop(&fx.fcm);
-	mock_stop(&fx.fcm_expired);
-	mock_stop(&fx.fcm_short);
+	th_mock_stop(&fx.apns);
+	th_mock_stop(&fx.apns_goaway);
+	th_mock_stop(&fx.fcm);
+	th_mock_stop(&fx.fcm_expired);
+	th_mock_stop(&fx.fcm_short);
 	EVP_PKEY_free(fx.ec);
 	EVP_PKEY_free(fx.rsa);
 	EVP_PKEY_free(fx.rsa_other);
@@ -958,6 +1159,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_apns_ok),
 		cmocka_unit_test(test_apns_alert),
+		cmocka_unit_test(test_apns_direct),
+		cmocka_unit_test(test_apns_direct_refused),
 		cmocka_unit_test(test_apns_many),
 		cmocka_unit_test(test_apns_token_errors),
 		cmocka_unit_test(test_apns_unavailable),
@@ -965,6 +1168,9 @@ int main(void)
 		cmocka_unit_test(test_apns_goaway),
 		cmocka_unit_test(test_apns_free_pending),
 		cmocka_unit_test(test_fcm_ok_and_reuse),
+		cmocka_unit_test(test_fcm_wake_body),
+		cmocka_unit_test(test_fcm_direct),
+		cmocka_unit_test(test_fcm_direct_refused),
 		cmocka_unit_test(test_fcm_expired_tokens),
 		cmocka_unit_test(test_fcm_refresh_after_401),
 		cmocka_unit_test(test_fcm_token_errors),

@@ -225,26 +225,59 @@ static int check_payload(const struct h2srv_req *req, struct outcome *o)
 	return 0;
 }
 
+/*
+ * The word a token stands for: itself, or for a hexadecimal token (what
+ * ferry's admin API accepts for APNs) "0ff" then a code: 410 unregistered,
+ * 400 baddevice, 401 nottopic, 429 busy, 503N unavail<N>-, 403N expire<N>-
+ * (N one decimal digit). Counting stays by the exact token.
+ */
+static const char *token_word(const char *tok, char *buf, size_t n)
+{
+	static const struct {
+		const char *code, *word;
+	} codes[] = {
+		{ "410", "unregistered" }, { "400", "baddevice" }, { "401", "nottopic" },
+		{ "429", "busy" },	   { "503", "unavail" },   { "403", "expire" },
+	};
+
+	if (strncmp(tok, "0ff", 3) != 0 || strspn(tok, "0123456789abcdef") != strlen(tok))
+		return tok;
+	for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
+		if (strncmp(tok + 3, codes[i].code, 3) != 0)
+			continue;
+		if (strcmp(codes[i].word, "unavail") == 0 || strcmp(codes[i].word, "expire") == 0) {
+			if (tok[6] < '0' || tok[6] > '9')
+				return tok;
+			snprintf(buf, n, "%s%c-", codes[i].word, tok[6]);
+		} else {
+			snprintf(buf, n, "%s", codes[i].word);
+		}
+		return buf;
+	}
+	return tok;
+}
+
 /* The behaviour the device token's text chooses (after every other check). */
 static void token_behaviour(struct apns *a, struct outcome *o)
 {
+	char buf[32];
+	const char *word = token_word(o->token, buf, sizeof(buf));
 	long n;
 
 	o->status = 200;
-	if (mock_starts_with(o->token, "unregistered")) {
+	if (mock_starts_with(word, "unregistered")) {
 		o->status = 410;
 		o->reason = "Unregistered";
-	} else if (mock_starts_with(o->token, "baddevice")) {
+	} else if (mock_starts_with(word, "baddevice")) {
 		o->status = 400;
 		o->reason = "BadDeviceToken";
-	} else if (mock_starts_with(o->token, "nottopic")) {
+	} else if (mock_starts_with(word, "nottopic")) {
 		o->status = 400;
 		o->reason = "DeviceTokenNotForTopic";
-	} else if (mock_starts_with(o->token, "busy")) {
+	} else if (mock_starts_with(word, "busy")) {
 		o->status = 429;
 		o->reason = "TooManyRequests";
-	} else if (mock_prefix_n(o->token, "unavail", &n) &&
-		   mock_count(&a->counters, o->token) <= n) {
+	} else if (mock_prefix_n(word, "unavail", &n) && mock_count(&a->counters, o->token) <= n) {
 		o->status = 503;
 		o->reason = "ServiceUnavailable";
 	}
@@ -253,6 +286,7 @@ static void token_behaviour(struct apns *a, struct outcome *o)
 static void check(struct apns *a, struct h2srv_req *req, struct outcome *o)
 {
 	const char *tok;
+	char buf[32];
 	long n;
 
 	o->status = 400;
@@ -286,7 +320,8 @@ static void check(struct apns *a, struct h2srv_req *req, struct outcome *o)
 	}
 	/* A valid provider token lifts the one-stream limit of the connection. */
 	h2srv_conn_set_max_streams(req->conn, STREAMS_AFTER_AUTH);
-	if (mock_prefix_n(o->token, "expire", &n) && mock_count(&a->counters, o->token) <= n) {
+	if (mock_prefix_n(token_word(o->token, buf, sizeof(buf)), "expire", &n) &&
+	    mock_count(&a->counters, o->token) <= n) {
 		o->status = 403;
 		o->reason = "ExpiredProviderToken";
 		return;

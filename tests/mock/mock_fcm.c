@@ -564,6 +564,8 @@ static void handle_send(struct fcm *f, const struct h2srv_req *req, const char *
 	char msg[256], name[160];
 	json_t *root;
 
+	/* What the sender sent, whatever the answer (tests compare the bytes). */
+	json_object_set_new(an->log, "body", mock_json_str((const char *)req->body));
 	if (auth && strncasecmp(auth, "bearer ", 7) == 0) {
 		json_object_set_new(an->log, "access_token", json_string(auth + 7));
 		t = find_token(f, auth + 7);

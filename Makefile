@@ -77,7 +77,10 @@ PUSH_SRCS := \
 	push/creds.c \
 	push/fcm.c \
 	push/http.c \
-	push/jwt.c
+	push/jwt.c \
+	push/note.c \
+	push/push.c \
+	push/wake.c
 
 GATEWAY_SRCS := \
 	gateway/conn.c \
@@ -127,6 +130,8 @@ UNIT_TESTS := \
 	tests/unit/gateway/test_presence \
 	tests/unit/gateway/test_proto \
 	tests/unit/push/test_jwt \
+	tests/unit/push/test_note \
+	tests/unit/push/test_wake \
 	tests/unit/queue/test_validate
 
 INTEGRATION_TESTS := \

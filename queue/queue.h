@@ -158,6 +158,23 @@ enum ferry_err queue_device_auth(struct queue_registry *reg, int64_t id, const v
 enum ferry_err queue_user_devices(struct queue_registry *reg, const char *user, int64_t *ids,
 				  size_t max, size_t *n) FERRY_WUR;
 
+/*
+ * The devices among @ids (@n of them, at most QUEUE_DEVICES_GET_MAX) that
+ * exist, in one statement: *out is a malloc'ed array of *nout records in
+ * ascending id order; free with queue_device_list_free().
+ */
+#define QUEUE_DEVICES_GET_MAX 1000
+enum ferry_err queue_devices_get(struct queue_registry *reg, const int64_t *ids, size_t n,
+				 struct queue_device **out, size_t *nout) FERRY_WUR;
+
+/*
+ * Remove device @id's push token if it is still @token and was registered
+ * before @before_ms (Unix ms): a token registered again meanwhile, or a new
+ * one, stays. FERRY_OK: removed; FERRY_ENOTFOUND: nothing matched.
+ */
+enum ferry_err queue_device_drop_push(struct queue_registry *reg, int64_t id, const char *token,
+				      int64_t before_ms) FERRY_WUR;
+
 /* Set last_seen = now() for @n devices in one statement. */
 enum ferry_err queue_devices_seen(struct queue_registry *reg, const int64_t *ids,
 				  size_t n) FERRY_WUR;

@@ -288,21 +288,13 @@ enum ferry_err queue_device_get(struct queue_registry *reg, int64_t id, struct q
 	return rc;
 }
 
-enum ferry_err queue_device_list(struct queue_registry *reg, const char *user,
-				 struct queue_device **out, size_t *n)
+/* Every row of @res (cleared here) as a malloc'ed array in *out. */
+static enum ferry_err parse_devices(PGresult *res, struct queue_device **out, size_t *n)
 {
-	const char *params[1] = { user };
-	struct queue_device *devs;
-	PGresult *res;
+	int rows = PQntuples(res);
+	struct queue_device *devs = calloc(rows ? (size_t)rows : 1, sizeof(*devs));
 	enum ferry_err rc;
-	int rows;
 
-	rc = run(reg, "SELECT " DEVICE_COLUMNS " FROM devices WHERE user_id = $1 ORDER BY id", 1,
-		 params, 1, &res);
-	if (rc)
-		return rc;
-	rows = PQntuples(res);
-	devs = calloc(rows ? (size_t)rows : 1, sizeof(*devs));
 	if (!devs) {
 		PQclear(res);
 		return FERRY_ENOMEM;
@@ -319,6 +311,20 @@ enum ferry_err queue_device_list(struct queue_registry *reg, const char *user,
 	*out = devs;
 	*n = (size_t)rows;
 	return FERRY_OK;
+}
+
+enum ferry_err queue_device_list(struct queue_registry *reg, const char *user,
+				 struct queue_device **out, size_t *n)
+{
+	const char *params[1] = { user };
+	PGresult *res;
+	enum ferry_err rc;
+
+	rc = run(reg, "SELECT " DEVICE_COLUMNS " FROM devices WHERE user_id = $1 ORDER BY id", 1,
+		 params, 1, &res);
+	if (rc)
+		return rc;
+	return parse_devices(res, out, n);
 }
 
 /* Run a statement keyed by device id; FERRY_ENOTFOUND when it touched no row. */
@@ -446,6 +452,65 @@ enum ferry_err queue_user_devices(struct queue_registry *reg, const char *user, 
 	return FERRY_OK;
 }
 
+/* "{1,2,3}": a bigint[] parameter for @n ids, in @arr (released on failure). */
+static enum ferry_err id_array(struct buf *arr, const int64_t *ids, size_t n)
+{
+	enum ferry_err rc;
+
+	buf_init(arr, 24 * n + 2);
+	rc = buf_puts(arr, "{");
+	for (size_t i = 0; i < n && !rc; i++)
+		rc = buf_printf(arr, "%s%lld", i ? "," : "", (long long)ids[i]);
+	if (!rc)
+		rc = buf_puts(arr, "}");
+	if (rc)
+		buf_release(arr);
+	return rc;
+}
+
+enum ferry_err queue_devices_get(struct queue_registry *reg, const int64_t *ids, size_t n,
+				 struct queue_device **out, size_t *nout)
+{
+	const char *params[1];
+	struct buf arr;
+	PGresult *res;
+	enum ferry_err rc;
+
+	*out = NULL;
+	*nout = 0;
+	if (n == 0)
+		return FERRY_OK;
+	if (n > QUEUE_DEVICES_GET_MAX)
+		return FERRY_EINVAL;
+	rc = id_array(&arr, ids, n);
+	if (rc)
+		return rc;
+	params[0] = arr.data;
+	rc = run(reg,
+		 "SELECT " DEVICE_COLUMNS " FROM devices WHERE id = ANY($1::bigint[]) ORDER BY id",
+		 1, params, 1, &res);
+	buf_release(&arr);
+	if (rc)
+		return rc;
+	return parse_devices(res, out, nout);
+}
+
+enum ferry_err queue_device_drop_push(struct queue_registry *reg, int64_t id, const char *token,
+				      int64_t before_ms)
+{
+	char idbuf[24], msbuf[24];
+	const char *params[3] = { idbuf, token, msbuf };
+
+	snprintf(idbuf, sizeof(idbuf), "%lld", (long long)id);
+	snprintf(msbuf, sizeof(msbuf), "%lld", (long long)before_ms);
+	return run_on_device(reg,
+			     "UPDATE devices SET push_provider = NULL, push_token = NULL, "
+			     "push_app = NULL, apns_topic = NULL, push_environment = NULL, "
+			     "push_updated = NULL WHERE id = $1 AND push_token = $2 AND "
+			     "push_updated < to_timestamp($3::bigint / 1000.0)",
+			     3, params);
+}
+
 enum ferry_err queue_devices_seen(struct queue_registry *reg, const int64_t *ids, size_t n)
 {
 	struct buf arr;
@@ -455,16 +520,9 @@ enum ferry_err queue_devices_seen(struct queue_registry *reg, const int64_t *ids
 
 	if (n == 0)
 		return FERRY_OK;
-	buf_init(&arr, 24 * n + 2);
-	rc = buf_puts(&arr, "{");
-	for (size_t i = 0; i < n && !rc; i++)
-		rc = buf_printf(&arr, "%s%lld", i ? "," : "", (long long)ids[i]);
-	if (!rc)
-		rc = buf_puts(&arr, "}");
-	if (rc) {
-		buf_release(&arr);
+	rc = id_array(&arr, ids, n);
+	if (rc)
 		return rc;
-	}
 	params[0] = arr.data;
 	/* Rows locked in id order, as the store's writers lock them: two
 	 * transactions that lock devices in the same order cannot deadlock. */

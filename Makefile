@@ -70,7 +70,8 @@ QUEUE_SRCS := \
 
 ADMIN_SRCS := \
 	admin/http.c \
-	admin/routes.c
+	admin/routes.c \
+	admin/routes_push.c
 
 PUSH_SRCS := \
 	push/apns.c \
@@ -145,6 +146,8 @@ INTEGRATION_TESTS := \
 	tests/integration/test_push_http \
 	tests/integration/test_mock_push \
 	tests/integration/test_push_senders \
+	tests/integration/test_push \
+	tests/integration/test_push_api \
 	tests/integration/test_store \
 	tests/integration/test_admin
 
@@ -283,6 +286,8 @@ $(MOCK_BINS): build/asan/tests/mock/%: build/asan/tests/mock/%.o \
 
 build/asan/tests/integration/test_mock_push: | $(MOCK_BINS)
 build/asan/tests/integration/test_push_senders: | $(MOCK_BINS)
+build/asan/tests/integration/test_push: | $(MOCK_BINS)
+build/asan/tests/integration/test_push_api: | $(MOCK_BINS)
 
 # ---- fuzzing (clang, libFuzzer + ASan + UBSan) ---------------------------------
 
@@ -322,7 +327,8 @@ FUZZ_TEST_SECONDS ?= 10
 # Tests that drive a daemon run twice: once against the ASan build, once
 # against a ThreadSanitizer build (the workers, the admin threads).
 TSAN_TESTS := tests/integration/test_admin tests/integration/test_gateway \
-	tests/integration/test_offline tests/integration/test_messages
+	tests/integration/test_offline tests/integration/test_messages tests/integration/test_push \
+	tests/integration/test_push_api
 test: deps
 	$(Q)$(MAKE) --no-print-directory build/asan/ferryd build/asan/ferry-client \
 		build/tsan/ferryd $(TEST_BINS) $(FUZZ_BINS)

@@ -5,7 +5,9 @@
  * under [admin] max_body, bearer-token auth, matching a path to a route,
  * turning a struct admin_reply into a response, and the request log.
  * routes.c owns what each route does: it validates its input, calls the
- * queue registry or the gateway and fills in a reply. Handlers never see the
+ * queue registry or the gateway and fills in a reply; routes_push.c does the
+ * same for the push service's routes (POST /v1/push, GET /v1/stats), with
+ * the body helpers routes.c shares below. Handlers never see the
  * connection, so they cannot send twice or forget to send.
  *
  * A handler runs on one of libmicrohttpd's threads; several run at once. All
@@ -24,6 +26,8 @@
 #include "admin/admin.h"
 #include "common/err.h"
 
+struct queue_push_token;
+
 /* Most path parameters ("{user}", "{device}") one route has. */
 #define ADMIN_MAX_PARAMS 2
 
@@ -36,7 +40,8 @@
 /* A request as a handler sees it; everything is borrowed for the call. */
 struct admin_req {
 	struct queue_registry *reg;
-	struct gateway *gw; /* NULL when the device gateway is off */
+	struct gateway *gw;	   /* NULL when the device gateway is off */
+	struct push_service *push; /* NULL when the push service is off */
 	const char *method;
 	/* Percent-decoded path parameters, in the order of the pattern. They
 	 * contain no NUL byte (a %00 is rejected before dispatch). */
@@ -69,6 +74,8 @@ admin_handler admin_route_device_delete;
 admin_handler admin_route_push_set;
 admin_handler admin_route_push_clear;
 admin_handler admin_route_message_send;
+admin_handler admin_route_push_send; /* routes_push.c */
+admin_handler admin_route_stats;     /* routes_push.c */
 
 /*
  * Make @rep a JSON reply with @status. Takes @json (a reference), which may
@@ -93,5 +100,67 @@ void admin_reply_error(struct admin_reply *rep, unsigned status, const char *fmt
  * ADMIN_QUOTE_MAX bytes with "..." when longer. Returns @out.
  */
 const char *admin_quote(char *out, size_t outlen, const char *s);
+
+/* ---- request bodies (routes.c), for every route that takes one ---- */
+
+/*
+ * The body as a JSON object (no duplicate keys) with members from @allowed
+ * (NULL-terminated) only. Returns a new reference, or NULL with @rep set to
+ * the error (400 for bad input).
+ */
+json_t *admin_body_object(const struct admin_req *req, const char *const *allowed,
+			  struct admin_reply *rep);
+
+/*
+ * 1 if every member of @obj is in @allowed (NULL-terminated); else 0 with
+ * @rep set to 400 "unknown field '<where><key>'". @where names the object
+ * in messages ("tokens[2]."), "" for the body itself.
+ */
+int admin_members_known(json_t *obj, const char *const *allowed, const char *where,
+			struct admin_reply *rep);
+
+/*
+ * The string member @key of @obj into *out (borrowed from @obj). An absent
+ * or null optional member gives NULL. Returns 0 with @rep set when it is
+ * missing though @required, or not a string; messages name the member as
+ * "<where><key>".
+ */
+int admin_member_string(json_t *obj, const char *where, const char *key, int required,
+			const char **out, struct admin_reply *rep);
+
+/* "an object", "a string", ... for messages. */
+const char *admin_json_type_name(const json_t *j);
+
+/* @v in a few words for a message: "-3", "1.5", "a string". Returns @out. */
+const char *admin_json_describe(const json_t *v, char *out, size_t outlen);
+
+/* A device id as the API spells it: a positive decimal int64, digits only,
+ * no leading zero. 1 and *id set, or 0. */
+int admin_device_id_parse(const char *s, int64_t *id);
+
+/*
+ * Check a push registration as PUT /v1/devices/{id}/push takes it: the
+ * provider, the token (never quoted in a message), app, topic and
+ * environment (NULL becomes "production"). 0 with @rep set to a 400 naming
+ * the member as "<where><key>".
+ */
+int admin_push_token_check(struct queue_push_token *t, const char *where, struct admin_reply *rep);
+
+/*
+ * Map a registry error to a reply: FERRY_ENOTFOUND 404 (device @id),
+ * FERRY_EUNAVAIL 503, FERRY_EINVAL 400, anything else 500 (logged). @op
+ * names the operation in messages ("device lookup").
+ */
+void admin_reply_store_error(struct admin_reply *rep, enum ferry_err rc, const char *op,
+			     int64_t id);
+
+/*
+ * The first characters of push token @token, at most ADMIN_TOKEN_PREFIX_MAX
+ * and never more than half of it, then U+2026, into @out: all an answer
+ * ever shows of a token.
+ */
+#define ADMIN_TOKEN_PREFIX_MAX 8
+#define ADMIN_TOKEN_PREFIX_SIZE (ADMIN_TOKEN_PREFIX_MAX + 4) /* + U+2026 in UTF-8, NUL */
+void admin_token_prefix(const char *token, char out[ADMIN_TOKEN_PREFIX_SIZE]);
 
 #endif

@@ -89,6 +89,7 @@ struct admin_server {
 	struct MHD_Daemon *daemon;
 	struct queue_registry *reg; /* borrowed */
 	struct gateway *gw;	    /* borrowed, may be NULL */
+	struct push_service *push;  /* borrowed, may be NULL */
 	size_t max_body;
 	size_t max_payload; /* of an envelope: [gateway] max_frame - headroom */
 	pthread_rwlock_t token_lock;
@@ -131,6 +132,8 @@ static const struct route routes[] = {
 	{ "PUT", "/v1/devices/*/push", admin_route_push_set },
 	{ "DELETE", "/v1/devices/*/push", admin_route_push_clear },
 	{ "POST", "/v1/messages", admin_route_message_send },
+	{ "POST", "/v1/push", admin_route_push_send },
+	{ "GET", "/v1/stats", admin_route_stats },
 };
 
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
@@ -388,6 +391,7 @@ static void call_route(struct admin_server *srv, const struct route *r, const st
 	struct admin_req req = {
 		.reg = srv->reg,
 		.gw = srv->gw,
+		.push = srv->push,
 		.method = method,
 		.body = rq->body.data ? rq->body.data : "",
 		.body_len = rq->body.len,
@@ -792,7 +796,8 @@ static void server_free(struct admin_server *srv)
 
 enum ferry_err admin_start(const struct ferry_config *cfg, const char *token,
 			   struct queue_registry *reg, struct gateway *gw,
-			   struct admin_server **out, uint16_t *port, char *err, size_t errlen)
+			   struct push_service *push, struct admin_server **out, uint16_t *port,
+			   char *err, size_t errlen)
 {
 	struct admin_server *srv;
 	enum ferry_err rc;
@@ -811,6 +816,7 @@ enum ferry_err admin_start(const struct ferry_config *cfg, const char *token,
 	}
 	srv->reg = reg;
 	srv->gw = gw;
+	srv->push = push;
 	srv->max_body = cfg->admin.max_body;
 	/* max_frame is at least PROTO_MIN_MAX_FRAME, well over the headroom. */
 	srv->max_payload = cfg->gateway.max_frame - PROTO_PAYLOAD_HEADROOM;

@@ -1,5 +1,7 @@
 /*
- * routes.c - what each admin API route does (the HTTP side is in http.c).
+ * routes.c - what each admin API route does (the HTTP side is in http.c),
+ * but for the push service's routes (routes_push.c), which share the body
+ * helpers exported here (admin_int.h).
  *
  * Each handler checks its path parameters and body, calls the queue registry
  * and fills in a struct admin_reply; it always fills it in, with an error
@@ -65,16 +67,13 @@
 #define DEVICE_ID_DIGITS 19
 #define TIME_LEN 32
 
-/* At most this much of a push token is shown, and never more than half. */
-#define TOKEN_PREFIX_MAX 8
-#define ELLIPSIS "\xe2\x80\xa6" /* U+2026 */
+#define ELLIPSIS "\xe2\x80\xa6" /* U+2026, after a token prefix */
 
 #define USER_RULE "1-64 bytes of [A-Za-z0-9._:@+-]"
 
 /* ---- registry errors ---- */
 
-static void reply_store_error(struct admin_reply *rep, enum ferry_err rc, const char *op,
-			      int64_t id)
+void admin_reply_store_error(struct admin_reply *rep, enum ferry_err rc, const char *op, int64_t id)
 {
 	switch (rc) {
 	case FERRY_ENOTFOUND:
@@ -110,7 +109,7 @@ static int user_param(const struct admin_req *req, struct admin_reply *rep)
 }
 
 /* Digits only, no leading zero, 1-19 digits, positive, fits int64. */
-static int device_id_parse(const char *s, int64_t *id)
+int admin_device_id_parse(const char *s, int64_t *id)
 {
 	size_t i, len = strlen(s);
 	long long v;
@@ -133,7 +132,7 @@ static int device_param(const struct admin_req *req, struct admin_reply *rep, in
 	const char *s = req->params[0];
 	char q[ADMIN_QUOTE_MAX + 8];
 
-	if (device_id_parse(s, id))
+	if (admin_device_id_parse(s, id))
 		return 1;
 	admin_reply_error(rep, HTTP_BAD_REQUEST,
 			  "device id '%s' is invalid: expected a positive decimal integer",
@@ -143,7 +142,7 @@ static int device_param(const struct admin_req *req, struct admin_reply *rep, in
 
 /* ---- request bodies ---- */
 
-static const char *json_type_name(const json_t *j)
+const char *admin_json_type_name(const json_t *j)
 {
 	switch (json_typeof(j)) {
 	case JSON_OBJECT:
@@ -176,15 +175,32 @@ static const char *parse_error_text(json_error_t *jerr)
 	return jerr->text;
 }
 
-/* The body as a JSON object with keys from @allowed only; NULL and @rep set if not. */
-static json_t *body_object(const struct admin_req *req, const char *const *allowed,
-			   struct admin_reply *rep)
+int admin_members_known(json_t *obj, const char *const *allowed, const char *where,
+			struct admin_reply *rep)
 {
 	char q[ADMIN_QUOTE_MAX + 8];
-	json_error_t jerr;
 	const char *key;
-	json_t *obj, *v;
+	json_t *v;
 	size_t i;
+
+	json_object_foreach(obj, key, v)
+	{
+		for (i = 0; allowed[i] && strcmp(allowed[i], key); i++)
+			;
+		if (!allowed[i]) {
+			admin_reply_error(rep, HTTP_BAD_REQUEST, "unknown field '%s%s'", where,
+					  admin_quote(q, sizeof(q), key));
+			return 0;
+		}
+	}
+	return 1;
+}
+
+json_t *admin_body_object(const struct admin_req *req, const char *const *allowed,
+			  struct admin_reply *rep)
+{
+	json_error_t jerr;
+	json_t *obj;
 
 	if (!req->body_len) {
 		admin_reply_error(rep, HTTP_BAD_REQUEST,
@@ -204,31 +220,19 @@ static json_t *body_object(const struct admin_req *req, const char *const *allow
 	if (!json_is_object(obj)) {
 		admin_reply_error(rep, HTTP_BAD_REQUEST,
 				  "request body must be a JSON object, not %s",
-				  json_type_name(obj));
+				  admin_json_type_name(obj));
 		json_decref(obj);
 		return NULL;
 	}
-	json_object_foreach(obj, key, v)
-	{
-		for (i = 0; allowed[i] && strcmp(allowed[i], key); i++)
-			;
-		if (!allowed[i]) {
-			admin_reply_error(rep, HTTP_BAD_REQUEST, "unknown field '%s'",
-					  admin_quote(q, sizeof(q), key));
-			json_decref(obj);
-			return NULL;
-		}
+	if (!admin_members_known(obj, allowed, "", rep)) {
+		json_decref(obj);
+		return NULL;
 	}
 	return obj;
 }
 
-/*
- * The string field @key of @obj into *out (borrowed from @obj). An absent or
- * null optional field gives NULL. Returns 0 with @rep set when it is missing
- * though @required, or not a string.
- */
-static int field_string(json_t *obj, const char *key, int required, const char **out,
-			struct admin_reply *rep)
+int admin_member_string(json_t *obj, const char *where, const char *key, int required,
+			const char **out, struct admin_reply *rep)
 {
 	json_t *v = json_object_get(obj, key);
 
@@ -236,16 +240,23 @@ static int field_string(json_t *obj, const char *key, int required, const char *
 	if ((!v || json_is_null(v)) && !required)
 		return 1;
 	if (!v) {
-		admin_reply_error(rep, HTTP_BAD_REQUEST, "field '%s' is required", key);
+		admin_reply_error(rep, HTTP_BAD_REQUEST, "field '%s%s' is required", where, key);
 		return 0;
 	}
 	if (!json_is_string(v)) {
-		admin_reply_error(rep, HTTP_BAD_REQUEST, "field '%s' must be a string, not %s", key,
-				  json_type_name(v));
+		admin_reply_error(rep, HTTP_BAD_REQUEST, "field '%s%s' must be a string, not %s",
+				  where, key, admin_json_type_name(v));
 		return 0;
 	}
 	*out = json_string_value(v);
 	return 1;
+}
+
+/* admin_member_string() of a body's top-level member. */
+static int field_string(json_t *obj, const char *key, int required, const char **out,
+			struct admin_reply *rep)
+{
+	return admin_member_string(obj, "", key, required, out, rep);
 }
 
 /* Every byte in [@lo, 0x7e], and 1 to @max of them. */
@@ -279,48 +290,48 @@ static int hex_only(const char *s)
 }
 
 /* provider and token; nothing of the token goes into a message. */
-static int check_token(const struct queue_push_token *t, struct admin_reply *rep)
+static int check_token(const struct queue_push_token *t, const char *where, struct admin_reply *rep)
 {
 	int apns = !strcmp(t->provider, "apns");
 
 	if (!apns && strcmp(t->provider, "fcm")) {
 		admin_reply_error(rep, HTTP_BAD_REQUEST,
-				  "field 'provider' must be one of apns, fcm");
+				  "field '%sprovider' must be one of apns, fcm", where);
 		return 0;
 	}
 	if (!ascii_range(t->token, '!', QUEUE_TOKEN_MAX)) {
 		admin_reply_error(
 			rep, HTTP_BAD_REQUEST,
-			"field 'token' must be 1-%d bytes of printable ASCII without spaces",
-			QUEUE_TOKEN_MAX);
+			"field '%stoken' must be 1-%d bytes of printable ASCII without spaces",
+			where, QUEUE_TOKEN_MAX);
 		return 0;
 	}
 	if (apns && !hex_only(t->token)) {
 		admin_reply_error(rep, HTTP_BAD_REQUEST,
-				  "field 'token' must be hexadecimal for provider apns");
+				  "field '%stoken' must be hexadecimal for provider apns", where);
 		return 0;
 	}
 	return 1;
 }
 
 /* app, topic, environment, once provider and token are known good. */
-static int check_options(struct queue_push_token *t, struct admin_reply *rep)
+static int check_options(struct queue_push_token *t, const char *where, struct admin_reply *rep)
 {
 	int apns = !strcmp(t->provider, "apns");
 
 	if (t->app && !app_valid(t->app)) {
-		admin_reply_error(rep, HTTP_BAD_REQUEST, "field 'app' must be 1-%d bytes of %s",
-				  QUEUE_APP_MAX, "[A-Za-z0-9._:@+-]");
+		admin_reply_error(rep, HTTP_BAD_REQUEST, "field '%sapp' must be 1-%d bytes of %s",
+				  where, QUEUE_APP_MAX, "[A-Za-z0-9._:@+-]");
 		return 0;
 	}
 	if (t->topic && !apns) {
 		admin_reply_error(rep, HTTP_BAD_REQUEST,
-				  "field 'topic' is only allowed for provider apns");
+				  "field '%stopic' is only allowed for provider apns", where);
 		return 0;
 	}
 	if (t->topic && !ascii_range(t->topic, ' ', QUEUE_TOPIC_MAX)) {
 		admin_reply_error(rep, HTTP_BAD_REQUEST,
-				  "field 'topic' must be 1-%d bytes of printable ASCII",
+				  "field '%stopic' must be 1-%d bytes of printable ASCII", where,
 				  QUEUE_TOPIC_MAX);
 		return 0;
 	}
@@ -328,28 +339,35 @@ static int check_options(struct queue_push_token *t, struct admin_reply *rep)
 		t->environment = "production";
 	if (strcmp(t->environment, "production") && strcmp(t->environment, "sandbox")) {
 		admin_reply_error(rep, HTTP_BAD_REQUEST,
-				  "field 'environment' must be one of production, sandbox");
+				  "field '%senvironment' must be one of production, sandbox",
+				  where);
 		return 0;
 	}
 	if (!apns && strcmp(t->environment, "production")) {
 		admin_reply_error(rep, HTTP_BAD_REQUEST,
-				  "field 'environment' may be 'sandbox' only for provider apns");
+				  "field '%senvironment' may be 'sandbox' only for provider apns",
+				  where);
 		return 0;
 	}
 	return 1;
 }
 
+int admin_push_token_check(struct queue_push_token *t, const char *where, struct admin_reply *rep)
+{
+	return check_token(t, where, rep) && check_options(t, where, rep);
+}
+
 /* ---- messages ---- */
 
 /* @v in a few words for an error message: "-3", "1.5", "a string". */
-static const char *describe(const json_t *v, char *out, size_t outlen)
+const char *admin_json_describe(const json_t *v, char *out, size_t outlen)
 {
 	if (json_is_integer(v))
 		snprintf(out, outlen, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
 	else if (json_is_real(v))
 		snprintf(out, outlen, "%g", json_real_value(v));
 	else
-		snprintf(out, outlen, "%s", json_type_name(v));
+		snprintf(out, outlen, "%s", admin_json_type_name(v));
 	return out;
 }
 
@@ -389,7 +407,7 @@ static int message_target(json_t *obj, struct gateway_inject *inj, struct admin_
 		inj->to_device = (int64_t)json_integer_value(dev);
 		return 1;
 	}
-	if (json_is_string(dev) && device_id_parse(json_string_value(dev), &inj->to_device))
+	if (json_is_string(dev) && admin_device_id_parse(json_string_value(dev), &inj->to_device))
 		return 1;
 	if (json_is_string(dev))
 		admin_reply_error(
@@ -400,7 +418,7 @@ static int message_target(json_t *obj, struct gateway_inject *inj, struct admin_
 	else
 		admin_reply_error(rep, HTTP_BAD_REQUEST,
 				  "field 'to_device' must be a positive integer, not %s",
-				  describe(dev, q, sizeof(q)));
+				  admin_json_describe(dev, q, sizeof(q)));
 	return 0;
 }
 
@@ -417,7 +435,7 @@ static int message_ttl(json_t *obj, unsigned *ttl, struct admin_reply *rep)
 		admin_reply_error(
 			rep, HTTP_BAD_REQUEST,
 			"field 'ttl' must be a whole number of seconds, 0 or more, not %s",
-			describe(v, what, sizeof(what)));
+			admin_json_describe(v, what, sizeof(what)));
 		return 0;
 	}
 	/* The gateway caps it at [store] default_ttl, as it does a SEND's. */
@@ -440,14 +458,14 @@ static int message_client_id(json_t *obj, uint64_t *id, struct admin_reply *rep)
 		*id = (uint64_t)json_integer_value(v);
 		return 1;
 	}
-	if (json_is_string(v) && device_id_parse(json_string_value(v), &n)) {
+	if (json_is_string(v) && admin_device_id_parse(json_string_value(v), &n)) {
 		*id = (uint64_t)n;
 		return 1;
 	}
 	admin_reply_error(rep, HTTP_BAD_REQUEST,
 			  "field 'client_id' must be a positive integer (or its decimal string), "
 			  "not %s",
-			  describe(v, what, sizeof(what)));
+			  admin_json_describe(v, what, sizeof(what)));
 	return 0;
 }
 
@@ -613,14 +631,20 @@ static void format_time(int64_t ms, char out[TIME_LEN])
 	snprintf(out + n, TIME_LEN - n, ".%03dZ", frac);
 }
 
+void admin_token_prefix(const char *token, char out[ADMIN_TOKEN_PREFIX_SIZE])
+{
+	size_t n = strlen(token) / 2;
+
+	if (n > ADMIN_TOKEN_PREFIX_MAX)
+		n = ADMIN_TOKEN_PREFIX_MAX;
+	snprintf(out, ADMIN_TOKEN_PREFIX_SIZE, "%.*s" ELLIPSIS, (int)n, token);
+}
+
 static json_t *push_json(const struct queue_device *d)
 {
-	char prefix[TOKEN_PREFIX_MAX + sizeof(ELLIPSIS)], updated[TIME_LEN];
-	size_t n = strlen(d->push_token) / 2;
+	char prefix[ADMIN_TOKEN_PREFIX_SIZE], updated[TIME_LEN];
 
-	if (n > TOKEN_PREFIX_MAX)
-		n = TOKEN_PREFIX_MAX;
-	snprintf(prefix, sizeof(prefix), "%.*s" ELLIPSIS, (int)n, d->push_token);
+	admin_token_prefix(d->push_token, prefix);
 	format_time(d->push_updated_ms, updated);
 	return json_pack("{s:s?,s:s,s:s?,s:s?,s:s?,s:s}", "provider", d->push_provider,
 			 "token_prefix", prefix, "app", d->push_app, "topic", d->push_topic,
@@ -653,7 +677,7 @@ static void reply_device(const struct admin_req *req, struct admin_reply *rep, i
 	memset(&dev, 0, sizeof(dev));
 	rc = queue_device_get(req->reg, id, &dev);
 	if (rc) {
-		reply_store_error(rep, rc, op, id);
+		admin_reply_store_error(rep, rc, op, id);
 		return;
 	}
 	admin_reply_json(rep, HTTP_OK, device_json(&dev));
@@ -696,7 +720,7 @@ void admin_route_devices_create(const struct admin_req *req, struct admin_reply 
 	json_t *obj;
 	int64_t id;
 
-	if (!user_param(req, rep) || !(obj = body_object(req, fields, rep)))
+	if (!user_param(req, rep) || !(obj = admin_body_object(req, fields, rep)))
 		return;
 	if (!field_string(obj, "platform", 1, &platform, rep))
 		goto out;
@@ -707,7 +731,7 @@ void admin_route_devices_create(const struct admin_req *req, struct admin_reply 
 	}
 	rc = queue_device_create(req->reg, req->params[0], platform, &id, secret);
 	if (rc) {
-		reply_store_error(rep, rc, "device creation", 0);
+		admin_reply_store_error(rep, rc, "device creation", 0);
 		goto out;
 	}
 	/* The new device is a target of the user's next SEND. */
@@ -736,7 +760,7 @@ void admin_route_devices_list(const struct admin_req *req, struct admin_reply *r
 		return;
 	rc = queue_device_list(req->reg, req->params[0], &devs, &n);
 	if (rc) {
-		reply_store_error(rep, rc, "device listing", 0);
+		admin_reply_store_error(rep, rc, "device listing", 0);
 		return;
 	}
 	arr = json_array();
@@ -770,7 +794,7 @@ void admin_route_device_delete(const struct admin_req *req, struct admin_reply *
 		return;
 	rc = queue_device_delete(req->reg, id);
 	if (rc) {
-		reply_store_error(rep, rc, "device deletion", id);
+		admin_reply_store_error(rep, rc, "device deletion", id);
 		return;
 	}
 	/* A connection of a deleted device must not live on. */
@@ -789,18 +813,18 @@ void admin_route_push_set(const struct admin_req *req, struct admin_reply *rep)
 	json_t *obj;
 	int64_t id;
 
-	if (!device_param(req, rep, &id) || !(obj = body_object(req, fields, rep)))
+	if (!device_param(req, rep, &id) || !(obj = admin_body_object(req, fields, rep)))
 		return;
 	if (!field_string(obj, "provider", 1, &t.provider, rep) ||
 	    !field_string(obj, "token", 1, &t.token, rep) ||
 	    !field_string(obj, "app", 0, &t.app, rep) ||
 	    !field_string(obj, "topic", 0, &t.topic, rep) ||
-	    !field_string(obj, "environment", 0, &t.environment, rep) || !check_token(&t, rep) ||
-	    !check_options(&t, rep))
+	    !field_string(obj, "environment", 0, &t.environment, rep) ||
+	    !admin_push_token_check(&t, "", rep))
 		goto out;
 	rc = queue_device_set_push(req->reg, id, &t);
 	if (rc) {
-		reply_store_error(rep, rc, "push token update", id);
+		admin_reply_store_error(rep, rc, "push token update", id);
 		goto out;
 	}
 	log_info("event=admin_push_set device=%" PRId64 " provider=%s environment=%s", id,
@@ -819,7 +843,7 @@ void admin_route_push_clear(const struct admin_req *req, struct admin_reply *rep
 		return;
 	rc = queue_device_clear_push(req->reg, id);
 	if (rc) {
-		reply_store_error(rep, rc, "push token removal", id);
+		admin_reply_store_error(rep, rc, "push token removal", id);
 		return;
 	}
 	log_info("event=admin_push_cleared device=%" PRId64, id);
@@ -837,7 +861,7 @@ void admin_route_message_send(const struct admin_req *req, struct admin_reply *r
 	enum ferry_err rc;
 	json_t *obj;
 
-	if (!(obj = body_object(req, fields, rep)))
+	if (!(obj = admin_body_object(req, fields, rep)))
 		return;
 	if (!message_target(obj, &inj, rep) || !message_ttl(obj, &inj.ttl, rep) ||
 	    !message_client_id(obj, &inj.client_id, rep) ||

@@ -47,6 +47,7 @@
 
 #include "common/log.h"
 #include "gateway/gateway_int.h"
+#include "push/push.h"
 #include "common/banned.h"
 
 #define RETRY_MIN_MS 200
@@ -58,9 +59,9 @@
 /* ---- storing for a connection ---- */
 
 /* Store @env for @device and report to SEND @send_id on @origin; count it
- * on connection @c (NULL: none) until answered. */
+ * on connection @c (NULL: none) until answered; @wake: see enum gw_wake. */
 static void store_for(struct gw_worker *w, struct gw_conn *c, struct gw_env *env, int64_t device,
-		      unsigned origin, uint64_t send_id)
+		      unsigned origin, uint64_t send_id, enum gw_wake wake)
 {
 	struct gw_op *op = gw_op_put(w, env, &device, 1, origin, send_id, c ? c->id : 0);
 
@@ -68,6 +69,7 @@ static void store_for(struct gw_worker *w, struct gw_conn *c, struct gw_env *env
 		gw_route_result_to(w, origin, send_id, GW_RES_FAILED);
 		return;
 	}
+	op->wake = wake;
 	if (c)
 		c->puts++;
 	gw_op_submit(w, op);
@@ -132,6 +134,7 @@ void gw_deliver_register(struct gw_conn *c)
 		return;
 	}
 	gw_presence_seen(gw, c->device_id);
+	push_connected(gw->push, c->device_id);
 	log_debug("event=conn_registered conn=%llu device=%lld replaced=%llu",
 		  (unsigned long long)c->id, (long long)c->device_id,
 		  (unsigned long long)(r == 1 ? old_conn : 0));
@@ -170,7 +173,8 @@ static void store_waiting(struct gw_conn *c, int tracked)
 
 	while ((m = c->waiting) != NULL) {
 		c->waiting = (struct gw_msg *)m->link.next;
-		store_for(c->w, tracked ? c : NULL, m->env, m->device_id, m->origin, m->send_id);
+		store_for(c->w, tracked ? c : NULL, m->env, m->device_id, m->origin, m->send_id,
+			  GW_WAKE_NO);
 		gw_env_unref(m->env);
 		free(m);
 	}
@@ -511,11 +515,11 @@ void gw_deliver_msg(struct gw_worker *w, struct gw_msg *m)
 	}
 	if (!c || c->state == GW_CONN_CLOSING || c->device_id != m->device_id) {
 		/* Gone (or replaced): its successor waits for this to be stored. */
-		store_for(w, NULL, m->env, m->device_id, m->origin, m->send_id);
+		store_for(w, NULL, m->env, m->device_id, m->origin, m->send_id, GW_WAKE_IF_AWAY);
 		goto done;
 	}
 	if (c->phase != GW_PH_LIVE) {
-		store_for(w, c, m->env, m->device_id, m->origin, m->send_id);
+		store_for(w, c, m->env, m->device_id, m->origin, m->send_id, GW_WAKE_NO);
 		goto done;
 	}
 	HASH_FIND(hh, c->inflight, &m->env->server_id, sizeof(uint64_t), in);
@@ -587,7 +591,10 @@ void gw_deliver_ack_timeout(struct gw_conn *c)
 		log_debug("event=ack_timeout conn=%llu device=%lld server_id=%llu",
 			  (unsigned long long)c->id, (long long)c->device_id,
 			  (unsigned long long)in->server_id);
-		store_for(c->w, c, in->env, c->device_id, in->origin, in->send_id);
+		/* Connected but not acknowledging (an app suspended in the
+		 * background): wake it once this is stored. */
+		store_for(c->w, c, in->env, c->device_id, in->origin, in->send_id,
+			  GW_WAKE_SUSPENDED);
 		inflight_free(c, in);
 		fired = 1;
 	}
@@ -608,7 +615,8 @@ void gw_deliver_conn_closed(struct gw_conn *c)
 	 * order they were written. */
 	while (c->fifo) {
 		in = c->fifo;
-		store_for(c->w, NULL, in->env, c->device_id, in->origin, in->send_id);
+		store_for(c->w, NULL, in->env, c->device_id, in->origin, in->send_id,
+			  GW_WAKE_IF_AWAY);
 		inflight_free(c, in);
 	}
 	HASH_ITER(hh, c->inflight, in, tmp)

@@ -387,8 +387,8 @@ static void stop_workers(struct gateway *gw, unsigned n)
 }
 
 enum ferry_err gateway_start(const struct ferry_config *cfg, struct queue_registry *reg,
-			     struct queue_store *store, struct gateway **out, uint16_t ports[2],
-			     char *err, size_t errlen)
+			     struct queue_store *store, struct push_service *push,
+			     struct gateway **out, uint16_t ports[2], char *err, size_t errlen)
 {
 	struct gateway *gw = gateway_new(cfg, reg, store);
 	unsigned started = 0;
@@ -398,6 +398,7 @@ enum ferry_err gateway_start(const struct ferry_config *cfg, struct queue_regist
 		snprintf(err, errlen, "cannot start the gateway: out of memory");
 		return FERRY_ENOMEM;
 	}
+	gw->push = push;
 	if (*cfg->gateway.tls_cert || *cfg->gateway.tls_key) {
 		if (!*cfg->gateway.tls_cert || !*cfg->gateway.tls_key) {
 			snprintf(err, errlen, "TLS needs both [gateway] tls_cert and tls_key");

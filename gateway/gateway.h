@@ -23,17 +23,20 @@
 struct gateway;
 struct queue_registry;
 struct queue_store;
+struct push_service;
 
 /*
- * Start the workers and listeners. @cfg, @reg and @store are borrowed and
- * must outlive the gateway (stop the gateway before the store: it waits for
- * the store's answers to what it asked). On failure nothing is left running
- * and @err says why ("cannot listen on '0.0.0.0:7222': Address already in
- * use"). *ports (may be NULL) gets the bound plain and TLS ports (0: none).
+ * Start the workers and listeners. @cfg, @reg, @store and @push (NULL: no
+ * wake-up pushes) are borrowed and must outlive the gateway (stop the
+ * gateway before the store: it waits for the store's answers to what it
+ * asked; and before the push service, which it wakes devices through). On failure nothing is left
+ * running and @err says why ("cannot listen on '0.0.0.0:7222': Address already in use"). *ports
+ * (may be NULL) gets the bound plain and TLS ports (0: none).
  */
 enum ferry_err gateway_start(const struct ferry_config *cfg, struct queue_registry *reg,
-			     struct queue_store *store, struct gateway **out, uint16_t ports[2],
-			     char *err, size_t errlen) FERRY_WUR;
+			     struct queue_store *store, struct push_service *push,
+			     struct gateway **out, uint16_t ports[2], char *err,
+			     size_t errlen) FERRY_WUR;
 
 /*
  * An envelope from the server itself (sender user "ferry", sender device 0),

@@ -140,6 +140,13 @@ enum gw_op_kind {
 	GW_OP_DELETE,  /* acknowledged stored envelopes */
 };
 
+/* Whether a PUT wakes the devices it stored for. */
+enum gw_wake {
+	GW_WAKE_NO,	   /* a connection is catching them up */
+	GW_WAKE_IF_AWAY,   /* unless a connection registered since */
+	GW_WAKE_SUSPENDED, /* connected but not acknowledging: always */
+};
+
 struct gw_op {
 	struct gw_msg msg; /* first: the store posts it back (GW_MSG_STORE) */
 	struct queue_req req;
@@ -150,6 +157,7 @@ struct gw_op {
 	struct gw_env *env; /* PUT: the payload lives in its frame */
 	char sender_user[QUEUE_USER_MAX + 1];
 	uint64_t *ids; /* DELETE */
+	int wake;      /* PUT: enum gw_wake, for the devices it stores for */
 	struct queue_put puts[];
 };
 
@@ -324,6 +332,7 @@ struct gateway {
 	const struct ferry_config *cfg;
 	struct queue_registry *reg;
 	struct queue_store *store;
+	struct push_service *push; /* NULL: no wake-ups */
 	SSL_CTX *tls;
 	unsigned nworkers;
 	struct gw_worker *workers;

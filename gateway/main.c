@@ -26,6 +26,7 @@
 #include "common/config.h"
 #include "common/log.h"
 #include "gateway/gateway.h"
+#include "push/push.h"
 #include "queue/queue.h"
 #include "common/banned.h"
 
@@ -47,6 +48,7 @@ struct daemon {
 	struct ferry_config *boot_cfg; /* what the admin server was started with */
 	struct queue_registry *reg;
 	struct queue_store *store; /* the offline store, with the gateway */
+	struct push_service *push; /* wake-ups and direct pushes */
 	struct gateway *gw;
 	struct admin_server *admin;
 };
@@ -133,6 +135,12 @@ static void reload(struct daemon *d)
 		log_error("event=reload_failed reason=\"%s\" action=kept_old_config", err);
 		return;
 	}
+	/* Credentials first: their files are what most often goes wrong. */
+	if (d->push && push_reload(d->push, next, err, sizeof(err))) {
+		log_error("event=reload_failed reason=\"%s\" action=kept_old_config", err);
+		config_free(next);
+		return;
+	}
 	if (d->admin && (config_admin_token(next, &token, err, sizeof(err)) || !*token)) {
 		log_error("event=reload_failed reason=\"%s\" action=kept_old_config",
 			  token ? "admin token is empty" : err);
@@ -212,11 +220,20 @@ static int start_gateway(struct daemon *d)
 		fprintf(stderr, "ferryd: %s\n", err);
 		return EXIT_RUNTIME;
 	}
-	rc = gateway_start(d->cfg, d->reg, d->store, &d->gw, ports, err, sizeof(err));
+	rc = push_start(d->cfg, d->reg, &d->push, err, sizeof(err));
 	if (rc) {
 		fprintf(stderr, "ferryd: %s\n", err);
 		queue_store_stop(d->store);
 		d->store = NULL;
+		return rc == FERRY_ECONFIG ? EXIT_USAGE : EXIT_RUNTIME;
+	}
+	rc = gateway_start(d->cfg, d->reg, d->store, d->push, &d->gw, ports, err, sizeof(err));
+	if (rc) {
+		fprintf(stderr, "ferryd: %s\n", err);
+		queue_store_stop(d->store);
+		d->store = NULL;
+		push_stop(d->push);
+		d->push = NULL;
 		return rc == FERRY_ECONFIG ? EXIT_USAGE : EXIT_RUNTIME;
 	}
 	return EXIT_OK;
@@ -243,7 +260,7 @@ static int start_admin(struct daemon *d)
 		log_warn("event=admin_disabled reason=\"no [admin] token or token_file\"");
 		return EXIT_OK;
 	}
-	rc = admin_start(d->cfg, token, d->reg, d->gw, &d->admin, &port, err, sizeof(err));
+	rc = admin_start(d->cfg, token, d->reg, d->gw, d->push, &d->admin, &port, err, sizeof(err));
 	free(token);
 	if (rc) {
 		fprintf(stderr, "ferryd: %s\n", err);
@@ -276,7 +293,7 @@ static int cmd_run(const char *path)
 	}
 	/* Admin threads and the gateway's threadpool jobs share the registry. */
 	d.reg = queue_registry_new(d.cfg->store.conninfo, d.cfg->store.connect_timeout,
-				   d.cfg->admin.threads + 4);
+				   d.cfg->admin.threads + 6);
 	if (!d.reg || uv_loop_init(&d.loop)) {
 		fprintf(stderr, "ferryd: cannot initialise: out of memory\n");
 		code = EXIT_RUNTIME;
@@ -303,6 +320,7 @@ out_gateway:
 	/* The gateway waits for the store's answers to what it asked. */
 	gateway_stop(d.gw);
 	queue_store_stop(d.store);
+	push_stop(d.push);
 out_loop:
 	uv_walk(&d.loop, close_handle, NULL);
 	uv_run(&d.loop, UV_RUN_DEFAULT);

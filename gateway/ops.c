@@ -16,6 +16,7 @@
 
 #include "common/log.h"
 #include "gateway/gateway_int.h"
+#include "push/push.h"
 #include "common/banned.h"
 
 struct gw_env *gw_env_deliver(uint64_t server_id, const char *sender_user, size_t user_len,
@@ -155,10 +156,40 @@ static enum gw_result put_result(const struct gw_op *op, size_t i)
 	return GW_RES_FAILED;
 }
 
+/*
+ * Wake the devices @op stored an envelope for, once it is in the store
+ * (the push thread coalesces). Receipts never wake. A device that
+ * registered a connection since the PUT was routed is being caught up by it
+ * and is left alone, unless it is the one that stopped acknowledging.
+ */
+static void wake_stored(struct gateway *gw, const struct gw_op *op)
+{
+	unsigned wk;
+	uint64_t cid;
+
+	if (op->wake == GW_WAKE_NO || op->req.rc || op->req.kind != QUEUE_KIND_MESSAGE ||
+	    !push_enabled(gw->push))
+		return;
+	if (op->wake == GW_WAKE_IF_AWAY)
+		pthread_mutex_lock(&gw->presence_lock);
+	for (size_t i = 0; i < op->req.nputs; i++) {
+		int64_t dev = op->puts[i].recipient;
+
+		if (op->puts[i].result != QUEUE_PUT_STORED)
+			continue;
+		if (op->wake == GW_WAKE_IF_AWAY && gw_presence_find_locked(gw, dev, &wk, &cid))
+			continue;
+		push_wake(gw->push, dev);
+	}
+	if (op->wake == GW_WAKE_IF_AWAY)
+		pthread_mutex_unlock(&gw->presence_lock);
+}
+
 void gw_op_done(struct gw_worker *w, struct gw_op *op)
 {
 	w->ops--;
 	if (op->kind == GW_OP_PUT) {
+		wake_stored(w->gw, op);
 		if (op->req.rc)
 			log_debug("event=store_put_failed server_id=%llu devices=%zu reason=\"%s\"",
 				  (unsigned long long)op->req.server_id, op->req.nputs,

@@ -399,9 +399,10 @@ static void fan_out(struct gw_worker *w, struct gw_send *s, const int64_t *dev,
 		for (j = i; j < noff && env[off[j]] == e; j++)
 			ids[k++] = dev[off[j]];
 		op = gw_op_put(w, e, ids, k, w->index, s->id, 0);
-		if (op)
+		if (op) {
+			op->wake = GW_WAKE_IF_AWAY; /* no connection */
 			gw_op_submit(w, op);
-		else
+		} else
 			fails += (unsigned)k;
 		i = j;
 	}

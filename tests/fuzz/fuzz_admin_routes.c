@@ -2,16 +2,26 @@
  * fuzz_admin_routes.c - libFuzzer harness for the admin API's request
  * validation: path parameters and JSON bodies as the route handlers see them.
  *
- * Input: one byte choosing the handler, then "param0 \0 param1 \0 body".
- * The queue registry is replaced at link time by the stubs below (the real
- * queue/registry.o is not linked), so every input reaches the code that
- * builds the reply, including the device JSON.
+ * Input: one byte choosing the handler (its top bit set: no push service),
+ * then "param0 \0 param1 \0 body". The queue registry is replaced at link
+ * time by the stubs below (the real queue/registry.o is not linked), so
+ * every input reaches the code that builds the reply, including the device
+ * JSON.
+ *
+ * POST /v1/push and GET /v1/stats talk to a real push service (push.o is
+ * linked, so it cannot be stubbed here) started once on the default
+ * configuration: no app has credentials, so every target the stubbed
+ * registry gives a token is answered no_credentials by the push thread at
+ * once, without any network, and the answer is built as for any push.
  */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "admin/admin_int.h"
+#include "common/config.h"
+#include "push/push.h"
 #include "queue/queue.h"
 #include "common/banned.h"
 
@@ -86,6 +96,62 @@ enum ferry_err queue_device_clear_push(struct queue_registry *reg, int64_t id)
 	return FERRY_OK;
 }
 
+static int id_cmp(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* As the registry answers: each existing id once, ascending. Ids divisible
+ * by 3 do not exist, even ones have no token, the others have an APNs or
+ * (every fifth) an FCM token. */
+enum ferry_err queue_devices_get(struct queue_registry *reg, const int64_t *ids, size_t n,
+				 struct queue_device **out, size_t *nout)
+{
+	int64_t *sorted;
+	size_t i, k = 0;
+
+	*out = NULL;
+	*nout = 0;
+	if (n > QUEUE_DEVICES_GET_MAX)
+		return FERRY_EINVAL;
+	if (n && ids[0] % 7 == 0)
+		return FERRY_EUNAVAIL;
+	sorted = malloc(n * sizeof(*sorted) + 1);
+	*out = calloc(n + 1, sizeof(**out));
+	if (!sorted || !*out) {
+		free(sorted);
+		free(*out);
+		*out = NULL;
+		return FERRY_ENOMEM;
+	}
+	memcpy(sorted, ids, n * sizeof(*sorted));
+	qsort(sorted, n, sizeof(*sorted), id_cmp);
+	for (i = 0; i < n; i++) {
+		if (sorted[i] % 3 == 0 || (i && sorted[i] == sorted[i - 1]))
+			continue;
+		fake_device(&(*out)[k], sorted[i], sorted[i] % 2);
+		if (sorted[i] % 5 == 0 && (*out)[k].push_token) {
+			free((*out)[k].push_provider);
+			free((*out)[k].push_topic);
+			(*out)[k].push_provider = strdup("fcm");
+			(*out)[k].push_topic = NULL;
+		}
+		k++;
+	}
+	free(sorted);
+	*nout = k;
+	return FERRY_OK;
+}
+
+/* Linked in through the push service, never reached without credentials. */
+enum ferry_err queue_device_drop_push(struct queue_registry *reg, int64_t id, const char *token,
+				      int64_t before_ms)
+{
+	return FERRY_ENOTFOUND;
+}
+
 /* Linked in through the gateway, never reached from the admin routes. */
 enum ferry_err queue_device_auth(struct queue_registry *reg, int64_t id, const void *secret,
 				 size_t len, char user[QUEUE_USER_MAX + 1])
@@ -111,7 +177,28 @@ static admin_handler *const handlers[] = {
 	admin_route_healthz,	  admin_route_readyz,	  admin_route_devices_create,
 	admin_route_devices_list, admin_route_device_get, admin_route_device_delete,
 	admin_route_push_set,	  admin_route_push_clear, admin_route_message_send,
+	admin_route_push_send,	  admin_route_stats,
 };
+
+/* A push service without credentials, for the whole run. */
+static struct push_service *push_service(void)
+{
+	static struct push_service *ps;
+	struct ferry_config *cfg = NULL;
+	char err[256];
+
+	if (ps)
+		return ps;
+	/* Only the defaults: no credentials from the environment. */
+	clearenv();
+	if (config_load(NULL, &cfg, err, sizeof(err)) ||
+	    push_start(cfg, NULL, &ps, err, sizeof(err))) {
+		fprintf(stderr, "fuzz_admin_routes: cannot start the push service: %s\n", err);
+		abort();
+	}
+	config_free(cfg);
+	return ps;
+}
 
 /* Split off the next NUL-terminated piece of the input (copied). */
 static char *take(const uint8_t **p, const uint8_t *end)
@@ -141,6 +228,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	param1 = take(&p, end);
 	body = take(&p, end);
 	req.method = "POST";
+	req.push = data[0] & 0x80 ? NULL : push_service();
 	req.params[0] = param0;
 	req.params[1] = param1;
 	req.body = body;

@@ -1,0 +1,570 @@
+/*
+ * test_push.c - wake-up pushes end to end: ferryd against a throwaway
+ * PostgreSQL and the mock providers (tests/mock/README.md) over HTTP/2 and
+ * TLS.
+ *
+ * One ferryd serves every test, with four APNs apps and one FCM app:
+ *   ""      (default) APNs on `apns`, FCM on `fcm`
+ *   old     APNs on `apns_old`, whose 410s date from 2023: a token
+ *           registered today must survive them
+ *   goaway  APNs on `apns_goaway`, which sends GOAWAY after 5 streams
+ *   broken  APNs on `apns` with a key id the mock does not know
+ * Devices are registered through the admin API and never connect unless a
+ * test says so; envelopes reach them through POST /v1/messages, so they are
+ * stored and the device is woken. Each test uses tokens of its own, and
+ * reads what the mocks saw from their request logs.
+ */
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <curl/curl.h>
+#include <jansson.h>
+#include <openssl/evp.h>
+
+#include "gateway/proto.h"
+#include "tests/integration/harness.h"
+#include "tests/integration/mockenv.h"
+#include "tests/integration/rawdev.h"
+#include "common/banned.h"
+
+#define TOKEN "push-test-admin-token"
+#define KEY_ID "ABC123DEFG"
+#define TEAM_ID "TEAM123456"
+#define TOPIC "com.example.app"
+#define SA_EMAIL "ferry@mock-project.iam.gserviceaccount.com"
+#define PROJECT "mock-project"
+#define MIN_INTERVAL_S 2
+#define ACK_TIMEOUT_MS 200
+
+struct fixture {
+	char *conninfo;
+	char *cert, *key, *p8, *sa;
+	EVP_PKEY *ec, *rsa;
+	struct th_mock apns, apns_old, apns_goaway, fcm;
+	struct th_ferryd d;
+	int port;
+	char *config;
+};
+
+static struct fixture fx;
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+	while (nanosleep(&ts, &ts))
+		;
+}
+
+/* ---- set-up ---- */
+
+/* The config: @broken_kid is the key id of app "broken". */
+static char *make_config(const char *broken_kid)
+{
+	char extra[4096], *cfg;
+
+	snprintf(extra, sizeof(extra),
+		 "[gateway]\nlisten = 127.0.0.1:%d\nworkers = 2\nack_timeout = %d\n\n"
+		 "[push]\nca_file = %s\nmin_interval = %d\nmax_attempts = 4\n\n"
+		 "[push.apns]\nendpoint = %s\nsandbox_endpoint = %s\nkey_file = %s\n"
+		 "key_id = " KEY_ID "\nteam_id = " TEAM_ID "\ntopic = " TOPIC "\n\n"
+		 "[push.fcm]\nendpoint = %s\nservice_account = %s\n\n"
+		 "[push.apns.old]\nendpoint = %s\nkey_file = %s\nkey_id = " KEY_ID "\n"
+		 "team_id = " TEAM_ID "\ntopic = " TOPIC "\n\n"
+		 "[push.apns.goaway]\nendpoint = %s\nkey_file = %s\nkey_id = " KEY_ID "\n"
+		 "team_id = " TEAM_ID "\ntopic = " TOPIC "\n\n"
+		 "[push.apns.broken]\nendpoint = %s\nkey_file = %s\nkey_id = %s\n"
+		 "team_id = " TEAM_ID "\ntopic = " TOPIC "\n",
+		 fx.port, ACK_TIMEOUT_MS, fx.cert, MIN_INTERVAL_S, fx.apns.base, fx.apns.base,
+		 fx.p8, fx.fcm.base, fx.sa, fx.apns_old.base, fx.p8, fx.apns_goaway.base, fx.p8,
+		 fx.apns.base, fx.p8, broken_kid);
+	cfg = th_ferryd_config_ex(fx.conninfo, fx.d.admin_port, TOKEN, extra);
+	return cfg;
+}
+
+static int setup(void **state)
+{
+	char *ec_pub, *rsa_pub, *path;
+	int admin = th_free_port();
+
+	(void)state;
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	th_mock_cert(&fx.cert, &fx.key);
+	fx.ec = EVP_EC_gen("P-256");
+	fx.rsa = EVP_RSA_gen(2048);
+	if (!fx.ec || !fx.rsa)
+		fail_msg("cannot generate keys");
+	ec_pub = th_key_file(fx.ec, "authkey.pub", 0);
+	rsa_pub = th_key_file(fx.rsa, "sa.pub", 0);
+	fx.p8 = th_key_file(fx.ec, "AuthKey.p8", 1);
+	th_mock_start(&fx.apns, "mock_apns",
+		      (const char *[]){ "--port", "0", "--cert", fx.cert, "--key", fx.key,
+					"--auth-key", ec_pub, "--key-id", KEY_ID, "--team-id",
+					TEAM_ID, "--topic", TOPIC, NULL });
+	th_mock_start(&fx.apns_old, "mock_apns",
+		      (const char *[]){ "--port", "0", "--cert", fx.cert, "--key", fx.key,
+					"--auth-key", ec_pub, "--key-id", KEY_ID, "--team-id",
+					TEAM_ID, "--unregistered-ts", "1700000000123", NULL });
+	th_mock_start(&fx.apns_goaway, "mock_apns",
+		      (const char *[]){ "--port", "0", "--cert", fx.cert, "--key", fx.key,
+					"--auth-key", ec_pub, "--key-id", KEY_ID, "--team-id",
+					TEAM_ID, "--goaway-after", "5", NULL });
+	th_mock_start(&fx.fcm, "mock_fcm",
+		      (const char *[]){ "--port", "0", "--cert", fx.cert, "--key", fx.key,
+					"--sa-pubkey", rsa_pub, "--client-email", SA_EMAIL,
+					"--project-id", PROJECT, NULL });
+	fx.sa = th_service_account_file(fx.rsa, &fx.fcm, PROJECT, SA_EMAIL);
+	fx.conninfo = th_db_new("push");
+	fx.port = th_free_port();
+	fx.d.admin_port = admin;
+	fx.config = make_config("ZZZZZZZZZZ");
+	path = th_write_file("push.ini", fx.config);
+	if (th_ferryd_cmd(path, (const char *[]){ "migrate", NULL }, NULL) != 0)
+		return -1;
+	th_ferryd_start(&fx.d, fx.config, admin);
+	unlink(path);
+	free(path);
+	unlink(ec_pub);
+	unlink(rsa_pub);
+	free(ec_pub);
+	free(rsa_pub);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	int status = th_ferryd_stop(&fx.d, SIGTERM);
+
+	(void)state;
+	th_mock_stop(&fx.apns);
+	th_mock_stop(&fx.apns_old);
+	th_mock_stop(&fx.apns_goaway);
+	th_mock_stop(&fx.fcm);
+	EVP_PKEY_free(fx.ec);
+	EVP_PKEY_free(fx.rsa);
+	unlink(fx.cert);
+	unlink(fx.key);
+	unlink(fx.p8);
+	unlink(fx.sa);
+	free(fx.cert);
+	free(fx.key);
+	free(fx.p8);
+	free(fx.sa);
+	free(fx.config);
+	free(fx.conninfo);
+	curl_global_cleanup();
+	return status == 0 ? 0 : -1;
+}
+
+/* ---- helpers ---- */
+
+static json_t *request_json(const char *method, const char *path, const char *body, long want)
+{
+	char url[256];
+	struct th_response r;
+	json_t *j;
+
+	snprintf(url, sizeof(url), "%s%s", fx.d.admin_url, path);
+	th_http(&r, method, url, TOKEN, body);
+	if (r.status != want)
+		fail_msg("%s %s: %ld, not %ld: %s", method, path, r.status, want, r.body);
+	j = json_loads(r.body, 0, NULL);
+	th_response_release(&r);
+	return j;
+}
+
+/* A device of @user, with push token @token of @provider in @app (NULL:
+ * the default); @token NULL: none. Its secret goes to @secret if given. */
+static int64_t device_new(const char *user, const char *provider, const char *token,
+			  const char *app, char *secret)
+{
+	char sec[64], path[64], body[512];
+	int64_t id;
+
+	th_device_create(&fx.d, TOKEN, user, &id, secret ? secret : sec);
+	if (!token)
+		return id;
+	snprintf(path, sizeof(path), "/v1/devices/%lld/push", (long long)id);
+	snprintf(body, sizeof(body), "{\"provider\":\"%s\",\"token\":\"%s\"%s%s%s}", provider,
+		 token, app ? ",\"app\":\"" : "", app ? app : "", app ? "\"" : "");
+	json_decref(request_json("PUT", path, body, 200));
+	return id;
+}
+
+/* POST /v1/messages to @device, @n times; each is stored (the device is away). */
+static void send_to(int64_t device, int n)
+{
+	char body[128];
+
+	for (int i = 0; i < n; i++) {
+		json_t *j;
+
+		snprintf(body, sizeof(body), "{\"to_device\":%lld,\"payload_b64\":\"aGk=\"}",
+			 (long long)device);
+		j = request_json("POST", "/v1/messages", body, 200);
+		assert_string_equal(json_string_value(json_object_get(j, "status")), "stored");
+		json_decref(j);
+	}
+}
+
+/* Requests @m got for device token @token. */
+static size_t requests_for(const struct th_mock *m, const char *token)
+{
+	json_t *lines = th_mock_log_where(m, "token", token);
+	size_t n = json_array_size(lines);
+
+	json_decref(lines);
+	return n;
+}
+
+/* Wait up to @ms for @m to have seen @n requests for @token; returns the
+ * count then. */
+static size_t wait_requests(const struct th_mock *m, const char *token, size_t n, long ms)
+{
+	size_t got = 0;
+
+	for (long t = 0; t <= ms; t += 50) {
+		got = requests_for(m, token);
+		if (got >= n)
+			break;
+		sleep_ms(50);
+	}
+	return got;
+}
+
+/* The status of @token's request number @i (0: first). */
+static long status_of(const struct th_mock *m, const char *token, size_t i)
+{
+	json_t *lines = th_mock_log_where(m, "token", token);
+	long st = (long)json_integer_value(json_object_get(json_array_get(lines, i), "status"));
+
+	json_decref(lines);
+	return st;
+}
+
+/* 1 if device @id still has a push token. */
+static int has_token(int64_t id)
+{
+	char path[64];
+	json_t *j;
+	int has;
+
+	snprintf(path, sizeof(path), "/v1/devices/%lld", (long long)id);
+	j = request_json("GET", path, NULL, 200);
+	has = json_is_object(json_object_get(j, "push"));
+	json_decref(j);
+	return has;
+}
+
+static void wait_token_gone(int64_t id)
+{
+	for (int i = 0; i < 200 && has_token(id); i++)
+		sleep_ms(50);
+	assert_false(has_token(id));
+}
+
+/* ---- tests ---- */
+
+/* A burst of envelopes for an away device is one push, as Apple wants it. */
+static void test_burst_is_one_push(void **state)
+{
+	const char *tok = "aaaa0001";
+	int64_t id = device_new("burst", "apns", tok, NULL, NULL);
+	json_t *lines, *l;
+
+	(void)state;
+	send_to(id, 30);
+	assert_int_equal(wait_requests(&fx.apns, tok, 1, 10000), 1);
+	sleep_ms(MIN_INTERVAL_S * 1000 / 2);
+	/* Still one: the rest of the burst waits for the interval. */
+	assert_int_equal(requests_for(&fx.apns, tok), 1);
+	lines = th_mock_log_where(&fx.apns, "token", tok);
+	l = json_array_get(lines, 0);
+	assert_int_equal(json_integer_value(json_object_get(l, "status")), 200);
+	assert_string_equal(th_json_str(l, "topic"), TOPIC);
+	assert_string_equal(th_json_str(l, "push_type"), "background");
+	assert_string_equal(th_json_str(l, "priority"), "5");
+	assert_string_equal(th_json_str(l, "collapse_id"), "ferry-wake");
+	assert_string_equal(th_json_str(l, "jwt_kid"), KEY_ID);
+	assert_string_equal(th_json_str(l, "payload"), "{\"aps\":{\"content-available\":1}}");
+	json_decref(lines);
+	/* Envelopes arrived during the interval: one more push after it, not 29. */
+	assert_int_equal(wait_requests(&fx.apns, tok, 2, MIN_INTERVAL_S * 1000 + 3000), 2);
+	sleep_ms(MIN_INTERVAL_S * 1000 + 500);
+	assert_int_equal(requests_for(&fx.apns, tok), 2);
+}
+
+/* A live device is not woken; one that stops acknowledging is. */
+static void test_live_and_suspended(void **state)
+{
+	const char *tok = "aaaa0002";
+	char secret[64], ssecret[64];
+	int64_t id = device_new("susp", "apns", tok, NULL, secret);
+	int64_t sid = device_new("suspsender", NULL, NULL, NULL, ssecret);
+	struct rawdev *dev = rawdev_new(), *snd = rawdev_new();
+	const struct proto_frame *f;
+
+	(void)state;
+	rawdev_login(dev, fx.port, id, secret);
+	rawdev_login(snd, fx.port, sid, ssecret);
+	/* Acknowledged at once: delivered live, nobody is woken. */
+	rawdev_send_text(snd, 1, "susp", "one");
+	f = rawdev_expect(dev, PROTO_DELIVER, 5000);
+	rawdev_ack(dev, f->u.deliver.server_id);
+	assert_non_null(rawdev_expect(snd, PROTO_ACK, 5000));
+	sleep_ms(300);
+	assert_int_equal(requests_for(&fx.apns, tok), 0);
+	/* Not acknowledged (an app suspended in the background): stored after
+	 * the ack timeout, and the device is woken although connected. */
+	rawdev_send_text(snd, 2, "susp", "two");
+	assert_non_null(rawdev_expect(dev, PROTO_DELIVER, 5000));
+	assert_int_equal(wait_requests(&fx.apns, tok, 1, 10000), 1);
+	assert_int_equal(status_of(&fx.apns, tok, 0), 200);
+	rawdev_free(snd);
+	rawdev_free(dev);
+}
+
+/* APNs 410 with a timestamp after the registration: the token goes. */
+static void test_unregistered_removes(void **state)
+{
+	int64_t id = device_new("unreg", "apns", "0ff4100001", NULL, NULL);
+
+	(void)state;
+	send_to(id, 1);
+	assert_int_equal(wait_requests(&fx.apns, "0ff4100001", 1, 10000), 1);
+	assert_int_equal(status_of(&fx.apns, "0ff4100001", 0), 410);
+	wait_token_gone(id);
+}
+
+/* A 410 dated before the token was registered: the token stays. */
+static void test_fresh_registration_wins(void **state)
+{
+	int64_t id = device_new("fresh", "apns", "0ff4100002", "old", NULL);
+	char needle[96];
+
+	(void)state;
+	send_to(id, 1);
+	assert_int_equal(wait_requests(&fx.apns_old, "0ff4100002", 1, 10000), 1);
+	assert_int_equal(status_of(&fx.apns_old, "0ff4100002", 0), 410);
+	sleep_ms(500);
+	assert_true(has_token(id));
+	snprintf(needle, sizeof(needle), "event=push_token_removed device=%lld ", (long long)id);
+	assert_int_equal(th_log_count(&fx.d, needle), 0);
+}
+
+/* BadDeviceToken and FCM UNREGISTERED remove; a 503 never does. */
+static void test_token_errors(void **state)
+{
+	int64_t bad = device_new("bad", "apns", "0ff4000001", NULL, NULL);
+	int64_t unreg = device_new("fcmunreg", "fcm", "unregistered-fcm-1", NULL, NULL);
+	int64_t busy = device_new("busy", "apns", "0ff50390001", NULL, NULL);
+
+	(void)state;
+	send_to(bad, 1);
+	send_to(unreg, 1);
+	send_to(busy, 1);
+	wait_token_gone(bad);
+	wait_token_gone(unreg);
+	assert_int_equal(wait_requests(&fx.apns, "0ff50390001", 1, 10000), 1);
+	assert_int_equal(status_of(&fx.apns, "0ff50390001", 0), 503);
+	assert_true(has_token(busy));
+}
+
+/* 503 twice, then 200: retried with back-off until it goes through. */
+static void test_unavailable_retried(void **state)
+{
+	const char *tok = "0ff50320002";
+	int64_t id = device_new("retry", "apns", tok, NULL, NULL);
+
+	(void)state;
+	send_to(id, 1);
+	assert_int_equal(wait_requests(&fx.apns, tok, 3, 15000), 3);
+	assert_int_equal(status_of(&fx.apns, tok, 0), 503);
+	assert_int_equal(status_of(&fx.apns, tok, 1), 503);
+	assert_int_equal(status_of(&fx.apns, tok, 2), 200);
+	assert_true(has_token(id));
+}
+
+/* ExpiredProviderToken: a new JWT, and the push goes. */
+static void test_expired_provider_token(void **state)
+{
+	const char *tok = "0ff40310001";
+	int64_t id = device_new("expired", "apns", tok, NULL, NULL);
+
+	(void)state;
+	send_to(id, 1);
+	assert_int_equal(wait_requests(&fx.apns, tok, 2, 10000), 2);
+	assert_int_equal(status_of(&fx.apns, tok, 0), 403);
+	assert_int_equal(status_of(&fx.apns, tok, 1), 200);
+}
+
+/* GOAWAY after every 5 streams: 20 wakes at once, none lost. */
+static void test_goaway_loses_nothing(void **state)
+{
+	enum { N = 20 };
+	int64_t ids[N];
+	char tok[N][32];
+	json_t *all, *l;
+	size_t i;
+	long maxconn = 0;
+
+	(void)state;
+	for (int k = 0; k < N; k++) {
+		snprintf(tok[k], sizeof(tok[k]), "cccc%04d", k);
+		ids[k] = device_new("goaway", "apns", tok[k], "goaway", NULL);
+	}
+	for (int k = 0; k < N; k++)
+		send_to(ids[k], 1);
+	for (int k = 0; k < N; k++) {
+		assert_true(wait_requests(&fx.apns_goaway, tok[k], 1, 15000) >= 1);
+		json_t *lines = th_mock_log_where(&fx.apns_goaway, "token", tok[k]);
+		int ok = 0;
+
+		json_array_foreach(lines, i, l)
+		{
+			if (json_integer_value(json_object_get(l, "status")) == 200)
+				ok = 1;
+		}
+		json_decref(lines);
+		if (!ok)
+			fail_msg("no 200 for %s", tok[k]);
+	}
+	all = th_mock_log(&fx.apns_goaway);
+	json_array_foreach(all, i, l)
+	{
+		long c = (long)json_integer_value(json_object_get(l, "conn"));
+
+		if (c > maxconn)
+			maxconn = c;
+	}
+	json_decref(all);
+	assert_true(maxconn >= 2);
+}
+
+/* FCM: one OAuth exchange for several pushes; QUOTA_EXCEEDED waits. */
+static void test_fcm(void **state)
+{
+	int64_t a = device_new("fcm1", "fcm", "fcm-ok-0001", NULL, NULL);
+	int64_t b = device_new("fcm2", "fcm", "fcm-ok-0002", NULL, NULL);
+	int64_t q = device_new("fcmq", "fcm", "quota1-0001", NULL, NULL);
+	json_t *lines, *body;
+	size_t tokens;
+
+	(void)state;
+	send_to(a, 1);
+	assert_int_equal(wait_requests(&fx.fcm, "fcm-ok-0001", 1, 10000), 1);
+	send_to(b, 1);
+	assert_int_equal(wait_requests(&fx.fcm, "fcm-ok-0002", 1, 10000), 1);
+	assert_int_equal(status_of(&fx.fcm, "fcm-ok-0002", 0), 200);
+	lines = th_mock_log_where(&fx.fcm, "token", "fcm-ok-0001");
+	body = json_loads(th_json_str(json_array_get(lines, 0), "body"), 0, NULL);
+	assert_non_null(body);
+	assert_string_equal(
+		json_string_value(json_object_get(
+			json_object_get(json_object_get(body, "message"), "data"), "ferry")),
+		"wake");
+	json_decref(body);
+	json_decref(lines);
+	lines = th_mock_log_where(&fx.fcm, "path", "/token");
+	tokens = json_array_size(lines);
+	json_decref(lines);
+	assert_int_equal(tokens, 1);
+
+	/* 429: FCM wants at least a minute before the next try. */
+	send_to(q, 1);
+	assert_int_equal(wait_requests(&fx.fcm, "quota1-0001", 1, 10000), 1);
+	assert_int_equal(status_of(&fx.fcm, "quota1-0001", 0), 429);
+	sleep_ms(2500);
+	assert_int_equal(requests_for(&fx.fcm, "quota1-0001"), 1);
+	assert_true(has_token(q));
+}
+
+/* No token, no credentials: nothing is sent, and it is counted. */
+static void test_nothing_to_send(void **state)
+{
+	int64_t none = device_new("notoken", NULL, NULL, NULL, NULL);
+	int64_t nocred = device_new("nocred", "fcm", "fcm-nocred-0001", "old", NULL);
+
+	(void)state;
+	send_to(none, 1);
+	send_to(nocred, 1);
+	sleep_ms(500);
+	assert_int_equal(requests_for(&fx.fcm, "fcm-nocred-0001"), 0);
+	assert_true(has_token(nocred));
+}
+
+/*
+ * One app with a wrong key id fails (InvalidProviderToken, logged) while
+ * the others push; SIGHUP with the right key id fixes it, and a device's
+ * connection stays up through the reload.
+ */
+static void test_broken_app_and_reload(void **state)
+{
+	const char *tok = "dddd0001";
+	int64_t id = device_new("broken", "apns", tok, "broken", NULL);
+	int64_t ok = device_new("fine", "apns", "dddd0002", NULL, NULL);
+	char secret[64];
+	int64_t live = device_new("stays", NULL, NULL, NULL, secret);
+	struct rawdev *dev = rawdev_new();
+	char *path;
+
+	(void)state;
+	rawdev_login(dev, fx.port, live, secret);
+	send_to(id, 1);
+	send_to(ok, 1);
+	assert_int_equal(wait_requests(&fx.apns, tok, 1, 10000), 1);
+	assert_int_equal(status_of(&fx.apns, tok, 0), 403);
+	assert_int_equal(wait_requests(&fx.apns, "dddd0002", 1, 10000), 1);
+	assert_int_equal(status_of(&fx.apns, "dddd0002", 0), 200);
+	th_log_wait(&fx.d, "event=push_config_error provider=apns app=\"broken\"", 1);
+	assert_true(has_token(id));
+
+	/* Fix the key id and reload. */
+	free(fx.config);
+	fx.config = make_config(KEY_ID);
+	path = fx.d.config_path;
+	{
+		FILE *f = fopen(path, "w");
+
+		assert_non_null(f);
+		fputs(fx.config, f);
+		fclose(f);
+	}
+	kill(fx.d.pid, SIGHUP);
+	th_log_wait(&fx.d, "event=push_reloaded", 1);
+	sleep_ms(MIN_INTERVAL_S * 1000 + 200);
+	send_to(id, 1);
+	assert_int_equal(wait_requests(&fx.apns, tok, 2, 10000), 2);
+	assert_int_equal(status_of(&fx.apns, tok, 1), 200);
+	/* The device connection survived the reload. */
+	rawdev_send_text(dev, 1, "stays", "ping");
+	assert_non_null(rawdev_expect(dev, PROTO_ACK, 5000));
+	rawdev_free(dev);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_burst_is_one_push),
+		cmocka_unit_test(test_live_and_suspended),
+		cmocka_unit_test(test_unregistered_removes),
+		cmocka_unit_test(test_fresh_registration_wins),
+		cmocka_unit_test(test_token_errors),
+		cmocka_unit_test(test_unavailable_retried),
+		cmocka_unit_test(test_expired_provider_token),
+		cmocka_unit_test(test_goaway_loses_nothing),
+		cmocka_unit_test(test_fcm),
+		cmocka_unit_test(test_nothing_to_send),
+		cmocka_unit_test(test_broken_app_and_reload),
+	};
+
+	return cmocka_run_group_tests(tests, setup, teardown);
+}

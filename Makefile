@@ -354,7 +354,8 @@ run: deps
 # Release-built tools; `make bench` runs them against a release bin/ferryd and
 # a throwaway PostgreSQL cluster, printing key=value figures and tables.
 
-BENCH_TOOLS := bin/ferry-bench build/bench/bench_proto build/bench/bench_insert
+BENCH_TOOLS := bin/ferry-bench build/bench/bench_proto build/bench/bench_insert \
+	build/bench/bench_push build/bench/mock_apns
 
 FERRY_BENCH_SRCS := \
 	tools/bench_offline.c \
@@ -371,6 +372,18 @@ build/bench/bench_insert: $(call rel_obj,tools/bench_insert.c tools/bench_util.c
 	@mkdir -p $(@D)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(REL_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm -lpthread
+
+# APNs pushes/s through push/apns.c to the mock, against h2load (tools/bench_push.c).
+build/bench/bench_push: $(call rel_obj,tools/bench_push.c tools/bench_util.c) $(REL_LIB_OBJS)
+	@mkdir -p $(@D)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(REL_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm -lpthread
+
+# The mock APNs, optimised, for bench_push (the tests use the ASan one).
+build/bench/mock_apns: $(call rel_obj,tests/mock/mock_apns.c $(MOCK_SUPPORT_SRCS))
+	@mkdir -p $(@D)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(REL_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(MOCK_LIBS)
 
 build/bench/bench_proto: $(call rel_obj,tools/bench_proto.c $(CLIENT_DEPS_SRCS))
 	@mkdir -p $(@D)

@@ -49,11 +49,12 @@ ferryd="$top/bin/ferryd"
 bench="$top/bin/ferry-bench"
 proto="$top/build/bench/bench_proto"
 insert="$top/build/bench/bench_insert"
+pushb="$top/build/bench/bench_push"
 idle=${FERRY_BENCH_IDLE:-5000}
 quick=${FERRY_BENCH_QUICK:-0}
 results="$top/build/bench/last-run.txt"
 
-for b in "$ferryd" "$bench" "$proto" "$insert"; do
+for b in "$ferryd" "$bench" "$proto" "$insert" "$pushb"; do
 	if [ ! -x "$b" ]; then
 		echo "bench: $b is missing; run 'make bench'" >&2
 		exit 1
@@ -128,6 +129,14 @@ if command -v valgrind >/dev/null 2>&1; then
 else
 	echo "(valgrind not installed: no instruction counts)"
 fi
+
+# ---- 1b. APNs pushes ------------------------------------------------------------
+
+section "APNs pushes: ferry's sender vs h2load, one connection to the mock"
+push_n=100000 push_runs=3
+[ "$quick" = 1 ] && push_n=5000 push_runs=1
+"$pushb" --mock "$top/build/bench/mock_apns" --pushes "$push_n" --runs "$push_runs" | keep ||
+	note_failure bench_push
 
 # ---- 2. PostgreSQL and ferryd ---------------------------------------------------
 
@@ -583,6 +592,10 @@ row "store: writers busy in ferry_put_batch (summed)" store.writer_busy
 row "plain INSERT, same batch: rows/s" plain.rows_per_s
 row "plain INSERT: PostgreSQL CPU per row (us)" plain.pg_cpu_us_per_row
 row "offline stored/s / plain INSERT rows/s" offline.stored_vs_plain
+row "APNs pushes/s ferry / h2load" push.ferry_per_s push.h2load_per_s
+row "APNs ferry/h2load rate (target >= 0.5)" push.ratio
+row "APNs client CPU/request ferry / h2load (us)" push.ferry_cpu_us_per_req \
+	push.h2load_cpu_us_per_req
 echo
 echo "bench: done in $(($(date +%s) - started)) s"
 if [ -n "$failed" ]; then

@@ -48,6 +48,10 @@ struct push_http {
 	uint64_t next_seq;
 	int closing;
 	struct push_http_stats stats;
+	/* Easy handles of finished requests, kept for the next ones: a new
+	 * handle costs curl_easy_init, a dozen options and its buffers. */
+	CURL **idle;
+	size_t n_idle, idle_cap;
 };
 
 /* One pending request. */
@@ -118,12 +122,24 @@ static enum ferry_err map_curl(CURLcode cc)
 	}
 }
 
+/* Keep @easy for the next request, or clean it up if the pool is full. */
+static void easy_put(struct push_http *h, CURL *easy)
+{
+	if (h->n_idle < h->idle_cap && !h->closing)
+		h->idle[h->n_idle++] = easy;
+	else
+		curl_easy_cleanup(easy);
+}
+
 static void xfer_free(struct xfer *x)
 {
 	if (x->easy) {
-		if (curl_multi_remove_handle(x->h->multi, x->easy) != CURLM_OK)
+		if (curl_multi_remove_handle(x->h->multi, x->easy) != CURLM_OK) {
 			log_warn("event=push_http_remove_failed");
-		curl_easy_cleanup(x->easy);
+			curl_easy_cleanup(x->easy);
+		} else {
+			easy_put(x->h, x->easy);
+		}
 	}
 	curl_slist_free_all(x->hdrs);
 	buf_release(&x->body);
@@ -380,20 +396,9 @@ static enum ferry_err add_headers(struct xfer *x, const char *const *headers)
 			return FERRY_EINVAL;                             \
 	} while (0)
 
-static enum ferry_err setup_easy(struct push_http *h, struct xfer *x)
+/* What every request of @h sets alike: once per easy handle. */
+static enum ferry_err setup_easy_once(struct push_http *h, struct xfer *x)
 {
-	struct push_http_req *r = x->r;
-	const char *method = r->method;
-
-	if (!method)
-		method = r->body ? "POST" : "GET";
-	x->easy = curl_easy_init();
-	if (!x->easy)
-		return FERRY_ENOMEM;
-	if (add_headers(x, r->headers))
-		return FERRY_ENOMEM;
-	SET(CURLOPT_URL, r->url);
-	SET(CURLOPT_PRIVATE, (char *)x);
 	SET(CURLOPT_NOSIGNAL, 1L);
 	SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
 	SET(CURLOPT_PIPEWAIT, 1L);
@@ -403,14 +408,38 @@ static enum ferry_err setup_easy(struct push_http *h, struct xfer *x)
 	SET(CURLOPT_TIMEOUT_MS, (long)h->opts.timeout_ms);
 	SET(CURLOPT_CONNECTTIMEOUT_MS, (long)h->opts.connect_timeout_ms);
 	SET(CURLOPT_PROTOCOLS_STR, "https");
-	SET(CURLOPT_ERRORBUFFER, r->errbuf);
-	SET(CURLOPT_HTTPHEADER, x->hdrs);
 	SET(CURLOPT_WRITEFUNCTION, on_body);
-	SET(CURLOPT_WRITEDATA, x);
 	SET(CURLOPT_HEADERFUNCTION, on_header);
-	SET(CURLOPT_HEADERDATA, x);
 	if (h->ca_file)
 		SET(CURLOPT_CAINFO, h->ca_file);
+	return FERRY_OK;
+}
+
+static enum ferry_err setup_easy(struct push_http *h, struct xfer *x)
+{
+	struct push_http_req *r = x->r;
+	const char *method = r->method;
+
+	if (!method)
+		method = r->body ? "POST" : "GET";
+	if (h->n_idle) {
+		x->easy = h->idle[--h->n_idle];
+	} else {
+		x->easy = curl_easy_init();
+		if (!x->easy)
+			return FERRY_ENOMEM;
+		if (setup_easy_once(h, x))
+			return FERRY_EINVAL;
+	}
+	if (add_headers(x, r->headers))
+		return FERRY_ENOMEM;
+	SET(CURLOPT_URL, r->url);
+	SET(CURLOPT_PRIVATE, (char *)x);
+	SET(CURLOPT_ERRORBUFFER, r->errbuf);
+	SET(CURLOPT_HTTPHEADER, x->hdrs);
+	SET(CURLOPT_WRITEDATA, x);
+	SET(CURLOPT_HEADERDATA, x);
+	SET(CURLOPT_CUSTOMREQUEST, (char *)NULL);
 	if (strcmp(method, "GET") == 0) {
 		SET(CURLOPT_HTTPGET, 1L);
 	} else {
@@ -515,6 +544,12 @@ struct push_http *push_http_new(uv_loop_t *loop, const struct push_http_opts *o,
 		h->opts.connect_timeout_ms = PUSH_HTTP_CONNECT_TIMEOUT_MS;
 	if (!h->opts.max_resp_body)
 		h->opts.max_resp_body = PUSH_HTTP_MAX_RESP_BODY;
+	h->idle_cap = (size_t)h->opts.max_streams * h->opts.max_host_connections;
+	h->idle = calloc(h->idle_cap, sizeof(*h->idle));
+	if (!h->idle) {
+		snprintf(err, errlen, "out of memory");
+		goto free_h;
+	}
 	if (o && o->ca_file) {
 		h->ca_file = strdup(o->ca_file);
 		if (!h->ca_file) {
@@ -551,6 +586,7 @@ cleanup_multi:
 free_ca:
 	free(h->ca_file);
 free_h:
+	free(h->idle);
 	free(h);
 global_cleanup:
 	curl_global_cleanup();
@@ -576,6 +612,10 @@ void push_http_free(struct push_http *h)
 	if (h->head)
 		ferry_panic("push_http_free: requests left after cancelling");
 	/* Closes the connections; their sockets' polls close through on_socket. */
+	while (h->n_idle)
+		curl_easy_cleanup(h->idle[--h->n_idle]);
+	free(h->idle);
+	h->idle = NULL;
 	curl_multi_cleanup(h->multi);
 	h->multi = NULL;
 	uv_timer_stop(&h->timer);

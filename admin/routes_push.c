@@ -397,10 +397,13 @@ static int lookup_devices(const struct admin_req *req, struct direct_req *dr,
 			return 0;
 		}
 	}
-	qsort(dr->devs, dr->ndevs, sizeof(*dr->devs), device_cmp);
+	/* qsort and bsearch take no NULL array, even an empty one. */
+	if (dr->ndevs)
+		qsort(dr->devs, dr->ndevs, sizeof(*dr->devs), device_cmp);
 	for (i = 0; i < dr->n; i++) {
 		key.id = dr->ids[i];
-		d = bsearch(&key, dr->devs, dr->ndevs, sizeof(*dr->devs), device_cmp);
+		d = dr->ndevs ? bsearch(&key, dr->devs, dr->ndevs, sizeof(*dr->devs), device_cmp)
+			      : NULL;
 		if (!d) {
 			dr->state[i] = T_NOT_FOUND;
 			continue;

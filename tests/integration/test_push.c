@@ -550,6 +550,99 @@ static void test_broken_app_and_reload(void **state)
 	rawdev_free(dev);
 }
 
+/* The counters of GET /v1/stats (a new reference). */
+static json_t *push_stats(void)
+{
+	json_t *j = request_json("GET", "/v1/stats", NULL, 200);
+	json_t *push = json_incref(json_object_get(j, "push"));
+
+	json_decref(j);
+	assert_true(json_is_object(push));
+	return push;
+}
+
+static json_int_t stat_of(json_t *push, const char *key)
+{
+	json_t *v = json_object_get(push, key);
+
+	if (!json_is_integer(v))
+		fail_msg("stats: '%s' is not an integer", key);
+	return json_integer_value(v);
+}
+
+/* The stats of @app's pushes to @provider. */
+static json_t *provider_stats(json_t *push, const char *app, const char *provider)
+{
+	json_t *p;
+	size_t i;
+
+	json_array_foreach(json_object_get(push, "providers"), i, p)
+	{
+		if (strcmp(th_json_str(p, "app"), app) == 0 &&
+		    strcmp(th_json_str(p, "provider"), provider) == 0)
+			return p;
+	}
+	fail_msg("stats: no provider %s for app '%s'", provider, app);
+	return NULL;
+}
+
+/* A token that keeps failing is tried [push] max_attempts (4) times. */
+static void test_gives_up(void **state)
+{
+	const char *tok = "0ff50390002";
+	int64_t id = device_new("givesup", "apns", tok, NULL, NULL);
+	json_int_t before, after = 0;
+	json_t *push = push_stats();
+
+	(void)state;
+	before = stat_of(push, "wakes_gave_up");
+	json_decref(push);
+	send_to(id, 1);
+	assert_int_equal(wait_requests(&fx.apns, tok, 4, 30000), 4);
+	for (int i = 0; i < 100 && after <= before; i++) {
+		push = push_stats();
+		after = stat_of(push, "wakes_gave_up");
+		json_decref(push);
+		sleep_ms(50);
+	}
+	assert_int_equal(after, before + 1);
+	assert_true(has_token(id));
+	/* No fifth try while the device stays in its cool-down. */
+	sleep_ms(1000);
+	assert_int_equal(requests_for(&fx.apns, tok), 4);
+}
+
+/* What the tests above did shows in the counters. */
+static void test_stats(void **state)
+{
+	json_t *push = push_stats(), *p, *reasons;
+
+	(void)state;
+	assert_true(stat_of(push, "wakes") >= 40);
+	assert_true(stat_of(push, "wakes_coalesced") >= 29); /* the burst */
+	assert_true(stat_of(push, "wakes_no_token") >= 1);
+	assert_true(stat_of(push, "wakes_no_credentials") >= 1);
+	assert_true(stat_of(push, "lookups") >= 1);
+	assert_int_equal(stat_of(push, "lookup_failures"), 0);
+	p = provider_stats(push, "", "apns");
+	assert_true(stat_of(p, "ok") >= 5);
+	assert_true(stat_of(p, "tokens_removed") >= 2); /* 410, BadDeviceToken */
+	reasons = json_object_get(p, "failed_by_reason");
+	assert_true(json_integer_value(json_object_get(reasons, "Unregistered")) >= 1);
+	assert_true(json_integer_value(json_object_get(reasons, "BadDeviceToken")) >= 1);
+	assert_true(json_integer_value(json_object_get(reasons, "ServiceUnavailable")) >= 2);
+	p = provider_stats(push, "", "fcm");
+	assert_true(stat_of(p, "tokens_removed") >= 1); /* UNREGISTERED */
+	reasons = json_object_get(p, "failed_by_reason");
+	assert_true(json_integer_value(json_object_get(reasons, "QUOTA_EXCEEDED")) >= 1);
+	p = provider_stats(push, "broken", "apns");
+	reasons = json_object_get(p, "failed_by_reason");
+	assert_true(json_integer_value(json_object_get(reasons, "InvalidProviderToken")) >= 1);
+	p = provider_stats(push, "old", "apns");
+	assert_int_equal(stat_of(p, "tokens_removed"), 0);
+	json_decref(push);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -564,6 +657,8 @@ int main(void)
 		cmocka_unit_test(test_fcm),
 		cmocka_unit_test(test_nothing_to_send),
 		cmocka_unit_test(test_broken_app_and_reload),
+		cmocka_unit_test(test_gives_up),
+		cmocka_unit_test(test_stats),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

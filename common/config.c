@@ -178,6 +178,13 @@ static const struct entry table[] = {
 	{ "push.apns", "team_id", TYPE_APPLE_ID, "", 0, 0, APP_FIELD(apns.team_id),
 	  FLAG_APP | FLAG_RELOADABLE | FLAG_TOGETHER, NULL,
 	  "The Apple developer team the key belongs to." },
+	{ "push.apns", "cert_file", TYPE_STRING, "", 0, 0, APP_FIELD(apns.cert_file),
+	  FLAG_APP | FLAG_RELOADABLE, NULL,
+	  "Certificate-based authentication instead of `key_file`: the app's APNs client "
+	  "certificate (PEM). The two exclude each other; either enables APNs for the app." },
+	{ "push.apns", "cert_key", TYPE_STRING, "", 0, 0, APP_FIELD(apns.cert_key),
+	  FLAG_APP | FLAG_RELOADABLE, NULL,
+	  "The private key (PEM, unencrypted) of `cert_file`; empty: it is in `cert_file`." },
 	{ "push.apns", "topic", TYPE_STRING, "", 0, 0, APP_FIELD(apns.topic),
 	  FLAG_APP | FLAG_RELOADABLE, NULL,
 	  "The default `apns-topic` (the app's bundle ID), for devices registered without "

@@ -99,6 +99,8 @@ struct config_push_app {
 		char *endpoint;		/* production origin */
 		char *sandbox_endpoint; /* for tokens registered "sandbox" */
 		char *key_file;		/* .p8 key; with key_id and team_id enables APNs */
+		char *cert_file;	/* or: a client certificate (PEM) */
+		char *cert_key;		/* its key, "": in cert_file */
 		char *key_id;
 		char *team_id;
 		char *topic; /* default apns-topic (bundle id) */

@@ -52,6 +52,7 @@ struct item {
 struct push_apns {
 	struct push_http *http;
 	char *endpoint, *key_id, *team_id, *default_topic;
+	char *cert_file, *cert_key; /* certificate-based: no provider token */
 	EVP_PKEY *key;
 	uint64_t backoff_base_ms, backoff_max_ms;
 	int64_t (*clock)(void *);
@@ -213,6 +214,17 @@ static enum ferry_err submit(struct push_apns *a, struct item *it)
 	enum ferry_err rc;
 	size_t n;
 
+	if (a->cert_file) {
+		/* The TLS handshake authenticates: no authorization field. */
+		it->req.headers = it->headers + 1;
+		it->req.client_cert = a->cert_file;
+		it->req.client_key = a->cert_key;
+		push_http_req_release(&it->req);
+		rc = push_http_submit(a->http, &it->req);
+		if (rc == FERRY_OK)
+			a->st.requests++;
+		return rc;
+	}
 	rc = push_jwt_cache_get(&a->jwt, a->key, a->key_id, a->team_id, now_s(a),
 				PUSH_APNS_JWT_MIN_AGE, PUSH_APNS_JWT_MAX_AGE, it->force, &jwt);
 	it->force = 0;
@@ -349,8 +361,8 @@ static void on_done(struct push_http_req *r)
 	if (a->probe == it)
 		a->probe = NULL;
 	if (r->rc != FERRY_OK) {
-		/* The next connection starts with one stream again. */
-		a->ready = 0;
+		/* The next connection starts with one stream again (token auth). */
+		a->ready = a->cert_file != NULL;
 		if (!it->resent_transport) {
 			it->resent_transport = 1;
 			a->st.resent_transport++;
@@ -580,12 +592,17 @@ struct push_apns *push_apns_new(struct push_http *http, const struct push_apns_o
 {
 	struct push_apns *a;
 
-	if (!http || !o || !o->endpoint || !*o->endpoint || !o->key_id || !*o->key_id ||
-	    !o->team_id || !*o->team_id || !o->default_topic || !*o->default_topic) {
-		snprintf(err, errlen, "apns: endpoint, key id, team id and topic are required");
+	int certs = o && o->cert_file && *o->cert_file;
+
+	if (!http || !o || !o->endpoint || !*o->endpoint || !o->default_topic ||
+	    !*o->default_topic ||
+	    (!certs && (!o->key_id || !*o->key_id || !o->team_id || !*o->team_id))) {
+		snprintf(err, errlen,
+			 "apns: endpoint, topic, and a key id and team id or a certificate are "
+			 "required");
 		return NULL;
 	}
-	if (!o->key || !push_jwt_key_is_p256(o->key)) {
+	if (!certs && (!o->key || !push_jwt_key_is_p256(o->key))) {
 		snprintf(err, errlen, "apns: the provider key is not an EC P-256 key");
 		return NULL;
 	}
@@ -595,11 +612,18 @@ struct push_apns *push_apns_new(struct push_http *http, const struct push_apns_o
 	a->http = http;
 	a->key = o->key;
 	a->endpoint = dup_str(o->endpoint);
-	a->key_id = dup_str(o->key_id);
-	a->team_id = dup_str(o->team_id);
+	a->key_id = dup_str(o->key_id ? o->key_id : "");
+	a->team_id = dup_str(o->team_id ? o->team_id : "");
 	a->default_topic = dup_str(o->default_topic);
 	if (!a->endpoint || !a->key_id || !a->team_id || !a->default_topic)
 		goto nomem;
+	if (certs) {
+		a->cert_file = dup_str(o->cert_file);
+		a->cert_key = o->cert_key && *o->cert_key ? dup_str(o->cert_key) : NULL;
+		if (!a->cert_file || (o->cert_key && *o->cert_key && !a->cert_key))
+			goto nomem;
+		a->ready = 1; /* no provider token to prove first */
+	}
 	/* No trailing slash: paths are appended. */
 	for (size_t n = strlen(a->endpoint); n && a->endpoint[n - 1] == '/'; n--)
 		a->endpoint[n - 1] = '\0';
@@ -641,6 +665,8 @@ void push_apns_free(struct push_apns *a)
 	free(a->key_id);
 	free(a->team_id);
 	free(a->default_topic);
+	free(a->cert_file);
+	free(a->cert_key);
 	free(a);
 }
 

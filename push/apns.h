@@ -1,7 +1,7 @@
 /*
  * apns.h - the APNs sender: one wake-up push = one HTTP/2 request to Apple's
- * provider API (token-based authentication), answered by one classified
- * outcome.
+ * provider API (token-based authentication, or a client certificate),
+ * answered by one classified outcome.
  *
  * A struct push_apns lives on the push thread and uses that thread's
  * struct push_http (borrowed; both run on its loop). It has no thread and no
@@ -71,8 +71,13 @@ struct push_apns_opts {
 	const char *key_id;	   /* 10 characters, the JWT's kid */
 	const char *team_id;	   /* 10 characters, the JWT's iss */
 	const char *default_topic; /* the bundle id, for pushes without a topic */
-	uint64_t backoff_base_ms;  /* 0: PUSH_APNS_BACKOFF_BASE_MS */
-	uint64_t backoff_max_ms;   /* 0: PUSH_APNS_BACKOFF_MAX_MS */
+	/* Certificate-based authentication instead: a PEM client certificate
+	 * (and its key, NULL: in the same file). With cert_file set, key,
+	 * key_id and team_id are not used and no provider token is sent. */
+	const char *cert_file;
+	const char *cert_key;
+	uint64_t backoff_base_ms; /* 0: PUSH_APNS_BACKOFF_BASE_MS */
+	uint64_t backoff_max_ms;  /* 0: PUSH_APNS_BACKOFF_MAX_MS */
 	/* UNIX seconds for the provider token's iat; NULL: time(). Tests step it. */
 	int64_t (*clock)(void *clock_arg);
 	void *clock_arg;

@@ -417,3 +417,61 @@ void push_service_account_release(struct push_service_account *sa)
 	EVP_PKEY_free(sa->key);
 	memset(sa, 0, sizeof(*sa));
 }
+
+/* A PEM password callback that has none: encrypted keys fail to load. */
+static int no_passphrase(char *buf, int size, int rwflag, void *u)
+{
+	(void)buf;
+	(void)size;
+	(void)rwflag;
+	(void)u;
+	return 0;
+}
+
+enum ferry_err push_apns_cert_check(const char *cert_path, const char *key_path, char *err,
+				    size_t errlen)
+{
+	char tmp[128];
+	const char *kpath = key_path && *key_path ? key_path : cert_path;
+	enum ferry_err rc = FERRY_ECONFIG;
+	EVP_PKEY *key = NULL;
+	X509 *cert = NULL;
+	FILE *f;
+
+	f = fopen(cert_path, "re");
+	if (!f) {
+		snprintf(err, errlen, "cannot read APNs certificate '%s': %s", cert_path,
+			 strerror_r(errno, tmp, sizeof(tmp)));
+		return FERRY_ECONFIG;
+	}
+	cert = PEM_read_X509(f, NULL, NULL, NULL);
+	fclose(f);
+	if (!cert) {
+		snprintf(err, errlen, "APNs certificate '%s' holds no PEM certificate", cert_path);
+		goto out;
+	}
+	f = fopen(kpath, "re");
+	if (!f) {
+		snprintf(err, errlen, "cannot read APNs certificate key '%s': %s", kpath,
+			 strerror_r(errno, tmp, sizeof(tmp)));
+		goto out;
+	}
+	/* No passphrase callback: an encrypted key fails here, not later. */
+	key = PEM_read_PrivateKey(f, NULL, no_passphrase, NULL);
+	fclose(f);
+	if (!key) {
+		snprintf(err, errlen, "'%s' holds no unencrypted PEM private key", kpath);
+		goto out;
+	}
+	if (X509_check_private_key(cert, key) != 1) {
+		snprintf(err, errlen, "the key in '%s' does not match the certificate '%s'", kpath,
+			 cert_path);
+		goto out;
+	}
+	rc = FERRY_OK;
+out:
+	ERR_clear_error();
+	EVP_PKEY_free(key);
+	X509_free(cert);
+	return rc;
+}

@@ -40,6 +40,16 @@
 enum ferry_err push_apns_key_load(const char *path, EVP_PKEY **out, char *err,
 				  size_t errlen) FERRY_WUR;
 
+/*
+ * Check an APNs client certificate for certificate-based authentication:
+ * @cert_path holds a PEM certificate, and its private key is in @key_path
+ * (NULL or "": in @cert_path too), unencrypted, and matches it. Nothing is
+ * kept: libcurl reads the files for each new connection. FERRY_ECONFIG with
+ * a message naming the file; FERRY_ENOMEM.
+ */
+enum ferry_err push_apns_cert_check(const char *cert_path, const char *key_path, char *err,
+				    size_t errlen) FERRY_WUR;
+
 /* A Google service account; all strings malloc'ed, owned by the struct. */
 struct push_service_account {
 	char *project_id;

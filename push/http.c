@@ -436,6 +436,9 @@ static enum ferry_err setup_easy(struct push_http *h, struct xfer *x)
 	SET(CURLOPT_URL, r->url);
 	SET(CURLOPT_PRIVATE, (char *)x);
 	SET(CURLOPT_ERRORBUFFER, r->errbuf);
+	/* Per request, and reset when absent: the handle may be a reused one. */
+	SET(CURLOPT_SSLCERT, r->client_cert);
+	SET(CURLOPT_SSLKEY, r->client_key);
 	SET(CURLOPT_HTTPHEADER, x->hdrs);
 	SET(CURLOPT_WRITEDATA, x);
 	SET(CURLOPT_HEADERDATA, x);

@@ -83,6 +83,11 @@ struct push_http_req {
 	size_t body_len;
 	void (*done)(struct push_http_req *r);
 	void *arg; /* for the caller; untouched */
+	/* TLS client certificate (PEM file) and its key (NULL: in client_cert),
+	 * for APNs certificate-based authentication; NULL: none. libcurl reuses
+	 * a connection only for requests with the same certificate. */
+	const char *client_cert;
+	const char *client_key;
 
 	/* Filled in before done(). */
 	enum ferry_err rc;    /* see the file comment */

@@ -65,6 +65,7 @@ struct app {
 	int has_apns, has_fcm;
 	EVP_PKEY *apns_key;
 	char *key_id, *team_id, *topic, *apns_endpoint[2]; /* production, sandbox */
+	char *cert_file, *cert_key; /* certificate-based instead of the key */
 	struct push_apns *apns[2];
 	struct push_service_account sa;
 	char *fcm_endpoint;
@@ -305,6 +306,8 @@ static void app_release(struct app *a)
 	free(a->apns_endpoint[0]);
 	free(a->apns_endpoint[1]);
 	free(a->fcm_endpoint);
+	free(a->cert_file);
+	free(a->cert_key);
 }
 
 static void credset_free(struct credset *set)
@@ -350,7 +353,27 @@ static enum ferry_err app_load(struct push_service *ps, struct app *a,
 	a->stat[PROV_FCM] = stat_slot(ps, a->name, PROV_FCM);
 	if (a->stat[PROV_APNS] == SIZE_MAX || a->stat[PROV_FCM] == SIZE_MAX)
 		goto nomem;
-	if (c->apns.key_file && *c->apns.key_file) {
+	if (c->apns.cert_file && *c->apns.cert_file) {
+		if (c->apns.key_file && *c->apns.key_file) {
+			snprintf(err, errlen, "%s: key_file and cert_file exclude each other",
+				 section_name(a, "apns", section, sizeof(section)));
+			return FERRY_ECONFIG;
+		}
+		if (!*a->topic) {
+			snprintf(err, errlen,
+				 "%s: topic (the app's bundle id) is required with cert_file",
+				 section_name(a, "apns", section, sizeof(section)));
+			return FERRY_ECONFIG;
+		}
+		rc = push_apns_cert_check(c->apns.cert_file, c->apns.cert_key, err, errlen);
+		if (rc)
+			return rc;
+		a->cert_file = dup_str(c->apns.cert_file);
+		a->cert_key = dup_str(c->apns.cert_key);
+		if (!a->cert_file || !a->cert_key)
+			goto nomem;
+		a->has_apns = 1;
+	} else if (c->apns.key_file && *c->apns.key_file) {
 		if (!*a->topic) {
 			snprintf(err, errlen,
 				 "%s: topic (the app's bundle id) is required with key_file",
@@ -470,6 +493,8 @@ static struct push_apns *apns_sender(struct push_service *ps, struct app *a, int
 	o.key_id = a->key_id;
 	o.team_id = a->team_id;
 	o.default_topic = a->topic;
+	o.cert_file = a->cert_file;
+	o.cert_key = a->cert_key;
 	a->apns[sandbox] = push_apns_new(ps->http, &o, err, sizeof(err));
 	if (!a->apns[sandbox])
 		log_error("event=push_sender_failed provider=apns app=\"%s\" reason=\"%s\"",

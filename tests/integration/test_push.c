@@ -9,6 +9,7 @@
  *           registered today must survive them
  *   goaway  APNs on `apns_goaway`, which sends GOAWAY after 5 streams
  *   broken  APNs on `apns` with a key id the mock does not know
+ *   certs   APNs on `apns_certs` with a client certificate instead of a key
  * Devices are registered through the admin API and never connect unless a
  * test says so; envelopes reach them through POST /v1/messages, so they are
  * stored and the device is woken. Each test uses tokens of its own, and
@@ -47,8 +48,9 @@
 struct fixture {
 	char *conninfo;
 	char *cert, *key, *p8, *sa;
+	char *client_cert, *client_key; /* app "certs": certificate-based APNs */
 	EVP_PKEY *ec, *rsa;
-	struct th_mock apns, apns_old, apns_goaway, fcm;
+	struct th_mock apns, apns_old, apns_goaway, apns_certs, fcm;
 	struct th_ferryd d;
 	int port;
 	char *config;
@@ -82,10 +84,13 @@ static char *make_config(const char *broken_kid)
 		 "[push.apns.goaway]\nendpoint = %s\nkey_file = %s\nkey_id = " KEY_ID "\n"
 		 "team_id = " TEAM_ID "\ntopic = " TOPIC "\n\n"
 		 "[push.apns.broken]\nendpoint = %s\nkey_file = %s\nkey_id = %s\n"
-		 "team_id = " TEAM_ID "\ntopic = " TOPIC "\n",
+		 "team_id = " TEAM_ID "\ntopic = " TOPIC "\n\n"
+		 "[push.apns.certs]\nendpoint = %s\ncert_file = %s\ncert_key = %s\n"
+		 "topic = " TOPIC "\n",
 		 fx.port, ACK_TIMEOUT_MS, fx.cert, MIN_INTERVAL_S, fx.apns.base, fx.apns.base,
 		 fx.p8, fx.fcm.base, fx.sa, fx.apns_old.base, fx.p8, fx.apns_goaway.base, fx.p8,
-		 fx.apns.base, fx.p8, broken_kid);
+		 fx.apns.base, fx.p8, broken_kid, fx.apns_certs.base, fx.client_cert,
+		 fx.client_key);
 	cfg = th_ferryd_config_ex(fx.conninfo, fx.d.admin_port, TOKEN, extra);
 	return cfg;
 }
@@ -117,6 +122,12 @@ static int setup(void **state)
 		      (const char *[]){ "--port", "0", "--cert", fx.cert, "--key", fx.key,
 					"--auth-key", ec_pub, "--key-id", KEY_ID, "--team-id",
 					TEAM_ID, "--goaway-after", "5", NULL });
+	th_mock_cert(&fx.client_cert, &fx.client_key);
+	th_mock_start(&fx.apns_certs, "mock_apns",
+		      (const char *[]){ "--port", "0", "--cert", fx.cert, "--key", fx.key,
+					"--auth-key", ec_pub, "--key-id", KEY_ID, "--team-id",
+					TEAM_ID, "--topic", TOPIC, "--client-ca", fx.client_cert,
+					NULL });
 	th_mock_start(&fx.fcm, "mock_fcm",
 		      (const char *[]){ "--port", "0", "--cert", fx.cert, "--key", fx.key,
 					"--sa-pubkey", rsa_pub, "--client-email", SA_EMAIL,
@@ -148,6 +159,11 @@ static int teardown(void **state)
 	th_mock_stop(&fx.apns_old);
 	th_mock_stop(&fx.apns_goaway);
 	th_mock_stop(&fx.fcm);
+	th_mock_stop(&fx.apns_certs);
+	unlink(fx.client_cert);
+	unlink(fx.client_key);
+	free(fx.client_cert);
+	free(fx.client_key);
 	EVP_PKEY_free(fx.ec);
 	EVP_PKEY_free(fx.rsa);
 	unlink(fx.cert);
@@ -487,6 +503,22 @@ static void test_fcm(void **state)
 	assert_true(has_token(q));
 }
 
+/* An app with a client certificate instead of a key: no provider token. */
+static void test_certificate_app(void **state)
+{
+	const char *tok = "eeee0001";
+	int64_t id = device_new("certs", "apns", tok, "certs", NULL);
+	json_t *lines;
+
+	(void)state;
+	send_to(id, 1);
+	assert_int_equal(wait_requests(&fx.apns_certs, tok, 1, 10000), 1);
+	assert_int_equal(status_of(&fx.apns_certs, tok, 0), 200);
+	lines = th_mock_log_where(&fx.apns_certs, "token", tok);
+	assert_true(json_is_null(json_object_get(json_array_get(lines, 0), "jwt_kid")));
+	json_decref(lines);
+}
+
 /* No token, no credentials: nothing is sent, and it is counted. */
 static void test_nothing_to_send(void **state)
 {
@@ -655,6 +687,7 @@ int main(void)
 		cmocka_unit_test(test_expired_provider_token),
 		cmocka_unit_test(test_goaway_loses_nothing),
 		cmocka_unit_test(test_fcm),
+		cmocka_unit_test(test_certificate_app),
 		cmocka_unit_test(test_nothing_to_send),
 		cmocka_unit_test(test_broken_app_and_reload),
 		cmocka_unit_test(test_gives_up),

@@ -44,8 +44,10 @@
 
 struct fixture {
 	char *cert, *key;
+	char *client_cert, *client_key; /* certificate-based APNs auth */
+	char *other_cert, *other_key;	/* a client certificate the mock does not trust */
 	EVP_PKEY *ec, *rsa, *rsa_other;
-	struct th_mock apns, apns_goaway, fcm, fcm_expired, fcm_short;
+	struct th_mock apns, apns_goaway, apns_certs, fcm, fcm_expired, fcm_short;
 	uv_loop_t loop;
 	uv_timer_t tick;
 	struct push_http *http;
@@ -1125,6 +1127,13 @@ static int setup(void **state)
 		      (const char *[]){ "--port", "0", "--cert", fx.cert, "--key", fx.key,
 					"--sa-pubkey", rsa_pub, "--client-email", SA_EMAIL,
 					"--project-id", PROJECT, "--token-ttl", "0", NULL });
+	th_mock_cert(&fx.client_cert, &fx.client_key);
+	th_mock_cert(&fx.other_cert, &fx.other_key);
+	th_mock_start(&fx.apns_certs, "mock_apns",
+		      (const char *[]){ "--port", "0", "--cert", fx.cert, "--key", fx.key,
+					"--auth-key", ec_pub, "--key-id", KEY_ID, "--team-id",
+					TEAM_ID, "--topic", TOPIC, "--client-ca", fx.client_cert,
+					NULL });
 	th_mock_start(&fx.fcm_short, "mock_fcm",
 		      (const char *[]){ "--port", "0", "--cert", fx.cert, "--key", fx.key,
 					"--sa-pubkey", rsa_pub, "--client-email", SA_EMAIL,
@@ -1144,6 +1153,15 @@ static int teardown(void **state)
 	th_mock_stop(&fx.fcm);
 	th_mock_stop(&fx.fcm_expired);
 	th_mock_stop(&fx.fcm_short);
+	th_mock_stop(&fx.apns_certs);
+	unlink(fx.client_cert);
+	unlink(fx.client_key);
+	unlink(fx.other_cert);
+	unlink(fx.other_key);
+	free(fx.client_cert);
+	free(fx.client_key);
+	free(fx.other_cert);
+	free(fx.other_key);
 	EVP_PKEY_free(fx.ec);
 	EVP_PKEY_free(fx.rsa);
 	EVP_PKEY_free(fx.rsa_other);
@@ -1152,6 +1170,65 @@ static int teardown(void **state)
 	free(fx.cert);
 	free(fx.key);
 	return 0;
+}
+
+/*
+ * Certificate-based authentication: no provider token, the TLS handshake
+ * proves who sends, and every stream is open from the first request. A
+ * certificate the server does not trust fails the connection (RETRY).
+ */
+static void test_apns_certificate(void **state)
+{
+	struct push_apns_opts o = { .endpoint = fx.apns_certs.base,
+				    .default_topic = TOPIC,
+				    .cert_file = fx.client_cert,
+				    .cert_key = fx.client_key };
+	struct push_apns_push p = { .token = "cafe0001", .expiration = -1 };
+	struct apns_got g[3];
+	char err[256] = "";
+	struct push_apns *a;
+	json_t *lines, *line;
+
+	(void)state;
+	assert_int_equal(push_apns_cert_check(fx.client_cert, fx.client_key, err, sizeof(err)),
+			 FERRY_OK);
+	assert_int_equal(push_apns_cert_check(fx.client_cert, fx.other_key, err, sizeof(err)),
+			 FERRY_ECONFIG);
+	assert_non_null(strstr(err, "does not match"));
+	loop_open();
+	a = push_apns_new(fx.http, &o, err, sizeof(err));
+	if (!a)
+		fail_msg("push_apns_new: %s", err);
+	for (int k = 0; k < 2; k++) {
+		p.token = k ? "cafe0002" : "cafe0001";
+		apns_submit(a, &p, &g[k]);
+	}
+	run_until(2, 20000);
+	for (int k = 0; k < 2; k++) {
+		assert_int_equal(g[k].res.outcome, PUSH_APNS_OK);
+		assert_int_equal(g[k].res.status, 200);
+	}
+	lines = th_mock_log_where(&fx.apns_certs, "token", "cafe0002");
+	assert_int_equal(json_array_size(lines), 1);
+	line = json_array_get(lines, 0);
+	assert_true(json_is_null(json_object_get(line, "jwt_kid")));
+	assert_string_equal(th_json_str(line, "topic"), TOPIC);
+	json_decref(lines);
+	push_apns_free(a);
+
+	/* An untrusted certificate: the handshake fails, a transient error. */
+	o.cert_file = fx.other_cert;
+	o.cert_key = fx.other_key;
+	a = push_apns_new(fx.http, &o, err, sizeof(err));
+	assert_non_null(a);
+	p.token = "cafe0003";
+	apns_submit(a, &p, &g[2]);
+	run_until(3, 20000);
+	assert_int_equal(g[2].res.outcome, PUSH_APNS_RETRY);
+	assert_int_not_equal(g[2].res.rc, FERRY_OK);
+	assert_int_equal(g[2].res.status, 0);
+	push_apns_free(a);
+	loop_close();
 }
 
 int main(void)
@@ -1167,6 +1244,7 @@ int main(void)
 		cmocka_unit_test(test_apns_expired_provider_token),
 		cmocka_unit_test(test_apns_goaway),
 		cmocka_unit_test(test_apns_free_pending),
+		cmocka_unit_test(test_apns_certificate),
 		cmocka_unit_test(test_fcm_ok_and_reuse),
 		cmocka_unit_test(test_fcm_wake_body),
 		cmocka_unit_test(test_fcm_direct),

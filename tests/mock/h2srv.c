@@ -148,6 +148,13 @@ struct h2srv *h2srv_new(const struct h2srv_opts *o, char *err, size_t errlen)
 		snprintf(err, errlen, "cannot load key '%s'", o->key_path);
 		goto fail;
 	}
+	if (o->client_ca_path) {
+		if (SSL_CTX_load_verify_locations(s->ctx, o->client_ca_path, NULL) != 1) {
+			snprintf(err, errlen, "cannot load client CA '%s'", o->client_ca_path);
+			goto fail;
+		}
+		SSL_CTX_set_verify(s->ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+	}
 	SSL_CTX_set_alpn_select_cb(s->ctx, alpn_select, NULL);
 
 	s->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);

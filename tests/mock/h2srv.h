@@ -56,7 +56,8 @@ struct h2srv_opts {
 	int port; /* 0: pick a free one */
 	const char *cert_path;
 	const char *key_path;
-	uint32_t max_streams; /* initial SETTINGS_MAX_CONCURRENT_STREAMS; 0: 100 */
+	const char *client_ca_path; /* require a client certificate it signed; NULL: none */
+	uint32_t max_streams;	    /* initial SETTINGS_MAX_CONCURRENT_STREAMS; 0: 100 */
 	h2srv_handler handler;
 	void *ud;
 };

@@ -39,6 +39,7 @@ struct apns {
 	EVP_PKEY *auth_key;
 	const char *key_id, *team_id, *topic;
 	long goaway_after; /* 0: never */
+	int cert_auth;	   /* --client-ca: TLS checked the client's certificate */
 	int have_unreg_ts;
 	long unreg_ts;
 	FILE *log;
@@ -132,6 +133,8 @@ static const char *check_provider_token(struct apns *a, const struct h2srv_req *
 	json_t *iat;
 	struct jwt j;
 
+	if (!h && a->cert_auth)
+		return NULL; /* certificate-based: the TLS handshake authenticated it */
 	if (!h)
 		return "MissingProviderToken";
 	if (strncasecmp(h, "bearer ", 7) != 0 || jwt_parse(h + 7, &j) != 0)
@@ -408,7 +411,7 @@ static void usage(void)
 	fprintf(stderr,
 		"usage: mock_apns --port P --cert PEM --key PEM --auth-key PUB.pem --key-id KID\n"
 		"                 --team-id TEAM [--topic T] [--goaway-after N]\n"
-		"                 [--unregistered-ts MS] [--log FILE]\n");
+		"                 [--unregistered-ts MS] [--client-ca PEM] [--log FILE]\n");
 }
 
 int main(int argc, char **argv)
@@ -424,6 +427,7 @@ int main(int argc, char **argv)
 		{ "goaway-after", required_argument, NULL, 'g' },
 		{ "unregistered-ts", required_argument, NULL, 'u' },
 		{ "log", required_argument, NULL, 'l' },
+		{ "client-ca", required_argument, NULL, 'C' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct h2srv_opts so = { .max_streams = STREAMS_BEFORE_AUTH, .handler = handle };
@@ -470,6 +474,10 @@ int main(int argc, char **argv)
 			break;
 		case 'l':
 			log_path = optarg;
+			break;
+		case 'C':
+			so.client_ca_path = optarg;
+			a.cert_auth = 1;
 			break;
 		default:
 			goto bad_usage;

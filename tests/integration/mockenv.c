@@ -182,3 +182,63 @@ const char *th_json_str(json_t *line, const char *field)
 		fail_msg("log field '%s' is not a string", field);
 	return v;
 }
+
+void th_push_keys_make(struct th_push_keys *k)
+{
+	memset(k, 0, sizeof(*k));
+	th_mock_cert(&k->cert, &k->key);
+	k->ec = EVP_EC_gen("P-256");
+	k->rsa = EVP_RSA_gen(2048);
+	if (!k->ec || !k->rsa)
+		fail_msg("cannot generate keys");
+	k->ec_pub = th_key_file(k->ec, "authkey.pub", 0);
+	k->rsa_pub = th_key_file(k->rsa, "sa.pub", 0);
+	k->p8 = th_key_file(k->ec, "AuthKey.p8", 1);
+}
+
+void th_push_keys_release(struct th_push_keys *k)
+{
+	char *files[] = { k->cert, k->key, k->ec_pub, k->rsa_pub, k->p8 };
+
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		if (files[i])
+			unlink(files[i]);
+		free(files[i]);
+	}
+	EVP_PKEY_free(k->ec);
+	EVP_PKEY_free(k->rsa);
+	memset(k, 0, sizeof(*k));
+}
+
+/* @prog with @base then @more. */
+static void start_with(struct th_mock *m, const char *prog, const char *const base[],
+		       const char *const more[])
+{
+	const char *args[36];
+	size_t n = 0;
+
+	for (size_t i = 0; base[i]; i++)
+		args[n++] = base[i];
+	for (size_t i = 0; more && more[i] && n < 35; i++)
+		args[n++] = more[i];
+	args[n] = NULL;
+	th_mock_start(m, prog, args);
+}
+
+void th_mock_apns_start(struct th_mock *m, const struct th_push_keys *k, const char *const more[])
+{
+	start_with(m, "mock_apns",
+		   (const char *[]){ "--port", "0", "--cert", k->cert, "--key", k->key,
+				     "--auth-key", k->ec_pub, "--key-id", TH_KEY_ID, "--team-id",
+				     TH_TEAM_ID, NULL },
+		   more);
+}
+
+void th_mock_fcm_start(struct th_mock *m, const struct th_push_keys *k, const char *const more[])
+{
+	start_with(m, "mock_fcm",
+		   (const char *[]){ "--port", "0", "--cert", k->cert, "--key", k->key,
+				     "--sa-pubkey", k->rsa_pub, "--client-email", TH_SA_EMAIL,
+				     "--project-id", TH_PROJECT, NULL },
+		   more);
+}

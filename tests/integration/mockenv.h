@@ -12,6 +12,27 @@
 #include <jansson.h>
 #include <openssl/evp.h>
 
+/* The identities the mocks are started with. */
+#define TH_KEY_ID "ABC123DEFG"
+#define TH_TEAM_ID "TEAM123456"
+#define TH_TOPIC "com.example.app"
+#define TH_SA_EMAIL "ferry@mock-project.iam.gserviceaccount.com"
+#define TH_PROJECT "mock-project"
+
+/* Keys and files a test with mock providers needs (paths malloc'ed). */
+struct th_push_keys {
+	char *cert, *key;	/* the mocks' TLS certificate (a CA for ferryd) */
+	EVP_PKEY *ec, *rsa;	/* the APNs .p8 key, the service account's key */
+	char *ec_pub, *rsa_pub; /* their public halves, for the mocks */
+	char *p8;		/* the .p8 file, for ferryd */
+};
+
+/* Make every key and file of @k. */
+void th_push_keys_make(struct th_push_keys *k);
+
+/* Remove the files and free everything. */
+void th_push_keys_release(struct th_push_keys *k);
+
 /* A running mock. */
 struct th_mock {
 	pid_t pid;
@@ -41,6 +62,13 @@ char *th_service_account_file(EVP_PKEY *k, const struct th_mock *fcm, const char
  * build/asan/tests/mock) with @args (NULL-terminated) and --log; wait for
  * its port. */
 void th_mock_start(struct th_mock *m, const char *prog, const char *const args[]);
+
+/* mock_apns with @k's certificate and key, TH_KEY_ID and TH_TEAM_ID, then
+ * @more (NULL-terminated, may be NULL). */
+void th_mock_apns_start(struct th_mock *m, const struct th_push_keys *k, const char *const more[]);
+
+/* mock_fcm with @k, TH_SA_EMAIL and TH_PROJECT, then @more. */
+void th_mock_fcm_start(struct th_mock *m, const struct th_push_keys *k, const char *const more[]);
 
 /* SIGTERM it, check it exits 0, remove its files. Not started: nothing. */
 void th_mock_stop(struct th_mock *m);

@@ -37,19 +37,17 @@
 #include "common/banned.h"
 
 #define TOKEN "push-test-admin-token"
-#define KEY_ID "ABC123DEFG"
-#define TEAM_ID "TEAM123456"
-#define TOPIC "com.example.app"
-#define SA_EMAIL "ferry@mock-project.iam.gserviceaccount.com"
-#define PROJECT "mock-project"
+#define KEY_ID TH_KEY_ID
+#define TEAM_ID TH_TEAM_ID
+#define TOPIC TH_TOPIC
 #define MIN_INTERVAL_S 2
 #define ACK_TIMEOUT_MS 200
 
 struct fixture {
 	char *conninfo;
-	char *cert, *key, *p8, *sa;
+	struct th_push_keys k;
+	char *sa;
 	char *client_cert, *client_key; /* app "certs": certificate-based APNs */
-	EVP_PKEY *ec, *rsa;
 	struct th_mock apns, apns_old, apns_goaway, apns_certs, fcm;
 	struct th_ferryd d;
 	int port;
@@ -87,9 +85,9 @@ static char *make_config(const char *broken_kid)
 		 "team_id = " TEAM_ID "\ntopic = " TOPIC "\n\n"
 		 "[push.apns.certs]\nendpoint = %s\ncert_file = %s\ncert_key = %s\n"
 		 "topic = " TOPIC "\n",
-		 fx.port, ACK_TIMEOUT_MS, fx.cert, MIN_INTERVAL_S, fx.apns.base, fx.apns.base,
-		 fx.p8, fx.fcm.base, fx.sa, fx.apns_old.base, fx.p8, fx.apns_goaway.base, fx.p8,
-		 fx.apns.base, fx.p8, broken_kid, fx.apns_certs.base, fx.client_cert,
+		 fx.port, ACK_TIMEOUT_MS, fx.k.cert, MIN_INTERVAL_S, fx.apns.base, fx.apns.base,
+		 fx.k.p8, fx.fcm.base, fx.sa, fx.apns_old.base, fx.k.p8, fx.apns_goaway.base,
+		 fx.k.p8, fx.apns.base, fx.k.p8, broken_kid, fx.apns_certs.base, fx.client_cert,
 		 fx.client_key);
 	cfg = th_ferryd_config_ex(fx.conninfo, fx.d.admin_port, TOKEN, extra);
 	return cfg;
@@ -97,42 +95,22 @@ static char *make_config(const char *broken_kid)
 
 static int setup(void **state)
 {
-	char *ec_pub, *rsa_pub, *path;
+	char *path;
 	int admin = th_free_port();
 
 	(void)state;
 	curl_global_init(CURL_GLOBAL_DEFAULT);
-	th_mock_cert(&fx.cert, &fx.key);
-	fx.ec = EVP_EC_gen("P-256");
-	fx.rsa = EVP_RSA_gen(2048);
-	if (!fx.ec || !fx.rsa)
-		fail_msg("cannot generate keys");
-	ec_pub = th_key_file(fx.ec, "authkey.pub", 0);
-	rsa_pub = th_key_file(fx.rsa, "sa.pub", 0);
-	fx.p8 = th_key_file(fx.ec, "AuthKey.p8", 1);
-	th_mock_start(&fx.apns, "mock_apns",
-		      (const char *[]){ "--port", "0", "--cert", fx.cert, "--key", fx.key,
-					"--auth-key", ec_pub, "--key-id", KEY_ID, "--team-id",
-					TEAM_ID, "--topic", TOPIC, NULL });
-	th_mock_start(&fx.apns_old, "mock_apns",
-		      (const char *[]){ "--port", "0", "--cert", fx.cert, "--key", fx.key,
-					"--auth-key", ec_pub, "--key-id", KEY_ID, "--team-id",
-					TEAM_ID, "--unregistered-ts", "1700000000123", NULL });
-	th_mock_start(&fx.apns_goaway, "mock_apns",
-		      (const char *[]){ "--port", "0", "--cert", fx.cert, "--key", fx.key,
-					"--auth-key", ec_pub, "--key-id", KEY_ID, "--team-id",
-					TEAM_ID, "--goaway-after", "5", NULL });
+	th_push_keys_make(&fx.k);
 	th_mock_cert(&fx.client_cert, &fx.client_key);
-	th_mock_start(&fx.apns_certs, "mock_apns",
-		      (const char *[]){ "--port", "0", "--cert", fx.cert, "--key", fx.key,
-					"--auth-key", ec_pub, "--key-id", KEY_ID, "--team-id",
-					TEAM_ID, "--topic", TOPIC, "--client-ca", fx.client_cert,
-					NULL });
-	th_mock_start(&fx.fcm, "mock_fcm",
-		      (const char *[]){ "--port", "0", "--cert", fx.cert, "--key", fx.key,
-					"--sa-pubkey", rsa_pub, "--client-email", SA_EMAIL,
-					"--project-id", PROJECT, NULL });
-	fx.sa = th_service_account_file(fx.rsa, &fx.fcm, PROJECT, SA_EMAIL);
+	th_mock_apns_start(&fx.apns, &fx.k, (const char *[]){ "--topic", TOPIC, NULL });
+	th_mock_apns_start(&fx.apns_old, &fx.k,
+			   (const char *[]){ "--unregistered-ts", "1700000000123", NULL });
+	th_mock_apns_start(&fx.apns_goaway, &fx.k, (const char *[]){ "--goaway-after", "5", NULL });
+	th_mock_apns_start(
+		&fx.apns_certs, &fx.k,
+		(const char *[]){ "--topic", TOPIC, "--client-ca", fx.client_cert, NULL });
+	th_mock_fcm_start(&fx.fcm, &fx.k, NULL);
+	fx.sa = th_service_account_file(fx.k.rsa, &fx.fcm, TH_PROJECT, TH_SA_EMAIL);
 	fx.conninfo = th_db_new("push");
 	fx.port = th_free_port();
 	fx.d.admin_port = admin;
@@ -143,10 +121,6 @@ static int setup(void **state)
 	th_ferryd_start(&fx.d, fx.config, admin);
 	unlink(path);
 	free(path);
-	unlink(ec_pub);
-	unlink(rsa_pub);
-	free(ec_pub);
-	free(rsa_pub);
 	return 0;
 }
 
@@ -158,21 +132,14 @@ static int teardown(void **state)
 	th_mock_stop(&fx.apns);
 	th_mock_stop(&fx.apns_old);
 	th_mock_stop(&fx.apns_goaway);
-	th_mock_stop(&fx.fcm);
 	th_mock_stop(&fx.apns_certs);
+	th_mock_stop(&fx.fcm);
+	th_push_keys_release(&fx.k);
 	unlink(fx.client_cert);
 	unlink(fx.client_key);
+	unlink(fx.sa);
 	free(fx.client_cert);
 	free(fx.client_key);
-	EVP_PKEY_free(fx.ec);
-	EVP_PKEY_free(fx.rsa);
-	unlink(fx.cert);
-	unlink(fx.key);
-	unlink(fx.p8);
-	unlink(fx.sa);
-	free(fx.cert);
-	free(fx.key);
-	free(fx.p8);
 	free(fx.sa);
 	free(fx.config);
 	free(fx.conninfo);

@@ -38,17 +38,15 @@
 #include "common/banned.h"
 
 #define TOKEN "push-api-test-admin-token"
-#define KEY_ID "ABC123DEFG"
-#define TEAM_ID "TEAM123456"
-#define TOPIC "com.example.app"
-#define SA_EMAIL "ferry@mock-project.iam.gserviceaccount.com"
-#define PROJECT "mock-project"
+#define KEY_ID TH_KEY_ID
+#define TEAM_ID TH_TEAM_ID
+#define TOPIC TH_TOPIC
 #define TTL_S 86400 /* [push] ttl's default */
 
 struct fixture {
 	char *conninfo;
-	char *cert, *key, *p8, *sa;
-	EVP_PKEY *ec, *rsa;
+	struct th_push_keys k;
+	char *sa;
 	struct th_mock apns, fcm;
 	struct th_ferryd d;
 };
@@ -67,28 +65,15 @@ static void sleep_ms(long ms)
 
 static int setup(void **state)
 {
-	char extra[4096], *ec_pub, *rsa_pub, *path, *config;
+	char extra[4096], *path, *config;
 	int admin = th_free_port();
 
 	(void)state;
 	curl_global_init(CURL_GLOBAL_DEFAULT);
-	th_mock_cert(&fx.cert, &fx.key);
-	fx.ec = EVP_EC_gen("P-256");
-	fx.rsa = EVP_RSA_gen(2048);
-	if (!fx.ec || !fx.rsa)
-		fail_msg("cannot generate keys");
-	ec_pub = th_key_file(fx.ec, "authkey.pub", 0);
-	rsa_pub = th_key_file(fx.rsa, "sa.pub", 0);
-	fx.p8 = th_key_file(fx.ec, "authkey.p8", 1);
-	th_mock_start(&fx.apns, "mock_apns",
-		      (const char *[]){ "--port", "0", "--cert", fx.cert, "--key", fx.key,
-					"--auth-key", ec_pub, "--key-id", KEY_ID, "--team-id",
-					TEAM_ID, "--topic", TOPIC, NULL });
-	th_mock_start(&fx.fcm, "mock_fcm",
-		      (const char *[]){ "--port", "0", "--cert", fx.cert, "--key", fx.key,
-					"--sa-pubkey", rsa_pub, "--client-email", SA_EMAIL,
-					"--project-id", PROJECT, NULL });
-	fx.sa = th_service_account_file(fx.rsa, &fx.fcm, PROJECT, SA_EMAIL);
+	th_push_keys_make(&fx.k);
+	th_mock_apns_start(&fx.apns, &fx.k, (const char *[]){ "--topic", TOPIC, NULL });
+	th_mock_fcm_start(&fx.fcm, &fx.k, NULL);
+	fx.sa = th_service_account_file(fx.k.rsa, &fx.fcm, TH_PROJECT, TH_SA_EMAIL);
 	fx.conninfo = th_db_new("pushapi");
 	snprintf(extra, sizeof(extra),
 		 "[gateway]\nlisten = 127.0.0.1:%d\nworkers = 1\n\n"
@@ -96,7 +81,8 @@ static int setup(void **state)
 		 "[push.apns]\nendpoint = %s\nsandbox_endpoint = %s\nkey_file = %s\n"
 		 "key_id = " KEY_ID "\nteam_id = " TEAM_ID "\ntopic = " TOPIC "\n\n"
 		 "[push.fcm]\nendpoint = %s\nservice_account = %s\n",
-		 th_free_port(), fx.cert, fx.apns.base, fx.apns.base, fx.p8, fx.fcm.base, fx.sa);
+		 th_free_port(), fx.k.cert, fx.apns.base, fx.apns.base, fx.k.p8, fx.fcm.base,
+		 fx.sa);
 	config = th_ferryd_config_ex(fx.conninfo, admin, TOKEN, extra);
 	path = th_write_file("pushapi.ini", config);
 	if (th_ferryd_cmd(path, (const char *[]){ "migrate", NULL }, NULL) != 0)
@@ -105,10 +91,6 @@ static int setup(void **state)
 	unlink(path);
 	free(path);
 	free(config);
-	unlink(ec_pub);
-	unlink(rsa_pub);
-	free(ec_pub);
-	free(rsa_pub);
 	return 0;
 }
 
@@ -119,15 +101,8 @@ static int teardown(void **state)
 	(void)state;
 	th_mock_stop(&fx.apns);
 	th_mock_stop(&fx.fcm);
-	EVP_PKEY_free(fx.ec);
-	EVP_PKEY_free(fx.rsa);
-	unlink(fx.cert);
-	unlink(fx.key);
-	unlink(fx.p8);
+	th_push_keys_release(&fx.k);
 	unlink(fx.sa);
-	free(fx.cert);
-	free(fx.key);
-	free(fx.p8);
 	free(fx.sa);
 	free(fx.conninfo);
 	curl_global_cleanup();

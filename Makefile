@@ -60,6 +60,7 @@ QUEUE_SRCS := \
 	queue/device.c \
 	queue/migrate.c \
 	queue/pg.c \
+	queue/receipts.c \
 	queue/registry.c \
 	queue/secret.c \
 	queue/store.c \
@@ -133,6 +134,7 @@ UNIT_TESTS := \
 	tests/unit/push/test_jwt \
 	tests/unit/push/test_note \
 	tests/unit/push/test_wake \
+	tests/unit/queue/test_receipts \
 	tests/unit/queue/test_validate
 
 INTEGRATION_TESTS := \

@@ -1,0 +1,265 @@
+/*
+ * receipts.c - the receipt batcher (receipts.h).
+ *
+ * A hash of keys (target device, peer user, kind), each with its ids in a
+ * small growable array, and a list of the keys in the order they were
+ * created. Every key waits the same flush_interval, so that list is also
+ * the order they fall due: receipts_tick() and receipts_next_due() look at
+ * its head only. A key is freed when it is flushed; the next id for it makes
+ * a new one with a new deadline.
+ *
+ * Ids within a key are found by a linear scan: a key holds at most
+ * max_batch (<= 512) ids, and a batch is flushed when full.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+
+#include <uthash.h>
+#include <utlist.h>
+
+#include "common/log.h"
+#include "queue/queue.h"
+#include "queue/receipts.h"
+#include "common/banned.h"
+
+#define FIRST_CAP 8
+
+struct rkey {
+	int64_t device;
+	int32_t kind;
+	char peer[QUEUE_USER_MAX + 1];
+};
+
+struct batch {
+	struct rkey k; /* zeroed whole before filling: hashed as bytes */
+	UT_hash_handle hh;
+	struct batch *prev, *next; /* by age */
+	uint64_t due;
+	size_t n, cap;
+	uint64_t *ids;
+};
+
+struct receipts {
+	struct receipts_opts o;
+	receipts_flush_fn *fn;
+	void *arg;
+	struct batch *hash;
+	struct batch *age; /* oldest first */
+	struct receipts_stats st;
+};
+
+struct receipts *receipts_new(const struct receipts_opts *o, receipts_flush_fn *fn, void *arg)
+{
+	struct receipts *r;
+
+	if (!o || !fn || o->max_batch < 1 || o->max_batch > RECEIPTS_MAX_BATCH ||
+	    o->flush_interval_ms < 1)
+		return NULL;
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return NULL;
+	r->o = *o;
+	if (!r->o.max_ids)
+		r->o.max_ids = 64 * (size_t)o->max_batch;
+	if (r->o.max_ids < r->o.max_batch)
+		r->o.max_ids = r->o.max_batch;
+	r->fn = fn;
+	r->arg = arg;
+	return r;
+}
+
+static void batch_free(struct receipts *r, struct batch *b)
+{
+	HASH_DEL(r->hash, b);
+	DL_DELETE(r->age, b);
+	r->st.pending -= b->n;
+	r->st.keys--;
+	free(b->ids);
+	free(b);
+}
+
+/* Hand @b to the callback and forget it. */
+static void flush(struct receipts *r, struct batch *b, uint64_t *why)
+{
+	struct receipt_batch out = { .target_device = b->k.device,
+				     .peer_user = b->k.peer,
+				     .kind = b->k.kind,
+				     .ids = b->ids,
+				     .n = b->n };
+
+	if (b->n) {
+		r->st.batches++;
+		r->st.ids_out += b->n;
+		(*why)++;
+		r->fn(r->arg, &out);
+	}
+	batch_free(r, b);
+}
+
+static int make_key(struct rkey *k, int64_t device, const char *peer, int kind)
+{
+	size_t len = strlen(peer);
+
+	if (len == 0 || len > QUEUE_USER_MAX)
+		return -1;
+	memset(k, 0, sizeof(*k));
+	k->device = device;
+	k->kind = kind;
+	memcpy(k->peer, peer, len);
+	return 0;
+}
+
+static struct batch *find(struct receipts *r, const struct rkey *k)
+{
+	struct batch *b;
+
+	HASH_FIND(hh, r->hash, k, sizeof(*k), b);
+	return b;
+}
+
+static struct batch *get(struct receipts *r, const struct rkey *k, uint64_t now_ms)
+{
+	struct batch *b = find(r, k);
+
+	if (b)
+		return b;
+	b = calloc(1, sizeof(*b));
+	if (!b)
+		return NULL;
+	b->k = *k;
+	b->due = now_ms + r->o.flush_interval_ms;
+	HASH_ADD(hh, r->hash, k, sizeof(b->k), b);
+	DL_APPEND(r->age, b);
+	r->st.keys++;
+	return b;
+}
+
+static ssize_t index_of(const struct batch *b, uint64_t id)
+{
+	for (size_t i = 0; i < b->n; i++) {
+		if (b->ids[i] == id)
+			return (ssize_t)i;
+	}
+	return -1;
+}
+
+static int append(struct receipts *r, struct batch *b, uint64_t id)
+{
+	if (b->n == b->cap) {
+		size_t cap = b->cap ? 2 * b->cap : FIRST_CAP;
+		uint64_t *ids;
+
+		if (cap > r->o.max_batch)
+			cap = r->o.max_batch;
+		ids = reallocarray(b->ids, cap, sizeof(*ids));
+		if (!ids)
+			return -1;
+		b->ids = ids;
+		b->cap = cap;
+	}
+	b->ids[b->n++] = id;
+	r->st.pending++;
+	return 0;
+}
+
+/* A read for @ids: their pending "delivered" under the same device and
+ * peer is no longer worth sending. */
+static void supersede(struct receipts *r, const struct rkey *read_key, const uint64_t *ids,
+		      size_t n)
+{
+	struct rkey k = *read_key;
+	struct batch *d;
+
+	k.kind = RECEIPT_DELIVERED;
+	d = find(r, &k);
+	if (!d)
+		return;
+	for (size_t i = 0; i < n && d->n; i++) {
+		ssize_t at = index_of(d, ids[i]);
+
+		if (at < 0)
+			continue;
+		d->ids[at] = d->ids[--d->n];
+		r->st.pending--;
+		r->st.superseded++;
+	}
+	if (!d->n)
+		batch_free(r, d);
+}
+
+enum ferry_err receipts_add(struct receipts *r, int64_t target_device, const char *peer_user,
+			    int kind, const uint64_t *ids, size_t n, uint64_t now_ms)
+{
+	struct batch *read = NULL;
+	struct rkey k;
+
+	if ((kind != RECEIPT_DELIVERED && kind != RECEIPT_READ) || !peer_user ||
+	    make_key(&k, target_device, peer_user, kind))
+		return FERRY_EINVAL;
+	if (kind == RECEIPT_READ) {
+		supersede(r, &k, ids, n);
+	} else {
+		struct rkey rk = k;
+
+		rk.kind = RECEIPT_READ;
+		read = find(r, &rk);
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct batch *b;
+
+		r->st.ids_in++;
+		/* Delivered after its read is still pending: the read says it. */
+		if (read && index_of(read, ids[i]) >= 0) {
+			r->st.superseded++;
+			continue;
+		}
+		b = get(r, &k, now_ms);
+		if (!b)
+			return FERRY_ENOMEM;
+		if (index_of(b, ids[i]) >= 0) {
+			r->st.duplicates++;
+			continue;
+		}
+		if (append(r, b, ids[i])) {
+			if (!b->n)
+				batch_free(r, b);
+			return FERRY_ENOMEM;
+		}
+		if (b->n >= r->o.max_batch)
+			flush(r, b, &r->st.by_count);
+	}
+	while (r->st.pending > r->o.max_ids && r->age)
+		flush(r, r->age, &r->st.by_memory);
+	return FERRY_OK;
+}
+
+void receipts_tick(struct receipts *r, uint64_t now_ms)
+{
+	while (r->age && r->age->due <= now_ms)
+		flush(r, r->age, &r->st.by_time);
+}
+
+uint64_t receipts_next_due(const struct receipts *r)
+{
+	return r->age ? r->age->due : UINT64_MAX;
+}
+
+void receipts_flush_all(struct receipts *r)
+{
+	while (r->age)
+		flush(r, r->age, &r->st.by_time);
+}
+
+void receipts_stats(const struct receipts *r, struct receipts_stats *out)
+{
+	*out = r->st;
+}
+
+void receipts_free(struct receipts *r)
+{
+	if (!r)
+		return;
+	receipts_flush_all(r);
+	free(r);
+}

@@ -173,8 +173,11 @@ static void store_waiting(struct gw_conn *c, int tracked)
 
 	while ((m = c->waiting) != NULL) {
 		c->waiting = (struct gw_msg *)m->link.next;
+		/* Not tracked: the connection is closing, nobody will fetch
+		 * these unless the device is woken (a successor, if any, is in
+		 * presence and makes the wake skip). */
 		store_for(c->w, tracked ? c : NULL, m->env, m->device_id, m->origin, m->send_id,
-			  GW_WAKE_NO);
+			  tracked ? GW_WAKE_NO : GW_WAKE_IF_AWAY);
 		gw_env_unref(m->env);
 		free(m);
 	}

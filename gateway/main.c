@@ -135,15 +135,17 @@ static void reload(struct daemon *d)
 		log_error("event=reload_failed reason=\"%s\" action=kept_old_config", err);
 		return;
 	}
-	/* Credentials first: their files are what most often goes wrong. */
-	if (d->push && push_reload(d->push, next, err, sizeof(err))) {
-		log_error("event=reload_failed reason=\"%s\" action=kept_old_config", err);
-		config_free(next);
-		return;
-	}
 	if (d->admin && (config_admin_token(next, &token, err, sizeof(err)) || !*token)) {
 		log_error("event=reload_failed reason=\"%s\" action=kept_old_config",
 			  token ? "admin token is empty" : err);
+		free(token);
+		config_free(next);
+		return;
+	}
+	/* Loads and checks every credential file; applied only if all are good,
+	 * and the last check that can fail for a reason of the file's. */
+	if (d->push && push_reload(d->push, next, err, sizeof(err))) {
+		log_error("event=reload_failed reason=\"%s\" action=kept_old_config", err);
 		free(token);
 		config_free(next);
 		return;

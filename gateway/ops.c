@@ -162,26 +162,37 @@ static enum gw_result put_result(const struct gw_op *op, size_t i)
  * registered a connection since the PUT was routed is being caught up by it
  * and is left alone, unless it is the one that stopped acknowledging.
  */
-static void wake_stored(struct gateway *gw, const struct gw_op *op)
+static void wake_stored(struct gw_worker *w, const struct gw_op *op)
 {
+	struct gateway *gw = w->gw;
+	enum gw_wake how = (enum gw_wake)op->wake;
 	unsigned wk;
 	uint64_t cid;
 
-	if (op->wake == GW_WAKE_NO || op->req.rc || op->req.kind != QUEUE_KIND_MESSAGE ||
-	    !push_enabled(gw->push))
+	if (op->req.rc || op->req.kind != QUEUE_KIND_MESSAGE || !push_enabled(gw->push))
 		return;
-	if (op->wake == GW_WAKE_IF_AWAY)
+	if (how == GW_WAKE_NO && op->conn_id) {
+		/* Stored for a connection that was catching up: if it closed
+		 * before fetching, nobody will, unless the device is woken. */
+		struct gw_conn *c = gw_conn_find(w, op->conn_id);
+
+		if (!c || c->state == GW_CONN_CLOSING)
+			how = GW_WAKE_IF_AWAY;
+	}
+	if (how == GW_WAKE_NO)
+		return;
+	if (how == GW_WAKE_IF_AWAY)
 		pthread_mutex_lock(&gw->presence_lock);
 	for (size_t i = 0; i < op->req.nputs; i++) {
 		int64_t dev = op->puts[i].recipient;
 
 		if (op->puts[i].result != QUEUE_PUT_STORED)
 			continue;
-		if (op->wake == GW_WAKE_IF_AWAY && gw_presence_find_locked(gw, dev, &wk, &cid))
+		if (how == GW_WAKE_IF_AWAY && gw_presence_find_locked(gw, dev, &wk, &cid))
 			continue;
 		push_wake(gw->push, dev);
 	}
-	if (op->wake == GW_WAKE_IF_AWAY)
+	if (how == GW_WAKE_IF_AWAY)
 		pthread_mutex_unlock(&gw->presence_lock);
 }
 
@@ -189,7 +200,7 @@ void gw_op_done(struct gw_worker *w, struct gw_op *op)
 {
 	w->ops--;
 	if (op->kind == GW_OP_PUT) {
-		wake_stored(w->gw, op);
+		wake_stored(w, op);
 		if (op->req.rc)
 			log_debug("event=store_put_failed server_id=%llu devices=%zu reason=\"%s\"",
 				  (unsigned long long)op->req.server_id, op->req.nputs,

@@ -1150,6 +1150,7 @@ static void log_apps(const struct credset *set)
 enum ferry_err push_start(const struct ferry_config *cfg, struct queue_registry *reg,
 			  struct push_service **out, char *err, size_t errlen)
 {
+	int mbox_ok = 0;
 	struct push_http_opts ho = { 0 };
 	struct push_service *ps = calloc(1, sizeof(*ps));
 
@@ -1176,9 +1177,10 @@ enum ferry_err push_start(const struct ferry_config *cfg, struct queue_registry 
 	ho.max_host_connections = cfg->push.connections;
 	ho.timeout_ms = cfg->push.timeout;
 	ps->http = push_http_new(&ps->loop, &ho, err, errlen);
-	if (!ps->http || mailbox_init(&ps->mbox, &ps->loop, on_msg, ps) ||
-	    uv_async_init(&ps->loop, &ps->kick, on_kick) || uv_timer_init(&ps->loop, &ps->timer) ||
-	    uv_timer_init(&ps->loop, &ps->reap)) {
+	if (ps->http && mailbox_init(&ps->mbox, &ps->loop, on_msg, ps) == FERRY_OK)
+		mbox_ok = 1;
+	if (!ps->http || !mbox_ok || uv_async_init(&ps->loop, &ps->kick, on_kick) ||
+	    uv_timer_init(&ps->loop, &ps->timer) || uv_timer_init(&ps->loop, &ps->reap)) {
 		if (ps->http)
 			snprintf(err, errlen, "cannot start the push thread: no loop handles");
 		goto fail_loop;
@@ -1198,7 +1200,7 @@ enum ferry_err push_start(const struct ferry_config *cfg, struct queue_registry 
 
 fail_loop:
 	/* Unwind on this thread: the loop closes what was opened. */
-	if (ps->mbox.handler)
+	if (mbox_ok)
 		mailbox_close(&ps->mbox, NULL);
 	if (uv_is_active((uv_handle_t *)&ps->kick) || ps->kick.loop)
 		uv_close((uv_handle_t *)&ps->kick, NULL);
@@ -1287,9 +1289,11 @@ void push_wake(struct push_service *ps, int64_t device)
 		ps->wstats.wakes_dropped++;
 		break;
 	}
-	pthread_mutex_unlock(&ps->lock);
+	/* Under the lock: begin_stop closes the handle only after setting
+	 * @closed under it. */
 	if (kick)
 		uv_async_send(&ps->kick);
+	pthread_mutex_unlock(&ps->lock);
 }
 
 int push_enabled(const struct push_service *ps)

@@ -76,7 +76,9 @@ enum ferry_err push_reload(struct push_service *ps, const struct ferry_config *c
 			   size_t errlen) FERRY_WUR;
 
 /* Stop the thread: pushes in flight are cancelled, pending wakes dropped
- * (the envelopes stay in the store). NULL does nothing. */
+ * (the envelopes stay in the store). Whoever calls push_wake() or
+ * push_connected() must have stopped first (ferryd stops the gateway
+ * before). NULL does nothing. */
 void push_stop(struct push_service *ps);
 
 /* ---- direct pushes ---- */

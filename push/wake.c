@@ -147,6 +147,10 @@ enum wake_add_result wake_add(struct wake_table *t, int64_t device)
 
 	HASH_FIND(hh, t->hash, &device, sizeof(device), w);
 	if (w) {
+		/* Cancelled while busy, then away again: the entry must stay,
+		 * and push once its cool-down is over. */
+		if (w->state == WAKE_BUSY && w->cancelled)
+			w->cancelled = 0;
 		if (w->state == WAKE_BUSY || w->state == WAKE_COOL)
 			w->again = 1;
 		return WAKE_COALESCED;
@@ -176,8 +180,11 @@ int wake_cancel(struct wake_table *t, int64_t device)
 	if (!w)
 		return 0;
 	if (w->state == WAKE_BUSY) {
+		int first = !w->cancelled;
+
 		w->cancelled = 1;
-		return 1;
+		w->again = 0;
+		return first;
 	}
 	unsent = w->state != WAKE_COOL || w->again;
 	drop(t, w);

@@ -75,6 +75,19 @@ static void test_cancel(void **state)
 	wake_cool(&t, w, 1000);
 	assert_int_equal(t.count, 0);
 
+	/* Busy, cancelled, then away again before the push ended: the new
+	 * wake survives and pushes after the cool-down. */
+	wake_add(&t, 4);
+	w = take_one(&t, 0);
+	assert_int_equal(wake_cancel(&t, 4), 1);
+	assert_int_equal(wake_cancel(&t, 4), 0); /* counted once */
+	assert_int_equal(wake_add(&t, 4), WAKE_COALESCED);
+	wake_cool(&t, w, 1000);
+	assert_int_equal(t.count, 1);
+	w = take_one(&t, 1000);
+	assert_int_equal(w->device, 4);
+	wake_remove(&t, w);
+
 	/* Cooling: removed; a new absence may push at once. */
 	wake_add(&t, 3);
 	w = take_one(&t, 0);

@@ -739,13 +739,13 @@ static struct send *send_new(struct push_service *ps, struct app *app, enum prov
 /* A push the sender refused before sending: an outcome of its own. */
 static void refused(struct send *s, enum ferry_err rc)
 {
-	struct outcome o = { .kind = rc == FERRY_ENOMEM || rc == FERRY_EUNAVAIL ? O_RETRY
-										: O_REJECTED,
-			     .delay_ms = 1000 };
+	struct outcome o = { .kind = O_REJECTED, .delay_ms = 1000 };
 
-	snprintf(o.reason, sizeof(o.reason), "%s", ferry_strerror(rc));
-	if (rc == FERRY_ECONFIG)
+	if (rc == FERRY_ENOMEM || rc == FERRY_EUNAVAIL)
+		o.kind = O_RETRY;
+	else if (rc == FERRY_ECONFIG)
 		o.kind = O_CONFIG;
+	snprintf(o.reason, sizeof(o.reason), "%s", ferry_strerror(rc));
 	finish(s, &o);
 }
 
@@ -913,11 +913,10 @@ static void lookup_done(uv_work_t *req, int status)
 		ps->wstats.lookup_failures++;
 	pthread_mutex_unlock(&ps->lock);
 	if (lk->rc) {
-		ps->lookup_backoff_ms = ps->lookup_backoff_ms
-						? (ps->lookup_backoff_ms * 2 > LOOKUP_BACKOFF_MAX_MS
-							   ? LOOKUP_BACKOFF_MAX_MS
-							   : ps->lookup_backoff_ms * 2)
-						: LOOKUP_BACKOFF_MIN_MS;
+		ps->lookup_backoff_ms =
+			ps->lookup_backoff_ms ? 2 * ps->lookup_backoff_ms : LOOKUP_BACKOFF_MIN_MS;
+		if (ps->lookup_backoff_ms > LOOKUP_BACKOFF_MAX_MS)
+			ps->lookup_backoff_ms = LOOKUP_BACKOFF_MAX_MS;
 		log_warn("event=push_lookup_failed wakes=%zu reason=\"%s\" retry_ms=%llu", lk->n,
 			 ferry_strerror(lk->rc), (unsigned long long)ps->lookup_backoff_ms);
 	} else {

@@ -7,15 +7,22 @@
  * acknowledges it has gone to the socket, so a printed envelope is one the
  * server has been told about. With --count N, envelopes beyond the N-th are
  * refused (left unacknowledged, so the server keeps them) and the run stops
- * when N lines are out. QUEUE_EMPTY gets a line of its own; libferry reports
- * it only after the acknowledgements of every envelope before it went out,
- * so it follows their lines, and --until-empty can stop there with nothing
- * left unacknowledged (envelopes behind it stay unread, for next time); a
- * timeout before it is a failure, since the queue was not seen drained.
+ * when N lines are out. Delivered and read receipts (DELIVER_RECEIPT) are
+ * held and printed the same way, once their acknowledgement is written; they
+ * are not envelopes for --count. A receipt whose acknowledgement was lost
+ * with the connection is dropped (the server sends it again; receipts are
+ * not deduplicated, unlike envelopes, whose held lines the acknowledgement
+ * of a later duplicate prints). QUEUE_EMPTY gets a line of its own; libferry
+ * reports it only after the acknowledgements of every envelope and receipt
+ * before it went out, so it follows their lines, and --until-empty can stop
+ * there with nothing left unacknowledged (envelopes behind it stay unread,
+ * for next time); a timeout before it is a failure, since the queue was not
+ * seen drained.
  *
- * send: queues one SEND and runs until its ACK or first NACK (a NACK that
- * libferry would retry is cancelled: the command reports it and fails), a
- * final ERROR, or the timeout.
+ * send and read: queue one SEND or RECEIPT (read receipt) and run until its
+ * ACK or first NACK (a NACK that libferry would retry is cancelled: the
+ * command reports it and fails), a final ERROR, a not_implemented ERROR (a
+ * server without read receipts), or the timeout.
  *
  * Exit codes: 0 done, 1 refused or failed (with a JSON line saying why), 2 bad
  * arguments. Global state: the client and a flag for the signal handlers,
@@ -45,9 +52,11 @@
 static struct ferry_client *volatile g_client;
 static volatile sig_atomic_t g_signalled;
 
-/* An envelope waiting for its DELIVER_ACK to be written. */
+/* An envelope or receipt waiting for its DELIVER_ACK to be written. */
 struct held {
+	unsigned receipt_kind; /* 0: an envelope, matched by sender device and client id */
 	uint64_t sender_device, client_id;
+	uint64_t server_id; /* a receipt: matched by it */
 	char *line;
 };
 
@@ -59,8 +68,9 @@ struct cli {
 	struct held *held;
 	size_t nheld, capheld;
 	uint64_t accepted, printed;
-	/* send */
+	/* send, read */
 	uint64_t client_id;
+	int gave_up; /* the server cannot do it: report the ERROR without waiting */
 	/* the last ERROR from the server */
 	char code[CODE_MAX];
 	char text[PROTO_MAX_TEXT + 1];
@@ -103,33 +113,63 @@ static void on_server_error(void *arg, uint64_t code, const char *text, int fina
 	snprintf(s->text, sizeof(s->text), "%s", text);
 	s->have_error = 1;
 	s->final = final;
+	if (code == PROTO_ERR_NOT_IMPLEMENTED && s->o.cmd != CLI_LISTEN) {
+		s->gave_up = 1; /* what we sent, the server does not serve */
+		ferry_client_stop(s->c);
+	}
+}
+
+/* Hold @line (taken) until its acknowledgement is written; -1 if out of memory. */
+static int hold(struct cli *s, char *line, const struct held *key)
+{
+	struct held *h;
+
+	if (!line)
+		return -1;
+	if (s->nheld == s->capheld) {
+		size_t cap = s->capheld ? 2 * s->capheld : 64;
+
+		h = realloc(s->held, cap * sizeof(*h));
+		if (!h) {
+			free(line);
+			return -1;
+		}
+		s->held = h;
+		s->capheld = cap;
+	}
+	h = &s->held[s->nheld++];
+	*h = *key;
+	h->line = line;
+	return 0;
 }
 
 static int on_deliver(void *arg, const struct ferry_envelope *env)
 {
 	struct cli *s = arg;
-	struct held *h;
+	struct held key = { .sender_device = env->sender_device, .client_id = env->client_id };
 
 	if (s->o.count && s->accepted >= s->o.count)
 		return 1; /* not ours to take: the server keeps it for next time */
-	if (s->nheld == s->capheld) {
-		size_t cap = s->capheld ? 2 * s->capheld : 64;
-
-		h = realloc(s->held, cap * sizeof(*h));
-		if (!h)
-			return 1;
-		s->held = h;
-		s->capheld = cap;
-	}
-	h = &s->held[s->nheld];
-	h->line = cli_json_envelope(env);
-	if (!h->line)
+	if (hold(s, cli_json_envelope(env), &key))
 		return 1;
-	h->sender_device = env->sender_device;
-	h->client_id = env->client_id;
-	s->nheld++;
 	s->accepted++;
 	return 0;
+}
+
+static int on_receipt(void *arg, const struct ferry_receipt *r)
+{
+	struct cli *s = arg;
+	struct held key = { .receipt_kind = r->kind, .server_id = r->server_id };
+
+	return hold(s, cli_json_receipt(r), &key) ? 1 : 0;
+}
+
+static int held_matches(const struct held *h, const struct ferry_acked *a)
+{
+	if (a->receipt_kind)
+		return h->receipt_kind && h->server_id == a->server_id;
+	return !h->receipt_kind && h->sender_device == a->sender_device &&
+	       h->client_id == a->client_id;
 }
 
 static void on_deliver_acked(void *arg, const struct ferry_acked *acked, size_t n)
@@ -140,13 +180,13 @@ static void on_deliver_acked(void *arg, const struct ferry_acked *acked, size_t 
 		for (size_t j = 0; j < s->nheld; j++) {
 			struct held *h = &s->held[j];
 
-			if (h->sender_device != acked[i].sender_device ||
-			    h->client_id != acked[i].client_id)
+			if (!held_matches(h, &acked[i]))
 				continue;
+			if (!h->receipt_kind)
+				s->printed++;
 			print_line(h->line);
 			memmove(h, h + 1, (s->nheld - j - 1) * sizeof(*h));
 			s->nheld--;
-			s->printed++;
 			break;
 		}
 	}
@@ -154,6 +194,21 @@ static void on_deliver_acked(void *arg, const struct ferry_acked *acked, size_t 
 		s->done = 1;
 		ferry_client_stop(s->c);
 	}
+}
+
+/* The acknowledgements not written are lost: held receipts will come again. */
+static void on_disconnected(void *arg, enum ferry_err why, const char *text, uint64_t retry_ms)
+{
+	struct cli *s = arg;
+	size_t kept = 0;
+
+	for (size_t j = 0; j < s->nheld; j++) {
+		if (s->held[j].receipt_kind)
+			free(s->held[j].line);
+		else
+			s->held[kept++] = s->held[j];
+	}
+	s->nheld = kept;
 }
 
 static void on_queue_empty(void *arg, uint64_t drained)
@@ -212,7 +267,7 @@ static int run(struct cli *s, uint64_t timeout_s)
 {
 	uint64_t end = timeout_s ? now_ms() + timeout_s * 1000 : UINT64_MAX;
 
-	while (!s->done && !g_signalled) {
+	while (!s->done && !s->gave_up && !g_signalled) {
 		uint64_t now = now_ms();
 		enum ferry_err rc;
 
@@ -296,9 +351,23 @@ static int read_file(const char *path, struct buf *b)
 	return 0;
 }
 
-static int do_send(struct cli *s)
+/* Wait for the answer to s->client_id: 0 ACK, 1 anything else (with a line saying why). */
+static int await_answer(struct cli *s)
 {
 	const char *code, *text;
+
+	s->status = 1;
+	if (run(s, s->o.timeout_s))
+		return 1;
+	if (s->done)
+		return s->status;
+	why_not(s, &code, &text);
+	print_line(cli_json_send_error(code, text));
+	return 1;
+}
+
+static int do_send(struct cli *s)
+{
 	struct buf payload;
 	enum ferry_err rc;
 
@@ -318,14 +387,19 @@ static int do_send(struct cli *s)
 		print_line(cli_json_send_error("invalid", ferry_strerror(rc)));
 		return 1;
 	}
-	s->status = 1;
-	if (run(s, s->o.timeout_s))
+	return await_answer(s);
+}
+
+static int do_read(struct cli *s)
+{
+	enum ferry_err rc;
+
+	rc = ferry_client_read(s->c, s->o.to, s->o.to_device, s->o.ids, s->o.nids, &s->client_id);
+	if (rc) {
+		print_line(cli_json_send_error("invalid", ferry_strerror(rc)));
 		return 1;
-	if (s->done)
-		return s->status;
-	why_not(s, &code, &text);
-	print_line(cli_json_send_error(code, text));
-	return 1;
+	}
+	return await_answer(s);
 }
 
 /* ---- main ---- */
@@ -340,6 +414,8 @@ static int start(struct cli *s)
 		.server_error = on_server_error,
 		.connected = on_connected,
 		.queue_empty = on_queue_empty,
+		.receipt = on_receipt,
+		.disconnected = on_disconnected,
 	};
 	struct ferry_config cfg = {
 		.host = s->o.host,
@@ -354,9 +430,11 @@ static int start(struct cli *s)
 	char err[256];
 	enum ferry_err rc;
 
-	if (s->o.cmd == CLI_SEND) {
+	if (s->o.cmd != CLI_LISTEN) {
 		cb.deliver = NULL; /* unacknowledged: they stay with the server for a listener */
+		cb.receipt = NULL;
 		cb.queue_empty = NULL;
+		cb.disconnected = NULL;
 	}
 	rc = ferry_client_new(&cfg, &cb, s, &s->c, err, sizeof(err));
 	if (rc) {
@@ -398,7 +476,12 @@ int main(int argc, char **argv)
 	rc = start(&s);
 	if (rc)
 		return rc;
-	rc = s.o.cmd == CLI_LISTEN ? do_listen(&s) : do_send(&s);
+	if (s.o.cmd == CLI_LISTEN)
+		rc = do_listen(&s);
+	else if (s.o.cmd == CLI_READ)
+		rc = do_read(&s);
+	else
+		rc = do_send(&s);
 	g_client = NULL;
 	ferry_client_free(s.c);
 	for (size_t i = 0; i < s.nheld; i++)

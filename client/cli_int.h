@@ -11,8 +11,9 @@
 
 #include "client/ferry.h"
 #include "common/err.h"
+#include "gateway/proto.h"
 
-#define CLI_SEND_DEFAULT_TIMEOUT_S 30
+#define CLI_SEND_DEFAULT_TIMEOUT_S 30 /* send and read */
 #define CLI_MAX_TIMEOUT_S (24 * 3600 * 365)
 #define CLI_HOST_MAX 256
 #define CLI_PORT_MAX 8
@@ -21,6 +22,7 @@ enum cli_cmd {
 	CLI_NONE,
 	CLI_LISTEN,
 	CLI_SEND,
+	CLI_READ,
 };
 
 /* Strings point into argv or the environment (borrowed). */
@@ -36,11 +38,14 @@ struct cli_opts {
 	enum cli_cmd cmd;
 	uint64_t count;	    /* listen: stop after this many (0: no limit) */
 	int until_empty;    /* listen: stop after the first QUEUE_EMPTY */
-	uint64_t timeout_s; /* 0: none (listen); send defaults to CLI_SEND_DEFAULT_TIMEOUT_S */
-	const char *to;
-	const char *text; /* exactly one of text and file for send */
+	uint64_t timeout_s; /* 0: none (listen); send, read default to CLI_SEND_DEFAULT_TIMEOUT_S */
+	const char *to;	    /* send, read */
+	const char *text;   /* exactly one of text and file for send */
 	const char *file;
 	uint64_t ttl;
+	uint64_t to_device;	     /* read: the device of @to that sent them; 0: not named */
+	uint64_t ids[PROTO_MAX_IDS]; /* read: the client ids read */
+	size_t nids;		     /* 1..PROTO_MAX_IDS */
 };
 
 enum cli_parse_result {
@@ -73,9 +78,11 @@ enum ferry_err cli_parse_server(const char *s, char *host, size_t hostcap, char 
 char *cli_json_envelope(const struct ferry_envelope *env);
 char *cli_json_ack(uint64_t client_id, uint64_t server_id, unsigned status);
 char *cli_json_nack(uint64_t client_id, const char *reason, const char *text);
+/* listen: {"receipt": "delivered"|"read", "from_user": U, "device": N, "ids": [...]}. */
+char *cli_json_receipt(const struct ferry_receipt *r);
 /* listen: {"queue_empty": true, "drained": N}. */
 char *cli_json_queue_empty(uint64_t drained);
-/* listen: {"error": CODE, "text": TEXT}; send: {"error": {"code": CODE, "text": TEXT}}. */
+/* listen: {"error": CODE, "text": TEXT}; send, read: {"error": {"code": CODE, "text": TEXT}}. */
 char *cli_json_listen_error(const char *code, const char *text);
 char *cli_json_send_error(const char *code, const char *text);
 

@@ -4,8 +4,9 @@
  * Parsing is one table of options, each valid for the global part or one
  * command; options may come before or after the command word, as `--opt
  * VALUE` or `--opt=VALUE`, each at most once. Numbers are whole decimal
- * strings within a range (strtoull with full checks). Errors name the
- * option and what is wrong with it, never the secret.
+ * strings within a range (strtoull with full checks); --ids is a comma-
+ * separated list of them. Errors name the option and what is wrong with it,
+ * never the secret.
  *
  * Output lines are built with jansson (insertion order kept), integers above
  * INT64_MAX as reals (jansson's integers are signed), payloads in base64 with
@@ -30,13 +31,21 @@ const char cli_usage[] =
 	"commands:\n"
 	"  listen [--count N] [--until-empty] [--timeout SEC]\n"
 	"      print each delivered envelope as one JSON line once it is acknowledged,\n"
-	"      and {\"queue_empty\": true, \"drained\": N} once what was stored for the\n"
-	"      device while it was away has all come; stop after N envelopes, after SEC\n"
-	"      seconds, or with --until-empty at the first queue_empty line (exit 1 if\n"
-	"      SEC seconds pass before it)\n"
+	"      each delivered or read receipt for this user's messages as\n"
+	"      {\"receipt\": \"delivered\"|\"read\", \"from_user\": U, \"device\": D, \"ids\": "
+	"[...]}\n"
+	"      (acknowledged likewise), and {\"queue_empty\": true, \"drained\": N} once\n"
+	"      what was stored for the device while it was away has all come; stop after\n"
+	"      N envelopes, after SEC seconds, or with --until-empty at the first\n"
+	"      queue_empty line (exit 1 if SEC seconds pass before it)\n"
 	"  send --to USER (--text STR | --file PATH) [--ttl SEC] [--timeout SEC]\n"
 	"      send one envelope to every other device of USER and print the server's\n"
 	"      ACK or NACK as JSON (default timeout 30 s)\n"
+	"  read --to USER --ids ID[,ID...] [--to-device D] [--timeout SEC]\n"
+	"      tell USER that this user has read the messages USER's device D sent\n"
+	"      under these client ids (from_user, from_device and client_id of listen's\n"
+	"      lines; D 0 or left out: not named, up to 512 ids) and print the server's\n"
+	"      ACK or NACK as send does\n"
 	"\n"
 	"The secret may come from the environment variable FERRY_DEVICE_SECRET instead.\n"
 	"Exit status: 0 done, 1 refused or failed, 2 bad arguments.\n";
@@ -57,10 +66,12 @@ enum opt_id {
 	O_TEXT,
 	O_FILE,
 	O_TTL,
+	O_TO_DEVICE,
+	O_IDS,
 	O_N
 };
 
-#define FOR_ALL ((1u << CLI_LISTEN) | (1u << CLI_SEND))
+#define FOR_ALL ((1u << CLI_LISTEN) | (1u << CLI_SEND) | (1u << CLI_READ))
 
 static const struct opt {
 	const char *name;
@@ -78,10 +89,19 @@ static const struct opt {
 	[O_COUNT] = { "count", 1, 1u << CLI_LISTEN },
 	[O_UNTIL_EMPTY] = { "until-empty", 0, 1u << CLI_LISTEN },
 	[O_TIMEOUT] = { "timeout", 1, FOR_ALL },
-	[O_TO] = { "to", 1, 1u << CLI_SEND },
+	[O_TO] = { "to", 1, (1u << CLI_SEND) | (1u << CLI_READ) },
 	[O_TEXT] = { "text", 1, 1u << CLI_SEND },
 	[O_FILE] = { "file", 1, 1u << CLI_SEND },
 	[O_TTL] = { "ttl", 1, 1u << CLI_SEND },
+	[O_TO_DEVICE] = { "to-device", 1, 1u << CLI_READ },
+	[O_IDS] = { "ids", 1, 1u << CLI_READ },
+};
+
+static const char *const cmd_names[] = {
+	[CLI_NONE] = "",
+	[CLI_LISTEN] = "listen",
+	[CLI_SEND] = "send",
+	[CLI_READ] = "read",
 };
 
 enum ferry_err cli_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
@@ -144,12 +164,18 @@ static enum cli_parse_result scan(int argc, char **argv, struct cli_opts *o, con
 		const char *a = argv[i], *eq;
 		int id;
 
-		if (strcmp(a, "listen") == 0 || strcmp(a, "send") == 0) {
+		enum cli_cmd cmd = CLI_NONE;
+
+		for (int k = CLI_LISTEN; k <= CLI_READ; k++) {
+			if (strcmp(a, cmd_names[k]) == 0)
+				cmd = (enum cli_cmd)k;
+		}
+		if (cmd != CLI_NONE) {
 			if (o->cmd != CLI_NONE) {
 				snprintf(err, errlen, "more than one command ('%s')", a);
 				return CLI_PARSE_USAGE;
 			}
-			o->cmd = a[0] == 'l' ? CLI_LISTEN : CLI_SEND;
+			o->cmd = cmd;
 			continue;
 		}
 		if (strcmp(a, "-h") == 0)
@@ -222,15 +248,34 @@ static enum cli_parse_result global_opts(struct cli_opts *o, const char *val[O_N
 	return CLI_PARSE_OK;
 }
 
+/* --to USER, for send and read. */
+static enum cli_parse_result to_opt(struct cli_opts *o, const char *val[O_N], char *err,
+				    size_t errlen)
+{
+	const char *cmd = cmd_names[o->cmd];
+
+	o->to = val[O_TO];
+	if (!o->to) {
+		snprintf(err, errlen, "%s: missing --to USER", cmd);
+		return CLI_PARSE_USAGE;
+	}
+	if (!proto_user_valid((const uint8_t *)o->to, strlen(o->to))) {
+		snprintf(err, errlen, "%s: --to must be 1-64 characters of [A-Za-z0-9._:@+-]: '%s'",
+			 cmd, o->to);
+		return CLI_PARSE_USAGE;
+	}
+	if (!o->timeout_s)
+		o->timeout_s = CLI_SEND_DEFAULT_TIMEOUT_S;
+	return CLI_PARSE_OK;
+}
+
 static enum cli_parse_result send_opts(struct cli_opts *o, const char *val[O_N], char *err,
 				       size_t errlen)
 {
-	o->to = val[O_TO];
-	if (!o->to)
-		return bad(err, errlen, "send: missing --to USER", NULL);
-	if (!proto_user_valid((const uint8_t *)o->to, strlen(o->to)))
-		return bad(err, errlen, "send: --to must be 1-64 characters of [A-Za-z0-9._:@+-]",
-			   o->to);
+	enum cli_parse_result r = to_opt(o, val, err, errlen);
+
+	if (r != CLI_PARSE_OK)
+		return r;
 	o->text = val[O_TEXT];
 	o->file = val[O_FILE];
 	if (!o->text == !o->file)
@@ -239,8 +284,49 @@ static enum cli_parse_result send_opts(struct cli_opts *o, const char *val[O_N],
 		return bad(err, errlen, "send: --file cannot be empty", NULL);
 	if (val[O_TTL] && cli_parse_u64(val[O_TTL], 0, UINT32_MAX, &o->ttl))
 		return bad(err, errlen, "send: --ttl must be a number of seconds", val[O_TTL]);
-	if (!o->timeout_s)
-		o->timeout_s = CLI_SEND_DEFAULT_TIMEOUT_S;
+	return CLI_PARSE_OK;
+}
+
+/* ID[,ID...]: 1 to PROTO_MAX_IDS whole decimal numbers. */
+static enum ferry_err parse_ids(const char *s, uint64_t *ids, size_t *n)
+{
+	char one[24]; /* UINT64_MAX has 20 digits */
+
+	*n = 0;
+	for (;;) {
+		const char *comma = strchr(s, ',');
+		size_t len = comma ? (size_t)(comma - s) : strlen(s);
+
+		if (len >= sizeof(one) || *n == PROTO_MAX_IDS)
+			return FERRY_EINVAL;
+		memcpy(one, s, len);
+		one[len] = '\0';
+		if (cli_parse_u64(one, 0, UINT64_MAX, &ids[*n]) != FERRY_OK)
+			return FERRY_EINVAL;
+		(*n)++;
+		if (!comma)
+			return FERRY_OK;
+		s = comma + 1;
+	}
+}
+
+static enum cli_parse_result read_opts(struct cli_opts *o, const char *val[O_N], char *err,
+				       size_t errlen)
+{
+	enum cli_parse_result r = to_opt(o, val, err, errlen);
+
+	if (r != CLI_PARSE_OK)
+		return r;
+	if (!val[O_IDS])
+		return bad(err, errlen, "read: missing --ids ID[,ID...]", NULL);
+	if (parse_ids(val[O_IDS], o->ids, &o->nids) != FERRY_OK)
+		return bad(err, errlen,
+			   "read: --ids must be 1 to 512 client ids (whole numbers) separated by "
+			   "commas",
+			   val[O_IDS]);
+	if (val[O_TO_DEVICE] && cli_parse_u64(val[O_TO_DEVICE], 0, INT64_MAX, &o->to_device))
+		return bad(err, errlen, "read: --to-device must be a device id (0: not named)",
+			   val[O_TO_DEVICE]);
 	return CLI_PARSE_OK;
 }
 
@@ -257,11 +343,11 @@ enum cli_parse_result cli_parse(int argc, char **argv, const char *env_secret, s
 	if (val[O_HELP])
 		return CLI_PARSE_HELP;
 	if (o->cmd == CLI_NONE)
-		return bad(err, errlen, "missing command: listen or send", NULL);
+		return bad(err, errlen, "missing command: listen, send or read", NULL);
 	for (int i = 0; i < O_N; i++) {
 		if (val[i] && !(opts[i].cmds & (1u << o->cmd))) {
 			snprintf(err, errlen, "option '--%s' is not valid with '%s'", opts[i].name,
-				 o->cmd == CLI_LISTEN ? "listen" : "send");
+				 cmd_names[o->cmd]);
 			return CLI_PARSE_USAGE;
 		}
 	}
@@ -275,6 +361,8 @@ enum cli_parse_result cli_parse(int argc, char **argv, const char *env_secret, s
 				   val[O_COUNT]);
 		return CLI_PARSE_OK;
 	}
+	if (o->cmd == CLI_READ)
+		return read_opts(o, val, err, errlen);
 	return send_opts(o, val, err, errlen);
 }
 
@@ -339,6 +427,27 @@ char *cli_json_nack(uint64_t client_id, const char *reason, const char *text)
 {
 	return dump(json_pack("{s:{s:o,s:s,s:s}}", "nack", "client_id", json_u64(client_id),
 			      "reason", reason, "text", text));
+}
+
+char *cli_json_receipt(const struct ferry_receipt *r)
+{
+	const char *kind = r->kind == PROTO_RECEIPT_READ ? "read" : "delivered";
+	json_t *o = json_object(), *ids = json_array();
+
+	if (!o || !ids || json_object_set_new(o, "receipt", json_string(kind)) ||
+	    json_object_set_new(o, "from_user", json_string(r->peer_user)) ||
+	    json_object_set_new(o, "device", json_u64(r->device)) || json_object_set(o, "ids", ids))
+		goto fail;
+	for (size_t i = 0; i < r->n; i++) {
+		if (json_array_append_new(ids, json_u64(r->ids[i])))
+			goto fail;
+	}
+	json_decref(ids);
+	return dump(o);
+fail:
+	json_decref(ids);
+	json_decref(o);
+	return NULL;
 }
 
 char *cli_json_queue_empty(uint64_t drained)

@@ -1,6 +1,6 @@
 /*
  * client.c - libferry's public API (ferry.h): create and free a client, run
- * its event loop, queue and cancel SENDs.
+ * its event loop, queue and cancel SENDs and RECEIPTs.
  *
  * The loop is the application's: ferry_client_run() alternates one step of
  * work that needs no waiting (timers, frames left in the read buffer, acks,
@@ -11,8 +11,9 @@
  * checks between steps, and a signal interrupting poll ends the wait at once.
  *
  * Ownership: the client owns copies of its configuration (the secret wiped on
- * free), its connection, its SEND queue and dedup window. The application's
- * buffers are borrowed for the duration of a call only. No global state.
+ * free), its connection, its send queue (SENDs and RECEIPTs) and dedup
+ * window. The application's buffers are borrowed for the duration of a call
+ * only. No global state.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -279,9 +280,13 @@ static size_t body_len(size_t len)
 	return len;
 }
 
-/* Encode @f under the next client id and queue it. */
-static enum ferry_err queue_send(struct ferry_client *c, struct proto_frame *f, size_t max_payload,
-				 uint64_t *client_id)
+/*
+ * Encode @f (a SEND or a RECEIPT, its type set) under the next client id and
+ * queue it. Both share the counter and the queue: the server answers either
+ * with ACK or NACK naming the client id.
+ */
+static enum ferry_err queue_frame(struct ferry_client *c, struct proto_frame *f, size_t max_payload,
+				  uint64_t *client_id)
 {
 	uint64_t id = c->next_client_id;
 	size_t size, len;
@@ -290,8 +295,10 @@ static enum ferry_err queue_send(struct ferry_client *c, struct proto_frame *f, 
 
 	if (c->state == FC_FINAL)
 		return FERRY_EAUTH;
-	f->type = PROTO_SEND;
-	f->u.send.client_id = id;
+	if (f->type == PROTO_SEND)
+		f->u.send.client_id = id;
+	else
+		f->u.receipt.id = id;
 	size = proto_encoded_size(f);
 	if (!size)
 		return FERRY_EINVAL;
@@ -309,8 +316,8 @@ static enum ferry_err queue_send(struct ferry_client *c, struct proto_frame *f, 
 	c->next_client_id++;
 	if (client_id)
 		*client_id = id;
-	log_debug("event=client_queued device=%" PRIu64 " client_id=%" PRIu64 " bytes=%zu",
-		  c->device_id, id, len);
+	log_debug("event=client_queued device=%" PRIu64 " type=%s client_id=%" PRIu64 " bytes=%zu",
+		  c->device_id, proto_type_name(f->type), id, len);
 	return FERRY_OK;
 }
 
@@ -332,7 +339,7 @@ enum ferry_err ferry_client_send(struct ferry_client *c, const char *to_user, ui
 	f.u.send.ttl = ttl;
 	f.u.send.ntargets = 0;
 	f.u.send.payload = (struct proto_bytes){ len ? payload : (const uint8_t *)"", len };
-	return queue_send(c, &f, len, client_id);
+	return queue_frame(c, &f, len, client_id);
 }
 
 enum ferry_err ferry_client_send_each(struct ferry_client *c, const char *to_user, uint32_t ttl,
@@ -366,7 +373,24 @@ enum ferry_err ferry_client_send_each(struct ferry_client *c, const char *to_use
 	f.u.send.to_user = (struct proto_bytes){ (const uint8_t *)to_user, strlen(to_user) };
 	f.u.send.ttl = ttl;
 	f.u.send.ntargets = n;
-	return queue_send(c, &f, max_payload, client_id);
+	return queue_frame(c, &f, max_payload, client_id);
+}
+
+enum ferry_err ferry_client_read(struct ferry_client *c, const char *peer_user,
+				 uint64_t peer_device, const uint64_t *ids, size_t n,
+				 uint64_t *client_id)
+{
+	struct proto_frame f = { .type = PROTO_RECEIPT };
+
+	if (!user_ok(peer_user) || !ids || n < 1 || n > PROTO_MAX_IDS)
+		return FERRY_EINVAL;
+	f.u.receipt.kind = PROTO_RECEIPT_READ;
+	f.u.receipt.peer_user =
+		(struct proto_bytes){ (const uint8_t *)peer_user, strlen(peer_user) };
+	f.u.receipt.device = peer_device;
+	f.u.receipt.count = n;
+	memcpy(f.u.receipt.ids, ids, n * sizeof(ids[0]));
+	return queue_frame(c, &f, 0, client_id);
 }
 
 enum ferry_err ferry_client_cancel(struct ferry_client *c, uint64_t client_id)

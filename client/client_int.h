@@ -2,13 +2,13 @@
  * client_int.h - libferry's insides, shared by the files of client/ and the unit tests.
  *
  * Files, by concern:
- *   client.c  the public API: lifecycle, the poll(2) loop, send and cancel;
+ *   client.c  the public API: lifecycle, the poll(2) loop, send, read and cancel;
  *   conn.c    one connection: resolve, connect, TLS handshake, HELLO, the
  *             read and write buffers, loss and the reconnect schedule;
  *   handle.c  frames from the server, acknowledgement batching, the end of
- *             a catch-up (QUEUE_EMPTY), the pump that moves queued SENDs into
- *             the write buffer;
- *   sendq.c   the queue of unacknowledged SENDs (pure, no I/O);
+ *             a catch-up (QUEUE_EMPTY), the pump that moves queued SENDs and
+ *             RECEIPTs into the write buffer;
+ *   sendq.c   the queue of unacknowledged SENDs and RECEIPTs (pure, no I/O);
  *   dedup.c   the window of (sender device, client id) pairs seen (pure);
  *   net.c     sockets: resolve, non-blocking connect, read and write;
  *   tls.c     OpenSSL: context, verification, handshake, read and write;
@@ -99,7 +99,10 @@ int fc_dedup_seen(const struct fc_dedup *d, uint64_t device, uint64_t client_id)
 /* Remember a pair not seen yet, forgetting the oldest when full. */
 void fc_dedup_add(struct fc_dedup *d, uint64_t device, uint64_t client_id);
 
-/* ---- sendq.c: unacknowledged SENDs, in the order they were queued ---- */
+/*
+ * ---- sendq.c: unacknowledged SENDs and RECEIPTs (both answered by ACK/NACK
+ * with their client id), in the order they were queued ----
+ */
 
 enum fc_send_state {
 	FC_SEND_QUEUED,	  /* to be written on the current or next connection */
@@ -116,7 +119,7 @@ struct fc_send {
 	size_t body_len;    /* the frame's length field: type + body */
 	size_t max_payload; /* its largest payload */
 	size_t len;	    /* bytes in frame */
-	uint8_t frame[];    /* the encoded SEND, length prefix included */
+	uint8_t frame[];    /* the encoded SEND or RECEIPT, length prefix included */
 };
 
 struct fc_sendq {
@@ -276,7 +279,7 @@ void fc_handle_frames(struct ferry_client *c);
 void fc_acks_flush(struct ferry_client *c);
 /* Report the DELIVER_ACK being written if it has gone to the socket whole. */
 void fc_acks_report(struct ferry_client *c);
-/* Move the SENDs that may go into wbuf while there is room. */
+/* Move the SENDs and RECEIPTs that may go into wbuf while there is room. */
 void fc_sends_pump(struct ferry_client *c, uint64_t now);
 /* Periodic work: ping, dead connection, handshake deadline, reconnect. */
 void fc_timers(struct ferry_client *c, uint64_t now);

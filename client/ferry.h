@@ -8,20 +8,24 @@
  * or a RECONNECT with exponential backoff and full jitter, and stops for good
  * only on a final ERROR (auth_failed, unsupported_version, device_deleted).
  *
- * Sending: ferry_client_send() queues a SEND under a fresh client id and
- * keeps it until the server ACKs it or NACKs it finally (unknown_recipient,
- * too_large, invalid). Unacknowledged SENDs are retransmitted, same client
- * id, after every reconnect; retry_later and queue_full NACKs are retried
- * after a backoff. Client ids start at the current time in microseconds and
- * count up, so that they do not repeat across restarts of the same device.
+ * Sending: ferry_client_send() queues a SEND, and ferry_client_read() a
+ * RECEIPT (this user has read some messages), under a fresh client id from
+ * one counter, in one queue, and keeps it until the server ACKs it or NACKs
+ * it finally (unknown_recipient, too_large, invalid). Unacknowledged ones are
+ * retransmitted, same client id, after every reconnect; retry_later and
+ * queue_full NACKs are retried after a backoff. Client ids start at the
+ * current time in microseconds and count up, so that they do not repeat
+ * across restarts of the same device.
  *
  * Receiving: each DELIVER is handed to the deliver callback once (duplicates,
  * by sender device and client id over a bounded window, are acknowledged but
- * not shown again); the library acknowledges it after the callback returns,
- * batching the acknowledgements of one read into one DELIVER_ACK (up to 512
- * ids). After WELCOME the server first sends what waited in the offline
- * store, a window of un-acknowledged envelopes at a time, then QUEUE_EMPTY:
- * the queue_empty callback reports it once every envelope before it has been
+ * not shown again), each DELIVER_RECEIPT to the receipt callback (every
+ * copy: applying a receipt is idempotent); the library acknowledges either
+ * after the callback returns 0, batching the acknowledgements of one read
+ * into one DELIVER_ACK (up to 512 ids). After WELCOME the server first sends
+ * what waited in the offline store, a window of un-acknowledged envelopes
+ * (receipts included) at a time, then QUEUE_EMPTY: the queue_empty callback
+ * reports it once every envelope and receipt accepted before it has been
  * acknowledged, and ferry_client_caught_up() turns true.
  *
  * Threads and loop: none of its own. The application calls ferry_client_run()
@@ -71,8 +75,8 @@ struct ferry_config {
 	unsigned backoff_base_ms; /* reconnect/retry delay: rand[0, min(cap, base * 2^n)] */
 	unsigned backoff_cap_ms;
 	unsigned connect_timeout_ms; /* from connect() to WELCOME */
-	size_t max_queue;	     /* most unacknowledged SENDs held */
-	size_t max_queue_bytes;	     /* most bytes of encoded SENDs held */
+	size_t max_queue;	     /* most unacknowledged SENDs and RECEIPTs held */
+	size_t max_queue_bytes;	     /* most bytes of them, encoded, held */
 	size_t dedup_window;	     /* (sender device, client id) pairs remembered */
 	uint64_t first_client_id;    /* 0: the current time in microseconds */
 };
@@ -96,11 +100,32 @@ struct ferry_envelope {
 	size_t payload_len;
 };
 
-/* One acknowledged envelope, as deliver_acked reports it. */
+/*
+ * One delivered receipt (DELIVER_RECEIPT): @peer_user has received (@kind 1)
+ * or read (@kind 2) the messages that this user's device @device sent under
+ * the client ids @ids. @device 0: the reader named no device; then the ids
+ * are those of any of this user's devices that sent messages under them.
+ * Every pointer is borrowed for the callback only.
+ */
+struct ferry_receipt {
+	uint64_t server_id;    /* what the DELIVER_ACK names */
+	unsigned kind;	       /* enum proto_receipt_kind: 1 delivered, 2 read */
+	const char *peer_user; /* NUL-terminated user id: the recipient of the messages */
+	uint64_t device;       /* the sending device of this user; 0: not named */
+	const uint64_t *ids;   /* the senders' client ids, @n of them (1-512) */
+	size_t n;
+};
+
+/*
+ * One acknowledged envelope or receipt, as deliver_acked reports it. An
+ * envelope has @receipt_kind 0; a DELIVER_RECEIPT has its kind (1 delivered,
+ * 2 read) there, and @sender_device and @client_id 0.
+ */
 struct ferry_acked {
 	uint64_t server_id;
 	uint64_t sender_device;
 	uint64_t client_id;
+	unsigned receipt_kind;
 };
 
 /* One recipient device and its own payload, for ferry_client_send_each(). */
@@ -113,8 +138,8 @@ struct ferry_target {
 /*
  * The application's side. Every member may be NULL. Texts are NUL-terminated,
  * printable ASCII (other bytes replaced by '?'), borrowed for the call.
- * Callbacks may call ferry_client_send*(), _cancel(), _stop() and the getters,
- * but not ferry_client_run() or ferry_client_free().
+ * Callbacks may call ferry_client_send*(), _read(), _cancel(), _stop() and the
+ * getters, but not ferry_client_run() or ferry_client_free().
  */
 struct ferry_callbacks {
 	/*
@@ -126,22 +151,25 @@ struct ferry_callbacks {
 	int (*deliver)(void *arg, const struct ferry_envelope *env);
 	/*
 	 * A DELIVER_ACK carrying these envelopes was handed to the socket.
-	 * Duplicates the library acknowledged on its own are included.
+	 * Duplicates the library acknowledged on its own are included, and so
+	 * are the receipts the receipt callback accepted (receipt_kind non-zero),
+	 * in the order they arrived among the envelopes.
 	 */
 	void (*deliver_acked)(void *arg, const struct ferry_acked *acked, size_t n);
 	/*
-	 * The server took over the SEND @client_id (it is no longer queued here).
-	 * @status (enum proto_ack_status): 1 stored, some target device has it
-	 * in the offline store and gets it when it connects; 2 delivered, every
-	 * target device acknowledged it.
+	 * The server took over the SEND or RECEIPT @client_id (it is no longer
+	 * queued here). @status (enum proto_ack_status): 1 stored, some target
+	 * device has it in the offline store and gets it when it connects; 2
+	 * delivered, every target device acknowledged it. For a RECEIPT
+	 * @server_id is 0 and the targets are the devices of its peer user.
 	 */
 	void (*send_acked)(void *arg, uint64_t client_id, uint64_t server_id, unsigned status);
 	/*
-	 * The server (or the library, for a SEND over the server's limits:
-	 * too_large) refused the SEND @client_id. @reason is a NACK reason
-	 * (gateway/proto.h, proto_nack_name()). @final (unknown_recipient,
-	 * too_large, invalid, and reasons this library does not know): the SEND
-	 * is dropped. Otherwise (queue_full: a target's offline queue is full;
+	 * The server (or the library, for a frame over the server's limits:
+	 * too_large) refused the SEND or RECEIPT @client_id. @reason is a NACK
+	 * reason (gateway/proto.h, proto_nack_name()). @final (unknown_recipient,
+	 * too_large, invalid, and reasons this library does not know): it is
+	 * dropped. Otherwise (queue_full: a target's offline queue is full;
 	 * retry_later) it stays queued and is sent again, same client id, after a
 	 * backoff that grows with each such NACK, unless cancelled here.
 	 */
@@ -162,19 +190,29 @@ struct ferry_callbacks {
 	 * a final ERROR.
 	 */
 	void (*disconnected)(void *arg, enum ferry_err why, const char *text, uint64_t retry_ms);
-	/* A RECEIPT: @kind 1 delivered, 2 read; @ids are client ids of ours. */
-	void (*receipt)(void *arg, unsigned kind, const char *peer_user, const uint64_t *ids,
-			size_t n);
+	/*
+	 * A delivered receipt (struct ferry_receipt). It comes to every device
+	 * of this user, also for messages another of them sent, and the same id
+	 * may be reported again (the server coalesces and retransmits receipts;
+	 * the library does not deduplicate them): applying one must be
+	 * idempotent. Return 0 once the application has applied it: the library
+	 * then acknowledges it, in the same DELIVER_ACKs as envelopes. Any other
+	 * value leaves it unacknowledged (the server sends it again on a later
+	 * connection). NULL: every receipt is left so (a device that sends
+	 * messages but has no use for receipts should still take them).
+	 */
+	int (*receipt)(void *arg, const struct ferry_receipt *r);
 	/*
 	 * The server sent QUEUE_EMPTY: every envelope stored for this device has
 	 * been sent, and what follows is live. @drained is the server's count of
 	 * stored envelopes sent since WELCOME or the previous QUEUE_EMPTY
 	 * (duplicates the library dropped included). Called only once
-	 * deliver_acked has reported every envelope the application accepted
-	 * before it, so an application that stops here has acknowledged all it
-	 * was given. Each connection starts with one (@drained 0 when nothing
-	 * waited); a connection may go back to catching up (a DELIVER not
-	 * acknowledged in time was stored) and ends that with another.
+	 * deliver_acked has reported every envelope and receipt the application
+	 * accepted before it, so an application that stops here has
+	 * acknowledged all it was given. Each connection starts with one
+	 * (@drained 0 when nothing waited); a connection may go back to catching
+	 * up (a DELIVER not acknowledged in time was stored) and ends that with
+	 * another.
 	 */
 	void (*queue_empty)(void *arg, uint64_t drained);
 };
@@ -193,9 +231,9 @@ enum ferry_err ferry_client_new(const struct ferry_config *cfg, const struct fer
 				size_t errlen) FERRY_WUR;
 
 /*
- * Close the connection and free @c with every queued SEND (unacknowledged
- * ones are lost to this process: the server never took them). The secret is
- * wiped. NULL is a no-op. Not from a callback.
+ * Close the connection and free @c with every queued SEND and RECEIPT
+ * (unacknowledged ones are lost to this process: the server never took
+ * them). The secret is wiped. NULL is a no-op. Not from a callback.
  */
 void ferry_client_free(struct ferry_client *c);
 
@@ -243,13 +281,37 @@ enum ferry_err ferry_client_send_each(struct ferry_client *c, const char *to_use
 				      uint64_t *client_id) FERRY_WUR;
 
 /*
- * Forget the queued SEND @client_id: it is not retransmitted and no callback
- * reports it. One already written may still reach the server and be
- * delivered. FERRY_ENOTFOUND if it is not queued (answered or unknown).
+ * Queue a read receipt (RECEIPT, kind read): this user has read the messages
+ * that @peer_user's device @peer_device sent under the client ids @ids (@n of
+ * them, 1-512; copied), i.e. the sender_user, sender_device and client_id of
+ * envelopes deliver handed over. @peer_device 0 names no device: each device
+ * of @peer_user applies it to its own messages with those client ids. It is
+ * queued like a SEND, under a client id from the same counter (*@client_id,
+ * if not NULL): written when authenticated, retransmitted with that id after
+ * every reconnect until the server answers, retried after retry_later and
+ * queue_full, reported by send_acked (server_id 0) or send_nacked, and
+ * ferry_client_cancel() forgets it. One bigger than the server's max_frame
+ * (hundreds of large ids and a max_frame near its minimum) gets a final
+ * too_large NACK from the library. A receipt that reaches the server twice
+ * is harmless.
+ *   FERRY_EINVAL  @peer_user is not a valid user id, @ids is NULL or @n is
+ *                 not 1-512
+ *   FERRY_ELIMIT  max_queue or max_queue_bytes reached: retry after ACKs
+ *   FERRY_EAUTH   the client has stopped for good
+ *   FERRY_ENOMEM
+ */
+enum ferry_err ferry_client_read(struct ferry_client *c, const char *peer_user,
+				 uint64_t peer_device, const uint64_t *ids, size_t n,
+				 uint64_t *client_id) FERRY_WUR;
+
+/*
+ * Forget the queued SEND or RECEIPT @client_id: it is not retransmitted and
+ * no callback reports it. One already written may still reach the server and
+ * be delivered. FERRY_ENOTFOUND if it is not queued (answered or unknown).
  */
 enum ferry_err ferry_client_cancel(struct ferry_client *c, uint64_t client_id);
 
-/* SENDs queued and not yet answered finally. */
+/* SENDs and RECEIPTs queued and not yet answered finally. */
 size_t ferry_client_queued(const struct ferry_client *c);
 
 /* Non-zero while authenticated (between WELCOME and the connection's end). */

@@ -1,12 +1,12 @@
 /*
  * handle.c - what a libferry client does with each frame from the server,
  * and the two flows that feed the write buffer in between: acknowledgements
- * of deliveries and queued SENDs.
+ * of deliveries and queued SENDs and RECEIPTs.
  *
- * Frames: only WELCOME or ERROR may come before WELCOME; HELLO, SEND and
- * DELIVER_ACK never come from a server. Anything else out of place, and
- * anything the codec refuses, is a protocol violation: ERROR back, close,
- * reconnect.
+ * Frames: only WELCOME or ERROR may come before WELCOME; HELLO, SEND,
+ * DELIVER_ACK and RECEIPT never come from a server. Anything else out of
+ * place, and anything the codec refuses, is a protocol violation: ERROR
+ * back, close, reconnect.
  *
  * Deliveries: a DELIVER reaches the application once per (sender device,
  * client id) within the dedup window; the library acknowledges every copy.
@@ -17,6 +17,13 @@
  * the read buffer when its answer has room (an ack slot, a PONG's bytes);
  * otherwise reading pauses until writing catches up (rx_blocked).
  *
+ * Receipts: a DELIVER_RECEIPT is an envelope to acknowledge like a DELIVER,
+ * through the same ack slots (so the batching, the room checks and the
+ * QUEUE_EMPTY barrier below hold for it too), but it is handed to the
+ * receipt callback every time it comes and never enters the dedup window:
+ * applying a receipt is idempotent, and the window is keyed by the sender's
+ * (device, client id), which a receipt does not have.
+ *
  * Catch-up: QUEUE_EMPTY ends the stored envelopes. It is a barrier: it is
  * taken from the read buffer only when no acknowledgement is pending or
  * being written, so queue_empty runs after deliver_acked has reported every
@@ -26,10 +33,11 @@
  * server's window of un-acknowledged envelopes is drained by these prompt,
  * batched acknowledgements.
  *
- * SENDs: the pump writes queued entries in order while the write buffer has
- * room beyond FC_WBUF_CONTROL, which stays free for control frames. A SEND
- * over the server's announced limits is answered here with a final too_large
- * NACK, since writing it would get the connection closed.
+ * SENDs and RECEIPTs (one queue, one client id space, both answered by ACK
+ * or NACK): the pump writes queued entries in order while the write buffer
+ * has room beyond FC_WBUF_CONTROL, which stays free for control frames. An
+ * entry over the server's announced limits is answered here with a final
+ * too_large NACK, since writing it would get the connection closed.
  *
  * Callbacks: an entry is taken out of the queue before its callback runs and
  * nothing of the queue is held across a callback, so a callback may send,
@@ -88,7 +96,7 @@ static int can_take_frame(struct ferry_client *c)
 
 /* ---- SENDs ---- */
 
-/* A SEND the server would refuse by closing the connection: answer it here. */
+/* A SEND or RECEIPT the server would refuse by closing the connection: answer it here. */
 static void reject_too_large(struct ferry_client *c, struct fc_send *s)
 {
 	uint64_t id = s->client_id;
@@ -235,7 +243,20 @@ static void on_deliver(struct ferry_client *c, const struct proto_deliver *d)
 			  c->device_id, d->server_id);
 	}
 	c->ack_pending[c->n_pending++] =
-		(struct ferry_acked){ d->server_id, d->sender_device, d->client_id };
+		(struct ferry_acked){ d->server_id, d->sender_device, d->client_id, 0 };
+}
+
+static void on_deliver_receipt(struct ferry_client *c, const struct proto_receipt *m)
+{
+	char peer[PROTO_MAX_USER + 1];
+	struct ferry_receipt r;
+
+	fc_text_copy(peer, sizeof(peer), m->peer_user.p, m->peer_user.len);
+	r = (struct ferry_receipt){ m->id, m->kind, peer, m->device, m->ids, m->count };
+	if (!c->cb.receipt || c->cb.receipt(c->arg, &r) != 0)
+		return; /* not applied: the server keeps it */
+	c->ack_pending[c->n_pending++] =
+		(struct ferry_acked){ .server_id = m->id, .receipt_kind = m->kind };
 }
 
 static void on_queue_empty(struct ferry_client *c, uint64_t drained)
@@ -281,15 +302,6 @@ static void on_ping(struct ferry_client *c, uint64_t nonce)
 		ferry_panic("client: no room for PONG");
 }
 
-static void on_receipt(struct ferry_client *c, const struct proto_ids *r)
-{
-	char peer[PROTO_MAX_USER + 1];
-
-	fc_text_copy(peer, sizeof(peer), r->peer_user.p, r->peer_user.len);
-	if (c->cb.receipt)
-		c->cb.receipt(c->arg, r->kind, peer, r->ids, r->count);
-}
-
 static void on_ready_frame(struct ferry_client *c, const struct proto_frame *f)
 {
 	switch (f->type) {
@@ -302,8 +314,8 @@ static void on_ready_frame(struct ferry_client *c, const struct proto_frame *f)
 	case PROTO_DELIVER:
 		on_deliver(c, &f->u.deliver);
 		break;
-	case PROTO_RECEIPT:
-		on_receipt(c, &f->u.ids);
+	case PROTO_DELIVER_RECEIPT:
+		on_deliver_receipt(c, &f->u.receipt);
 		break;
 	case PROTO_PING:
 		on_ping(c, f->u.nonce);

@@ -1,6 +1,8 @@
 /*
- * sendq.c - the SENDs a client is responsible for: queued, written and not
- * answered, or NACKed and waiting for a retry.
+ * sendq.c - the SENDs and RECEIPTs a client is responsible for: queued,
+ * written and not answered, or NACKed and waiting for a retry. Both are
+ * answered by ACK or NACK naming their client id, so one queue serves both;
+ * it only sees encoded frames.
  *
  * Design: a doubly linked list in the order the application queued them, so
  * that retransmits after a reconnect go out in the original order. Each entry

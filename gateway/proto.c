@@ -64,6 +64,7 @@ static const char *const type_names[] = {
 	[PROTO_ERROR] = "error",
 	[PROTO_RECONNECT] = "reconnect",
 	[PROTO_QUEUE_EMPTY] = "queue_empty",
+	[PROTO_DELIVER_RECEIPT] = "deliver_receipt",
 };
 
 static const char *const error_names[] = {
@@ -209,6 +210,14 @@ static inline uint64_t rd_varint(struct rd *r)
 	return rd_varint_slow(r);
 }
 
+size_t proto_varint_get(const uint8_t *p, size_t len, uint64_t *v)
+{
+	struct rd r = { p, p + len, false };
+
+	*v = rd_varint(&r);
+	return r.bad ? 0 : (size_t)(r.p - p);
+}
+
 static inline uint8_t rd_u8(struct rd *r)
 {
 	if (UNLIKELY(r->p >= r->end))
@@ -305,28 +314,31 @@ static void dec_deliver(struct rd *r, struct proto_deliver *d)
 	rd_require(r, user_ok(d->sender_user));
 }
 
-/* DELIVER_ACK (@receipt false) and RECEIPT. */
-static void dec_ids(struct rd *r, struct proto_ids *ids, bool receipt)
+/* count:varint (1 to PROTO_MAX_IDS), then count varints. */
+static void dec_id_list(struct rd *r, size_t *n, uint64_t *ids)
 {
-	uint64_t count;
+	uint64_t count = rd_varint(r);
 
-	ids->kind = 0;
-	ids->peer_user = (struct proto_bytes){ NULL, 0 };
-	if (receipt) {
-		ids->kind = rd_u8(r);
-		ids->peer_user = rd_bytes(r);
-		rd_require(r, (ids->kind == PROTO_RECEIPT_DELIVERED ||
-			       ids->kind == PROTO_RECEIPT_READ) &&
-				      user_ok(ids->peer_user));
-	}
-	count = rd_varint(r);
+	*n = 0;
 	if (UNLIKELY(count < 1 || count > PROTO_MAX_IDS)) {
 		rd_fail(r);
 		return;
 	}
-	ids->count = (size_t)count;
-	for (size_t i = 0; i < ids->count; i++)
-		ids->ids[i] = rd_varint(r);
+	*n = (size_t)count;
+	for (size_t i = 0; i < *n; i++)
+		ids[i] = rd_varint(r);
+}
+
+/* RECEIPT and DELIVER_RECEIPT. */
+static void dec_receipt(struct rd *r, struct proto_receipt *m)
+{
+	m->id = rd_varint(r);
+	m->kind = rd_u8(r);
+	m->peer_user = rd_bytes(r);
+	m->device = rd_varint(r);
+	rd_require(r, (m->kind == PROTO_RECEIPT_DELIVERED || m->kind == PROTO_RECEIPT_READ) &&
+			      user_ok(m->peer_user));
+	dec_id_list(r, &m->count, m->ids);
 }
 
 static void dec_error(struct rd *r, struct proto_error *e)
@@ -381,8 +393,11 @@ static bool dec_body(struct rd *r, uint8_t type, struct proto_frame *f)
 		dec_deliver(r, &f->u.deliver);
 		break;
 	case PROTO_DELIVER_ACK:
+		dec_id_list(r, &f->u.ids.count, f->u.ids.ids);
+		break;
 	case PROTO_RECEIPT:
-		dec_ids(r, &f->u.ids, type == PROTO_RECEIPT);
+	case PROTO_DELIVER_RECEIPT:
+		dec_receipt(r, &f->u.receipt);
 		break;
 	case PROTO_PING:
 	case PROTO_PONG:
@@ -484,21 +499,25 @@ static void size_send(struct sz *s, const struct proto_send *m)
 	}
 }
 
-static void size_ids(struct sz *s, const struct proto_ids *m, bool receipt)
+static void size_id_list(struct sz *s, size_t n, const uint64_t *ids)
 {
-	if (receipt) {
-		s->n += 1;
-		sz_bytes(s, m->peer_user);
-		sz_require(s,
-			   (m->kind == PROTO_RECEIPT_DELIVERED || m->kind == PROTO_RECEIPT_READ) &&
-				   user_ok(m->peer_user));
-	}
-	sz_require(s, m->count >= 1 && m->count <= PROTO_MAX_IDS);
+	sz_require(s, n >= 1 && n <= PROTO_MAX_IDS);
 	if (s->bad)
 		return;
-	sz_varint(s, m->count);
-	for (size_t i = 0; i < m->count; i++)
-		sz_varint(s, m->ids[i]);
+	sz_varint(s, n);
+	for (size_t i = 0; i < n; i++)
+		sz_varint(s, ids[i]);
+}
+
+static void size_receipt(struct sz *s, const struct proto_receipt *m)
+{
+	sz_varint(s, m->id);
+	s->n += 1;
+	sz_bytes(s, m->peer_user);
+	sz_varint(s, m->device);
+	sz_require(s, (m->kind == PROTO_RECEIPT_DELIVERED || m->kind == PROTO_RECEIPT_READ) &&
+			      user_ok(m->peer_user));
+	size_id_list(s, m->count, m->ids);
 }
 
 /* Size of type + body (the frame's length field), 0 if @f is invalid. */
@@ -549,8 +568,11 @@ static size_t body_size(const struct proto_frame *f)
 		sz_require(&s, user_ok(d->sender_user));
 		break;
 	case PROTO_DELIVER_ACK:
+		size_id_list(&s, f->u.ids.count, f->u.ids.ids);
+		break;
 	case PROTO_RECEIPT:
-		size_ids(&s, &f->u.ids, f->type == PROTO_RECEIPT);
+	case PROTO_DELIVER_RECEIPT:
+		size_receipt(&s, &f->u.receipt);
 		break;
 	case PROTO_PING:
 	case PROTO_PONG:
@@ -611,16 +633,21 @@ static uint8_t *put_send(uint8_t *w, const struct proto_send *m)
 	return w;
 }
 
-static uint8_t *put_ids(uint8_t *w, const struct proto_ids *m, bool receipt)
+static uint8_t *put_id_list(uint8_t *w, size_t n, const uint64_t *ids)
 {
-	if (receipt) {
-		*w++ = m->kind;
-		w = put_bytes(w, m->peer_user);
-	}
-	w = put_varint(w, m->count);
-	for (size_t i = 0; i < m->count; i++)
-		w = put_varint(w, m->ids[i]);
+	w = put_varint(w, n);
+	for (size_t i = 0; i < n; i++)
+		w = put_varint(w, ids[i]);
 	return w;
+}
+
+static uint8_t *put_receipt(uint8_t *w, const struct proto_receipt *m)
+{
+	w = put_varint(w, m->id);
+	*w++ = m->kind;
+	w = put_bytes(w, m->peer_user);
+	w = put_varint(w, m->device);
+	return put_id_list(w, m->count, m->ids);
 }
 
 /* Write @f's body at @w (validated and sized by body_size()); returns the end. */
@@ -658,8 +685,10 @@ static uint8_t *put_body(uint8_t *w, const struct proto_frame *f)
 		w = put_varint(w, d->timestamp);
 		return put_bytes(w, d->payload);
 	case PROTO_DELIVER_ACK:
+		return put_id_list(w, f->u.ids.count, f->u.ids.ids);
 	case PROTO_RECEIPT:
-		return put_ids(w, &f->u.ids, f->type == PROTO_RECEIPT);
+	case PROTO_DELIVER_RECEIPT:
+		return put_receipt(w, &f->u.receipt);
 	case PROTO_PING:
 	case PROTO_PONG:
 		return put_varint(w, f->u.nonce);

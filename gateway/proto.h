@@ -47,6 +47,7 @@ enum proto_type {
 	PROTO_ERROR = 0x0b,
 	PROTO_RECONNECT = 0x0c,
 	PROTO_QUEUE_EMPTY = 0x0d,
+	PROTO_DELIVER_RECEIPT = 0x0e,
 };
 
 enum proto_ack_status {
@@ -136,10 +137,24 @@ struct proto_deliver {
 	struct proto_bytes payload;
 };
 
-/* DELIVER_ACK (kind unused) and RECEIPT. */
+/* DELIVER_ACK: server ids. */
 struct proto_ids {
-	uint8_t kind;		      /* RECEIPT: enum proto_receipt_kind */
-	struct proto_bytes peer_user; /* RECEIPT only */
+	size_t count;
+	uint64_t ids[PROTO_MAX_IDS];
+};
+
+/*
+ * RECEIPT (device -> server: "my user has read these messages that
+ * peer_user's device sent"; id is the device's client id for it) and
+ * DELIVER_RECEIPT (server -> device: "peer_user has received/read these
+ * messages that your user's device sent"; id is the server id the device
+ * acknowledges). The same layout both ways; ids are the senders' client ids.
+ */
+struct proto_receipt {
+	uint64_t id;
+	uint8_t kind; /* enum proto_receipt_kind */
+	struct proto_bytes peer_user;
+	uint64_t device; /* the device that sent the messages; 0: not named */
 	size_t count;
 	uint64_t ids[PROTO_MAX_IDS];
 };
@@ -158,8 +173,9 @@ struct proto_frame {
 		struct proto_ack ack;
 		struct proto_nack nack;
 		struct proto_deliver deliver;
-		struct proto_ids ids; /* DELIVER_ACK, RECEIPT */
-		uint64_t nonce;	      /* PING, PONG */
+		struct proto_ids ids;	      /* DELIVER_ACK */
+		struct proto_receipt receipt; /* RECEIPT, DELIVER_RECEIPT */
+		uint64_t nonce;		      /* PING, PONG */
 		struct proto_error error;
 		uint64_t reconnect_after; /* RECONNECT, milliseconds */
 		uint64_t drained;	  /* QUEUE_EMPTY: stored envelopes sent in this catch-up */
@@ -192,6 +208,9 @@ size_t proto_encoded_size(const struct proto_frame *f);
 /* Varint helpers (exposed for tests and for the client). */
 size_t proto_varint_size(uint64_t v);
 size_t proto_varint_put(uint8_t *out, uint64_t v); /* needs PROTO_MAX_VARINT bytes */
+/* Read the varint at @p (at most @len bytes) into *v: its size, 0 if it
+ * is malformed or cut short. */
+size_t proto_varint_get(const uint8_t *p, size_t len, uint64_t *v);
 
 /* Name of a frame type, error code or NACK reason, for logs and tools. */
 const char *proto_type_name(unsigned type);

@@ -44,11 +44,15 @@ static bool send_eq(const struct proto_send *a, const struct proto_send *b)
 	return true;
 }
 
-static bool ids_eq(const struct proto_ids *a, const struct proto_ids *b, bool receipt)
+static bool ids_eq(size_t na, const uint64_t *a, size_t nb, const uint64_t *b)
 {
-	if (a->count != b->count || memcmp(a->ids, b->ids, a->count * sizeof(a->ids[0])))
-		return false;
-	return !receipt || (a->kind == b->kind && bytes_eq(a->peer_user, b->peer_user));
+	return na == nb && memcmp(a, b, na * sizeof(a[0])) == 0;
+}
+
+static bool receipt_eq(const struct proto_receipt *a, const struct proto_receipt *b)
+{
+	return a->id == b->id && a->kind == b->kind && bytes_eq(a->peer_user, b->peer_user) &&
+	       a->device == b->device && ids_eq(a->count, a->ids, b->count, b->ids);
 }
 
 static bool frame_eq(const struct proto_frame *a, const struct proto_frame *b)
@@ -80,8 +84,10 @@ static bool frame_eq(const struct proto_frame *a, const struct proto_frame *b)
 		       da->sender_device == db->sender_device && da->client_id == db->client_id &&
 		       da->timestamp == db->timestamp && bytes_eq(da->payload, db->payload);
 	case PROTO_DELIVER_ACK:
+		return ids_eq(a->u.ids.count, a->u.ids.ids, b->u.ids.count, b->u.ids.ids);
 	case PROTO_RECEIPT:
-		return ids_eq(&a->u.ids, &b->u.ids, a->type == PROTO_RECEIPT);
+	case PROTO_DELIVER_RECEIPT:
+		return receipt_eq(&a->u.receipt, &b->u.receipt);
 	case PROTO_PING:
 	case PROTO_PONG:
 		return a->u.nonce == b->u.nonce;

@@ -455,29 +455,6 @@ static void test_replaced_connection(void **state)
 	rawdev_free(b1);
 }
 
-static void test_receipt_not_implemented(void **state)
-{
-	struct rawdev *b1 = rawdev_new();
-	struct proto_frame f = { .type = PROTO_RECEIPT };
-	const struct proto_frame *r;
-
-	rawdev_login(b1, fx.port, fx.b1, fx.b1s);
-	f.u.ids.kind = PROTO_RECEIPT_READ;
-	f.u.ids.peer_user.p = (const uint8_t *)"alice";
-	f.u.ids.peer_user.len = 5;
-	f.u.ids.count = 1;
-	f.u.ids.ids[0] = 1;
-	rawdev_send(b1, &f);
-	r = rawdev_expect(b1, PROTO_ERROR, 3000);
-	assert_int_equal(r->u.error.code, PROTO_ERR_NOT_IMPLEMENTED);
-	/* The connection stays usable. */
-	f.type = PROTO_PING;
-	f.u.nonce = 7;
-	rawdev_send(b1, &f);
-	rawdev_expect(b1, PROTO_PONG, 3000);
-	rawdev_free(b1);
-}
-
 static void test_slow_reader_cut_off(void **state)
 {
 	struct rawdev *a1 = rawdev_new(), *a2 = rawdev_new(), *b1 = rawdev_new();
@@ -596,7 +573,6 @@ int main(void)
 		cmocka_unit_test(test_per_device_payloads),
 		cmocka_unit_test(test_unknown_user_and_too_large),
 		cmocka_unit_test(test_replaced_connection),
-		cmocka_unit_test(test_receipt_not_implemented),
 		cmocka_unit_test(test_tls),
 		cmocka_unit_test(test_slow_reader_cut_off),
 		cmocka_unit_test(test_new_device_is_a_target_at_once),

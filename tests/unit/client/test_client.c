@@ -258,6 +258,51 @@ static void test_cli_parse_ok(void **state)
 
 	assert_int_equal(parse(&o, err, NULL, "--help", NULL), CLI_PARSE_HELP);
 	assert_int_equal(parse(&o, err, NULL, "send", "-h", NULL), CLI_PARSE_HELP);
+	assert_int_equal(parse(&o, err, NULL, "read", "--help", NULL), CLI_PARSE_HELP);
+}
+
+static void test_cli_parse_read(void **state)
+{
+	char many[512 * 3 + 1], err[256];
+	struct cli_opts o;
+	size_t len = 0;
+
+	assert_int_equal(parse(&o, err, NULL, BASE, "--secret", "pw", "read", "--to", "alice",
+			       "--ids", "5", NULL),
+			 CLI_PARSE_OK);
+	assert_int_equal(o.cmd, CLI_READ);
+	assert_int_equal(o.device, 12); /* ours */
+	assert_string_equal(o.to, "alice");
+	assert_int_equal(o.to_device, 0);
+	assert_int_equal(o.nids, 1);
+	assert_int_equal(o.ids[0], 5);
+	assert_int_equal(o.timeout_s, CLI_SEND_DEFAULT_TIMEOUT_S);
+
+	assert_int_equal(parse(&o, err, NULL, "read", "--ids=0,18446744073709551615,7",
+			       "--to-device", "3", BASE, "--secret", "pw", "--to", "a.b@c",
+			       "--timeout", "4", NULL),
+			 CLI_PARSE_OK);
+	assert_int_equal(o.to_device, 3);
+	assert_int_equal(o.nids, 3);
+	assert_int_equal(o.ids[0], 0);
+	assert_true(o.ids[1] == UINT64_MAX);
+	assert_int_equal(o.ids[2], 7);
+	assert_int_equal(o.timeout_s, 4);
+
+	/* The most one RECEIPT carries, and one more. */
+	for (int i = 0; i < 512; i++)
+		len += (size_t)snprintf(many + len, sizeof(many) - len, "%s%d", i ? "," : "",
+					i % 10);
+	assert_int_equal(parse(&o, err, NULL, BASE, "--secret", "pw", "read", "--to", "alice",
+			       "--ids", many, NULL),
+			 CLI_PARSE_OK);
+	assert_int_equal(o.nids, 512);
+	assert_int_equal(o.ids[511], 1);
+	snprintf(many + len, sizeof(many) - len, ",9");
+	assert_int_equal(parse(&o, err, NULL, BASE, "--secret", "pw", "read", "--to", "alice",
+			       "--ids", many, NULL),
+			 CLI_PARSE_USAGE);
+	assert_non_null(strstr(err, "1 to 512"));
 }
 
 /* Each line: the arguments, then a piece of the expected message. */
@@ -307,6 +352,28 @@ static void test_cli_parse_errors(void **state)
 		  "--file", "f" },
 		{ "--ttl must be", BASE, "--secret", "s", "send", "--to", "b", "--text", "x",
 		  "--ttl", "4294967296" },
+		{ "more than one command", BASE, "--secret", "s", "send", "read" },
+		{ "read: missing --to", BASE, "--secret", "s", "read", "--ids", "1" },
+		{ "read: --to must be", BASE, "--secret", "s", "read", "--to", "", "--ids", "1" },
+		{ "read: missing --ids", BASE, "--secret", "s", "read", "--to", "b" },
+		{ "--ids must be", BASE, "--secret", "s", "read", "--to", "b", "--ids", "" },
+		{ "--ids must be", BASE, "--secret", "s", "read", "--to", "b", "--ids", "1,,2" },
+		{ "--ids must be", BASE, "--secret", "s", "read", "--to", "b", "--ids", "1," },
+		{ "--ids must be", BASE, "--secret", "s", "read", "--to", "b", "--ids", "1, 2" },
+		{ "--ids must be", BASE, "--secret", "s", "read", "--to", "b", "--ids", "-1" },
+		{ "--ids must be", BASE, "--secret", "s", "read", "--to", "b", "--ids",
+		  "18446744073709551616" },
+		{ "--ids must be", BASE, "--secret", "s", "read", "--to", "b", "--ids",
+		  "000000000000000000000001" },
+		{ "--to-device must be", BASE, "--secret", "s", "read", "--to", "b", "--ids", "1",
+		  "--to-device", "x" },
+		{ "not valid with 'read'", BASE, "--secret", "s", "read", "--to", "b", "--ids", "1",
+		  "--text", "x" },
+		{ "not valid with 'read'", BASE, "--secret", "s", "read", "--to", "b", "--ids", "1",
+		  "--count", "1" },
+		{ "not valid with 'send'", BASE, "--secret", "s", "send", "--to", "b", "--text",
+		  "x", "--ids", "1" },
+		{ "not valid with 'listen'", BASE, "--secret", "s", "listen", "--to-device", "1" },
 	};
 	char *argv[16], err[256];
 	struct cli_opts o;
@@ -381,6 +448,16 @@ static void test_cli_json(void **state)
 	s = cli_json_nack(5, "retry_later", "busy \"now\"");
 	assert_string_equal(s, "{\"nack\": {\"client_id\": 5, \"reason\": \"retry_later\", "
 			       "\"text\": \"busy \\\"now\\\"\"}}");
+	free(s);
+	s = cli_json_receipt(&(struct ferry_receipt){
+		9, PROTO_RECEIPT_READ, "bob", 4, (const uint64_t[]){ 1, 2, 1732800000123456 }, 3 });
+	assert_string_equal(s, "{\"receipt\": \"read\", \"from_user\": \"bob\", \"device\": 4, "
+			       "\"ids\": [1, 2, 1732800000123456]}");
+	free(s);
+	s = cli_json_receipt(&(struct ferry_receipt){ 9, PROTO_RECEIPT_DELIVERED, "bob", 0,
+						      (const uint64_t[]){ 7 }, 1 });
+	assert_string_equal(s, "{\"receipt\": \"delivered\", \"from_user\": \"bob\", "
+			       "\"device\": 0, \"ids\": [7]}");
 	free(s);
 	s = cli_json_queue_empty(3);
 	assert_string_equal(s, "{\"queue_empty\": true, \"drained\": 3}");
@@ -482,6 +559,41 @@ static void test_send_checks(void **state)
 	ferry_client_free(c);
 }
 
+/* Read receipts: checked like SENDs, and their client ids come from the same counter. */
+static void test_read_checks(void **state)
+{
+	struct ferry_config cfg = base_config("1");
+	static uint64_t ids[PROTO_MAX_IDS + 1];
+	struct ferry_client *c;
+	uint64_t id1, id2, id3;
+
+	for (size_t i = 0; i <= PROTO_MAX_IDS; i++)
+		ids[i] = i;
+	cfg.first_client_id = 500;
+	cfg.max_queue = 3;
+	assert_int_equal(ferry_client_new(&cfg, NULL, NULL, &c, NULL, 0), FERRY_OK);
+	assert_int_equal(ferry_client_send(c, "bob", 0, "x", 1, &id1), FERRY_OK);
+	assert_int_equal(ferry_client_read(c, "bob", 0, ids, 1, &id2), FERRY_OK);
+	assert_int_equal(id1, 500);
+	assert_int_equal(id2, 501);
+	assert_int_equal(ferry_client_read(c, "b b", 0, ids, 1, NULL), FERRY_EINVAL);
+	assert_int_equal(ferry_client_read(c, "", 0, ids, 1, NULL), FERRY_EINVAL);
+	assert_int_equal(ferry_client_read(c, NULL, 0, ids, 1, NULL), FERRY_EINVAL);
+	assert_int_equal(ferry_client_read(c, "bob", 0, NULL, 1, NULL), FERRY_EINVAL);
+	assert_int_equal(ferry_client_read(c, "bob", 0, ids, 0, NULL), FERRY_EINVAL);
+	assert_int_equal(ferry_client_read(c, "bob", 0, ids, PROTO_MAX_IDS + 1, NULL),
+			 FERRY_EINVAL);
+	assert_int_equal(ferry_client_read(c, "bob", 9, ids, PROTO_MAX_IDS, &id3), FERRY_OK);
+	assert_int_equal(id3, 502); /* failed calls used no id */
+	assert_int_equal(ferry_client_queued(c), 3);
+	assert_int_equal(ferry_client_read(c, "bob", 0, ids, 1, NULL), FERRY_ELIMIT);
+	assert_int_equal(ferry_client_cancel(c, id2), FERRY_OK);
+	assert_int_equal(ferry_client_cancel(c, id2), FERRY_ENOTFOUND);
+	assert_int_equal(ferry_client_send(c, "bob", 0, "x", 1, &id1), FERRY_OK);
+	assert_int_equal(id1, 503);
+	ferry_client_free(c); /* frees the queued RECEIPT too */
+}
+
 /* ---- a scripted server ---- */
 
 struct srv {
@@ -514,8 +626,14 @@ struct rec {
 	uint64_t pending;
 	int queue_empties, caught_up_in_cb, stop_at_queue_empty;
 	uint64_t drained;
-	char events[64]; /* D deliver, A deliver_acked, Q queue_empty, in order */
+	char events[64]; /* D deliver, R receipt, A deliver_acked, Q queue_empty, in order */
 	size_t nevents;
+	/* delivered receipts: how many calls, the last one's fields */
+	int receipts, refuse_receipts;
+	uint64_t rcpt_server_id, rcpt_device, rcpt_ids[PROTO_MAX_IDS];
+	unsigned rcpt_kind;
+	size_t rcpt_n;
+	char rcpt_user[PROTO_MAX_USER + 1];
 };
 
 static void rec_event(struct rec *r, char e)
@@ -772,6 +890,24 @@ static int cb_deliver(void *arg, const struct ferry_envelope *env)
 	return 0;
 }
 
+static int cb_receipt(void *arg, const struct ferry_receipt *rc)
+{
+	struct rec *r = arg;
+
+	r->receipts++;
+	if (r->refuse_receipts)
+		return 1;
+	rec_event(r, 'R');
+	r->rcpt_server_id = rc->server_id;
+	r->rcpt_kind = rc->kind;
+	r->rcpt_device = rc->device;
+	snprintf(r->rcpt_user, sizeof(r->rcpt_user), "%s", rc->peer_user);
+	assert_true(rc->n >= 1 && rc->n <= PROTO_MAX_IDS);
+	memcpy(r->rcpt_ids, rc->ids, rc->n * sizeof(rc->ids[0]));
+	r->rcpt_n = rc->n;
+	return 0;
+}
+
 static void cb_deliver_acked(void *arg, const struct ferry_acked *a, size_t n)
 {
 	struct rec *r = arg;
@@ -853,6 +989,7 @@ static const struct ferry_callbacks recording = {
 	.connected = cb_connected,
 	.disconnected = cb_disconnected,
 	.queue_empty = cb_queue_empty,
+	.receipt = cb_receipt,
 };
 
 struct fixture {
@@ -1378,6 +1515,255 @@ static void test_nack_queue_full_kept(void **state)
 	assert_null(srv_frame(x->s, x->r.c, 100));
 }
 
+/* A DELIVER_RECEIPT frame from the server. */
+static struct proto_frame receipt_frame(uint64_t server_id, uint8_t kind, const char *peer,
+					uint64_t device, const uint64_t *ids, size_t n)
+{
+	struct proto_frame f = { .type = PROTO_DELIVER_RECEIPT };
+
+	f.u.receipt.id = server_id;
+	f.u.receipt.kind = kind;
+	f.u.receipt.peer_user = (struct proto_bytes){ (const uint8_t *)peer, strlen(peer) };
+	f.u.receipt.device = device;
+	f.u.receipt.count = n;
+	memcpy(f.u.receipt.ids, ids, n * sizeof(ids[0]));
+	return f;
+}
+
+static void expect_receipt_frame(const struct proto_frame *f, uint64_t id, const char *peer,
+				 uint64_t device, const uint64_t *ids, size_t n)
+{
+	assert_true(f->u.receipt.id == id);
+	assert_int_equal(f->u.receipt.kind, PROTO_RECEIPT_READ);
+	assert_int_equal(f->u.receipt.peer_user.len, strlen(peer));
+	assert_memory_equal(f->u.receipt.peer_user.p, peer, strlen(peer));
+	assert_int_equal(f->u.receipt.device, device);
+	assert_int_equal(f->u.receipt.count, n);
+	assert_memory_equal(f->u.receipt.ids, ids, n * sizeof(ids[0]));
+}
+
+/*
+ * ferry_client_read(): a RECEIPT (kind read) in the SEND queue, in order with
+ * SENDs; its ACK (server_id 0) reaches send_acked, a retryable NACK keeps it
+ * (sent again, same id and bytes), a final one drops it.
+ */
+static void test_read_receipt_ack_nack(void **state)
+{
+	struct fixture *x = *state;
+	static const uint64_t ids[3] = { 5, 6, UINT64_MAX };
+	static uint64_t many[PROTO_MAX_IDS];
+	struct proto_frame n = { .type = PROTO_NACK }, a = { .type = PROTO_ACK };
+	const struct proto_frame *f;
+	uint64_t sid, rid, rid2;
+
+	for (size_t i = 0; i < PROTO_MAX_IDS; i++)
+		many[i] = UINT64_C(1732800000000000) + i;
+	srv_login(x->s, &x->r, 65536, 0);
+	assert_int_equal(ferry_client_send(x->r.c, "alice", 0, "hi", 2, &sid), FERRY_OK);
+	assert_int_equal(ferry_client_read(x->r.c, "alice", 3, ids, 3, &rid), FERRY_OK);
+	assert_true(rid == sid + 1);
+	f = srv_expect(x->s, x->r.c, PROTO_SEND);
+	assert_true(f->u.send.client_id == sid);
+	f = srv_expect(x->s, x->r.c, PROTO_RECEIPT);
+	expect_receipt_frame(f, rid, "alice", 3, ids, 3);
+
+	a.u.ack = (struct proto_ack){ rid, 0, PROTO_ACK_STORED };
+	srv_send(x->s, x->r.c, &a);
+	WAIT_FOR(x->r.c, x->r.acked == 1, 2000);
+	assert_true(x->r.ack_id == rid);
+	assert_int_equal(x->r.ack_server_id, 0);
+	assert_int_equal(x->r.ack_status, PROTO_ACK_STORED);
+	assert_int_equal(ferry_client_queued(x->r.c), 1); /* the SEND, unanswered */
+
+	assert_int_equal(ferry_client_read(x->r.c, "carol", 0, many, PROTO_MAX_IDS, &rid2),
+			 FERRY_OK);
+	f = srv_expect(x->s, x->r.c, PROTO_RECEIPT);
+	expect_receipt_frame(f, rid2, "carol", 0, many, PROTO_MAX_IDS);
+	n.u.nack = (struct proto_nack){ rid2, PROTO_NACK_RETRY_LATER, { NULL, 0 } };
+	srv_send(x->s, x->r.c, &n);
+	WAIT_FOR(x->r.c, x->r.nacked == 1, 2000);
+	assert_true(x->r.nack_id == rid2);
+	assert_false(x->r.nack_final);
+	f = srv_expect(x->s, x->r.c, PROTO_RECEIPT); /* after the backoff */
+	expect_receipt_frame(f, rid2, "carol", 0, many, PROTO_MAX_IDS);
+	n.u.nack = (struct proto_nack){ rid2,
+					PROTO_NACK_UNKNOWN_RECIPIENT,
+					{ (const uint8_t *)"no carol", 8 } };
+	srv_send(x->s, x->r.c, &n);
+	WAIT_FOR(x->r.c, x->r.nacked == 2, 2000);
+	assert_true(x->r.nack_final);
+	assert_int_equal(x->r.nack_reason, PROTO_NACK_UNKNOWN_RECIPIENT);
+	assert_string_equal(x->r.nack_text, "no carol");
+	assert_int_equal(ferry_client_queued(x->r.c), 1);
+	answer_ack(x->s, x->r.c, sid, 8);
+	WAIT_FOR(x->r.c, x->r.acked == 2, 2000);
+	assert_int_equal(ferry_client_queued(x->r.c), 0);
+	assert_null(srv_frame(x->s, x->r.c, 100));
+}
+
+/* An unanswered RECEIPT goes again after a reconnect, same client id, same bytes. */
+static void test_read_receipt_retransmit(void **state)
+{
+	struct fixture *x = *state;
+	static const uint64_t ids[2] = { 77, 78 };
+	const struct proto_frame *f;
+	uint64_t rid;
+
+	/* Queued before any connection. */
+	assert_int_equal(ferry_client_read(x->r.c, "alice", 4, ids, 2, &rid), FERRY_OK);
+	srv_login(x->s, &x->r, 65536, 0);
+	f = srv_expect(x->s, x->r.c, PROTO_RECEIPT);
+	expect_receipt_frame(f, rid, "alice", 4, ids, 2);
+	srv_drop(x->s); /* lost with the connection, unanswered */
+	WAIT_FOR(x->r.c, x->r.disconnected == 1, 2000);
+	assert_int_equal(ferry_client_queued(x->r.c), 1);
+	srv_login(x->s, &x->r, 65536, 0);
+	f = srv_expect(x->s, x->r.c, PROTO_RECEIPT);
+	expect_receipt_frame(f, rid, "alice", 4, ids, 2);
+	answer_ack(x->s, x->r.c, rid, 0);
+	WAIT_FOR(x->r.c, x->r.acked == 1, 2000);
+	assert_true(x->r.ack_id == rid);
+	assert_int_equal(x->r.ack_status, PROTO_ACK_DELIVERED);
+	assert_int_equal(ferry_client_queued(x->r.c), 0);
+
+	/* Answered: not sent again on the next connection. */
+	srv_drop(x->s);
+	WAIT_FOR(x->r.c, x->r.disconnected == 2, 2000);
+	srv_login(x->s, &x->r, 65536, 0);
+	assert_null(srv_frame(x->s, x->r.c, 100));
+}
+
+/*
+ * DELIVER_RECEIPT: handed to the receipt callback with every field and
+ * acknowledged in the same DELIVER_ACK as the envelopes around it;
+ * deliver_acked reports it with its kind. Every copy is handed over (no
+ * dedup), and receipts leave the envelopes' dedup window alone.
+ */
+static void test_deliver_receipt(void **state)
+{
+	struct fixture *x = *state;
+	static const uint64_t ids[3] = { 100, 101, UINT64_MAX };
+	static uint64_t many[PROTO_MAX_IDS];
+	struct proto_frame f[3];
+	const struct proto_frame *g;
+
+	srv_login(x->s, &x->r, 65536, 0);
+	f[0] = deliver_frame(1, 7, 100, "a", 1);
+	f[1] = receipt_frame(50, PROTO_RECEIPT_DELIVERED, "bob", 42, ids, 3);
+	f[2] = deliver_frame(2, 42, 100, "b", 1); /* a sender device and id the receipt named */
+	srv_send_all(x->s, x->r.c, f, 3);
+	g = srv_expect(x->s, x->r.c, PROTO_DELIVER_ACK);
+	assert_int_equal(g->u.ids.count, 3);
+	assert_int_equal(g->u.ids.ids[0], 1);
+	assert_int_equal(g->u.ids.ids[1], 50);
+	assert_int_equal(g->u.ids.ids[2], 2);
+	assert_int_equal(x->r.receipts, 1);
+	assert_int_equal(x->r.rcpt_server_id, 50);
+	assert_int_equal(x->r.rcpt_kind, PROTO_RECEIPT_DELIVERED);
+	assert_string_equal(x->r.rcpt_user, "bob");
+	assert_int_equal(x->r.rcpt_device, 42);
+	assert_int_equal(x->r.rcpt_n, 3);
+	assert_memory_equal(x->r.rcpt_ids, ids, sizeof(ids));
+	assert_int_equal(x->r.delivered, 2); /* the second envelope is no duplicate */
+	WAIT_FOR(x->r.c, x->r.nacked_list == 3, 2000);
+	assert_int_equal(x->r.ack_calls, 1);
+	assert_int_equal(x->r.acked_list[0].receipt_kind, 0);
+	assert_int_equal(x->r.acked_list[1].server_id, 50);
+	assert_int_equal(x->r.acked_list[1].receipt_kind, PROTO_RECEIPT_DELIVERED);
+	assert_int_equal(x->r.acked_list[1].sender_device, 0);
+	assert_int_equal(x->r.acked_list[1].client_id, 0);
+	assert_int_equal(x->r.acked_list[2].receipt_kind, 0);
+	assert_int_equal(x->r.acked_list[2].sender_device, 42);
+	assert_string_equal(x->r.events, "DRDA");
+
+	/* The same receipt again: handed over and acknowledged again. */
+	srv_send_all(x->s, x->r.c, f + 1, 1);
+	g = srv_expect(x->s, x->r.c, PROTO_DELIVER_ACK);
+	assert_int_equal(g->u.ids.count, 1);
+	assert_int_equal(g->u.ids.ids[0], 50);
+	assert_int_equal(x->r.receipts, 2);
+
+	/* A full read receipt naming no device. */
+	for (size_t i = 0; i < PROTO_MAX_IDS; i++)
+		many[i] = i * 1000;
+	f[0] = receipt_frame(51, PROTO_RECEIPT_READ, "carol.x@y", 0, many, PROTO_MAX_IDS);
+	srv_send_all(x->s, x->r.c, f, 1);
+	g = srv_expect(x->s, x->r.c, PROTO_DELIVER_ACK);
+	assert_int_equal(g->u.ids.ids[0], 51);
+	assert_int_equal(x->r.rcpt_kind, PROTO_RECEIPT_READ);
+	assert_string_equal(x->r.rcpt_user, "carol.x@y");
+	assert_int_equal(x->r.rcpt_device, 0);
+	assert_int_equal(x->r.rcpt_n, PROTO_MAX_IDS);
+	assert_memory_equal(x->r.rcpt_ids, many, sizeof(many));
+	WAIT_FOR(x->r.c, x->r.nacked_list == 5, 2000);
+	assert_int_equal(x->r.acked_list[4].receipt_kind, PROTO_RECEIPT_READ);
+}
+
+/* A receipt the callback refuses, or with no callback, is not acknowledged. */
+static void test_deliver_receipt_refused(void **state)
+{
+	struct fixture *x = *state;
+	static const uint64_t ids[1] = { 9 };
+	struct proto_frame f[2];
+	const struct proto_frame *g;
+
+	srv_login(x->s, &x->r, 65536, 0);
+	x->r.refuse_receipts = 1;
+	f[0] = receipt_frame(60, PROTO_RECEIPT_READ, "bob", 1, ids, 1);
+	f[1] = (struct proto_frame){ .type = PROTO_PING, .u.nonce = 6 };
+	srv_send_all(x->s, x->r.c, f, 2);
+	g = srv_expect(x->s, x->r.c, PROTO_PONG); /* no DELIVER_ACK before it */
+	assert_int_equal(g->u.nonce, 6);
+	assert_int_equal(x->r.receipts, 1);
+
+	x->r.refuse_receipts = 0;
+	x->r.c->cb.receipt = NULL;
+	f[1].u.nonce = 7;
+	srv_send_all(x->s, x->r.c, f, 2);
+	g = srv_expect(x->s, x->r.c, PROTO_PONG);
+	assert_int_equal(g->u.nonce, 7);
+	assert_int_equal(x->r.receipts, 1); /* not called */
+	assert_null(srv_frame(x->s, x->r.c, 100));
+	assert_int_equal(x->r.nacked_list, 0);
+
+	/* Accepted on a later connection (the server sends it again). */
+	x->r.c->cb.receipt = cb_receipt;
+	srv_drop(x->s);
+	srv_login(x->s, &x->r, 65536, 0);
+	srv_send_all(x->s, x->r.c, f, 1);
+	g = srv_expect(x->s, x->r.c, PROTO_DELIVER_ACK);
+	assert_int_equal(g->u.ids.ids[0], 60);
+	assert_int_equal(x->r.receipts, 2);
+}
+
+/* A stored receipt is acknowledged, and reported, before QUEUE_EMPTY is. */
+static void test_deliver_receipt_queue_empty(void **state)
+{
+	struct fixture *x = *state;
+	static const uint64_t ids[2] = { 1, 2 };
+	struct proto_frame f[4] = {
+		deliver_frame(1, 7, 401, "a", 1),
+		receipt_frame(2, PROTO_RECEIPT_READ, "bob", 42, ids, 2), queue_empty_frame(2),
+		receipt_frame(3, PROTO_RECEIPT_DELIVERED, "bob", 42, ids, 1), /* live */
+	};
+	const struct proto_frame *g;
+
+	srv_login(x->s, &x->r, 65536, 0);
+	x->r.stop_at_queue_empty = 1;
+	srv_send_all(x->s, x->r.c, f, 4);
+	WAIT_FOR(x->r.c, x->r.queue_empties == 1, 2000);
+	assert_string_equal(x->r.events, "DRAQ");
+	assert_int_equal(x->r.nacked_list, 2);
+	assert_int_equal(x->r.acked_list[1].receipt_kind, PROTO_RECEIPT_READ);
+	g = srv_expect(x->s, x->r.c, PROTO_DELIVER_ACK);
+	assert_int_equal(g->u.ids.count, 2);
+	x->r.stop_at_queue_empty = 0;
+	g = srv_expect(x->s, x->r.c, PROTO_DELIVER_ACK);
+	assert_int_equal(g->u.ids.count, 1);
+	assert_int_equal(g->u.ids.ids[0], 3);
+	assert_int_equal(x->r.receipts, 2);
+}
+
 static void test_ping_pong_and_dead(void **state)
 {
 	struct fixture *x = *state;
@@ -1415,6 +1801,8 @@ static void test_auth_failed_is_final(void **state)
 	assert_int_equal(x->r.disconnected, 0);
 	assert_non_null(strstr(ferry_client_last_error(x->r.c), "auth_failed"));
 	assert_int_equal(ferry_client_send(x->r.c, "bob", 0, "x", 1, NULL), FERRY_EAUTH);
+	assert_int_equal(ferry_client_read(x->r.c, "bob", 0, (const uint64_t[]){ 1 }, 1, NULL),
+			 FERRY_EAUTH);
 	assert_false(srv_try_accept(x->s, x->r.c, 200)); /* it never comes back */
 }
 
@@ -1473,20 +1861,35 @@ static void test_protocol_violations(void **state)
 	assert_int_equal(f->u.error.code, PROTO_ERR_BAD_FRAME);
 	WAIT_FOR(x->r.c, x->r.disconnected == 2, 2000);
 
+	/* A RECEIPT goes from devices to the server only. */
+	srv_login(x->s, &x->r, 65536, 0);
+	srv_send(x->s, x->r.c,
+		 &(struct proto_frame){ .type = PROTO_RECEIPT,
+					.u.receipt = { 1,
+						       PROTO_RECEIPT_READ,
+						       { (const uint8_t *)"bob", 3 },
+						       0,
+						       1,
+						       { 5 } } });
+	f = srv_expect(x->s, x->r.c, PROTO_ERROR);
+	assert_int_equal(f->u.error.code, PROTO_ERR_BAD_FRAME);
+	WAIT_FOR(x->r.c, x->r.disconnected == 3, 2000);
+	assert_int_equal(x->r.receipts, 0);
+
 	/* Anything but WELCOME or ERROR before WELCOME. */
 	srv_accept(x->s, x->r.c);
 	srv_expect(x->s, x->r.c, PROTO_HELLO);
 	srv_send(x->s, x->r.c, &(struct proto_frame){ .type = PROTO_PONG, .u.nonce = 1 });
 	f = srv_expect(x->s, x->r.c, PROTO_ERROR);
-	WAIT_FOR(x->r.c, x->r.disconnected == 3, 2000);
+	WAIT_FOR(x->r.c, x->r.disconnected == 4, 2000);
 
 	/* A WELCOME with an impossible max_frame. */
 	srv_accept(x->s, x->r.c);
 	srv_expect(x->s, x->r.c, PROTO_HELLO);
 	srv_welcome(x->s, x->r.c, 10, 0);
 	f = srv_expect(x->s, x->r.c, PROTO_ERROR);
-	WAIT_FOR(x->r.c, x->r.disconnected == 4, 2000);
-	assert_int_equal(x->r.connected, 2);
+	WAIT_FOR(x->r.c, x->r.disconnected == 5, 2000);
+	assert_int_equal(x->r.connected, 3);
 }
 
 /* Over the server's limits: answered locally, never written (it would close us). */
@@ -1685,11 +2088,13 @@ int main(void)
 		cmocka_unit_test(test_sendq),
 		cmocka_unit_test(test_cli_parse_ok),
 		cmocka_unit_test(test_cli_parse_errors),
+		cmocka_unit_test(test_cli_parse_read),
 		cmocka_unit_test(test_cli_secret_rules),
 		cmocka_unit_test(test_cli_numbers),
 		cmocka_unit_test(test_cli_json),
 		cmocka_unit_test(test_new_checks),
 		cmocka_unit_test(test_send_checks),
+		cmocka_unit_test(test_read_checks),
 		cmocka_unit_test_setup_teardown(test_login_send_ack, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_send_each_frame, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_retransmit_after_reconnect, setup, teardown),
@@ -1703,6 +2108,11 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_queue_empty_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_drain_window, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_nack_queue_full_kept, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_read_receipt_ack_nack, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_read_receipt_retransmit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_deliver_receipt, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_deliver_receipt_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_deliver_receipt_queue_empty, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ping_pong_and_dead, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_auth_failed_is_final, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_error_replaced_reconnects, setup, teardown),

@@ -38,11 +38,15 @@ bytes_eq(struct proto_bytes a, struct proto_bytes b)
 	return a.len == b.len && (a.len == 0 || memcmp(a.p, b.p, a.len) == 0);
 }
 
-static bool ids_eq(const struct proto_ids *a, const struct proto_ids *b, bool receipt)
+static bool ids_eq(size_t na, const uint64_t *a, size_t nb, const uint64_t *b)
 {
-	if (a->count != b->count || memcmp(a->ids, b->ids, a->count * sizeof(a->ids[0])))
-		return false;
-	return !receipt || (a->kind == b->kind && bytes_eq(a->peer_user, b->peer_user));
+	return na == nb && memcmp(a, b, na * sizeof(a[0])) == 0;
+}
+
+static bool receipt_eq(const struct proto_receipt *a, const struct proto_receipt *b)
+{
+	return a->id == b->id && a->kind == b->kind && bytes_eq(a->peer_user, b->peer_user) &&
+	       a->device == b->device && ids_eq(a->count, a->ids, b->count, b->ids);
 }
 
 static bool send_eq(const struct proto_send *a, const struct proto_send *b)
@@ -88,8 +92,10 @@ static bool frame_eq(const struct proto_frame *a, const struct proto_frame *b)
 		       da->sender_device == db->sender_device && da->client_id == db->client_id &&
 		       da->timestamp == db->timestamp && bytes_eq(da->payload, db->payload);
 	case PROTO_DELIVER_ACK:
+		return ids_eq(a->u.ids.count, a->u.ids.ids, b->u.ids.count, b->u.ids.ids);
 	case PROTO_RECEIPT:
-		return ids_eq(&a->u.ids, &b->u.ids, a->type == PROTO_RECEIPT);
+	case PROTO_DELIVER_RECEIPT:
+		return receipt_eq(&a->u.receipt, &b->u.receipt);
 	case PROTO_PING:
 	case PROTO_PONG:
 		return a->u.nonce == b->u.nonce;
@@ -301,12 +307,20 @@ static void test_roundtrip_ids(void **state)
 	for (size_t i = 0; i < PROTO_MAX_IDS; i++)
 		f.u.ids.ids[i] = i * i * i * i * i * i * i;
 	roundtrip(&f);
-	f.type = PROTO_RECEIPT;
-	f.u.ids.kind = PROTO_RECEIPT_READ;
-	f.u.ids.peer_user = B("alice");
+	f = (struct proto_frame){ .type = PROTO_RECEIPT };
+	f.u.receipt.id = 99;
+	f.u.receipt.kind = PROTO_RECEIPT_READ;
+	f.u.receipt.peer_user = B("alice");
+	f.u.receipt.device = 1234;
+	f.u.receipt.count = PROTO_MAX_IDS;
+	for (size_t i = 0; i < PROTO_MAX_IDS; i++)
+		f.u.receipt.ids[i] = i * i * i * i * i * i * i;
 	roundtrip(&f);
-	f.u.ids.kind = PROTO_RECEIPT_DELIVERED;
-	f.u.ids.count = 3;
+	f.type = PROTO_DELIVER_RECEIPT;
+	f.u.receipt.id = UINT64_MAX;
+	f.u.receipt.kind = PROTO_RECEIPT_DELIVERED;
+	f.u.receipt.device = 0;
+	f.u.receipt.count = 3;
 	roundtrip(&f);
 }
 
@@ -389,6 +403,34 @@ static void test_golden_deliver_ack(void **state)
 	f.u.ids.ids[1] = 300;
 	f.u.ids.ids[2] = 0;
 	assert_golden(&f, want, sizeof(want));
+}
+
+static void test_golden_receipts(void **state)
+{
+	struct proto_frame f = { .type = PROTO_RECEIPT };
+	/* 13 bytes: type, client id 300, kind read, "bob", device 5, 2 ids: 1, 128 */
+	static const uint8_t rcpt[] = { 0x0d, 0x08, 0xac, 0x02, 0x02, 0x03, 'b',
+					'o',  'b',  0x05, 0x02, 0x01, 0x80, 0x01 };
+	/* 8 bytes: type, server id 7, kind delivered, "b", device 0, 1 id: 127 */
+	static const uint8_t drcpt[] = { 0x08, 0x0e, 0x07, 0x01, 0x01, 'b', 0x00, 0x01, 0x7f };
+	(void)state;
+
+	f.u.receipt.id = 300;
+	f.u.receipt.kind = PROTO_RECEIPT_READ;
+	f.u.receipt.peer_user = B("bob");
+	f.u.receipt.device = 5;
+	f.u.receipt.count = 2;
+	f.u.receipt.ids[0] = 1;
+	f.u.receipt.ids[1] = 128;
+	assert_golden(&f, rcpt, sizeof(rcpt));
+	f = (struct proto_frame){ .type = PROTO_DELIVER_RECEIPT };
+	f.u.receipt.id = 7;
+	f.u.receipt.kind = PROTO_RECEIPT_DELIVERED;
+	f.u.receipt.peer_user = B("b");
+	f.u.receipt.device = 0;
+	f.u.receipt.count = 1;
+	f.u.receipt.ids[0] = 127;
+	assert_golden(&f, drcpt, sizeof(drcpt));
 }
 
 static void test_golden_small_frames(void **state)
@@ -825,9 +867,11 @@ static struct wb *ids_frame(uint8_t type, uint8_t kind, const char *peer, uint64
 {
 	struct wb *w = wb_start(type);
 
-	if (type == PROTO_RECEIPT) {
+	if (type == PROTO_RECEIPT || type == PROTO_DELIVER_RECEIPT) {
+		wb_varint(w, 42); /* client id, server id */
 		wb_raw(w, &kind, 1);
 		wb_bytes(w, peer);
+		wb_varint(w, 9); /* device */
 	}
 	wb_varint(w, count);
 	for (size_t i = 0; i < present; i++)
@@ -848,17 +892,25 @@ static void test_ids_rules(void **state)
 		ids_frame(PROTO_DELIVER_ACK, 0, NULL, PROTO_MAX_IDS + 1, PROTO_MAX_IDS + 1));
 	wb_assert_eproto(ids_frame(PROTO_DELIVER_ACK, 0, NULL, UINT64_MAX, 3));
 
-	wb_assert_ok(ids_frame(PROTO_RECEIPT, 1, "bob", 1, 1), &f);
-	assert_int_equal(f.u.ids.kind, PROTO_RECEIPT_DELIVERED);
-	wb_assert_ok(ids_frame(PROTO_RECEIPT, 2, "bob", PROTO_MAX_IDS, PROTO_MAX_IDS), &f);
-	assert_int_equal(f.u.ids.kind, PROTO_RECEIPT_READ);
-	assert_true(bytes_eq(f.u.ids.peer_user, B("bob")));
-	wb_assert_eproto(ids_frame(PROTO_RECEIPT, 0, "bob", 1, 1));
-	wb_assert_eproto(ids_frame(PROTO_RECEIPT, 3, "bob", 1, 1));
-	wb_assert_eproto(ids_frame(PROTO_RECEIPT, 1, "", 1, 1));
-	wb_assert_eproto(ids_frame(PROTO_RECEIPT, 1, "b!b", 1, 1));
-	wb_assert_eproto(ids_frame(PROTO_RECEIPT, 1, "bob", 0, 0));
-	wb_assert_eproto(ids_frame(PROTO_RECEIPT, 1, "bob", PROTO_MAX_IDS + 1, PROTO_MAX_IDS + 1));
+	for (uint8_t type = PROTO_RECEIPT; type;
+	     type = type == PROTO_RECEIPT ? PROTO_DELIVER_RECEIPT : 0) {
+		wb_assert_ok(ids_frame(type, 1, "bob", 1, 1), &f);
+		assert_int_equal(f.u.receipt.kind, PROTO_RECEIPT_DELIVERED);
+		assert_int_equal(f.u.receipt.id, 42);
+		assert_int_equal(f.u.receipt.device, 9);
+		wb_assert_ok(ids_frame(type, 2, "bob", PROTO_MAX_IDS, PROTO_MAX_IDS), &f);
+		assert_int_equal(f.u.receipt.kind, PROTO_RECEIPT_READ);
+		assert_int_equal(f.u.receipt.count, PROTO_MAX_IDS);
+		assert_int_equal(f.u.receipt.ids[511], 511000);
+		assert_true(bytes_eq(f.u.receipt.peer_user, B("bob")));
+		wb_assert_eproto(ids_frame(type, 0, "bob", 1, 1));
+		wb_assert_eproto(ids_frame(type, 3, "bob", 1, 1));
+		wb_assert_eproto(ids_frame(type, 1, "", 1, 1));
+		wb_assert_eproto(ids_frame(type, 1, "b!b", 1, 1));
+		wb_assert_eproto(ids_frame(type, 1, "bob", 0, 0));
+		wb_assert_eproto(ids_frame(type, 1, "bob", PROTO_MAX_IDS + 1, PROTO_MAX_IDS + 1));
+		wb_assert_eproto(ids_frame(type, 1, "bob", 2, 1)); /* cut short */
+	}
 }
 
 static struct wb *text_frame(uint8_t type, size_t len)
@@ -951,11 +1003,17 @@ static void test_encoder_refusals(void **state)
 	f.u.ids.count = PROTO_MAX_IDS + 1;
 	assert_einval(&f);
 	f = (struct proto_frame){ .type = PROTO_RECEIPT };
-	f.u.ids.count = 1;
-	f.u.ids.peer_user = B("bob");
+	f.u.receipt.count = 1;
+	f.u.receipt.peer_user = B("bob");
 	assert_einval(&f); /* kind 0 */
-	f.u.ids.kind = PROTO_RECEIPT_READ;
-	f.u.ids.peer_user = B("b b");
+	f.u.receipt.kind = PROTO_RECEIPT_READ;
+	f.u.receipt.peer_user = B("b b");
+	assert_einval(&f);
+	f.u.receipt.peer_user = B("bob");
+	f.u.receipt.count = 0;
+	assert_einval(&f);
+	f.type = PROTO_DELIVER_RECEIPT;
+	f.u.receipt.count = PROTO_MAX_IDS + 1;
 	assert_einval(&f);
 }
 
@@ -1074,7 +1132,8 @@ static void test_names(void **state)
 		assert_string_equal(proto_error_name(i), errs[i]);
 	for (unsigned i = 0; i < sizeof(nacks) / sizeof(nacks[0]); i++)
 		assert_string_equal(proto_nack_name(i), nacks[i]);
-	assert_string_equal(proto_type_name(14), "unknown");
+	assert_string_equal(proto_type_name(14), "deliver_receipt");
+	assert_string_equal(proto_type_name(15), "unknown");
 	assert_string_equal(proto_type_name(0xffffffffu), "unknown");
 	assert_string_equal(proto_error_name(12), "unknown");
 	assert_string_equal(proto_error_name(UINT64_MAX), "unknown");
@@ -1113,6 +1172,7 @@ int main(void)
 		cmocka_unit_test(test_roundtrip_send),
 		cmocka_unit_test(test_roundtrip_ids),
 		cmocka_unit_test(test_golden_hello),
+		cmocka_unit_test(test_golden_receipts),
 		cmocka_unit_test(test_golden_send),
 		cmocka_unit_test(test_golden_deliver),
 		cmocka_unit_test(test_golden_deliver_ack),

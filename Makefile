@@ -92,6 +92,7 @@ GATEWAY_SRCS := \
 	gateway/ops.c \
 	gateway/presence.c \
 	gateway/proto.c \
+	gateway/receipt.c \
 	gateway/route.c \
 	gateway/tls.c
 
@@ -150,6 +151,7 @@ INTEGRATION_TESTS := \
 	tests/integration/test_push_senders \
 	tests/integration/test_push \
 	tests/integration/test_push_api \
+	tests/integration/test_receipts \
 	tests/integration/test_store \
 	tests/integration/test_admin
 
@@ -330,7 +332,7 @@ FUZZ_TEST_SECONDS ?= 10
 # against a ThreadSanitizer build (the workers, the admin threads).
 TSAN_TESTS := tests/integration/test_admin tests/integration/test_gateway \
 	tests/integration/test_offline tests/integration/test_messages tests/integration/test_push \
-	tests/integration/test_push_api
+	tests/integration/test_push_api tests/integration/test_receipts
 test: deps
 	$(Q)$(MAKE) --no-print-directory build/asan/ferryd build/asan/ferry-client \
 		build/tsan/ferryd $(TEST_BINS) $(FUZZ_BINS)

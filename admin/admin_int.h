@@ -69,6 +69,8 @@ admin_handler admin_route_healthz;
 admin_handler admin_route_readyz;
 admin_handler admin_route_devices_create;
 admin_handler admin_route_devices_list;
+admin_handler admin_route_user_settings_get;
+admin_handler admin_route_user_settings_put;
 admin_handler admin_route_device_get;
 admin_handler admin_route_device_delete;
 admin_handler admin_route_push_set;

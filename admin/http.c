@@ -127,6 +127,8 @@ static const struct route routes[] = {
 	{ "GET", "/readyz", admin_route_readyz },
 	{ "POST", "/v1/users/*/devices", admin_route_devices_create },
 	{ "GET", "/v1/users/*/devices", admin_route_devices_list },
+	{ "GET", "/v1/users/*/settings", admin_route_user_settings_get },
+	{ "PUT", "/v1/users/*/settings", admin_route_user_settings_put },
 	{ "GET", "/v1/devices/*", admin_route_device_get },
 	{ "DELETE", "/v1/devices/*", admin_route_device_delete },
 	{ "PUT", "/v1/devices/*/push", admin_route_push_set },

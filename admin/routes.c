@@ -13,6 +13,9 @@
  *     wrong types are refused with 400, so a typo never goes unnoticed;
  *   - a {device} is a positive decimal int64 without sign or leading zeros
  *     (in a body, also a JSON integer);
+ *   - a {user} is 1-64 bytes of [A-Za-z0-9._:@+-]. There is no table of
+ *     users, so a valid user id is never a 404: one without devices lists
+ *     none, and has the default settings until they are written;
  *   - a payload is standard base64 (RFC 4648, padded, nothing else in it),
  *     so that every payload has one spelling; it is never quoted or logged;
  *   - a push token is never echoed back, in a message or in a reply: a
@@ -257,6 +260,25 @@ static int field_string(json_t *obj, const char *key, int required, const char *
 			struct admin_reply *rep)
 {
 	return admin_member_string(obj, "", key, required, out, rep);
+}
+
+/* The boolean member @key of @obj into *@out (0 or 1): 400 when it is
+ * missing or anything but true or false (null too). */
+static int field_bool(json_t *obj, const char *key, int *out, struct admin_reply *rep)
+{
+	json_t *v = json_object_get(obj, key);
+
+	if (!v) {
+		admin_reply_error(rep, HTTP_BAD_REQUEST, "field '%s' is required", key);
+		return 0;
+	}
+	if (!json_is_boolean(v)) {
+		admin_reply_error(rep, HTTP_BAD_REQUEST, "field '%s' must be a boolean, not %s",
+				  key, admin_json_type_name(v));
+		return 0;
+	}
+	*out = json_is_true(v);
+	return 1;
 }
 
 /* Every byte in [@lo, 0x7e], and 1 to @max of them. */
@@ -775,6 +797,57 @@ void admin_route_devices_list(const struct admin_req *req, struct admin_reply *r
 	admin_reply_json(rep, HTTP_OK,
 			 arr ? json_pack("{s:s,s:o}", "user", req->params[0], "devices", arr)
 			     : NULL);
+}
+
+static json_t *settings_json(const struct queue_user_settings *s)
+{
+	return json_pack("{s:b}", "read_receipts", s->read_receipts);
+}
+
+void admin_route_user_settings_get(const struct admin_req *req, struct admin_reply *rep)
+{
+	struct queue_user_settings s;
+	enum ferry_err rc;
+
+	if (!user_param(req, rep))
+		return;
+	rc = queue_user_settings_get(req->reg, req->params[0], &s);
+	if (rc) {
+		admin_reply_store_error(rep, rc, "settings lookup", 0);
+		return;
+	}
+	admin_reply_json(rep, HTTP_OK, settings_json(&s));
+}
+
+/* A whole replace: the body names every setting. */
+void admin_route_user_settings_put(const struct admin_req *req, struct admin_reply *rep)
+{
+	static const char *const fields[] = { "read_receipts", NULL };
+	struct queue_user_settings s = { 0 };
+	enum ferry_err rc;
+	json_t *obj;
+
+	if (!user_param(req, rep) || !(obj = admin_body_object(req, fields, rep)))
+		return;
+	if (!field_bool(obj, "read_receipts", &s.read_receipts, rep))
+		goto out;
+	rc = queue_user_settings_put(req->reg, req->params[0], &s);
+	if (rc) {
+		admin_reply_store_error(rep, rc, "settings update", 0);
+		goto out;
+	}
+	/* The user's connections to this node follow at once; new ones read
+	 * the settings with their credentials. */
+	gateway_user_settings_changed(req->gw, req->params[0], s.read_receipts);
+	log_info("event=admin_user_settings_set user=%s read_receipts=%s", req->params[0],
+		 s.read_receipts ? "true" : "false");
+	admin_reply_json(rep, HTTP_OK, settings_json(&s));
+	/* The settings are stored all the same; only this answer is lost. */
+	if (rep->status == HTTP_INTERNAL)
+		log_error("event=admin_reply_failed op=\"settings update\" user=%s",
+			  req->params[0]);
+out:
+	json_decref(obj);
 }
 
 void admin_route_device_get(const struct admin_req *req, struct admin_reply *rep)

@@ -209,6 +209,15 @@ static const struct entry table[] = {
 	  "Largest request body the admin API accepts." },
 	{ "admin", "threads", TYPE_UINT, "2", 1, 64, FIELD(admin.threads), 0, NULL,
 	  "Threads serving admin API requests." },
+	{ "receipts", "max_batch", TYPE_UINT, "512", 1, 512, FIELD(receipts.max_batch), 0, NULL,
+	  "Receipt ids gathered for one (device, peer user, kind) before they go out at once, "
+	  "as one DELIVER_RECEIPT." },
+	{ "receipts", "delivered", TYPE_CHOICE, "on", 0, 0, FIELD(receipts.delivered), 0, NULL,
+	  "Whether ferry makes delivered receipts from devices' DELIVER_ACKs (`on`) or sends "
+	  "read receipts only (`off`)." },
+	{ "receipts", "flush_interval", TYPE_UINT, "50", 1, 10000, FIELD(receipts.flush_interval),
+	  0, "ms",
+	  "Longest time a receipt id waits to be coalesced with others before it goes out." },
 	{ "log", "level", TYPE_LOGLEVEL, "info", 0, 0, FIELD(log.level), FLAG_RELOADABLE, NULL,
 	  "Lowest level written to stderr." },
 };
@@ -219,6 +228,7 @@ static const struct {
 	const char *const words[4];
 } choices[] = {
 	{ "push", "mode", { "background", "alert", NULL } },
+	{ "receipts", "delivered", { "on", "off", NULL } },
 };
 
 static const struct section sections[] = {
@@ -237,7 +247,7 @@ static const struct section sections[] = {
 	  "registration names its app (none: the default). Per-app sections are not set from the "
 	  "environment." },
 	{ "admin", "The admin REST API." },
-	{ "receipts", NULL },
+	{ "receipts", "Delivery and read receipts: how they are coalesced." },
 	{ "log", "Logging to stderr." },
 };
 

@@ -85,6 +85,12 @@ struct ferry_config {
 	} admin;
 
 	struct {
+		char *delivered;	 /* "on": from DELIVER_ACKs; "off": read ones only */
+		unsigned max_batch;	 /* ids in one DELIVER_RECEIPT */
+		unsigned flush_interval; /* ms a receipt id may wait */
+	} receipts;
+
+	struct {
 		int level; /* enum log_level */
 	} log;
 };

@@ -46,6 +46,7 @@ struct auth_job {
 	size_t secret_len;
 	uint8_t secret[PROTO_MAX_SECRET];
 	char user[QUEUE_USER_MAX + 1];
+	int read_receipts;
 	enum ferry_err rc;
 };
 
@@ -363,8 +364,8 @@ static void auth_work(uv_work_t *req)
 	struct auth_job *job = req->data;
 	struct gateway *gw = job->c->w->gw;
 
-	job->rc =
-		queue_device_auth(gw->reg, job->device_id, job->secret, job->secret_len, job->user);
+	job->rc = queue_device_auth(gw->reg, job->device_id, job->secret, job->secret_len,
+				    job->user, &job->read_receipts);
 }
 
 void gw_conn_welcome(struct gw_conn *c, uint64_t pending)
@@ -403,6 +404,7 @@ static void auth_done(uv_work_t *req, int status)
 	} else {
 		c->device_id = job->device_id;
 		memcpy(c->user, job->user, sizeof(c->user));
+		c->read_receipts = job->read_receipts;
 		/* WELCOME follows once the store said how much is pending. */
 		gw_deliver_register(c);
 	}
@@ -456,8 +458,7 @@ static void handle_ready(struct gw_conn *c, const struct proto_frame *f)
 		gw_deliver_acked(c, &f->u.ids);
 		break;
 	case PROTO_RECEIPT:
-		gw_conn_send_error(c, PROTO_ERR_NOT_IMPLEMENTED,
-				   "receipts are not served by this server yet");
+		gw_receipt_read(c, &f->u.receipt);
 		break;
 	case PROTO_PING:
 		pong.u.nonce = f->u.nonce;

@@ -80,6 +80,7 @@ static void store_for(struct gw_worker *w, struct gw_conn *c, struct gw_env *env
 static void step_failed(struct gw_conn *c, const char *what, enum ferry_err rc);
 static void start_count(struct gw_conn *c);
 static void flush_deletes(struct gw_conn *c, int orphan);
+static void add_acked(struct gw_conn *c, uint64_t id, int known);
 
 static void start_barrier(struct gw_conn *c)
 {
@@ -362,6 +363,36 @@ static void catch_up(struct gw_conn *c)
 	gw_deliver_pump(c);
 }
 
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* A stored receipt row (sql/0004_receipts.sql) as a DELIVER_RECEIPT: its
+ * ids once each. NULL if it holds none (rows written by hand) or no memory. */
+static struct gw_env *receipt_env(const struct queue_row *r)
+{
+	uint64_t ids[PROTO_MAX_IDS];
+	size_t n = 0, k = 0;
+
+	for (size_t at = 0, used; at < r->len && n < PROTO_MAX_IDS; at += used) {
+		used = proto_varint_get(r->payload + at, r->len - at, &ids[n]);
+		if (!used)
+			break;
+		n++;
+	}
+	if (!n || (r->client_id != PROTO_RECEIPT_DELIVERED && r->client_id != PROTO_RECEIPT_READ))
+		return NULL;
+	qsort(ids, n, sizeof(ids[0]), cmp_u64);
+	for (size_t i = 0; i < n; i++)
+		if (i == 0 || ids[i] != ids[k - 1])
+			ids[k++] = ids[i];
+	return gw_env_receipt(r->server_id, (int)r->client_id, r->sender_user, r->sender_device,
+			      ids, k);
+}
+
 static void fetched(struct gw_conn *c, struct gw_op *op)
 {
 	struct queue_row *rows = op->req.rows;
@@ -380,6 +411,15 @@ static void fetched(struct gw_conn *c, struct gw_op *op)
 		if (r->seq <= c->last_seq)
 			continue;
 		c->last_seq = r->seq;
+		if (r->kind == QUEUE_KIND_RECEIPT) {
+			env = receipt_env(r);
+			if (!env) { /* nothing in it to deliver: acknowledged */
+				add_acked(c, r->server_id, 1);
+				continue;
+			}
+			c->held[c->nheld++] = env;
+			continue;
+		}
 		env = gw_env_deliver(r->server_id, r->sender_user, strlen(r->sender_user),
 				     r->sender_device, r->client_id, r->created_ms, r->payload,
 				     r->len);
@@ -575,6 +615,8 @@ void gw_deliver_acked(struct gw_conn *c, const struct proto_ids *ids)
 			head |= in == c->fifo;
 			gw_route_result_to(c->w, in->origin, in->send_id, GW_RES_ACKED);
 		}
+		if (in->env->kind == QUEUE_KIND_MESSAGE)
+			gw_receipt_delivered(c, in->env);
 		inflight_free(c, in);
 	}
 	if (head)

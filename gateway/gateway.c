@@ -51,6 +51,7 @@ void gw_post(struct gateway *gw, struct gw_worker *self, unsigned index, struct 
 		return;
 	/* That worker is stopping: the message is moot. */
 	gw_env_unref(m->env);
+	free(m->text);
 	free(m);
 }
 
@@ -86,6 +87,10 @@ static void handle_msg(struct gw_worker *w, struct gw_msg *m)
 		break;
 	case GW_MSG_RESULT:
 		gw_route_result(w, m->send_id, m->result);
+		break;
+	case GW_MSG_SETTINGS:
+		gw_receipt_settings(w, m->text, (int)m->code);
+		free(m->text);
 		break;
 	case GW_MSG_KICK:
 		c = gw_conn_find(w, m->conn_id);
@@ -213,6 +218,7 @@ static void begin_stop(struct gw_worker *w)
 			uv_close((uv_handle_t *)&w->listeners[i], on_closed_noop);
 	if (w->index == 0 && uv_is_active((uv_handle_t *)&w->seen_timer))
 		uv_close((uv_handle_t *)&w->seen_timer, on_closed_noop);
+	gw_receipts_stop(w);
 	HASH_ITER(hh, w->conns, c, tmp)
 	{
 		gw_conn_close(c, PROTO_ERR_SHUTTING_DOWN, "server is stopping");
@@ -237,6 +243,8 @@ static enum ferry_err worker_setup(struct gw_worker *w)
 	if (mailbox_init(&w->mbox, &w->loop, on_mail, w))
 		return FERRY_EIO;
 	w->mbox_ok = 1;
+	if (gw_receipts_init(w))
+		return FERRY_ENOMEM;
 	for (int i = 0; i < 2; i++) {
 		if (w->listen_fd[i] < 0)
 			continue;
@@ -267,6 +275,7 @@ static void worker_main(void *arg)
 	uv_run(&w->loop, UV_RUN_DEFAULT);
 	gw_route_release(w);
 	gw_conn_free_all(w);
+	gw_receipts_free(w);
 	uv_loop_close(&w->loop);
 }
 
@@ -458,6 +467,45 @@ void gateway_user_changed(struct gateway *gw, const char *user)
 {
 	if (gw)
 		gw_dir_forget(gw, user);
+}
+
+void gateway_user_settings_changed(struct gateway *gw, const char *user, int read_receipts)
+{
+	if (!gw)
+		return;
+	for (unsigned i = 0; i < gw->nworkers; i++) {
+		struct gw_msg *m = calloc(1, sizeof(*m));
+
+		if (m)
+			m->text = strdup(user);
+		if (!m || !m->text) {
+			free(m);
+			log_warn("event=settings_not_applied user=%s reason=\"out of memory\"",
+				 user);
+			continue;
+		}
+		m->kind = GW_MSG_SETTINGS;
+		m->code = read_receipts ? 1 : 0;
+		gw_post(gw, NULL, i, m);
+	}
+}
+
+void gateway_receipt_stats(const struct gateway *gw, struct gateway_receipt_stats *out)
+{
+	uint64_t v[GW_RCPT_NSTATS] = { 0 };
+
+	memset(out, 0, sizeof(*out));
+	if (!gw)
+		return;
+	for (unsigned i = 0; i < gw->nworkers; i++)
+		for (int k = 0; k < GW_RCPT_NSTATS; k++)
+			v[k] += atomic_load_explicit(&gw->workers[i].rcpt[k], memory_order_relaxed);
+	out->read_in = v[GW_RCPT_READ_IN];
+	out->delivered_in = v[GW_RCPT_DELIVERED];
+	out->batches = v[GW_RCPT_BATCHES];
+	out->ids_out = v[GW_RCPT_IDS_OUT];
+	out->read_off = v[GW_RCPT_OFF];
+	out->lost = v[GW_RCPT_LOST];
 }
 
 void gateway_device_deleted(struct gateway *gw, int64_t id)

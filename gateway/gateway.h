@@ -83,6 +83,22 @@ void gateway_kick_device(struct gateway *gw, int64_t id, unsigned code);
  * to @user from a fresh list. @gw may be NULL. */
 void gateway_user_changed(struct gateway *gw, const char *user);
 
+/* @user switched read receipts on or off (PUT /v1/users/{user}/settings):
+ * applies to the user's connections on this node at once. @gw may be NULL. */
+void gateway_user_settings_changed(struct gateway *gw, const char *user, int read_receipts);
+
+/* Receipts since the start, summed over the workers. */
+struct gateway_receipt_stats {
+	uint64_t read_in;      /* read receipt ids from devices' RECEIPT frames */
+	uint64_t delivered_in; /* delivered receipt ids made from DELIVER_ACKs */
+	uint64_t batches;      /* DELIVER_RECEIPT envelopes made of them */
+	uint64_t ids_out;      /* ids in those (after coalescing) */
+	uint64_t read_off;     /* RECEIPT frames of users with read receipts off */
+	uint64_t lost;	       /* delivered ids that could be neither sent nor stored */
+};
+
+void gateway_receipt_stats(const struct gateway *gw, struct gateway_receipt_stats *out);
+
 /* The device was deleted: close its connection (ERROR device_deleted).
  * @gw may be NULL (no gateway: nothing to do). */
 void gateway_device_deleted(struct gateway *gw, int64_t id);

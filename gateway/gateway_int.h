@@ -7,6 +7,8 @@
  *   deliver.c   the recipient's side: catch-up from the store, live DELIVERs,
  *               DELIVER_ACK, timeouts, QUEUE_EMPTY
  *   ops.c       requests to the offline store and their answers
+ *   receipt.c   delivered and read receipts: each worker's batcher, and a
+ *               flushed batch's way to the devices of the user it is for
  *   presence.c  device -> (worker, connection); duplicate SENDs; last seen
  *   tls.c       the server's TLS context
  *
@@ -44,6 +46,7 @@
 #include "gateway/gateway.h"
 #include "gateway/proto.h"
 #include "queue/queue.h"
+#include "queue/receipts.h"
 
 /* Bytes read from a socket at once, into the worker's shared buffer. */
 #define GW_READ_CHUNK (64 * 1024)
@@ -68,12 +71,30 @@
 
 enum { GW_PLAIN = 0, GW_TLS = 1 };
 
-/* An encoded DELIVER frame, shared by every connection it goes to. What
- * the store needs besides the frame's own fields is kept with it. */
+/* Receipt counters of a worker (struct gateway_receipt_stats). */
+enum {
+	GW_RCPT_READ_IN,   /* ids from devices' RECEIPT frames */
+	GW_RCPT_DELIVERED, /* ids made from DELIVER_ACKs */
+	GW_RCPT_BATCHES,   /* DELIVER_RECEIPT envelopes made */
+	GW_RCPT_IDS_OUT,   /* ids in them */
+	GW_RCPT_OFF,	   /* RECEIPT frames of users who switched read receipts off */
+	GW_RCPT_LOST,	   /* delivered ids neither delivered nor stored */
+	GW_RCPT_NSTATS,
+};
+
+/* An encoded DELIVER (or DELIVER_RECEIPT) frame, shared by every
+ * connection it goes to. What the store needs besides the frame's own
+ * fields is kept with it, and for a message what its delivered receipt
+ * needs. */
 struct gw_env {
 	atomic_uint refs;
 	uint64_t server_id;
-	unsigned ttl; /* seconds in the store, 0: the default */
+	unsigned ttl;	       /* seconds in the store, 0: the default */
+	uint8_t kind;	       /* QUEUE_KIND_MESSAGE or QUEUE_KIND_RECEIPT */
+	uint8_t user_len;      /* message: its sender user, in frame[] */
+	uint16_t user_off;     /* at this offset */
+	int64_t sender_device; /* message: 0 if the server originated it */
+	uint64_t client_id;    /* message */
 	size_t len;
 	uint8_t frame[];
 };
@@ -92,6 +113,7 @@ enum gw_msg_kind {
 	GW_MSG_RELEASE,	 /* to a closed connection's own worker: forget it */
 	GW_MSG_STORE,	 /* the store answered a request (struct gw_op) */
 	GW_MSG_INJECT,	 /* to worker 0: an envelope from the server itself */
+	GW_MSG_SETTINGS, /* a user's read_receipts changed (text: the user) */
 };
 
 /* What became of one target of a SEND. */
@@ -116,6 +138,7 @@ struct gw_msg {
 	unsigned code;		   /* KICK: proto_error_code */
 	uint64_t new_conn;	   /* HANDOVER: the connection that replaces conn_id */
 	struct gw_inject_job *job; /* INJECT */
+	char *text;		   /* SETTINGS: the user (owned); code: read_receipts */
 };
 
 /* A DELIVER written to a connection and not yet acknowledged: live (from a
@@ -174,6 +197,7 @@ struct gw_send {
 	unsigned failed, full, stored;
 	uint64_t dup_id;	   /* the store had it under this id */
 	struct gw_inject_job *job; /* an envelope from the server itself */
+	struct gw_rflush *flush;   /* a batch of receipts */
 	struct gw_send *conn_next; /* the connection's list of its sends */
 	UT_hash_handle hh;	   /* worker's table, by id */
 };
@@ -189,6 +213,30 @@ struct gw_inject_job {
 	int64_t devices[GW_MAX_USER_DEVICES];
 	unsigned targets, failed, full, stored;
 	uint64_t dup_id; /* a target's store had it under this id */
+};
+
+/* A device's RECEIPT frame, answered once every batch that took its ids
+ * has been delivered or stored (receipt.c). */
+struct gw_rwait {
+	uint64_t conn_id;
+	uint64_t client_id;
+	long refs;  /* batches that took it and are not done */
+	int adding; /* in receipts_add(): refs is not complete yet */
+	unsigned failed, full, unknown, stored;
+};
+
+/* A flushed batch of receipts on its way to its user's devices. */
+struct gw_rflush {
+	uv_work_t req; /* the devices' lookup, on a directory miss */
+	struct gw_worker *w;
+	struct gw_env *env; /* the DELIVER_RECEIPT */
+	int64_t target_device;
+	char target_user[QUEUE_USER_MAX + 1];
+	size_t ntags;
+	struct gw_rwait **tags;
+	enum ferry_err rc;
+	size_t nfound;
+	int64_t found[GW_MAX_USER_DEVICES];
 };
 
 /* A SEND parsed and waiting for its recipients to be looked up. */
@@ -232,6 +280,7 @@ struct gw_conn {
 	enum gw_conn_state state;
 	int64_t device_id;
 	char user[QUEUE_USER_MAX + 1];
+	int read_receipts; /* the user sends read receipts */
 	uint64_t last_rx;
 	struct buf in; /* a partial frame; empty (no memory) between frames */
 	SSL *ssl;      /* NULL: plain TCP */
@@ -278,7 +327,13 @@ struct gw_worker {
 	int listen_fd[2]; /* -1: none */
 	int listening[2]; /* the handle owns listen_fd */
 	int mbox_ok;
-	uv_timer_t seen_timer; /* worker 0 only */
+	uv_timer_t seen_timer;	   /* worker 0 only */
+	struct receipts *receipts; /* this worker's receipt batcher */
+	int delivered_receipts;	   /* [receipts] delivered = on */
+	uv_timer_t receipt_timer;  /* its next flush */
+	uint64_t receipt_due;	   /* when the timer fires (UINT64_MAX: idle) */
+	/* Receipt counters: written by this worker only, summed on read. */
+	atomic_uint_fast64_t rcpt[GW_RCPT_NSTATS];
 	uint8_t *rbuf;	       /* GW_READ_CHUNK, shared by this worker's reads */
 	uint8_t *plain;	       /* GW_READ_CHUNK of decrypted TLS bytes */
 	struct gw_conn *conns; /* by id */
@@ -397,6 +452,8 @@ void gw_conn_resume(struct gw_conn *c);
 /* ---- route.c ---- */
 
 void gw_route_send(struct gw_conn *c, const struct proto_send *s);
+void gw_send_ack(struct gw_conn *c, uint64_t client_id, uint64_t server_id, int stored);
+void gw_send_nack(struct gw_conn *c, uint64_t client_id, unsigned reason, const char *text);
 void gw_route_result(struct gw_worker *w, uint64_t send_id, enum gw_result r);
 /* The same, for a target the store already had under @server_id (a
  * retransmission after a restart): the ACK names that id. */
@@ -407,6 +464,8 @@ void gw_route_result_to(struct gw_worker *w, unsigned origin, uint64_t send_id, 
 /* The sender's connection is closing: detach its sends, drop queued ones. */
 void gw_route_sender_closed(struct gw_conn *c);
 void gw_route_inject(struct gw_worker *w, struct gw_inject_job *job);
+/* Send @fl's envelope to @n devices like a SEND; gw_receipt_sent() at the end. */
+void gw_route_receipts(struct gw_worker *w, struct gw_rflush *fl, const int64_t *devices, size_t n);
 /* The worker is gone: settle what is left of its sends. */
 void gw_route_release(struct gw_worker *w);
 
@@ -445,6 +504,26 @@ void gw_op_free(struct gw_op *op);
 struct gw_env *gw_env_deliver(uint64_t server_id, const char *sender_user, size_t user_len,
 			      int64_t sender_device, uint64_t client_id, uint64_t timestamp,
 			      const uint8_t *payload, size_t len);
+
+/* ---- receipt.c ---- */
+
+/* The worker's batcher and its timer; FERRY_ENOMEM. */
+enum ferry_err gw_receipts_init(struct gw_worker *w);
+/* Stopping: flush what the batcher holds, close the timer. */
+void gw_receipts_stop(struct gw_worker *w);
+void gw_receipts_free(struct gw_worker *w);
+/* Device @c acknowledged the message @env: its sender learns it was delivered. */
+void gw_receipt_delivered(struct gw_conn *c, const struct gw_env *env);
+/* A device's RECEIPT frame. */
+void gw_receipt_read(struct gw_conn *c, const struct proto_receipt *r);
+/* A batch's fan-out is done (route.c): answer the RECEIPTs waiting for it. */
+void gw_receipt_sent(struct gw_worker *w, struct gw_rflush *fl, const struct gw_send *s);
+/* SETTINGS: @user's connections on this worker send read receipts or not. */
+void gw_receipt_settings(struct gw_worker *w, const char *user, int on);
+/* Encode a DELIVER_RECEIPT into a new shared envelope (NULL: no memory).
+ * @ids: @n (1 to PROTO_MAX_IDS) client ids. */
+struct gw_env *gw_env_receipt(uint64_t server_id, int kind, const char *peer_user, int64_t device,
+			      const uint64_t *ids, size_t n);
 
 /* ---- presence.c ---- */
 

@@ -41,8 +41,46 @@ struct gw_env *gw_env_deliver(uint64_t server_id, const char *sender_user, size_
 		return NULL;
 	env->server_id = server_id;
 	env->ttl = 0;
+	env->kind = QUEUE_KIND_MESSAGE;
+	env->sender_device = sender_device;
+	env->client_id = client_id;
+	env->user_len = (uint8_t)user_len; /* at most PROTO_MAX_USER */
 	if (proto_encode(&f, env->frame, size, &n) || n != size)
 		ferry_panic("cannot encode a DELIVER of %zu bytes", len);
+	/* After the length prefix, the type, the server id and the user's
+	 * length (one byte: at most 64). */
+	for (n = 0; env->frame[n] & 0x80; n++)
+		;
+	env->user_off = (uint16_t)(n + 1 + 1 + proto_varint_size(server_id) + 1);
+	return env;
+}
+
+struct gw_env *gw_env_receipt(uint64_t server_id, int kind, const char *peer_user, int64_t device,
+			      const uint64_t *ids, size_t n)
+{
+	struct proto_frame f = { .type = PROTO_DELIVER_RECEIPT };
+	struct gw_env *env;
+	size_t size, used;
+
+	f.u.receipt.id = server_id;
+	f.u.receipt.kind = (uint8_t)kind;
+	f.u.receipt.peer_user.p = (const uint8_t *)peer_user;
+	f.u.receipt.peer_user.len = strlen(peer_user);
+	f.u.receipt.device = (uint64_t)device;
+	f.u.receipt.count = n;
+	if (n > PROTO_MAX_IDS)
+		return NULL;
+	memcpy(f.u.receipt.ids, ids, n * sizeof(ids[0]));
+	size = proto_encoded_size(&f);
+	env = size ? gw_env_new(size) : NULL;
+	if (!env)
+		return NULL;
+	memset(&env->server_id, 0, sizeof(*env) - offsetof(struct gw_env, server_id));
+	env->len = size;
+	env->server_id = server_id;
+	env->kind = QUEUE_KIND_RECEIPT;
+	if (proto_encode(&f, env->frame, size, &used) || used != size)
+		ferry_panic("cannot encode a DELIVER_RECEIPT of %zu ids", n);
 	return env;
 }
 
@@ -84,6 +122,34 @@ struct gw_op *gw_op_new(struct gw_worker *w, enum gw_op_kind kind, uint64_t conn
 	return op;
 }
 
+/*
+ * A stored receipt: the peer user as sender user, the device whose
+ * messages they are as sender device, the kind as client id, and the ids'
+ * varints, which end the frame, as payload (sql/0004_receipts.sql).
+ */
+static void put_receipt(struct gw_op *op, const struct proto_receipt *r, const int64_t *devices,
+			size_t n)
+{
+	size_t tail = 0;
+
+	for (size_t i = 0; i < r->count; i++)
+		tail += proto_varint_size(r->ids[i]);
+	memcpy(op->sender_user, r->peer_user.p, r->peer_user.len);
+	op->req.server_id = op->env->server_id;
+	op->req.sender_user = op->sender_user;
+	op->req.sender_device = (int64_t)r->device;
+	op->req.client_id = r->kind;
+	op->req.kind = QUEUE_KIND_RECEIPT;
+	op->req.payload = op->env->frame + op->env->len - tail;
+	op->req.len = tail;
+	op->req.created_ms = gw_now_ms();
+	op->req.ttl = 0;
+	op->req.puts = op->puts;
+	op->req.nputs = n;
+	for (size_t i = 0; i < n; i++)
+		op->puts[i].recipient = devices[i];
+}
+
 struct gw_op *gw_op_put(struct gw_worker *w, struct gw_env *env, const int64_t *devices, size_t n,
 			unsigned origin, uint64_t send_id, uint64_t conn_id)
 {
@@ -93,7 +159,7 @@ struct gw_op *gw_op_put(struct gw_worker *w, struct gw_env *env, const int64_t *
 
 	/* The frame was encoded by us: it decodes, and its fields are valid. */
 	if (proto_decode(env->frame, env->len, SIZE_MAX, &f, &used) || used != env->len ||
-	    f.type != PROTO_DELIVER)
+	    (f.type != PROTO_DELIVER && f.type != PROTO_DELIVER_RECEIPT))
 		ferry_panic("a shared envelope does not hold a DELIVER");
 	op = calloc(1, sizeof(*op) + n * sizeof(op->puts[0]));
 	if (!op)
@@ -104,10 +170,14 @@ struct gw_op *gw_op_put(struct gw_worker *w, struct gw_env *env, const int64_t *
 	op->origin = origin;
 	op->send_id = send_id;
 	op->env = gw_env_ref(env);
-	memcpy(op->sender_user, f.u.deliver.sender_user.p, f.u.deliver.sender_user.len);
 	op->req.reply = &op->msg.link;
 	op->req.reply_to = &w->mbox;
 	op->req.type = QUEUE_REQ_PUT;
+	if (f.type == PROTO_DELIVER_RECEIPT) {
+		put_receipt(op, &f.u.receipt, devices, n);
+		return op;
+	}
+	memcpy(op->sender_user, f.u.deliver.sender_user.p, f.u.deliver.sender_user.len);
 	op->req.server_id = env->server_id;
 	op->req.sender_user = op->sender_user;
 	op->req.sender_device = (int64_t)f.u.deliver.sender_device;

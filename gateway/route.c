@@ -66,7 +66,7 @@ void gw_env_unref(struct gw_env *env)
 
 /* ---- answers ---- */
 
-static void send_ack(struct gw_conn *c, uint64_t client_id, uint64_t server_id, int stored)
+void gw_send_ack(struct gw_conn *c, uint64_t client_id, uint64_t server_id, int stored)
 {
 	struct proto_frame f = { .type = PROTO_ACK };
 
@@ -76,7 +76,7 @@ static void send_ack(struct gw_conn *c, uint64_t client_id, uint64_t server_id, 
 	gw_conn_send_frame(c, &f);
 }
 
-static void send_nack(struct gw_conn *c, uint64_t client_id, unsigned reason, const char *text)
+void gw_send_nack(struct gw_conn *c, uint64_t client_id, unsigned reason, const char *text)
 {
 	struct proto_frame f = { .type = PROTO_NACK };
 
@@ -177,13 +177,13 @@ void gw_route_send(struct gw_conn *c, const struct proto_send *s)
 	unsigned reason = check_send(c, s, &why);
 
 	if (reason) {
-		send_nack(c, s->client_id, reason, why);
+		gw_send_nack(c, s->client_id, reason, why);
 		return;
 	}
 	server_id = atomic_fetch_add(&gw->next_server_id, 1);
 	switch (gw_dedup_begin(gw, c->device_id, s->client_id, c->id, server_id, &acked_id)) {
 	case GW_DEDUP_ACKED:
-		send_ack(c, s->client_id, acked_id, 1);
+		gw_send_ack(c, s->client_id, acked_id, 1);
 		return;
 	case GW_DEDUP_IGNORE:
 		return;
@@ -193,7 +193,7 @@ void gw_route_send(struct gw_conn *c, const struct proto_send *s)
 	p = make_pending(c, s, server_id);
 	if (!p) {
 		gw_dedup_forget(gw, c->device_id, s->client_id, c->id);
-		send_nack(c, s->client_id, PROTO_NACK_RETRY_LATER, "out of memory");
+		gw_send_nack(c, s->client_id, PROTO_NACK_RETRY_LATER, "out of memory");
 		return;
 	}
 	/* Nothing ahead of it and the recipients known: route it now. */
@@ -294,12 +294,13 @@ static int targets(struct gw_conn *c, const struct gw_pending *p, int64_t *dev, 
 	int n = 0;
 
 	if (p->rc) {
-		send_nack(c, p->client_id, PROTO_NACK_RETRY_LATER, "cannot look up recipients now");
+		gw_send_nack(c, p->client_id, PROTO_NACK_RETRY_LATER,
+			     "cannot look up recipients now");
 		return -1;
 	}
 	if (p->nfound == 0) {
 		snprintf(why, sizeof(why), "no user '%s'", p->to_user);
-		send_nack(c, p->client_id, PROTO_NACK_UNKNOWN_RECIPIENT, why);
+		gw_send_nack(c, p->client_id, PROTO_NACK_UNKNOWN_RECIPIENT, why);
 		return -1;
 	}
 	if (p->ntargets == 0) {
@@ -315,7 +316,7 @@ static int targets(struct gw_conn *c, const struct gw_pending *p, int64_t *dev, 
 		if (!found(p, p->devices[i])) {
 			snprintf(why, sizeof(why), "device %lld is not a device of user '%s'",
 				 (long long)p->devices[i], p->to_user);
-			send_nack(c, p->client_id, PROTO_NACK_UNKNOWN_RECIPIENT, why);
+			gw_send_nack(c, p->client_id, PROTO_NACK_UNKNOWN_RECIPIENT, why);
 			return -1;
 		}
 		dev[n] = p->devices[i];
@@ -442,7 +443,7 @@ static void dispatch(struct gw_conn *c, struct gw_pending *p)
 	s = send_new(w);
 	if (!s) {
 		gw_dedup_forget(gw, c->device_id, p->client_id, c->id);
-		send_nack(c, p->client_id, PROTO_NACK_RETRY_LATER, "out of memory");
+		gw_send_nack(c, p->client_id, PROTO_NACK_RETRY_LATER, "out of memory");
 		return;
 	}
 	s->conn = c;
@@ -515,6 +516,11 @@ static void finish(struct gw_worker *w, struct gw_send *s)
 		free(s);
 		return;
 	}
+	if (s->flush) {
+		gw_receipt_sent(w, s->flush, s);
+		free(s);
+		return;
+	}
 	if (s->conn)
 		LL_DELETE2(s->conn->sends, s, conn_next);
 	if (s->failed) {
@@ -524,20 +530,20 @@ static void finish(struct gw_worker *w, struct gw_send *s)
 				 "%u device(s) did not acknowledge it and it could not be stored "
 				 "now",
 				 s->failed);
-			send_nack(s->conn, s->client_id, PROTO_NACK_RETRY_LATER, why);
+			gw_send_nack(s->conn, s->client_id, PROTO_NACK_RETRY_LATER, why);
 		}
 	} else if (s->full) {
 		gw_dedup_forget(gw, s->device_id, s->client_id, s->conn_id);
 		if (s->conn) {
 			snprintf(why, sizeof(why), "the offline queue of %u device(s) is full",
 				 s->full);
-			send_nack(s->conn, s->client_id, PROTO_NACK_QUEUE_FULL, why);
+			gw_send_nack(s->conn, s->client_id, PROTO_NACK_QUEUE_FULL, why);
 		}
 	} else {
 		gw_dedup_acked(gw, s->device_id, s->client_id);
 		if (s->conn)
-			send_ack(s->conn, s->client_id, s->dup_id ? s->dup_id : s->server_id,
-				 s->stored > 0);
+			gw_send_ack(s->conn, s->client_id, s->dup_id ? s->dup_id : s->server_id,
+				    s->stored > 0);
 	}
 	free(s);
 }
@@ -620,6 +626,26 @@ void gw_route_inject(struct gw_worker *w, struct gw_inject_job *job)
 	fan_out(w, s, job->devices, env, (int)job->n);
 }
 
+/* ---- receipts ---- */
+
+void gw_route_receipts(struct gw_worker *w, struct gw_rflush *fl, const int64_t *devices, size_t n)
+{
+	struct gw_env *env[GW_MAX_USER_DEVICES];
+	struct gw_send *s = send_new(w);
+
+	if (!s) {
+		struct gw_send tmp = { .flush = fl, .failed = 1 };
+
+		gw_receipt_sent(w, fl, &tmp);
+		return;
+	}
+	s->flush = fl;
+	s->server_id = fl->env->server_id;
+	for (size_t i = 0; i < n; i++)
+		env[i] = fl->env;
+	fan_out(w, s, devices, env, (int)n);
+}
+
 void gw_route_release(struct gw_worker *w)
 {
 	struct gw_send *s, *tmp;
@@ -630,6 +656,9 @@ void gw_route_release(struct gw_worker *w)
 		if (s->job) {
 			s->failed++;
 			inject_done(s);
+		} else if (s->flush) {
+			s->failed++;
+			gw_receipt_sent(w, s->flush, s);
 		}
 		free(s);
 	}

@@ -7,9 +7,10 @@
  * schema_version table. A binary refuses to serve a database whose schema is
  * newer than the newest migration it knows.
  *
- * The device registry is the synchronous control-plane API used by the admin
- * API: a small pool of blocking libpq connections, safe to call from several
- * threads at once. The hot envelope path does not go through it.
+ * The device registry (devices, and per-user settings) is the synchronous
+ * control-plane API used by the admin API: a small pool of blocking libpq
+ * connections, safe to call from several threads at once. The hot envelope
+ * path does not go through it.
  */
 #ifndef FERRY_QUEUE_QUEUE_H
 #define FERRY_QUEUE_QUEUE_H
@@ -147,9 +148,14 @@ enum ferry_err queue_device_clear_push(struct queue_registry *reg, int64_t id) F
  * Check a device's credentials: FERRY_OK and the device's user in @user if
  * device @id exists and SHA-256(@secret) equals its stored hash (compared in
  * constant time); FERRY_EAUTH for an unknown device or a wrong secret alike.
+ * *@read_receipts (may be NULL) gets the user's read_receipts setting, read
+ * by the same statement (struct queue_user_settings): 1 unless the user
+ * switched them off, and QUEUE_READ_RECEIPTS_DEFAULT whenever the answer is
+ * not FERRY_OK.
  */
 enum ferry_err queue_device_auth(struct queue_registry *reg, int64_t id, const void *secret,
-				 size_t len, char user[QUEUE_USER_MAX + 1]) FERRY_WUR;
+				 size_t len, char user[QUEUE_USER_MAX + 1],
+				 int *read_receipts) FERRY_WUR;
 
 /*
  * The ids of @user's devices, ascending: up to @max into @ids, the number
@@ -184,6 +190,36 @@ void queue_device_release(struct queue_device *dev);
 
 /* Release @n records and the array itself. NULL is a no-op. */
 void queue_device_list_free(struct queue_device *devs, size_t n);
+
+/* ---- per-user settings ---- */
+
+/*
+ * A user's settings (sql/0005_user_settings.sql). There is no table of
+ * users: settings are kept per user id, whether or not the user has devices,
+ * and a user who never changed them has the defaults.
+ */
+struct queue_user_settings {
+	int read_receipts; /* 1 (default): the user's read receipts are passed on */
+};
+
+#define QUEUE_READ_RECEIPTS_DEFAULT 1
+
+/*
+ * @user's settings (validated by the caller) into *@out: the defaults for a
+ * user who has none stored, with devices or without. FERRY_EUNAVAIL when
+ * the database cannot be reached, FERRY_EDB on another database error.
+ */
+enum ferry_err queue_user_settings_get(struct queue_registry *reg, const char *user,
+				       struct queue_user_settings *out) FERRY_WUR;
+
+/*
+ * Store @s (borrowed) as the whole of @user's settings (validated by the
+ * caller), in one statement: inserted for a user who had none, replaced
+ * otherwise. FERRY_EUNAVAIL (not known to be stored: retry), FERRY_EINVAL
+ * (the database refused the user id), FERRY_EDB.
+ */
+enum ferry_err queue_user_settings_put(struct queue_registry *reg, const char *user,
+				       const struct queue_user_settings *s) FERRY_WUR;
 
 /* ---- the envelope store ---- */
 

@@ -1,7 +1,8 @@
 /*
  * receipts.c - the receipt batcher (receipts.h).
  *
- * A hash of keys (target device, peer user, kind), each with its ids in a
+ * A hash of keys (target device and user, peer user, kind), each with its
+ * ids (and the tags given with them) in a
  * small growable array, and a list of the keys in the order they were
  * created. Every key waits the same flush_interval, so that list is also
  * the order they fall due: receipts_tick() and receipts_next_due() look at
@@ -28,6 +29,7 @@
 struct rkey {
 	int64_t device;
 	int32_t kind;
+	char target[QUEUE_USER_MAX + 1];
 	char peer[QUEUE_USER_MAX + 1];
 };
 
@@ -38,6 +40,8 @@ struct batch {
 	uint64_t due;
 	size_t n, cap;
 	uint64_t *ids;
+	size_t ntags, tags_cap;
+	void **tags;
 };
 
 struct receipts {
@@ -76,6 +80,7 @@ static void batch_free(struct receipts *r, struct batch *b)
 	r->st.pending -= b->n;
 	r->st.keys--;
 	free(b->ids);
+	free(b->tags);
 	free(b);
 }
 
@@ -83,10 +88,13 @@ static void batch_free(struct receipts *r, struct batch *b)
 static void flush(struct receipts *r, struct batch *b, uint64_t *why)
 {
 	struct receipt_batch out = { .target_device = b->k.device,
+				     .target_user = b->k.target,
 				     .peer_user = b->k.peer,
 				     .kind = b->k.kind,
 				     .ids = b->ids,
-				     .n = b->n };
+				     .n = b->n,
+				     .tags = b->tags,
+				     .ntags = b->ntags };
 
 	if (b->n) {
 		r->st.batches++;
@@ -97,16 +105,21 @@ static void flush(struct receipts *r, struct batch *b, uint64_t *why)
 	batch_free(r, b);
 }
 
-static int make_key(struct rkey *k, int64_t device, const char *peer, int kind)
+static int make_key(struct rkey *k, const struct receipt_add *a)
 {
-	size_t len = strlen(peer);
+	size_t tlen, plen;
 
-	if (len == 0 || len > QUEUE_USER_MAX)
+	if (!a->target_user || !a->peer_user)
+		return -1;
+	tlen = strlen(a->target_user);
+	plen = strlen(a->peer_user);
+	if (tlen == 0 || tlen > QUEUE_USER_MAX || plen == 0 || plen > QUEUE_USER_MAX)
 		return -1;
 	memset(k, 0, sizeof(*k));
-	k->device = device;
-	k->kind = kind;
-	memcpy(k->peer, peer, len);
+	k->device = a->target_device;
+	k->kind = a->kind;
+	memcpy(k->target, a->target_user, tlen);
+	memcpy(k->peer, a->peer_user, plen);
 	return 0;
 }
 
@@ -163,6 +176,26 @@ static int append(struct receipts *r, struct batch *b, uint64_t id)
 	return 0;
 }
 
+/* @tag comes back with @b (once): 1 if added, 0 if @b had it, -1. */
+static int tag_add(struct batch *b, void *tag)
+{
+	for (size_t i = 0; i < b->ntags; i++) {
+		if (b->tags[i] == tag)
+			return 0;
+	}
+	if (b->ntags == b->tags_cap) {
+		size_t cap = b->tags_cap ? 2 * b->tags_cap : 4;
+		void **tags = reallocarray(b->tags, cap, sizeof(*tags));
+
+		if (!tags)
+			return -1;
+		b->tags = tags;
+		b->tags_cap = cap;
+	}
+	b->tags[b->ntags++] = tag;
+	return 1;
+}
+
 /* A read for @ids: their pending "delivered" under the same device and
  * peer is no longer worth sending. */
 static void supersede(struct receipts *r, const struct rkey *read_key, const uint64_t *ids,
@@ -188,46 +221,68 @@ static void supersede(struct receipts *r, const struct rkey *read_key, const uin
 		batch_free(r, d);
 }
 
-enum ferry_err receipts_add(struct receipts *r, int64_t target_device, const char *peer_user,
-			    int kind, const uint64_t *ids, size_t n, uint64_t now_ms)
+/* @b, just made for an id that could not be taken, goes again. */
+static void drop_empty(struct receipts *r, struct batch *b, struct receipt_add *a, int own_tag)
 {
-	struct batch *read = NULL;
+	if (b->n)
+		return;
+	if (own_tag)
+		a->tagged--;
+	batch_free(r, b);
+}
+
+enum ferry_err receipts_add(struct receipts *r, struct receipt_add *a, uint64_t now_ms)
+{
+	struct batch *read = NULL, *tagged = NULL;
+	int own_tag = 0; /* @tagged took the tag in this call */
 	struct rkey k;
 
-	if ((kind != RECEIPT_DELIVERED && kind != RECEIPT_READ) || !peer_user ||
-	    make_key(&k, target_device, peer_user, kind))
+	a->tagged = 0;
+	if ((a->kind != RECEIPT_DELIVERED && a->kind != RECEIPT_READ) || make_key(&k, a))
 		return FERRY_EINVAL;
-	if (kind == RECEIPT_READ) {
-		supersede(r, &k, ids, n);
+	if (a->kind == RECEIPT_READ) {
+		supersede(r, &k, a->ids, a->n);
 	} else {
 		struct rkey rk = k;
 
 		rk.kind = RECEIPT_READ;
 		read = find(r, &rk);
 	}
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; i < a->n; i++) {
 		struct batch *b;
 
 		r->st.ids_in++;
 		/* Delivered after its read is still pending: the read says it. */
-		if (read && index_of(read, ids[i]) >= 0) {
+		if (read && index_of(read, a->ids[i]) >= 0) {
 			r->st.superseded++;
 			continue;
 		}
 		b = get(r, &k, now_ms);
 		if (!b)
 			return FERRY_ENOMEM;
-		if (index_of(b, ids[i]) >= 0) {
+		if (a->tag && b != tagged) {
+			int rc = tag_add(b, a->tag);
+
+			if (rc < 0) {
+				drop_empty(r, b, a, 0);
+				return FERRY_ENOMEM;
+			}
+			a->tagged += (size_t)rc;
+			own_tag = rc;
+			tagged = b;
+		}
+		if (index_of(b, a->ids[i]) >= 0) {
 			r->st.duplicates++;
 			continue;
 		}
-		if (append(r, b, ids[i])) {
-			if (!b->n)
-				batch_free(r, b);
+		if (append(r, b, a->ids[i])) {
+			drop_empty(r, b, a, b == tagged && own_tag);
 			return FERRY_ENOMEM;
 		}
-		if (b->n >= r->o.max_batch)
+		if (b->n >= r->o.max_batch) {
 			flush(r, b, &r->st.by_count);
+			tagged = NULL; /* the key's next batch is a new one */
+		}
 	}
 	while (r->st.pending > r->o.max_ids && r->age)
 		flush(r, r->age, &r->st.by_memory);

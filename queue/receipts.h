@@ -4,8 +4,8 @@
  * Receipts outnumber messages (every message is delivered to, and read on,
  * each of the recipient's devices), so ferry does not forward them one by
  * one. A batcher keys pending receipt ids by (target device: the device that
- * sent the messages, peer user: who received or read them, kind) and hands a
- * key to its flush callback when it holds max_batch ids, or when
+ * sent the messages, with its user; peer user: who received or read them;
+ * kind) and hands a key to its flush callback when it holds max_batch ids, or when
  * flush_interval has passed since its first id, whichever comes first: one
  * RECEIPT frame then carries many ids.
  *
@@ -17,6 +17,11 @@
  * The batcher holds at most max_ids ids in all; past that, the oldest key is
  * flushed early. It never drops an id: what it was given is flushed exactly
  * once (or superseded by a read).
+ *
+ * Tags: whoever waits for ids to go out (a device whose RECEIPT frame is
+ * answered once its receipts are delivered or stored) passes a tag with
+ * them; every batch that takes any of those ids (or already held one of
+ * them) hands the tag back when it is flushed, once per batch.
  *
  * Threading: none. A batcher belongs to one thread (its loop's); time comes
  * from the caller in milliseconds on any monotonic clock, so tests step it.
@@ -45,13 +50,28 @@ struct receipts_opts {
 	size_t max_ids;		    /* ids held in all; 0: 64 * max_batch */
 };
 
+/* What receipts_add() takes. */
+struct receipt_add {
+	int64_t target_device;	 /* the device that sent the messages (0: not named) */
+	const char *target_user; /* its user: where the batch goes */
+	const char *peer_user;	 /* who received or read them */
+	int kind;		 /* RECEIPT_DELIVERED or RECEIPT_READ */
+	const uint64_t *ids;	 /* the messages' client ids */
+	size_t n;
+	void *tag;     /* NULL, or handed back with every batch holding these ids */
+	size_t tagged; /* out: batches that took the tag (some may be flushed already) */
+};
+
 /* A batch handed to the flush callback; valid for the call only. */
 struct receipt_batch {
 	int64_t target_device;
+	const char *target_user;
 	const char *peer_user;
 	int kind; /* RECEIPT_DELIVERED or RECEIPT_READ */
 	const uint64_t *ids;
 	size_t n;
+	void *const *tags; /* each distinct tag given with these ids, once */
+	size_t ntags;
 };
 
 typedef void receipts_flush_fn(void *arg, const struct receipt_batch *b);
@@ -76,15 +96,14 @@ struct receipts *receipts_new(const struct receipts_opts *o, receipts_flush_fn *
 void receipts_free(struct receipts *r);
 
 /*
- * Add @n ids of @kind for @target_device from @peer_user (1 to
- * QUEUE_USER_MAX bytes, copied) at @now_ms. A key that reaches max_batch is
- * flushed before this returns (several times if @n is large).
- * FERRY_EINVAL: bad kind or peer (nothing taken); FERRY_ENOMEM: the ids
- * before the failing one were taken. Calling again with the same ids is
+ * Add @a->n ids at @now_ms (the users are 1 to QUEUE_USER_MAX bytes,
+ * copied). A key that reaches max_batch is flushed before this returns
+ * (several times if n is large). FERRY_EINVAL: bad kind or user (nothing
+ * taken); FERRY_ENOMEM: the ids before the failing one were taken (and the
+ * tag may come back with them). Calling again with the same ids is
  * harmless: ids still pending are held once.
  */
-enum ferry_err receipts_add(struct receipts *r, int64_t target_device, const char *peer_user,
-			    int kind, const uint64_t *ids, size_t n, uint64_t now_ms) FERRY_WUR;
+enum ferry_err receipts_add(struct receipts *r, struct receipt_add *a, uint64_t now_ms) FERRY_WUR;
 
 /* Flush every key whose interval has passed at @now_ms. */
 void receipts_tick(struct receipts *r, uint64_t now_ms);

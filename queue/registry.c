@@ -1,6 +1,7 @@
 /*
- * registry.c - the device registry: a thread-safe pool of blocking libpq
- * connections for the control plane (the admin API).
+ * registry.c - the device registry (devices, and per-user settings): a
+ * thread-safe pool of blocking libpq connections for the control plane (the
+ * admin API, and the gateway's handshake).
  *
  * Design: a fixed array of slots, each holding at most one connection, handed
  * out under a mutex; a caller that finds every slot busy waits on a condition
@@ -394,7 +395,7 @@ enum ferry_err queue_device_clear_push(struct queue_registry *reg, int64_t id)
 }
 
 enum ferry_err queue_device_auth(struct queue_registry *reg, int64_t id, const void *secret,
-				 size_t len, char user[QUEUE_USER_MAX + 1])
+				 size_t len, char user[QUEUE_USER_MAX + 1], int *read_receipts)
 {
 	static const uint8_t nobody[QUEUE_SECRET_HASH_LEN];
 	uint8_t want[QUEUE_SECRET_HASH_LEN], got[QUEUE_SECRET_HASH_LEN];
@@ -403,11 +404,19 @@ enum ferry_err queue_device_auth(struct queue_registry *reg, int64_t id, const v
 	const uint8_t *stored = nobody;
 	PGresult *res;
 	enum ferry_err rc;
-	int found = 0;
+	int found = 0, receipts = QUEUE_READ_RECEIPTS_DEFAULT;
 
+	if (read_receipts)
+		*read_receipts = QUEUE_READ_RECEIPTS_DEFAULT;
 	snprintf(idbuf, sizeof(idbuf), "%lld", (long long)id);
-	rc = run(reg, "SELECT user_id, encode(secret_hash, 'hex') FROM devices WHERE id = $1", 1,
-		 params, 1, &res);
+	/* One statement for the credentials and the user's settings, so the
+	 * handshake costs no extra round trip. A user without a user_settings
+	 * row has the defaults: true is QUEUE_READ_RECEIPTS_DEFAULT. */
+	rc = run(reg,
+		 "SELECT d.user_id, encode(d.secret_hash, 'hex'), coalesce(s.read_receipts, true) "
+		 "FROM devices d LEFT JOIN user_settings s ON s.user_id = d.user_id "
+		 "WHERE d.id = $1",
+		 1, params, 1, &res);
 	if (rc)
 		return rc;
 	if (PQntuples(res) == 1 && PQgetlength(res, 0, 1) == 2 * QUEUE_SECRET_HASH_LEN) {
@@ -420,6 +429,7 @@ enum ferry_err queue_device_auth(struct queue_registry *reg, int64_t id, const v
 			want[i] = (uint8_t)v;
 		}
 		snprintf(user, QUEUE_USER_MAX + 1, "%s", PQgetvalue(res, 0, 0));
+		receipts = strcmp(PQgetvalue(res, 0, 2), "t") == 0;
 		stored = want;
 		found = 1;
 	}
@@ -428,6 +438,9 @@ enum ferry_err queue_device_auth(struct queue_registry *reg, int64_t id, const v
 	queue_secret_hash(secret, len, got);
 	if (CRYPTO_memcmp(stored, got, QUEUE_SECRET_HASH_LEN) != 0 || !found)
 		return FERRY_EAUTH;
+	/* Only a device that proved who it is learns its user's settings. */
+	if (read_receipts)
+		*read_receipts = receipts;
 	return FERRY_OK;
 }
 
@@ -532,6 +545,45 @@ enum ferry_err queue_devices_seen(struct queue_registry *reg, const int64_t *ids
 		 "UPDATE devices d SET last_seen = now() FROM l WHERE d.id = l.id",
 		 1, params, 0, &res);
 	buf_release(&arr);
+	if (!rc)
+		PQclear(res);
+	return rc;
+}
+
+/* ---- per-user settings ---- */
+
+enum ferry_err queue_user_settings_get(struct queue_registry *reg, const char *user,
+				       struct queue_user_settings *out)
+{
+	const char *params[1] = { user };
+	PGresult *res;
+	enum ferry_err rc;
+
+	out->read_receipts = QUEUE_READ_RECEIPTS_DEFAULT;
+	rc = run(reg, "SELECT read_receipts FROM user_settings WHERE user_id = $1", 1, params, 1,
+		 &res);
+	if (rc)
+		return rc;
+	if (PQntuples(res) == 1)
+		out->read_receipts = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	PQclear(res);
+	return FERRY_OK;
+}
+
+/* A whole replace: every setting is written, as PUT /v1/users/{user}/settings
+ * gives them all. Retried by the client, not here (a write). */
+enum ferry_err queue_user_settings_put(struct queue_registry *reg, const char *user,
+				       const struct queue_user_settings *s)
+{
+	const char *params[2] = { user, s->read_receipts ? "true" : "false" };
+	PGresult *res;
+	enum ferry_err rc;
+
+	rc = run(reg,
+		 "INSERT INTO user_settings (user_id, read_receipts) VALUES ($1, $2::boolean) "
+		 "ON CONFLICT (user_id) DO UPDATE SET read_receipts = excluded.read_receipts, "
+		 "updated = now()",
+		 2, params, 0, &res);
 	if (!rc)
 		PQclear(res);
 	return rc;

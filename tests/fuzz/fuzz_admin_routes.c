@@ -2,8 +2,9 @@
  * fuzz_admin_routes.c - libFuzzer harness for the admin API's request
  * validation: path parameters and JSON bodies as the route handlers see them.
  *
- * Input: one byte choosing the handler (its top bit set: no push service),
- * then "param0 \0 param1 \0 body". The queue registry is replaced at link
+ * Input: one byte choosing the handler (its low 7 bits, modulo the number of
+ * handlers, index the table below; its top bit set: no push service), then
+ * "param0 \0 param1 \0 body". The queue registry is replaced at link
  * time by the stubs below (the real queue/registry.o is not linked), so
  * every input reaches the code that builds the reply, including the device
  * JSON.
@@ -154,7 +155,7 @@ enum ferry_err queue_device_drop_push(struct queue_registry *reg, int64_t id, co
 
 /* Linked in through the gateway, never reached from the admin routes. */
 enum ferry_err queue_device_auth(struct queue_registry *reg, int64_t id, const void *secret,
-				 size_t len, char user[QUEUE_USER_MAX + 1])
+				 size_t len, char user[QUEUE_USER_MAX + 1], int *read_receipts)
 {
 	return FERRY_EAUTH;
 }
@@ -171,13 +172,37 @@ enum ferry_err queue_devices_seen(struct queue_registry *reg, const int64_t *ids
 	return FERRY_OK;
 }
 
+/* Users starting with 'x' find the database down; the others have read
+ * receipts on when their id is of even length. */
+enum ferry_err queue_user_settings_get(struct queue_registry *reg, const char *user,
+				       struct queue_user_settings *out)
+{
+	out->read_receipts = QUEUE_READ_RECEIPTS_DEFAULT;
+	if (user[0] == 'x')
+		return FERRY_EUNAVAIL;
+	out->read_receipts = strlen(user) % 2 == 0;
+	return FERRY_OK;
+}
+
+/* Users starting with 'x' find the database down, with 'y' refusing. */
+enum ferry_err queue_user_settings_put(struct queue_registry *reg, const char *user,
+				       const struct queue_user_settings *s)
+{
+	if (s->read_receipts != 0 && s->read_receipts != 1)
+		abort(); /* the routes pass a boolean */
+	if (user[0] == 'x')
+		return FERRY_EUNAVAIL;
+	return user[0] == 'y' ? FERRY_EDB : FERRY_OK;
+}
+
 /* ---- harness ---- */
 
 static admin_handler *const handlers[] = {
-	admin_route_healthz,	  admin_route_readyz,	  admin_route_devices_create,
-	admin_route_devices_list, admin_route_device_get, admin_route_device_delete,
-	admin_route_push_set,	  admin_route_push_clear, admin_route_message_send,
-	admin_route_push_send,	  admin_route_stats,
+	admin_route_healthz,	       admin_route_readyz,     admin_route_devices_create,
+	admin_route_devices_list,      admin_route_device_get, admin_route_device_delete,
+	admin_route_push_set,	       admin_route_push_clear, admin_route_message_send,
+	admin_route_push_send,	       admin_route_stats,      admin_route_user_settings_get,
+	admin_route_user_settings_put,
 };
 
 /* A push service without credentials, for the whole run. */
@@ -233,7 +258,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	req.params[1] = param1;
 	req.body = body;
 	req.body_len = strlen(body);
-	handlers[data[0] % (sizeof(handlers) / sizeof(handlers[0]))](&req, &rep);
+	handlers[(data[0] & 0x7f) % (sizeof(handlers) / sizeof(handlers[0]))](&req, &rep);
 	if (rep.status < 200 || rep.status > 599)
 		abort();
 	json_decref(rep.json);

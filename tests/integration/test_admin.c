@@ -8,7 +8,10 @@
  * Bodies are checked by parsing them with jansson, not by matching text;
  * only error messages are matched by substring.
  *
- * (test_stop_finishes_requests starts and stops a daemon of its own.)
+ * (test_stop_finishes_requests and test_user_settings_survive_restart start
+ * and stop daemons of their own.) The user settings tests also call the
+ * registry in-process (queue_device_auth(), what the gateway's handshake
+ * reads) and look at the user_settings table through libpq.
  *
  * Teardown stops the daemon with SIGTERM and requires exit status 0, which
  * under ASan includes "no leaks", so admin_stop() freeing everything is
@@ -33,6 +36,7 @@
 #include <jansson.h>
 #include <libpq-fe.h>
 
+#include "queue/queue.h"
 #include "tests/integration/harness.h"
 #include "common/banned.h"
 
@@ -750,6 +754,285 @@ static void test_device_delete(void **state)
 	free(id);
 }
 
+/* ---- user settings ---- */
+
+/* @method /v1/users/@user/settings with @body, to daemon @d: 200 and
+ * exactly {"read_receipts": @want}. */
+static void settings_at(const struct th_ferryd *d, const char *method, const char *user,
+			const char *body, int want)
+{
+	struct th_response r;
+	char url[256];
+	json_t *j, *v;
+
+	snprintf(url, sizeof(url), "%s/v1/users/%s/settings", d->admin_url, user);
+	th_http(&r, method, url, TOKEN, body);
+	if (r.status != 200)
+		fail_msg("%s %s: %ld %s", method, url, r.status, r.body);
+	j = body_json(&r);
+	assert_int_equal(json_object_size(j), 1);
+	v = json_object_get(j, "read_receipts");
+	if (!json_is_boolean(v))
+		fail_msg("%s %s: read_receipts is not a boolean: %s", method, url, r.body);
+	if (json_is_true(v) != want)
+		fail_msg("%s %s: expected read_receipts %s: %s", method, url,
+			 want ? "true" : "false", r.body);
+	json_decref(j);
+	th_response_release(&r);
+}
+
+/* The same with the group's daemon. */
+static void expect_settings(struct ctx *c, const char *method, const char *user, const char *body,
+			    int want)
+{
+	settings_at(&c->d, method, user, body, want);
+}
+
+/* @user's user_settings row as SQL sees it: -1 without a row, else
+ * read_receipts (0 or 1). */
+static int stored_read_receipts(const struct ctx *c, const char *user)
+{
+	PGconn *conn = th_pg_connect(c->conninfo);
+	const char *params[1] = { user };
+	PGresult *res = PQexecParams(conn,
+				     "SELECT read_receipts, updated IS NOT NULL FROM user_settings "
+				     "WHERE user_id = $1",
+				     1, NULL, params, NULL, NULL, 0);
+	int v = -1;
+
+	if (PQresultStatus(res) != PGRES_TUPLES_OK)
+		fail_msg("user_settings: %s", PQerrorMessage(conn));
+	if (PQntuples(res) == 1) {
+		assert_string_equal(PQgetvalue(res, 0, 1), "t");
+		v = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	}
+	PQclear(res);
+	PQfinish(conn);
+	return v;
+}
+
+/* What the gateway's handshake learns: queue_device_auth() with @secret
+ * must succeed for device @id of @user; returns its read_receipts. */
+static int auth_read_receipts(struct queue_registry *reg, const char *id, const char *secret,
+			      const char *user)
+{
+	char who[QUEUE_USER_MAX + 1] = "";
+	int rr = -1;
+
+	assert_int_equal(
+		queue_device_auth(reg, strtoll(id, NULL, 10), secret, strlen(secret), who, &rr),
+		FERRY_OK);
+	assert_string_equal(who, user);
+	assert_true(rr == 0 || rr == 1);
+	return rr;
+}
+
+static void test_user_settings(void **state)
+{
+	struct ctx *c = *state;
+	struct queue_registry *reg = queue_registry_new(c->conninfo, 5, 1);
+	struct queue_user_settings s;
+	char secret[64], other_secret[64], who[QUEUE_USER_MAX + 1];
+	char *id = create_device(c, "settler", "ios", secret, sizeof(secret));
+	char *other = create_device(c, "settler2", "web", other_secret, sizeof(other_secret));
+	int rr;
+
+	assert_non_null(reg);
+	/* Nothing written yet: the defaults, and no row. */
+	expect_settings(c, "GET", "settler", NULL, 1);
+	assert_int_equal(stored_read_receipts(c, "settler"), -1);
+	assert_int_equal(auth_read_receipts(reg, id, secret, "settler"), 1);
+
+	expect_settings(c, "PUT", "settler", "{\"read_receipts\":false}", 0);
+	expect_settings(c, "GET", "settler", NULL, 0);
+	assert_int_equal(stored_read_receipts(c, "settler"), 0);
+	assert_int_equal(auth_read_receipts(reg, id, secret, "settler"), 0);
+	assert_int_equal(queue_user_settings_get(reg, "settler", &s), FERRY_OK);
+	assert_int_equal(s.read_receipts, 0);
+	wait_for_log(&c->d, "event=admin_user_settings_set user=settler read_receipts=false");
+
+	/* A wrong secret or an unknown device learns nothing: the default. */
+	rr = -1;
+	assert_int_equal(queue_device_auth(reg, strtoll(id, NULL, 10), "wrong", 5, who, &rr),
+			 FERRY_EAUTH);
+	assert_int_equal(rr, QUEUE_READ_RECEIPTS_DEFAULT);
+	rr = -1;
+	assert_int_equal(queue_device_auth(reg, 987654321, secret, strlen(secret), who, &rr),
+			 FERRY_EAUTH);
+	assert_int_equal(rr, QUEUE_READ_RECEIPTS_DEFAULT);
+	/* NULL: the caller does not want the setting. */
+	assert_int_equal(
+		queue_device_auth(reg, strtoll(id, NULL, 10), secret, strlen(secret), who, NULL),
+		FERRY_OK);
+
+	/* Another user is not affected. */
+	expect_settings(c, "GET", "settler2", NULL, 1);
+	assert_int_equal(auth_read_receipts(reg, other, other_secret, "settler2"), 1);
+
+	/* The same PUT again is harmless; then back on, and the row stays. */
+	expect_settings(c, "PUT", "settler", "{\"read_receipts\":false}", 0);
+	expect_settings(c, "PUT", "settler", "{ \"read_receipts\" : true }", 1);
+	expect_settings(c, "GET", "settler", NULL, 1);
+	assert_int_equal(stored_read_receipts(c, "settler"), 1);
+	assert_int_equal(auth_read_receipts(reg, id, secret, "settler"), 1);
+	assert_int_equal(queue_user_settings_get(reg, "settler", &s), FERRY_OK);
+	assert_int_equal(s.read_receipts, 1);
+
+	/* The registry alone: an upsert, and the defaults without a row. */
+	s.read_receipts = 0;
+	assert_int_equal(queue_user_settings_put(reg, "settler2", &s), FERRY_OK);
+	assert_int_equal(auth_read_receipts(reg, other, other_secret, "settler2"), 0);
+	expect_settings(c, "GET", "settler2", NULL, 0);
+	assert_int_equal(queue_user_settings_get(reg, "settler-none", &s), FERRY_OK);
+	assert_int_equal(s.read_receipts, QUEUE_READ_RECEIPTS_DEFAULT);
+
+	/* A GET ignores a body, as every route that takes none. */
+	expect_settings(c, "GET", "settler", "{\"read_receipts\":false}", 1);
+	queue_registry_free(reg);
+	free(id);
+	free(other);
+}
+
+/*
+ * A user without devices is not a 404 here, as for GET /v1/users/{user}/devices:
+ * the defaults; settings written before the first device apply to it, and
+ * stay after the last one is deleted.
+ */
+static void test_user_settings_without_devices(void **state)
+{
+	struct ctx *c = *state;
+	struct queue_registry *reg = queue_registry_new(c->conninfo, 5, 1);
+	char secret[64], path[64];
+	struct th_response r;
+	char *id;
+
+	assert_non_null(reg);
+	expect_settings(c, "GET", "nodevices", NULL, 1);
+	assert_int_equal(stored_read_receipts(c, "nodevices"), -1);
+	expect_settings(c, "PUT", "nodevices", "{\"read_receipts\":false}", 0);
+	expect_settings(c, "GET", "nodevices", NULL, 0);
+
+	id = create_device(c, "nodevices", "android", secret, sizeof(secret));
+	assert_int_equal(auth_read_receipts(reg, id, secret, "nodevices"), 0);
+	snprintf(path, sizeof(path), "/v1/devices/%s", id);
+	request(c, &r, "DELETE", path, NULL);
+	assert_int_equal(r.status, 204);
+	th_response_release(&r);
+	expect_settings(c, "GET", "nodevices", NULL, 0);
+	assert_int_equal(stored_read_receipts(c, "nodevices"), 0);
+
+	/* User ids as the path spells them: percent-decoded. */
+	expect_settings(c, "PUT", "a%2Bb", "{\"read_receipts\":false}", 0);
+	expect_settings(c, "GET", "a+b", NULL, 0);
+	assert_int_equal(stored_read_receipts(c, "a+b"), 0);
+	queue_registry_free(reg);
+	free(id);
+}
+
+static void test_user_settings_invalid(void **state)
+{
+	struct ctx *c = *state;
+	const char *p = "/v1/users/picky/settings";
+	struct th_response r;
+	char path[256], url[256], *allow, *big;
+
+	/* The user id, in both methods. */
+	expect_error(c, "GET", "/v1/users/a%20b/settings", NULL, 400, "bad_request",
+		     "user 'a b' is invalid");
+	expect_error(c, "PUT", "/v1/users/a%20b/settings", "{\"read_receipts\":false}", 400,
+		     "bad_request", "user 'a b' is invalid");
+	snprintf(path, sizeof(path), "/v1/users/%065d/settings", 0);
+	expect_error(c, "GET", path, NULL, 400, "bad_request", "is invalid");
+	expect_error(c, "PUT", path, "{\"read_receipts\":false}", 400, "bad_request", "is invalid");
+	expect_error(c, "PUT", "/v1/users//settings", "{\"read_receipts\":false}", 400,
+		     "bad_request", "user '' is invalid");
+	expect_error(c, "GET", "/v1/users/a%2Fb/settings", NULL, 400, "bad_request",
+		     "user 'a/b' is invalid");
+	expect_error(c, "PUT", "/v1/users/a%00b/settings", "{\"read_receipts\":false}", 400,
+		     "bad_request", "percent-escape");
+	/* A bad user id is reported before a bad body. */
+	expect_error(c, "PUT", "/v1/users/a%20b/settings", "nope", 400, "bad_request",
+		     "user 'a b' is invalid");
+
+	/* The body. */
+	expect_error(c, "PUT", p, "", 400, "bad_request", "request body is empty");
+	expect_error(c, "PUT", p, "{\"read_receipts\":false", 400, "bad_request", "invalid JSON");
+	expect_error(c, "PUT", p, "{read_receipts: false}", 400, "bad_request", "invalid JSON");
+	expect_error(c, "PUT", p, "{\"read_receipts\":false,\"read_receipts\":true}", 400,
+		     "bad_request", "duplicate");
+	expect_error(c, "PUT", p, "[false]", 400, "bad_request",
+		     "request body must be a JSON object, not an array");
+	expect_error(c, "PUT", p, "false", 400, "bad_request",
+		     "request body must be a JSON object, not a boolean");
+	expect_error(c, "PUT", p, "{}", 400, "bad_request", "field 'read_receipts' is required");
+	expect_error(c, "PUT", p, "{\"read_receipts\":false,\"typing\":true}", 400, "bad_request",
+		     "unknown field 'typing'");
+	expect_error(c, "PUT", p, "{\"readReceipts\":false}", 400, "bad_request",
+		     "unknown field 'readReceipts'");
+	expect_error(c, "PUT", p, "{\"read_receipts\":\"false\"}", 400, "bad_request",
+		     "field 'read_receipts' must be a boolean, not a string");
+	expect_error(c, "PUT", p, "{\"read_receipts\":0}", 400, "bad_request",
+		     "field 'read_receipts' must be a boolean, not a number");
+	expect_error(c, "PUT", p, "{\"read_receipts\":null}", 400, "bad_request",
+		     "field 'read_receipts' must be a boolean, not null");
+	expect_error(c, "PUT", p, "{\"read_receipts\":[true]}", 400, "bad_request",
+		     "field 'read_receipts' must be a boolean, not an array");
+	expect_error(c, "PUT", p, "{\"read_receipts\":{}}", 400, "bad_request",
+		     "field 'read_receipts' must be a boolean, not an object");
+
+	/* Over [admin] max_body: 413. */
+	big = malloc(2 * MAX_BODY + 64);
+	assert_non_null(big);
+	snprintf(big, 2 * MAX_BODY + 64, "{\"read_receipts\":false,\"x\":\"%0*d\"}", 2 * MAX_BODY,
+		 0);
+	expect_error(c, "PUT", p, big, 413, "payload_too_large", "max_body");
+	free(big);
+
+	/* Without the right token: 401, whatever the body. */
+	url_of(c, p, url, sizeof(url));
+	th_http(&r, "GET", url, NULL, NULL);
+	expect_unauthorized(&r);
+	th_http(&r, "PUT", url, NULL, "{\"read_receipts\":false}");
+	expect_unauthorized(&r);
+	th_http(&r, "PUT", url, "wrong-token", "{\"read_receipts\":false}");
+	expect_unauthorized(&r);
+
+	/* Other methods: 405 with the ones there are. */
+	request(c, &r, "DELETE", p, NULL);
+	assert_error(&r, 405, "method_not_allowed", "DELETE");
+	allow = th_response_header(&r, "Allow");
+	assert_non_null(allow);
+	assert_string_equal(allow, "GET, HEAD, PUT");
+	free(allow);
+	th_response_release(&r);
+	expect_error(c, "POST", p, "{\"read_receipts\":false}", 405, "method_not_allowed", "POST");
+	expect_error(c, "GET", "/v1/users/picky/settings/x", NULL, 404, "not_found", NULL);
+
+	/* None of it changed anything. */
+	expect_settings(c, "GET", "picky", NULL, 1);
+	assert_int_equal(stored_read_receipts(c, "picky"), -1);
+}
+
+/* A setting answered 200 is committed: it survives ferryd being killed. A
+ * daemon of its own, on the group's database. */
+static void test_user_settings_survive_restart(void **state)
+{
+	struct ctx *c = *state;
+	struct th_ferryd d;
+	int port = th_free_port();
+	char *text = admin_config(c->conninfo, port);
+
+	th_ferryd_start(&d, text, port);
+	free(text);
+	settings_at(&d, "PUT", "restarter", "{\"read_receipts\":false}", 0);
+	assert_int_equal(th_ferryd_kill(&d), 128 + SIGKILL);
+	th_ferryd_restart(&d);
+	settings_at(&d, "GET", "restarter", NULL, 0);
+	assert_int_equal(th_ferryd_stop(&d, SIGTERM), 0);
+	/* And the group's daemon, on the same database, sees it too. */
+	expect_settings(c, "GET", "restarter", NULL, 0);
+}
+
 /*
  * SIGTERM lets a request in flight finish (docs/operations.md): the end of
  * its body is sent only after the daemon began stopping, and the request is
@@ -829,6 +1112,10 @@ int main(void)
 		cmocka_unit_test(test_push_token),
 		cmocka_unit_test(test_push_token_invalid),
 		cmocka_unit_test(test_device_delete),
+		cmocka_unit_test(test_user_settings),
+		cmocka_unit_test(test_user_settings_without_devices),
+		cmocka_unit_test(test_user_settings_invalid),
+		cmocka_unit_test(test_user_settings_survive_restart),
 		cmocka_unit_test(test_stop_finishes_requests),
 		cmocka_unit_test(test_log_has_no_secrets),
 	};

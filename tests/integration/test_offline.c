@@ -86,7 +86,9 @@ static char *config_for(const struct params *p)
 	snprintf(extra, sizeof(extra),
 		 "[gateway]\nlisten = 127.0.0.1:%d\nworkers = 2\nack_timeout = %d\n"
 		 "drain_window = %u\nhandshake_timeout = 5000\n\n"
-		 "[store]\nconnect_timeout = 2\ndefault_ttl = %d\nexpire_interval = 200\n%s",
+		 "[store]\nconnect_timeout = 2\ndefault_ttl = %d\nexpire_interval = 200\n%s\n"
+		 /* Its raw devices do not take receipts (tests/integration/test_receipts.c). */
+		 "[receipts]\ndelivered = off\n",
 		 fx.port, ACK_TIMEOUT_MS, fx.window, DEFAULT_TTL, store_extra);
 	return th_ferryd_config_ex(fx.conninfo, fx.admin_port, TOKEN, extra);
 }

@@ -315,6 +315,52 @@ static void test_live_and_suspended(void **state)
 	rawdev_free(dev);
 }
 
+/* Receipts never wake: one not acknowledged by a connected device (stored
+ * after the ack timeout), one stored for a device that is away. */
+static void test_receipts_never_wake(void **state)
+{
+	const char *tok = "aaaa00f1";
+	char secret[64], rsecret[64];
+	int64_t id = device_new("rcptsender", "apns", tok, NULL, secret);
+	int64_t rid = device_new("rcptreader", NULL, NULL, NULL, rsecret);
+	struct rawdev *dev = rawdev_new(), *rdr = rawdev_new();
+	struct proto_frame f = { .type = PROTO_RECEIPT };
+	const struct proto_frame *d;
+	uint64_t cid = 1;
+
+	(void)state;
+	rawdev_login(dev, fx.port, id, secret);
+	rawdev_login(rdr, fx.port, rid, rsecret);
+	rawdev_send_text(dev, cid, "rcptreader", "one");
+	d = rawdev_expect(rdr, PROTO_DELIVER, 5000);
+	rawdev_ack(rdr, d->u.deliver.server_id);
+	assert_int_equal(rawdev_expect(dev, PROTO_ACK, 5000)->u.ack.client_id, cid);
+	/* The delivered receipt comes and is not acknowledged: stored after
+	 * the ack timeout, like a suspended app's envelope, but no wake. */
+	assert_int_equal(rawdev_expect(dev, PROTO_DELIVER_RECEIPT, 5000)->u.receipt.kind,
+			 PROTO_RECEIPT_DELIVERED);
+	sleep_ms(ACK_TIMEOUT_MS * 3);
+	rawdev_close(dev);
+	/* A read receipt for the device that is away: stored, no wake. */
+	f.u.receipt.id = 10;
+	f.u.receipt.kind = PROTO_RECEIPT_READ;
+	f.u.receipt.peer_user.p = (const uint8_t *)"rcptsender";
+	f.u.receipt.peer_user.len = strlen("rcptsender");
+	f.u.receipt.device = (uint64_t)id;
+	f.u.receipt.count = 1;
+	f.u.receipt.ids[0] = cid;
+	rawdev_send(rdr, &f);
+	d = rawdev_expect(rdr, PROTO_ACK, 5000);
+	assert_int_equal(d->u.ack.client_id, 10);
+	assert_int_equal(d->u.ack.status, PROTO_ACK_STORED);
+	sleep_ms(1500);
+	assert_int_equal(requests_for(&fx.apns, tok), 0);
+	/* Both wait for the device. */
+	assert_int_equal(rawdev_login_pending(dev, fx.port, id, secret), 2);
+	rawdev_free(dev);
+	rawdev_free(rdr);
+}
+
 /* APNs 410 with a timestamp after the registration: the token goes. */
 static void test_unregistered_removes(void **state)
 {
@@ -647,6 +693,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_burst_is_one_push),
 		cmocka_unit_test(test_live_and_suspended),
+		cmocka_unit_test(test_receipts_never_wake),
 		cmocka_unit_test(test_unregistered_removes),
 		cmocka_unit_test(test_fresh_registration_wins),
 		cmocka_unit_test(test_token_errors),

@@ -647,7 +647,8 @@ static void test_stats(void **state)
 
 	(void)state;
 	a = request_json("GET", "/v1/stats", NULL, 200);
-	assert_int_equal(json_object_size(a), 1);
+	assert_int_equal(json_object_size(a), 2);
+	assert_true(json_is_object(json_object_get(a, "receipts")));
 	ans = push("{\"tokens\":[{\"provider\":\"apns\",\"token\":\"aaaa0401\"},"
 		   "{\"provider\":\"apns\",\"token\":\"0ff4100402\"},"
 		   "{\"provider\":\"apns\",\"token\":\"0ff4000403\"},"
@@ -718,8 +719,9 @@ static void test_no_push_service(void **state)
 	assert_null(retry);
 	th_response_release(&r);
 	j = request_at(&d, "GET", "/v1/stats", NULL, 200);
-	assert_int_equal(json_object_size(j), 1);
+	assert_int_equal(json_object_size(j), 2);
 	assert_true(json_is_null(json_object_get(j, "push")));
+	assert_non_null(json_object_get(j, "receipts"));
 	json_decref(j);
 	/* GET only; POST /v1/stats and GET /v1/push are 405. */
 	json_decref(request_at(&d, "POST", "/v1/stats", "{}", 405));

@@ -45,7 +45,7 @@ struct treq {
 	struct mailbox_msg msg;
 	struct queue_put puts[MAX_RCPT];
 	unsigned order; /* 0: not answered yet; else the reply's rank */
-	uint8_t payload[128];
+	uint8_t payload[600];
 };
 
 static void on_reply(struct mailbox *mb, struct mailbox_msg *msg, void *arg)
@@ -623,6 +623,112 @@ static void test_full(void **state)
 	assert_int_equal(t.puts[0].seq, 4);
 	assert_int_equal(
 		sql_int(f->conn, "SELECT pending FROM devices WHERE id = %lld", (long long)a), 3);
+	queue_store_stop(st);
+}
+
+/* A receipt PUT for @rcpt: peer @peer read (kind 2) or received (1) the
+ * messages of sending device @dev whose client ids are @ids (one byte each). */
+static void receipt_init(struct treq *t, struct client *cl, uint64_t server_id, const char *peer,
+			 int64_t dev, int kind, int64_t rcpt, const char *ids, size_t len)
+{
+	put_init(t, cl, server_id, dev, (uint64_t)kind, &rcpt, 1, "");
+	t->req.sender_user = peer;
+	t->req.kind = QUEUE_KIND_RECEIPT;
+	memcpy(t->payload, ids, len);
+	t->req.len = len;
+}
+
+/* Receipts coalesce in storage: one row per (device, peer, sending device,
+ * kind) while it fits, moved to the end with the newest server id. */
+static void test_receipts_merge(void **state)
+{
+	struct fixture *f = *state;
+	struct queue_store_opts o = opts_for(f->conninfo);
+	struct queue_store *st;
+	int64_t a = device_new(f->conn);
+	static struct treq p[4];
+	struct treq t;
+	static char big[510];
+	uint64_t id;
+	unsigned base;
+
+	st = start(&o);
+	assert_int_equal(put(st, &f->cl, &t, 1, 7, 1, (int64_t[]){ a }, 1, "m1"), FERRY_OK);
+	receipt_init(&t, &f->cl, 100, "carol", 7, 2, a, "\x01\x02", 2);
+	assert_int_equal(run_req(st, &f->cl, &t), FERRY_OK);
+	assert_int_equal(t.puts[0].result, QUEUE_PUT_STORED);
+	assert_int_equal(t.puts[0].seq, 2);
+	/* One batch: a message, a receipt merged into the row above, a receipt
+	 * of the other kind (a row of its own), another peer's (also). */
+	base = f->cl.replies;
+	put_init(&p[0], &f->cl, 2, 7, 2, (int64_t[]){ a }, 1, "m2");
+	receipt_init(&p[1], &f->cl, 101, "carol", 7, 2, a, "\x03", 1);
+	receipt_init(&p[2], &f->cl, 102, "carol", 7, 1, a, "\x05", 1);
+	receipt_init(&p[3], &f->cl, 103, "dave", 7, 2, a, "\x01", 1);
+	for (int i = 0; i < 4; i++)
+		queue_store_submit(st, &p[i].req);
+	assert_true(client_wait(&f->cl, base + 4, WAIT_MS));
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(p[i].req.rc, FERRY_OK);
+		assert_int_equal(p[i].puts[0].result, QUEUE_PUT_STORED);
+		assert_int_equal(p[i].puts[0].server_id, 2 + (i ? 99u + (unsigned)i - 1 : 0));
+	}
+	/* The message keeps its place; the merged receipt moves to the end. */
+	assert_int_equal(p[0].puts[0].seq, 3);
+	assert_int_equal(p[1].puts[0].seq, 4);
+	assert_int_equal(p[2].puts[0].seq, 5);
+	assert_int_equal(p[3].puts[0].seq, 6);
+	assert_int_equal(count(st, &f->cl, a), 5);
+
+	assert_int_equal(fetch(st, &f->cl, &t, a, 0, 10), FERRY_OK);
+	assert_int_equal(t.req.nrows, 5);
+	assert_int_equal(t.req.rows[0].kind, QUEUE_KIND_MESSAGE);
+	assert_int_equal(t.req.rows[1].kind, QUEUE_KIND_MESSAGE);
+	assert_int_equal(t.req.rows[2].kind, QUEUE_KIND_RECEIPT);
+	assert_int_equal(t.req.rows[2].seq, 4);
+	assert_int_equal(t.req.rows[2].server_id, 101);
+	assert_string_equal(t.req.rows[2].sender_user, "carol");
+	assert_int_equal(t.req.rows[2].sender_device, 7);
+	assert_int_equal(t.req.rows[2].client_id, 2);
+	assert_int_equal(t.req.rows[2].len, 3);
+	assert_memory_equal(t.req.rows[2].payload, "\x01\x02\x03", 3);
+	assert_int_equal(t.req.rows[3].client_id, 1);
+	assert_string_equal(t.req.rows[4].sender_user, "dave");
+	queue_rows_free(t.req.rows, t.req.nrows);
+
+	/* The late ack of the row's first server id deletes nothing. */
+	id = 100;
+	assert_int_equal(del(st, &f->cl, a, &id, 1), 0);
+	id = 101;
+	assert_int_equal(del(st, &f->cl, a, &id, 1), 1);
+	assert_int_equal(count(st, &f->cl, a), 4);
+
+	/* Past 512 bytes of ids a new row starts. */
+	memset(big, 0x7f, sizeof(big));
+	receipt_init(&t, &f->cl, 200, "erin", 7, 2, a, big, sizeof(big));
+	assert_int_equal(run_req(st, &f->cl, &t), FERRY_OK);
+	receipt_init(&t, &f->cl, 201, "erin", 7, 2, a, "\x01\x02\x03", 3);
+	assert_int_equal(run_req(st, &f->cl, &t), FERRY_OK);
+	assert_int_equal(t.puts[0].result, QUEUE_PUT_STORED);
+	receipt_init(&t, &f->cl, 202, "erin", 7, 2, a, "\x04\x05", 2);
+	assert_int_equal(run_req(st, &f->cl, &t), FERRY_OK);
+	assert_int_equal(
+		sql_int(f->conn,
+			"SELECT count(*) * 1000 + max(octet_length(payload)) FROM envelopes "
+			"WHERE recipient_device = %lld AND sender_user = 'erin'",
+			(long long)a),
+		2510);
+	assert_int_equal(sql_int(f->conn,
+				 "SELECT octet_length(payload) FROM envelopes "
+				 "WHERE recipient_device = %lld AND server_id = 202",
+				 (long long)a),
+			 5);
+	/* A receipt for an unknown device is GONE. */
+	receipt_init(&t, &f->cl, 300, "erin", 7, 2, 987654321, "\x01", 1);
+	assert_int_equal(run_req(st, &f->cl, &t), FERRY_OK);
+	assert_int_equal(t.puts[0].result, QUEUE_PUT_GONE);
+	assert_int_equal(
+		sql_int(f->conn, "SELECT pending FROM devices WHERE id = %lld", (long long)a), 6);
 	queue_store_stop(st);
 }
 
@@ -1323,6 +1429,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_part_fails, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_duplicate_restart, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_full, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_receipts_merge, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_gone, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_delete_while_storing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ttl, setup, teardown),

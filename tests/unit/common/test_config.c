@@ -223,6 +223,9 @@ static void test_every_key(void **state)
 					   "max_body = 1M\n"
 					   "threads = 64\n"
 					   "[receipts]\n"
+					   "max_batch = 100\n"
+					   "delivered = off\n"
+					   "flush_interval = 20\n"
 					   "[log]\n"
 					   "level = debug\n");
 
@@ -254,6 +257,9 @@ static void test_every_key(void **state)
 	assert_string_equal(cfg->admin.token_file, "/etc/ferry/token");
 	assert_int_equal(cfg->admin.max_body, 1024 * 1024);
 	assert_int_equal(cfg->admin.threads, 64);
+	assert_int_equal(cfg->receipts.max_batch, 100);
+	assert_string_equal(cfg->receipts.delivered, "off");
+	assert_int_equal(cfg->receipts.flush_interval, 20);
 	assert_int_equal(cfg->log.level, LOG_LEVEL_DEBUG);
 	assert_string_equal(cfg->push.mode, "alert");
 	assert_string_equal(cfg->push.alert_text, " Wake up ");
@@ -1295,7 +1301,8 @@ static void test_reference(void **state)
 	assert_contains(text, "| `key_id` | Apple ID | *empty* | ");
 	assert_contains(text, "`FERRY_PUSH_APNS_KEY_FILE`");
 	assert_contains(text, "`FERRY_PUSH_FCM_SERVICE_ACCOUNT`");
-	assert_contains(text, "## [receipts]\n\nNo keys yet.\n");
+	assert_contains(text, "| `flush_interval` | integer (ms) | `50` | 1 to 10000 | restart | "
+			      "`FERRY_RECEIPTS_FLUSH_INTERVAL` |");
 	assert_contains(text, "| `max_body` | size | `64k` | 1k to 16m | restart | "
 			      "`FERRY_ADMIN_MAX_BODY` |");
 	assert_contains(text, "| `token` | secret | *empty* |  | yes | `FERRY_ADMIN_TOKEN` |");

@@ -380,6 +380,96 @@ static void test_offline_until_empty(void **state)
 		json_decref(acks[i]);
 }
 
+/* One run of ferry-client as @device with @args (NULL-terminated); its
+ * output (free it); the exit status must be 0. */
+static char *client_run(int64_t device, const char *secret, const char *server,
+			const char *const *args)
+{
+	char dev[32];
+	char *out_path = th_write_file("run.out", ""), *out;
+	const char *argv[24];
+	int n = client_argv(argv, dev, device, secret, server, 0), status;
+
+	while (*args)
+		argv[n++] = *args++;
+	argv[n] = NULL;
+	status = th_wait(th_spawn(argv, out_path));
+	out = th_read_file(out_path);
+	if (status != 0)
+		fail_msg("ferry-client %s exited %d: '%s'", argv[7], status, out);
+	unlink(out_path);
+	free(out_path);
+	return out;
+}
+
+/* 1 if @l is a receipt line of @kind from @from naming @device and only @id. */
+static int is_receipt(const json_t *l, const char *kind, const char *from, int64_t device,
+		      json_int_t id)
+{
+	const json_t *ids = json_object_get(l, "ids");
+
+	return json_is_string(json_object_get(l, "receipt")) &&
+	       strcmp(json_string_value(json_object_get(l, "receipt")), kind) == 0 &&
+	       strcmp(json_string_value(json_object_get(l, "from_user")), from) == 0 &&
+	       json_integer_value(json_object_get(l, "device")) == device &&
+	       json_array_size(ids) == 1 && json_integer_value(json_array_get(ids, 0)) == id;
+}
+
+/*
+ * Receipts through the CLI: bob's message is taken by erin's `listen`
+ * (delivered), erin sends `read` for it; bob was away, and his `listen
+ * --until-empty` prints both receipts.
+ */
+static void test_receipts(void **state)
+{
+	char server[64], erin_s[64], ids[32], bobdev[32];
+	json_t *lines[MAX_LINES], *ack;
+	json_int_t cid;
+	int64_t erin;
+	size_t n;
+	char *out;
+	int delivered = 0, read = 0;
+
+	(void)state;
+	snprintf(server, sizeof(server), "127.0.0.1:%d", fx.port);
+	th_device_create(&fx.d, TOKEN, "erin", &erin, erin_s);
+	ack = send_until_acked(server, 0, "erin", "read me");
+	assert_string_equal(ack_status(ack), "stored");
+	json_decref(ack);
+	out = listen_until_empty(erin, erin_s, server);
+	n = json_lines(out, lines);
+	if (n != 2 || !json_object_get(lines[0], "client_id"))
+		fail_msg("expected an envelope and queue_empty, got '%s'", out);
+	cid = json_integer_value(json_object_get(lines[0], "client_id"));
+	json_lines_free(lines, n);
+	free(out);
+
+	snprintf(ids, sizeof(ids), "%lld", (long long)cid);
+	snprintf(bobdev, sizeof(bobdev), "%lld", (long long)fx.bob);
+	out = client_run(erin, erin_s, server,
+			 (const char *[]){ "read", "--to", "bob", "--to-device", bobdev, "--ids",
+					   ids, "--timeout", "30", NULL });
+	n = json_lines(out, lines);
+	if (n != 1 || strcmp(ack_status(lines[0]) ? ack_status(lines[0]) : "", "stored") != 0)
+		fail_msg("read printed no ACK stored: '%s'", out);
+	json_lines_free(lines, n);
+	free(out);
+
+	/* The delivered receipt is made when erin's listen acknowledges. */
+	out = listen_until_empty(fx.bob, fx.bob_s, server);
+	n = json_lines(out, lines);
+	for (size_t i = 0; i < n; i++) {
+		delivered += is_receipt(lines[i], "delivered", "erin", fx.bob, cid);
+		read += is_receipt(lines[i], "read", "erin", fx.bob, cid);
+	}
+	/* A read that comes while its delivered is still being coalesced
+	 * supersedes it: the delivered one may not come. */
+	if (delivered > 1 || read != 1 || !is_queue_empty(lines[n - 1], (json_int_t)n - 1))
+		fail_msg("expected erin's read receipt, got '%s'", out);
+	json_lines_free(lines, n);
+	free(out);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -387,6 +477,7 @@ int main(void)
 		cmocka_unit_test(test_quick_start_tls),
 		cmocka_unit_test(test_wrong_secret_exits_1),
 		cmocka_unit_test(test_offline_until_empty),
+		cmocka_unit_test(test_receipts),
 	};
 
 	return cmocka_run_group_tests_name("cli", tests, setup, teardown);

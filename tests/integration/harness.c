@@ -92,6 +92,24 @@ const char *th_pg_sqlstate(PGconn *conn, const char *sql, char state[6])
 	return state;
 }
 
+long long th_pg_int(PGconn *conn, const char *fmt, ...)
+{
+	char sql[1024];
+	va_list ap;
+	PGresult *res;
+	long long v;
+
+	va_start(ap, fmt);
+	vsnprintf(sql, sizeof(sql), fmt, ap);
+	va_end(ap);
+	res = th_pg_exec(conn, sql);
+	if (PQntuples(res) != 1)
+		fail_msg("expected one row from: %s", sql);
+	v = PQgetisnull(res, 0, 0) ? -1 : strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+	PQclear(res);
+	return v;
+}
+
 char *th_db_new(const char *prefix)
 {
 	static int counter;

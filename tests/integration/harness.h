@@ -33,6 +33,10 @@ PGresult *th_pg_exec(PGconn *conn, const char *sql);
 /* Run @sql and return the SQLSTATE it failed with ("" if it succeeded). */
 const char *th_pg_sqlstate(PGconn *conn, const char *sql, char state[6]);
 
+/* The one value (a bigint, -1 for NULL) of the query @fmt, formatted like
+ * printf; fails the test unless it returns exactly one row. */
+long long th_pg_int(PGconn *conn, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* A TCP port on 127.0.0.1 that was free a moment ago. */
 int th_free_port(void);
 

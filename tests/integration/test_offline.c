@@ -405,42 +405,25 @@ static uint64_t drain_all(struct rawdev *d, struct tracker *t)
 
 /* ---- the database ---- */
 
-static long long sql_int(const char *fmt, ...)
-{
-	char sql[512];
-	va_list ap;
-	PGresult *res;
-	long long v;
-
-	va_start(ap, fmt);
-	vsnprintf(sql, sizeof(sql), fmt, ap);
-	va_end(ap);
-	res = th_pg_exec(fx.pg, sql);
-	if (PQntuples(res) != 1)
-		fail_msg("expected one row from: %s", sql);
-	v = PQgetisnull(res, 0, 0) ? -1 : strtoll(PQgetvalue(res, 0, 0), NULL, 10);
-	PQclear(res);
-	return v;
-}
-
 static long long rows_for(int64_t device)
 {
-	return sql_int("SELECT count(*) FROM envelopes WHERE recipient_device = %lld",
-		       (long long)device);
+	return th_pg_int(fx.pg, "SELECT count(*) FROM envelopes WHERE recipient_device = %lld",
+			 (long long)device);
 }
 
 static long long pending_of(int64_t device)
 {
-	return sql_int("SELECT pending FROM devices WHERE id = %lld", (long long)device);
+	return th_pg_int(fx.pg, "SELECT pending FROM devices WHERE id = %lld", (long long)device);
 }
 
 /* The server id of @device's row for B1's envelope @cid (0: no such row). */
 static uint64_t stored_sid(int64_t device, uint64_t cid)
 {
-	return (uint64_t)sql_int("SELECT coalesce(max(server_id), 0) FROM envelopes WHERE "
-				 "recipient_device = %lld AND sender_device = %lld AND "
-				 "client_id = %lld",
-				 (long long)device, (long long)fx.b1, (long long)cid);
+	return (uint64_t)th_pg_int(fx.pg,
+				   "SELECT coalesce(max(server_id), 0) FROM envelopes WHERE "
+				   "recipient_device = %lld AND sender_device = %lld AND "
+				   "client_id = %lld",
+				   (long long)device, (long long)fx.b1, (long long)cid);
 }
 
 /* Wait until @device has exactly @n rows and its pending counter says @n
@@ -943,15 +926,18 @@ static void test_ttl(void **state)
 	expect_ack(b1, 2, PROTO_ACK_STORED);
 	send_env(b1, 3, "alice", 10 * DEFAULT_TTL);
 	expect_ack(b1, 3, PROTO_ACK_STORED);
-	life = sql_int("SELECT round(extract(epoch FROM expires - created)) FROM envelopes "
-		       "WHERE client_id = 2");
+	life = th_pg_int(fx.pg,
+			 "SELECT round(extract(epoch FROM expires - created)) FROM envelopes "
+			 "WHERE client_id = 2");
 	assert_int_equal(life, DEFAULT_TTL);
-	life = sql_int("SELECT round(extract(epoch FROM expires - created)) FROM envelopes "
-		       "WHERE client_id = 3");
+	life = th_pg_int(fx.pg,
+			 "SELECT round(extract(epoch FROM expires - created)) FROM envelopes "
+			 "WHERE client_id = 3");
 	assert_int_equal(life, DEFAULT_TTL);
 	/* Envelope 1 may be swept already; if not, it lives one second. */
-	life = sql_int("SELECT coalesce(round(extract(epoch FROM max(expires - created))), 1) "
-		       "FROM envelopes WHERE client_id = 1");
+	life = th_pg_int(fx.pg,
+			 "SELECT coalesce(round(extract(epoch FROM max(expires - created))), 1) "
+			 "FROM envelopes WHERE client_id = 1");
 	assert_int_equal(life, 1);
 
 	sleep_ms(2500);

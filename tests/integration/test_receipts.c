@@ -120,24 +120,6 @@ static void sleep_ms(unsigned ms)
 	nanosleep(&ts, NULL);
 }
 
-static long long sql_int(const char *fmt, ...)
-{
-	char sql[512];
-	va_list ap;
-	PGresult *res;
-	long long v;
-
-	va_start(ap, fmt);
-	vsnprintf(sql, sizeof(sql), fmt, ap);
-	va_end(ap);
-	res = PQexec(fx.pg, sql);
-	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
-		fail_msg("%s: %s", sql, PQerrorMessage(fx.pg));
-	v = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
-	PQclear(res);
-	return v;
-}
-
 /* A RECEIPT frame: @reader's user read these messages of @peer's @device. */
 static void read_frame(struct proto_frame *f, uint64_t cid, int kind, const char *peer,
 		       int64_t device, const uint64_t *ids, size_t n)
@@ -378,8 +360,9 @@ static void test_read_supersedes_delivered(void **state)
 	expect_ack(b1, 300, PROTO_ACK_STORED); /* a2 is away */
 	rawdev_expect_silence(a1, SILENCE_MS);
 	/* a2 gets the read only, stored. */
-	assert_int_equal(sql_int("SELECT count(*) FROM envelopes WHERE recipient_device = %lld",
-				 (long long)fx.a2),
+	assert_int_equal(th_pg_int(fx.pg,
+				   "SELECT count(*) FROM envelopes WHERE recipient_device = %lld",
+				   (long long)fx.a2),
 			 1);
 	rawdev_free(a1);
 	rawdev_free(b1);
@@ -412,19 +395,24 @@ static void test_offline_merged(void **state)
 		sleep_ms(300);
 	}
 	for (int64_t dev = fx.a1; dev; dev = dev == fx.a1 ? fx.a2 : 0) {
-		assert_int_equal(sql_int("SELECT count(*) FROM envelopes WHERE recipient_device = "
-					 "%lld AND kind = 'receipt' AND client_id = 2",
-					 (long long)dev),
-				 1);
-		assert_int_equal(sql_int("SELECT octet_length(payload) FROM envelopes "
-					 "WHERE recipient_device = %lld AND kind = 'receipt' "
-					 "AND client_id = 2",
-					 (long long)dev),
+		assert_int_equal(
+			th_pg_int(fx.pg,
+				  "SELECT count(*) FROM envelopes WHERE recipient_device = "
+				  "%lld AND kind = 'receipt' AND client_id = 2",
+				  (long long)dev),
+			1);
+		assert_int_equal(th_pg_int(fx.pg,
+					   "SELECT octet_length(payload) FROM envelopes "
+					   "WHERE recipient_device = %lld AND kind = 'receipt' "
+					   "AND client_id = 2",
+					   (long long)dev),
 				 3);
-		assert_int_equal(sql_int("SELECT count(*) FROM envelopes WHERE recipient_device = "
-					 "%lld AND kind = 'receipt' AND client_id = 1",
-					 (long long)dev),
-				 1);
+		assert_int_equal(
+			th_pg_int(fx.pg,
+				  "SELECT count(*) FROM envelopes WHERE recipient_device = "
+				  "%lld AND kind = 'receipt' AND client_id = 1",
+				  (long long)dev),
+			1);
 	}
 	assert_int_equal(rawdev_login_pending(a1, fx.port, fx.a1, fx.a1s), 2);
 	for (int k = 0; k < 2; k++) {
@@ -442,13 +430,15 @@ static void test_offline_merged(void **state)
 	assert_int_equal(seen_delivered, 1);
 	assert_int_equal(seen_read, 1);
 	assert_int_equal(rawdev_expect(a1, PROTO_QUEUE_EMPTY, WAIT_MS)->u.drained, 2);
-	for (int i = 0; i < 100 && sql_int("SELECT count(*) FROM envelopes WHERE "
-					   "recipient_device = %lld",
-					   (long long)fx.a1);
+	for (int i = 0; i < 100 && th_pg_int(fx.pg,
+					     "SELECT count(*) FROM envelopes WHERE "
+					     "recipient_device = %lld",
+					     (long long)fx.a1);
 	     i++)
 		sleep_ms(50);
-	assert_int_equal(sql_int("SELECT count(*) FROM envelopes WHERE recipient_device = %lld",
-				 (long long)fx.a1),
+	assert_int_equal(th_pg_int(fx.pg,
+				   "SELECT count(*) FROM envelopes WHERE recipient_device = %lld",
+				   (long long)fx.a1),
 			 0);
 	rawdev_free(a1);
 	rawdev_free(b1);
@@ -500,7 +490,7 @@ static void test_crash_before_flush(void **state)
 	rawdev_expect_silence(b1, SILENCE_MS); /* flush_interval is 3 s */
 	assert_int_equal(th_ferryd_kill(&fx.d), 128 + SIGKILL);
 	th_ferryd_restart(&fx.d);
-	assert_int_equal(sql_int("SELECT count(*) FROM envelopes"), 0);
+	assert_int_equal(th_pg_int(fx.pg, "SELECT count(*) FROM envelopes"), 0);
 
 	rawdev_close(b1);
 	rawdev_login(b1, fx.port, fx.b1, fx.b1s);

@@ -223,22 +223,6 @@ static int64_t device_new(PGconn *conn)
 	return id;
 }
 
-static long long sql_int(PGconn *conn, const char *fmt, ...)
-{
-	char sql[512];
-	va_list ap;
-	PGresult *res;
-	long long v;
-
-	va_start(ap, fmt);
-	vsnprintf(sql, sizeof(sql), fmt, ap);
-	va_end(ap);
-	res = th_pg_exec(conn, sql);
-	v = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
-	PQclear(res);
-	return v;
-}
-
 static int setup(void **state)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
@@ -338,7 +322,7 @@ static void test_put_fetch_delete(void **state)
 	assert_int_equal(count(st, &f->cl, a), 1);
 	assert_int_equal(count(st, &f->cl, b), 2);
 	assert_int_equal(
-		sql_int(f->conn, "SELECT pending FROM devices WHERE id = %lld", (long long)a), 1);
+		th_pg_int(f->conn, "SELECT pending FROM devices WHERE id = %lld", (long long)a), 1);
 	queue_store_stop(st);
 }
 
@@ -501,9 +485,9 @@ static void test_part_fails(void **state)
 				    "devices"));
 	assert_int_equal(put(st, &f->cl, &t, 60, 7, 60, (int64_t[]){ x, a }, 2, "p"),
 			 FERRY_EUNAVAIL);
-	assert_int_equal(sql_int(f->conn,
-				 "SELECT count(*) FROM envelopes WHERE recipient_device = %lld",
-				 (long long)a),
+	assert_int_equal(th_pg_int(f->conn,
+				   "SELECT count(*) FROM envelopes WHERE recipient_device = %lld",
+				   (long long)a),
 			 1);
 	queue_store_stats(st, &s);
 	assert_int_equal(s.put_unavail, 1);
@@ -525,7 +509,7 @@ static void test_part_fails(void **state)
 	put_init(&t, &f->cl, 62, 7, 62, (int64_t[]){ a, x }, 2, "p");
 	t.req.created_ms = 1ULL << 62;
 	assert_int_equal(run_req(st, &f->cl, &t), FERRY_EDB);
-	assert_int_equal(sql_int(f->conn, "SELECT count(*) FROM envelopes"), 2);
+	assert_int_equal(th_pg_int(f->conn, "SELECT count(*) FROM envelopes"), 2);
 	/* Both writers go on. */
 	assert_int_equal(put(st, &f->cl, &t, 63, 7, 63, (int64_t[]){ a, x }, 2, "p"), FERRY_OK);
 	assert_int_equal(t.puts[0].seq, 2);
@@ -580,9 +564,9 @@ static void test_duplicate_restart(void **state)
 	assert_true(t.req.rows[0].server_id == UINT64_MAX - 1);
 	assert_true(t.req.rows[0].client_id == UINT64_MAX);
 	queue_rows_free(t.req.rows, t.req.nrows);
-	assert_int_equal(sql_int(f->conn,
-				 "SELECT count(*) FROM envelopes WHERE recipient_device = %lld",
-				 (long long)a),
+	assert_int_equal(th_pg_int(f->conn,
+				   "SELECT count(*) FROM envelopes WHERE recipient_device = %lld",
+				   (long long)a),
 			 3);
 	queue_store_stop(st);
 }
@@ -622,7 +606,7 @@ static void test_full(void **state)
 	assert_int_equal(t.puts[0].result, QUEUE_PUT_STORED);
 	assert_int_equal(t.puts[0].seq, 4);
 	assert_int_equal(
-		sql_int(f->conn, "SELECT pending FROM devices WHERE id = %lld", (long long)a), 3);
+		th_pg_int(f->conn, "SELECT pending FROM devices WHERE id = %lld", (long long)a), 3);
 	queue_store_stop(st);
 }
 
@@ -713,22 +697,22 @@ static void test_receipts_merge(void **state)
 	receipt_init(&t, &f->cl, 202, "erin", 7, 2, a, "\x04\x05", 2);
 	assert_int_equal(run_req(st, &f->cl, &t), FERRY_OK);
 	assert_int_equal(
-		sql_int(f->conn,
-			"SELECT count(*) * 1000 + max(octet_length(payload)) FROM envelopes "
-			"WHERE recipient_device = %lld AND sender_user = 'erin'",
-			(long long)a),
+		th_pg_int(f->conn,
+			  "SELECT count(*) * 1000 + max(octet_length(payload)) FROM envelopes "
+			  "WHERE recipient_device = %lld AND sender_user = 'erin'",
+			  (long long)a),
 		2510);
-	assert_int_equal(sql_int(f->conn,
-				 "SELECT octet_length(payload) FROM envelopes "
-				 "WHERE recipient_device = %lld AND server_id = 202",
-				 (long long)a),
+	assert_int_equal(th_pg_int(f->conn,
+				   "SELECT octet_length(payload) FROM envelopes "
+				   "WHERE recipient_device = %lld AND server_id = 202",
+				   (long long)a),
 			 5);
 	/* A receipt for an unknown device is GONE. */
 	receipt_init(&t, &f->cl, 300, "erin", 7, 2, 987654321, "\x01", 1);
 	assert_int_equal(run_req(st, &f->cl, &t), FERRY_OK);
 	assert_int_equal(t.puts[0].result, QUEUE_PUT_GONE);
 	assert_int_equal(
-		sql_int(f->conn, "SELECT pending FROM devices WHERE id = %lld", (long long)a), 6);
+		th_pg_int(f->conn, "SELECT pending FROM devices WHERE id = %lld", (long long)a), 6);
 	queue_store_stop(st);
 }
 
@@ -797,16 +781,16 @@ static void test_delete_while_storing(void **state)
 		}
 		assert_true(gone);
 		assert_int_equal(
-			sql_int(f->conn,
-				"SELECT count(*) FROM envelopes WHERE recipient_device = %lld",
-				(long long)rcpt[d]),
+			th_pg_int(f->conn,
+				  "SELECT count(*) FROM envelopes WHERE recipient_device = %lld",
+				  (long long)rcpt[d]),
 			0);
 	}
 	for (int i = 0; i < N; i++)
 		assert_int_equal(t[i].puts[DOOMED].result, QUEUE_PUT_STORED);
-	assert_int_equal(sql_int(f->conn, "SELECT count(*) FROM envelopes"), N);
-	assert_int_equal(sql_int(f->conn, "SELECT pending FROM devices WHERE id = %lld",
-				 (long long)rcpt[DOOMED]),
+	assert_int_equal(th_pg_int(f->conn, "SELECT count(*) FROM envelopes"), N);
+	assert_int_equal(th_pg_int(f->conn, "SELECT pending FROM devices WHERE id = %lld",
+				   (long long)rcpt[DOOMED]),
 			 N);
 	free(t);
 	queue_registry_free(reg);
@@ -831,9 +815,9 @@ static void test_ttl(void **state)
 	put_init(&t, &f->cl, 2, 7, 2, (int64_t[]){ a }, 1, "long");
 	t.req.ttl = 1000000; /* capped at default_ttl */
 	assert_int_equal(run_req(st, &f->cl, &t), FERRY_OK);
-	assert_int_equal(sql_int(f->conn,
-				 "SELECT extract(epoch FROM expires - created)::bigint FROM "
-				 "envelopes WHERE server_id = 2"),
+	assert_int_equal(th_pg_int(f->conn,
+				   "SELECT extract(epoch FROM expires - created)::bigint FROM "
+				   "envelopes WHERE server_id = 2"),
 			 3600);
 	usleep(2100 * 1000);
 	assert_int_equal(fetch(st, &f->cl, &t, a, 0, 10), FERRY_OK);
@@ -848,9 +832,9 @@ static void test_ttl(void **state)
 	} while (s.expired_rows < 1 && now_ms() < end);
 	assert_int_equal(s.expired_rows, 1);
 	assert_true(s.expire_sweeps >= 1);
-	assert_int_equal(sql_int(f->conn,
-				 "SELECT count(*) FROM envelopes WHERE recipient_device = %lld",
-				 (long long)a),
+	assert_int_equal(th_pg_int(f->conn,
+				   "SELECT count(*) FROM envelopes WHERE recipient_device = %lld",
+				   (long long)a),
 			 1);
 	assert_int_equal(count(st, &f->cl, a), 1);
 	queue_store_stop(st);
@@ -887,11 +871,11 @@ static void test_expire_batches(void **state)
 	} while (s.expired_rows < 250 && now_ms() < end);
 	assert_int_equal(s.expired_rows, 250);
 	assert_true(s.expire_sweeps >= 3);
-	assert_int_equal(sql_int(f->conn, "SELECT count(*) FROM envelopes"), 5);
-	assert_int_equal(sql_int(f->conn,
-				 "SELECT sum(pending) FROM devices WHERE id IN "
-				 "(%lld, %lld)",
-				 (long long)a, (long long)b),
+	assert_int_equal(th_pg_int(f->conn, "SELECT count(*) FROM envelopes"), 5);
+	assert_int_equal(th_pg_int(f->conn,
+				   "SELECT sum(pending) FROM devices WHERE id IN "
+				   "(%lld, %lld)",
+				   (long long)a, (long long)b),
 			 5);
 	queue_store_stop(st);
 }
@@ -938,10 +922,10 @@ static void test_batch_semantics(void **state)
 	assert_int_equal(p[5].puts[1].result, QUEUE_PUT_FULL);
 	/* The same (sender device, client id) as p5: b has it, a was full. */
 	assert_int_equal(p[6].puts[0].result, QUEUE_PUT_FULL);
-	assert_int_equal(sql_int(f->conn,
-				 "SELECT next_seq * 100 + pending FROM devices "
-				 "WHERE id = %lld",
-				 (long long)a),
+	assert_int_equal(th_pg_int(f->conn,
+				   "SELECT next_seq * 100 + pending FROM devices "
+				   "WHERE id = %lld",
+				   (long long)a),
 			 403);
 	assert_int_equal(count(st, &f->cl, b), 1);
 	queue_store_stop(st);
@@ -1028,8 +1012,8 @@ static void test_put_while_draining(void **state)
 	pthread_join(th, NULL);
 	assert_true(s.ok);
 	assert_int_equal(got, s.n * 2);
-	assert_int_equal(sql_int(f->conn, "SELECT count(*) FROM envelopes"), 0);
-	assert_int_equal(sql_int(f->conn, "SELECT sum(pending) FROM devices"), 0);
+	assert_int_equal(th_pg_int(f->conn, "SELECT count(*) FROM envelopes"), 0);
+	assert_int_equal(th_pg_int(f->conn, "SELECT sum(pending) FROM devices"), 0);
 	for (int d = 0; d < 4; d++)
 		assert_int_equal(last[d], s.n / 2);
 	queue_store_stats(st, &stats);
@@ -1192,7 +1176,8 @@ static void concurrent_puts(struct fixture *f, unsigned connections, unsigned wr
 	assert_int_equal(s.put_stored, envelopes);
 	assert_true(s.batches < THREADS * PER_THREAD);
 	assert_int_equal(s.inflight_bytes, 0);
-	assert_int_equal(sql_int(f->conn, "SELECT count(*) FROM envelopes"), (long long)envelopes);
+	assert_int_equal(th_pg_int(f->conn, "SELECT count(*) FROM envelopes"),
+			 (long long)envelopes);
 	fprintf(stderr,
 		"store, %u writers: %d puts (%llu envelopes) in %llu ms: %.0f puts/s, %.0f "
 		"envelopes/s; %llu batches (%.1f puts, largest %llu envelopes), commit avg %.2f "
@@ -1413,9 +1398,9 @@ static void test_stop_answers_everything(void **state)
 		assert_true(many[i].req.rc == FERRY_OK || many[i].req.rc == FERRY_EUNAVAIL);
 		ok += many[i].req.rc == FERRY_OK;
 	}
-	assert_int_equal(sql_int(f->conn,
-				 "SELECT count(*) FROM envelopes WHERE recipient_device = %lld",
-				 (long long)a),
+	assert_int_equal(th_pg_int(f->conn,
+				   "SELECT count(*) FROM envelopes WHERE recipient_device = %lld",
+				   (long long)a),
 			 ok);
 }
 

@@ -232,6 +232,7 @@ struct gw_rflush {
 	struct gw_env *env; /* the DELIVER_RECEIPT */
 	int64_t target_device;
 	char target_user[QUEUE_USER_MAX + 1];
+	size_t nids; /* in the envelope */
 	size_t ntags;
 	struct gw_rwait **tags;
 	enum ferry_err rc;

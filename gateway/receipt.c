@@ -100,9 +100,14 @@ static void flush_done(struct gw_worker *w, struct gw_rflush *fl, int failed, in
 
 void gw_receipt_sent(struct gw_worker *w, struct gw_rflush *fl, const struct gw_send *s)
 {
-	if ((s->failed || s->full) && fl->ntags == 0)
-		log_warn("event=receipts_lost user=%s device=%lld failed=%u full=%u",
-			 fl->target_user, (long long)fl->target_device, s->failed, s->full);
+	/* Read receipts have waiters, told to send them again; delivered
+	 * ones have nobody to ask. */
+	if ((s->failed || s->full) && fl->ntags == 0) {
+		count(w, GW_RCPT_LOST, fl->nids);
+		log_warn("event=receipts_lost user=%s device=%lld ids=%zu failed=%u full=%u",
+			 fl->target_user, (long long)fl->target_device, fl->nids, s->failed,
+			 s->full);
+	}
 	flush_done(w, fl, s->failed > 0, 0, s->full > 0, s->stored > 0);
 }
 
@@ -183,6 +188,7 @@ static void on_flush(void *arg, const struct receipt_batch *b)
 	for (size_t i = 0; i < b->ntags; i++)
 		fl->tags[i] = b->tags[i];
 	fl->target_device = b->target_device;
+	fl->nids = b->n;
 	snprintf(fl->target_user, sizeof(fl->target_user), "%s", b->target_user);
 	if (gw_dir_get(gw, fl->target_user, fl->found, &fl->nfound)) {
 		dispatch(w, fl);
@@ -199,22 +205,10 @@ static void on_flush(void *arg, const struct receipt_batch *b)
 
 /* ---- the batcher's timer ---- */
 
-static void on_timer(uv_timer_t *t)
-{
-	struct gw_worker *w = t->data;
+static void on_timer(uv_timer_t *t);
 
-	w->receipt_due = UINT64_MAX;
-	receipts_tick(w->receipts, uv_now(&w->loop));
-	/* re-armed below, by whoever added */
-	if (receipts_next_due(w->receipts) != UINT64_MAX) {
-		uint64_t due = receipts_next_due(w->receipts), now = uv_now(&w->loop);
-
-		w->receipt_due = due;
-		uv_timer_start(&w->receipt_timer, on_timer, due > now ? due - now : 0, 0);
-	}
-}
-
-/* Make the timer fire when the batcher's next key falls due. */
+/* Make the timer fire when the batcher's next key falls due (if that is
+ * sooner than it is set for). */
 static void arm(struct gw_worker *w)
 {
 	uint64_t due = receipts_next_due(w->receipts), now;
@@ -224,6 +218,15 @@ static void arm(struct gw_worker *w)
 	now = uv_now(&w->loop);
 	w->receipt_due = due;
 	uv_timer_start(&w->receipt_timer, on_timer, due > now ? due - now : 0, 0);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+	struct gw_worker *w = t->data;
+
+	w->receipt_due = UINT64_MAX;
+	receipts_tick(w->receipts, uv_now(&w->loop));
+	arm(w);
 }
 
 enum ferry_err gw_receipts_init(struct gw_worker *w)

@@ -363,6 +363,7 @@ BENCH_TOOLS := bin/ferry-bench build/bench/bench_proto build/bench/bench_insert 
 
 FERRY_BENCH_SRCS := \
 	tools/bench_offline.c \
+	tools/bench_receipts.c \
 	tools/bench_util.c \
 	tools/ferry-bench.c
 

@@ -1,8 +1,9 @@
 /*
  * bench_int.h - what the files of ferry-bench (tools/ferry-bench.c, the
  * online and idle modes and the arguments; tools/bench_offline.c, the
- * offline store mode) and tools/bench_insert.c share: the options, the
- * clock, latency samples, /proc readings and device credentials
+ * offline store mode; tools/bench_receipts.c, the receipts mode) and
+ * tools/bench_insert.c share: the options, the clock, latency samples,
+ * /proc readings, device credentials and admin API reads
  * (tools/bench_util.c).
  *
  * Threads: everything here may be called from any thread; fb_get_creds()
@@ -33,8 +34,13 @@ struct fb_opts {
 	const char *server, *admin, *token, *token_file, *creds, *save_creds, *label;
 	char host[256], port[16];
 	unsigned senders, receivers, window, runs, idle;
-	unsigned offline;  /* offline mode: recipient devices (0: another mode) */
-	size_t per_device; /* offline mode: envelopes stored per recipient and run */
+	unsigned offline;    /* offline mode: recipient devices (0: another mode) */
+	size_t per_device;   /* offline mode: envelopes stored per recipient and run */
+	unsigned pairs;	     /* receipts mode: sender -> reader pairs (0: another mode) */
+	unsigned away_reads; /* receipts mode: reads per pair while the senders are away */
+	unsigned flush_ms;   /* receipts mode: ferryd's [receipts] flush_interval */
+	int no_reads;	     /* receipts mode: readers send no read receipts */
+	unsigned rate;	     /* receipts mode: messages/s over all pairs (0: unpaced) */
 	size_t count, size;
 	double duration;
 	long pid;    /* ferryd */
@@ -96,8 +102,19 @@ struct fb_cred *fb_get_creds(const struct fb_opts *o, size_t n, size_t nrecv);
 /* Raise the soft limit on open files to the hard one. */
 void fb_raise_nofile(void);
 
+/*
+ * GET @path (e.g. "/v1/stats") from the admin API (o->admin, with the token
+ * of --token or --token-file). 0 and *@body a malloc'ed NUL-terminated body
+ * (the caller frees it) on HTTP 200; -1 with a message on stderr otherwise,
+ * or without one when there is no admin URL or token.
+ */
+int fb_admin_get(const struct fb_opts *o, const char *path, char **body);
+
 /* The offline store mode (tools/bench_offline.c): the exit status. */
 int fb_run_offline(const struct fb_opts *o);
+
+/* The receipts mode (tools/bench_receipts.c): the exit status. */
+int fb_run_receipts(const struct fb_opts *o);
 
 /* Unaligned host-order integers in payload headers. */
 static inline void fb_put_u32(uint8_t *p, uint32_t v)

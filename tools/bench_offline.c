@@ -31,6 +31,12 @@
  * the drain. Envelopes of an earlier run (stale) are acknowledged and
  * counted, not drained.
  *
+ * Senders take the DELIVER_RECEIPTs the drain makes (ferryd's delivered
+ * receipts for the recipients' DELIVER_ACKs) and count them; left
+ * unacknowledged, ferryd would store them after [gateway] ack_timeout, rows
+ * of the senders' that are no part of the store being measured. Before the
+ * devices close, the last of them are waited for (linger()).
+ *
  * With --pid (ferryd) and --pg-pid (the PostgreSQL postmaster, whose
  * children are its backends and helpers), their CPU time per envelope is
  * reported for each phase, and this process's own, since the three share
@@ -63,6 +69,8 @@
 #define LATE_MS 5000		 /* after a phase's deadline, for answers in flight */
 #define VERIFY_TRIES 5
 #define VERIFY_GAP_MS 200
+#define RECEIPT_QUIET_MS 200 /* no DELIVER_RECEIPT for this long: none is coming */
+#define LINGER_MS 3000	     /* the most the last receipts are waited for */
 
 struct off;
 
@@ -93,6 +101,8 @@ struct dev {
 	uint64_t pending, drained_srv, t_empty;
 	size_t delivered, stale, misrouted, ack_frames, ack_ids;
 	atomic_int caught_up;
+	/* DELIVER_RECEIPTs taken: the device's thread adds, the main thread reads. */
+	atomic_ullong rcpt_frames, rcpt_ids;
 };
 
 enum fig {
@@ -230,6 +240,16 @@ static void on_server_error(void *arg, uint64_t code, const char *text, int fina
 		fprintf(stderr, "ferry-bench: device %" PRIu64 ": %s: %s\n", d->cred.device_id,
 			proto_error_name(code), text);
 	}
+}
+
+/* A DELIVER_RECEIPT (to a sender): counted and taken. */
+static int on_receipt(void *arg, const struct ferry_receipt *r)
+{
+	struct dev *d = arg;
+
+	atomic_fetch_add_explicit(&d->rcpt_frames, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&d->rcpt_ids, r->n, memory_order_relaxed);
+	return 0;
 }
 
 /* ---- recipients ---- */
@@ -411,6 +431,7 @@ static int dev_client(struct dev *d)
 		.connected = on_connected,
 		.disconnected = on_disconnected,
 		.server_error = on_server_error,
+		.receipt = on_receipt,
 	};
 	struct ferry_config cfg = {
 		.host = o->host,
@@ -782,6 +803,34 @@ static int verify_phase(struct off *b, unsigned round, double *v)
 	return 0;
 }
 
+/* DELIVER_RECEIPT frames (@ids 0) or ids the senders have taken so far. */
+static double receipts_taken(const struct off *b, int ids)
+{
+	double n = 0;
+
+	for (unsigned j = 0; j < b->o->senders; j++)
+		n += (double)atomic_load(ids ? &b->send[j].rcpt_ids : &b->send[j].rcpt_frames);
+	return n;
+}
+
+/* Before the senders close: until no DELIVER_RECEIPT has come for
+ * RECEIPT_QUIET_MS (at most LINGER_MS), so that the last are taken. */
+static void linger(const struct off *b)
+{
+	uint64_t start = fb_now_ns(), quiet = start;
+	double last = receipts_taken(b, 0), now;
+
+	while (!fb_interrupted && fb_now_ns() - start < LINGER_MS * 1000000ull &&
+	       fb_now_ns() - quiet < RECEIPT_QUIET_MS * 1000000ull) {
+		fb_sleep_ms(10);
+		now = receipts_taken(b, 0);
+		if (now != last) {
+			last = now;
+			quiet = fb_now_ns();
+		}
+	}
+}
+
 /* ---- report ---- */
 
 static void report(const struct off *b)
@@ -807,6 +856,8 @@ static void report(const struct off *b)
 		if (!isnan(med[f]))
 			printf("%s.%s=%.*f\n", l, figs[f].key, figs[f].prec, med[f]);
 	printf("%s.disconnects=%u\n", l, b->disconnects);
+	printf("%s.receipt_frames=%.0f\n%s.receipt_ids=%.0f\n", l, receipts_taken(b, 0), l,
+	       receipts_taken(b, 1));
 	if (o->pid && fb_proc_mem_kb(o->pid, &rss, &hwm) == 0)
 		printf("%s.ferryd_rss_kb=%ld\n%s.ferryd_hwm_kb=%ld\n", l, rss, l, hwm);
 	printf("\n%s: %u sender(s) -> %u offline recipient(s) x %zu envelopes, %zu-byte "
@@ -852,6 +903,7 @@ int fb_run_offline(const struct fb_opts *o)
 			errors += v[F_STORE_ERR] + v[F_DRAIN_ERR];
 			b.runs = r;
 		}
+		linger(&b);
 		if (b.runs)
 			report(&b);
 		rc = b.runs == o->runs && errors == 0 ? 0 : 1;

@@ -1,9 +1,10 @@
 /*
  * bench_util.c - what ferry-bench's modes and bench_insert share
  * (tools/bench_int.h): the clock, latency samples, ferryd's and
- * PostgreSQL's CPU time and memory from /proc, and device credentials,
+ * PostgreSQL's CPU time and memory from /proc, device credentials,
  * created through the admin API (a few requests in parallel, libcurl) or
- * read from a file of `user device_id secret` lines.
+ * read from a file of `user device_id secret` lines, and single GETs from
+ * the admin API (GET /v1/stats).
  *
  * Nothing here keeps state between calls but fb_interrupted, which only the
  * signal handler sets.
@@ -325,6 +326,49 @@ static int read_token(const struct fb_opts *o, char *out, size_t cap)
 	while (n && (out[n - 1] == '\n' || out[n - 1] == '\r' || out[n - 1] == ' '))
 		out[--n] = '\0';
 	return n ? 0 : -1;
+}
+
+int fb_admin_get(const struct fb_opts *o, const char *path, char **body)
+{
+	char token[1024], auth[1100], url[512];
+	struct body b = { NULL, 0 };
+	struct curl_slist *hdrs = NULL;
+	size_t alen = strlen(o->admin ? o->admin : "");
+	long status = 0;
+	CURLcode rc = CURLE_FAILED_INIT;
+	CURL *h;
+
+	*body = NULL;
+	if (!o->admin || read_token(o, token, sizeof(token)))
+		return -1;
+	while (alen && o->admin[alen - 1] == '/')
+		alen--;
+	snprintf(url, sizeof(url), "%.*s%s", (int)alen, o->admin, path);
+	snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
+	h = curl_easy_init();
+	hdrs = curl_slist_append(hdrs, auth);
+	if (h && hdrs) {
+		curl_easy_setopt(h, CURLOPT_URL, url);
+		curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+		curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+		curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
+		curl_easy_setopt(h, CURLOPT_TIMEOUT, 10L);
+		curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+		rc = curl_easy_perform(h);
+		if (rc == CURLE_OK)
+			curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+	}
+	curl_slist_free_all(hdrs);
+	if (h)
+		curl_easy_cleanup(h);
+	if (rc != CURLE_OK || status != 200 || !b.p) {
+		fprintf(stderr, "ferry-bench: GET %s: %s, HTTP %ld\n", url,
+			rc == CURLE_OK ? "done" : curl_easy_strerror(rc), status);
+		free(b.p);
+		return -1;
+	}
+	*body = b.p;
+	return 0;
 }
 
 /* Create a device for each of @creds (users already named), ADMIN_THREADS at a time. */

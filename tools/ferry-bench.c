@@ -24,8 +24,19 @@
  * most IDLE_INFLIGHT at a time, and then stay idle; ferryd's VmRSS before,
  * with them, and after they closed gives bytes per idle connection.
  *
+ * Every device takes the DELIVER_RECEIPTs ferryd sends (the receipt
+ * callback returns 0) and counts them: ferryd makes a delivered receipt for
+ * every envelope a receiver acknowledges, and one left unacknowledged would
+ * be stored after [gateway] ack_timeout, database writes that are no part
+ * of online delivery. Before closing, the devices wait for the receipts of
+ * the last envelopes (linger()).
+ *
  * Offline mode (--offline N --per-device K): the offline store's write and
  * drain rates; tools/bench_offline.c.
+ *
+ * Receipts mode (--receipts P): P sender -> reader pairs, every message read
+ * at once; receipt rates, coalescing and their CPU cost;
+ * tools/bench_receipts.c.
  *
  * Threads: libferry has no threads of its own, so each online device gets a
  * thread of its own calling ferry_client_run() with a short timeout; all of
@@ -52,6 +63,7 @@
 #include <inttypes.h>
 #include <math.h>
 #include <netinet/in.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -78,6 +90,8 @@
 #define CONNECT_TIMEOUT_MS 30000 /* all devices authenticated */
 #define DRAIN_MS 5000		 /* after a round's deadline, for SENDs in flight */
 #define IDLE_INFLIGHT 256	 /* idle mode: connections being made at once */
+#define RECEIPT_QUIET_MS 200	 /* no DELIVER_RECEIPT for this long: none is coming */
+#define LINGER_MS 3000		 /* the most the last receipts are waited for */
 
 struct bench;
 
@@ -107,6 +121,9 @@ struct peer {
 	/* A receiver's deliveries, per round. */
 	pthread_mutex_t lock;
 	struct fb_samples dlv_lat[MAX_ROUNDS];
+	/* DELIVER_RECEIPTs taken (delivered receipts for a sender's messages):
+	 * written by the device's thread, read by the main thread any time. */
+	atomic_ullong rcpt_frames, rcpt_ids;
 };
 
 struct bench {
@@ -166,6 +183,21 @@ static int on_deliver(void *arg, const struct ferry_envelope *env)
 	if (fb_samples_add(&p->dlv_lat[round - 1], now - sent))
 		ferry_panic("ferry-bench: out of memory for samples");
 	pthread_mutex_unlock(&p->lock);
+	return 0;
+}
+
+/*
+ * A DELIVER_RECEIPT: ferryd makes a delivered receipt for every envelope a
+ * receiver acknowledges. Taken (return 0: acknowledged) and counted; a
+ * device that left it unacknowledged would have ferryd store it after
+ * [gateway] ack_timeout, database writes that are no part of online delivery.
+ */
+static int on_receipt(void *arg, const struct ferry_receipt *r)
+{
+	struct peer *p = arg;
+
+	atomic_fetch_add_explicit(&p->rcpt_frames, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&p->rcpt_ids, r->n, memory_order_relaxed);
 	return 0;
 }
 
@@ -289,6 +321,7 @@ static int peer_client(struct peer *p, size_t dedup)
 	const struct fb_opts *o = &p->b->o;
 	struct ferry_callbacks cb = {
 		.deliver = on_deliver,
+		.receipt = on_receipt,
 		.send_acked = on_send_acked,
 		.send_nacked = on_send_nacked,
 		.server_error = on_server_error,
@@ -332,6 +365,9 @@ enum fig {
 	F_DLV_P99,
 	F_DLV_MAX,
 	F_CPU,
+	F_RCPT_FRAMES,
+	F_RCPT_IDS,
+	F_RCPT_PER,
 	NFIG,
 };
 
@@ -354,6 +390,9 @@ static const struct {
 	[F_DLV_P99] = { "deliver_p99_us", "send -> DELIVER p99 (us)", 0 },
 	[F_DLV_MAX] = { "deliver_max_us", "send -> DELIVER max (us)", 0 },
 	[F_CPU] = { "ferryd_cpu_us_per_env", "ferryd CPU per envelope (us)", 2 },
+	[F_RCPT_FRAMES] = { "receipt_frames", "DELIVER_RECEIPTs taken", 0 },
+	[F_RCPT_IDS] = { "receipt_ids", "delivered receipt ids in them", 0 },
+	[F_RCPT_PER] = { "receipt_ids_per_frame", "receipt ids per DELIVER_RECEIPT", 1 },
 };
 
 /* Sort @s and put its p50, p99 and max at @v[0..2]. */
@@ -389,8 +428,18 @@ static int gather(struct bench *b, int senders, unsigned round, struct fb_sample
 	return 0;
 }
 
-/* The figures of @round, every sender parked. */
-static int round_figs(struct bench *b, unsigned round, double cpu_ns, double *v)
+/* The DELIVER_RECEIPTs every device has taken so far: frames at @n[0], ids at @n[1]. */
+static void receipts_taken(const struct bench *b, double *n)
+{
+	n[0] = n[1] = 0;
+	for (size_t i = 0; i < b->npeers; i++) {
+		n[0] += (double)atomic_load(&b->peers[i].rcpt_frames);
+		n[1] += (double)atomic_load(&b->peers[i].rcpt_ids);
+	}
+}
+
+/* The figures of @round, every sender parked; @rcpt: receipts taken meanwhile. */
+static int round_figs(struct bench *b, unsigned round, double cpu_ns, const double *rcpt, double *v)
 {
 	uint64_t t0 = UINT64_MAX, t1 = 0;
 	struct fb_samples all = { NULL, 0, 0 };
@@ -418,6 +467,9 @@ static int round_figs(struct bench *b, unsigned round, double cpu_ns, double *v)
 	v[F_RATE] = v[F_ACKED] / secs;
 	v[F_MBPS] = v[F_RATE] * (double)b->o.size / 1e6;
 	v[F_CPU] = v[F_ACKED] > 0 ? cpu_ns / 1000.0 / v[F_ACKED] : NAN;
+	v[F_RCPT_FRAMES] = rcpt[0];
+	v[F_RCPT_IDS] = rcpt[1];
+	v[F_RCPT_PER] = rcpt[0] > 0 ? rcpt[1] / rcpt[0] : NAN;
 	if (gather(b, 1, round, &all) == 0) {
 		latency_figs(&all, &v[F_ACK_P50]);
 		if (gather(b, 0, round, &all) == 0) {
@@ -455,9 +507,10 @@ static int wait_senders(struct bench *b, int parked, unsigned round, uint64_t de
 static int run_round(struct bench *b, unsigned round, double *v)
 {
 	uint64_t start = fb_now_ns(), limit = (uint64_t)(b->o.duration * 1e9);
-	double cpu0 = b->o.pid ? fb_proc_cpu_ns(b->o.pid) : NAN, cpu1;
+	double cpu0 = b->o.pid ? fb_proc_cpu_ns(b->o.pid) : NAN, cpu1, r0[2], r1[2];
 	int complete;
 
+	receipts_taken(b, r0);
 	atomic_store(&b->stop_sending, 0);
 	atomic_store(&b->go, round);
 	complete = wait_senders(b, 0, round, start + limit) == 0;
@@ -474,7 +527,10 @@ static int run_round(struct bench *b, unsigned round, double *v)
 	if (!complete)
 		fprintf(stderr, "ferry-bench: round %u: SENDs still unanswered after the drain\n",
 			round);
-	return round_figs(b, round, cpu1 - cpu0, v);
+	receipts_taken(b, r1);
+	r1[0] -= r0[0];
+	r1[1] -= r0[1];
+	return round_figs(b, round, cpu1 - cpu0, r1, v);
 }
 
 /* Start a thread per device; wait until all are authenticated. */
@@ -656,6 +712,29 @@ static void run_rounds(struct bench *b, struct online_run *res)
 		res->disconnects += atomic_load(&b->peers[i].disconnects);
 }
 
+/*
+ * Before the devices close: wait until no DELIVER_RECEIPT has come for
+ * RECEIPT_QUIET_MS (at most LINGER_MS), so that the delivered receipts of the
+ * last envelopes, which ferryd flushes up to [receipts] flush_interval after
+ * their DELIVER_ACKs, are taken rather than stored for devices gone away.
+ */
+static void linger(const struct bench *b)
+{
+	uint64_t start = fb_now_ns(), quiet = start;
+	double last[2], now[2];
+
+	receipts_taken(b, last);
+	while (!fb_interrupted && fb_now_ns() - start < LINGER_MS * 1000000ull &&
+	       fb_now_ns() - quiet < RECEIPT_QUIET_MS * 1000000ull) {
+		fb_sleep_ms(10);
+		receipts_taken(b, now);
+		if (now[0] != last[0]) {
+			last[0] = now[0];
+			quiet = fb_now_ns();
+		}
+	}
+}
+
 static int run_online(struct bench *b)
 {
 	const struct fb_opts *o = &b->o;
@@ -668,6 +747,7 @@ static int run_online(struct bench *b)
 		return 1;
 	if (setup_peers(b, creds) == 0 && connect_all(b) == 0) {
 		run_rounds(b, &res);
+		linger(b);
 		if (res.runs)
 			report_online(b, &res);
 		rc = res.runs == o->runs && res.unanswered == 0 ? 0 : -1;
@@ -805,6 +885,7 @@ static const char usage_text[] =
 	"                   --creds FILE) [options]\n"
 	"       ferry-bench --idle C --pid PID --server HOST:PORT ... \n"
 	"       ferry-bench --offline N --per-device K --server HOST:PORT ... [options]\n"
+	"       ferry-bench --receipts P --server HOST:PORT ... [options]\n"
 	"       ferry-bench --free-port\n"
 	"options (online mode):\n"
 	"  --senders M      sender devices (default 4)\n"
@@ -818,7 +899,7 @@ static const char usage_text[] =
 	"  --pid PID        ferryd's pid: its CPU time per envelope, VmRSS and VmHWM\n"
 	"  --pg-pid PID     the PostgreSQL postmaster's pid: its and its children's CPU time\n"
 	"                   per envelope (offline mode)\n"
-	"  --label NAME     prefix of the key=value lines (default online, idle or offline)\n"
+	"  --label NAME     prefix of the key=value lines (default: the mode's name)\n"
 	"  --save-creds F   write the devices used as 'user device_id secret' lines\n"
 	"  --verbose        connection losses, NACKs and libferry's debug log on stderr\n"
 	"idle mode: C devices connect, authenticate and stay idle; ferryd's VmRSS before,\n"
@@ -827,6 +908,18 @@ static const char usage_text[] =
 	"  N x K envelopes (--window, --size apply; each ACK must say stored), then the N\n"
 	"  connect and drain their queues to QUEUE_EMPTY, then connect once more to check\n"
 	"  that nothing is left; --runs times. Envelopes stored/s and drained/s.\n"
+	"receipts mode: P senders each send to a reader of their own (--window, --count,\n"
+	"  --duration, --size, --runs apply); every reader acknowledges each DELIVER and\n"
+	"  sends a read receipt for it at once; senders take the DELIVER_RECEIPTs. Messages/s,\n"
+	"  receipt ids in/s, DELIVER_RECEIPT frames and ids out/s, ids per frame; with --admin\n"
+	"  ferryd's receipt counters. Then an away phase: ids per stored row.\n"
+	"  --no-reads       readers only acknowledge (the baseline; no away phase)\n"
+	"  --rate N         messages/s over all pairs, each sender paced to N / P\n"
+	"                   (default: unpaced, the window alone limits)\n"
+	"  --away-reads A   away phase: messages each reader reads while its sender is away,\n"
+	"                   0 to 4096; 0 skips the phase (default 32)\n"
+	"  --flush-ms MS    ferryd's [receipts] flush_interval: paces the away phase and\n"
+	"                   the settling after each run (default 50)\n"
 	"--free-port prints a TCP port on 127.0.0.1 that is free now, and exits.\n";
 
 static int parse_uint(const char *s, unsigned long long min, unsigned long long max,
@@ -869,24 +962,33 @@ static int split_server(struct fb_opts *o)
 /* One option with a number; 1 if @name is not one of them, -1 if out of range. */
 static int number_opt(struct fb_opts *o, const char *name, const char *v)
 {
+	enum { U, Z, L, D }; /* the field: unsigned, size_t, long, double */
 	static const struct {
 		const char *name;
 		unsigned long long min, max;
+		int type;
+		size_t off;
 	} nums[] = {
-		{ "--senders", 1, 1000 },
-		{ "--receivers", 1, 1000 },
-		{ "--count", 1, 100000000 },
-		{ "--size", HDR_LEN, PROTO_DEFAULT_MAX_FRAME - PROTO_PAYLOAD_HEADROOM },
-		{ "--window", 1, 1024 },
-		{ "--runs", 1, MAX_ROUNDS },
-		{ "--duration", 1, 3600 },
-		{ "--pid", 1, 1u << 30 },
-		{ "--idle", 1, MAX_PEERS },
-		{ "--offline", 1, MAX_PEERS },
-		{ "--per-device", 1, 1000000 },
-		{ "--pg-pid", 1, 1u << 30 },
+		{ "--senders", 1, 1000, U, offsetof(struct fb_opts, senders) },
+		{ "--receivers", 1, 1000, U, offsetof(struct fb_opts, receivers) },
+		{ "--count", 1, 100000000, Z, offsetof(struct fb_opts, count) },
+		{ "--size", HDR_LEN, PROTO_DEFAULT_MAX_FRAME - PROTO_PAYLOAD_HEADROOM, Z,
+		  offsetof(struct fb_opts, size) },
+		{ "--window", 1, 1024, U, offsetof(struct fb_opts, window) },
+		{ "--runs", 1, MAX_ROUNDS, U, offsetof(struct fb_opts, runs) },
+		{ "--duration", 1, 3600, D, offsetof(struct fb_opts, duration) },
+		{ "--pid", 1, 1u << 30, L, offsetof(struct fb_opts, pid) },
+		{ "--idle", 1, MAX_PEERS, U, offsetof(struct fb_opts, idle) },
+		{ "--offline", 1, MAX_PEERS, U, offsetof(struct fb_opts, offline) },
+		{ "--per-device", 1, 1000000, Z, offsetof(struct fb_opts, per_device) },
+		{ "--pg-pid", 1, 1u << 30, L, offsetof(struct fb_opts, pg_pid) },
+		{ "--receipts", 1, MAX_PEERS / 2, U, offsetof(struct fb_opts, pairs) },
+		{ "--away-reads", 0, 4096, U, offsetof(struct fb_opts, away_reads) },
+		{ "--flush-ms", 1, 10000, U, offsetof(struct fb_opts, flush_ms) },
+		{ "--rate", 1, 10000000, U, offsetof(struct fb_opts, rate) },
 	};
 	unsigned long long x;
+	char *field;
 	size_t i;
 
 	for (i = 0; i < sizeof(nums) / sizeof(nums[0]); i++)
@@ -896,42 +998,19 @@ static int number_opt(struct fb_opts *o, const char *name, const char *v)
 		return 1;
 	if (parse_uint(v, nums[i].min, nums[i].max, &x))
 		return -1;
-	switch (i) {
-	case 0:
-		o->senders = (unsigned)x;
+	field = (char *)o + nums[i].off;
+	switch (nums[i].type) {
+	case U:
+		*(unsigned *)(void *)field = (unsigned)x;
 		break;
-	case 1:
-		o->receivers = (unsigned)x;
+	case Z:
+		*(size_t *)(void *)field = (size_t)x;
 		break;
-	case 2:
-		o->count = (size_t)x;
-		break;
-	case 3:
-		o->size = (size_t)x;
-		break;
-	case 4:
-		o->window = (unsigned)x;
-		break;
-	case 5:
-		o->runs = (unsigned)x;
-		break;
-	case 6:
-		o->duration = (double)x;
-		break;
-	case 7:
-		o->pid = (long)x;
-		break;
-	case 8:
-		o->idle = (unsigned)x;
-		break;
-	case 9:
-		o->offline = (unsigned)x;
-		break;
-	case 10:
-		o->per_device = (size_t)x;
+	case L:
+		*(long *)(void *)field = (long)x;
 		break;
 	default:
-		o->pg_pid = (long)x;
+		*(double *)(void *)field = (double)x;
 		break;
 	}
 	return 0;
@@ -962,6 +1041,10 @@ static int parse_args(int argc, char **argv, struct fb_opts *o)
 
 		if (!strcmp(a, "--verbose")) {
 			o->verbose = 1;
+			continue;
+		}
+		if (!strcmp(a, "--no-reads")) {
+			o->no_reads = 1;
 			continue;
 		}
 		if (!v) {
@@ -1025,8 +1108,8 @@ static int check_args(struct fb_opts *o)
 		why = "give --creds FILE, or --admin URL with --token or --token-file";
 	else if (o->idle && !o->pid)
 		why = "--idle needs --pid (ferryd's)";
-	else if (o->idle && o->offline)
-		why = "--idle and --offline are two modes: one at a time";
+	else if (!!o->idle + !!o->offline + !!o->pairs > 1)
+		why = "--idle, --offline and --receipts are three modes: one at a time";
 	else if (!o->offline != !o->per_device)
 		why = "--offline N and --per-device K go together";
 	else if (!loopback_host(o->host) || (o->admin && !loopback_url(o->admin)))
@@ -1038,8 +1121,14 @@ static int check_args(struct fb_opts *o)
 	}
 	if (!o->receivers)
 		o->receivers = o->senders;
-	if (!o->label)
-		o->label = o->idle ? "idle" : o->offline ? "offline" : "online";
+	if (o->label)
+		return 0;
+	if (o->idle)
+		o->label = "idle";
+	else if (o->offline)
+		o->label = "offline";
+	else
+		o->label = o->pairs ? "receipts" : "online";
 	return 0;
 }
 
@@ -1079,9 +1168,14 @@ int main(int argc, char **argv)
 	}
 	if (argc == 2 && !strcmp(argv[1], "--free-port"))
 		return free_port();
-	b.o = (struct fb_opts){
-		.senders = 4, .count = 5000, .size = 100, .window = 32, .runs = 5, .duration = 30
-	};
+	b.o = (struct fb_opts){ .senders = 4,
+				.count = 5000,
+				.size = 100,
+				.window = 32,
+				.runs = 5,
+				.duration = 30,
+				.away_reads = 32,
+				.flush_ms = 50 };
 	if (parse_args(argc, argv, &b.o) || check_args(&b.o)) {
 		fputs(usage_text, stderr);
 		return 2;
@@ -1099,6 +1193,8 @@ int main(int argc, char **argv)
 		rc = run_idle(&b);
 	else if (b.o.offline)
 		rc = fb_run_offline(&b.o);
+	else if (b.o.pairs)
+		rc = fb_run_receipts(&b.o);
 	else
 		rc = run_online(&b);
 	curl_global_cleanup();

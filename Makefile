@@ -53,6 +53,7 @@ COMMON_SRCS := \
 	common/config_ref.c \
 	common/conninfo.c \
 	common/err.c \
+	common/hist.c \
 	common/log.c \
 	common/mailbox.c
 
@@ -72,7 +73,9 @@ QUEUE_SRCS := \
 ADMIN_SRCS := \
 	admin/http.c \
 	admin/routes.c \
-	admin/routes_push.c
+	admin/routes_ops.c \
+	admin/routes_push.c \
+	admin/routes_stats.c
 
 PUSH_SRCS := \
 	push/apns.c \
@@ -114,6 +117,17 @@ CLI_SRCS := \
 	client/cli.c \
 	client/cli_util.c
 
+# ferryctl: the operators' CLI over the admin API (libcurl, jansson).
+FERRYCTL_SRCS := \
+	tools/ferryctl.c \
+	tools/ferryctl_args.c \
+	tools/ferryctl_out.c
+
+FERRYCTL_DEPS_SRCS := \
+	common/buf.c \
+	common/err.c \
+	common/log.c
+
 # What libferry needs from the rest of the tree.
 CLIENT_DEPS_SRCS := \
 	common/buf.c \
@@ -130,6 +144,7 @@ UNIT_TESTS := \
 	tests/unit/client/test_client \
 	tests/unit/common/test_buf \
 	tests/unit/common/test_config \
+	tests/unit/common/test_hist \
 	tests/unit/gateway/test_presence \
 	tests/unit/gateway/test_proto \
 	tests/unit/push/test_jwt \
@@ -142,6 +157,7 @@ INTEGRATION_TESTS := \
 	tests/integration/test_cli \
 	tests/integration/test_crash \
 	tests/integration/test_daemon \
+	tests/integration/test_ferryctl \
 	tests/integration/test_gateway \
 	tests/integration/test_messages \
 	tests/integration/test_migrate \
@@ -152,6 +168,7 @@ INTEGRATION_TESTS := \
 	tests/integration/test_push \
 	tests/integration/test_push_api \
 	tests/integration/test_receipts \
+	tests/integration/test_metrics \
 	tests/integration/test_store \
 	tests/integration/test_admin
 
@@ -181,7 +198,7 @@ ASAN_LIB_OBJS := $(call asan_obj,$(LIB_SRCS) $(GEN_SRCS))
 .DEFAULT_GOAL := all
 .SECONDARY:
 
-all: bin/ferryd bin/ferry-client
+all: bin/ferryd bin/ferry-client bin/ferryctl
 
 bin/ferryd: $(REL_LIB_OBJS) $(call rel_obj,$(MAIN_SRCS))
 	@mkdir -p $(@D)
@@ -194,6 +211,16 @@ bin/ferry-client: $(call rel_obj,$(CLIENT_SRCS) $(CLI_SRCS) $(CLIENT_DEPS_SRCS))
 	$(Q)$(CC) $(REL_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
 build/asan/ferry-client: $(call asan_obj,$(CLIENT_SRCS) $(CLI_SRCS) $(CLIENT_DEPS_SRCS))
+	@mkdir -p $(@D)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(ASAN_CFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
+bin/ferryctl: $(call rel_obj,$(FERRYCTL_SRCS) $(FERRYCTL_DEPS_SRCS))
+	@mkdir -p $(@D)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(REL_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
+build/asan/ferryctl: $(call asan_obj,$(FERRYCTL_SRCS) $(FERRYCTL_DEPS_SRCS))
 	@mkdir -p $(@D)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(ASAN_CFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
@@ -292,6 +319,7 @@ build/asan/tests/integration/test_mock_push: | $(MOCK_BINS)
 build/asan/tests/integration/test_push_senders: | $(MOCK_BINS)
 build/asan/tests/integration/test_push: | $(MOCK_BINS)
 build/asan/tests/integration/test_push_api: | $(MOCK_BINS)
+build/asan/tests/integration/test_ferryctl: | build/asan/ferryctl
 
 # ---- fuzzing (clang, libFuzzer + ASan + UBSan) ---------------------------------
 
@@ -332,9 +360,9 @@ FUZZ_TEST_SECONDS ?= 10
 # against a ThreadSanitizer build (the workers, the admin threads).
 TSAN_TESTS := tests/integration/test_admin tests/integration/test_gateway \
 	tests/integration/test_offline tests/integration/test_messages tests/integration/test_push \
-	tests/integration/test_push_api tests/integration/test_receipts
+	tests/integration/test_push_api tests/integration/test_receipts tests/integration/test_metrics
 test: deps
-	$(Q)$(MAKE) --no-print-directory build/asan/ferryd build/asan/ferry-client \
+	$(Q)$(MAKE) --no-print-directory build/asan/ferryd build/asan/ferry-client build/asan/ferryctl \
 		build/tsan/ferryd $(TEST_BINS) $(FUZZ_BINS)
 	$(Q)FUZZ_SECONDS=$(FUZZ_TEST_SECONDS) FERRY_TSAN_FERRYD=build/tsan/ferryd \
 		FERRY_TSAN_TESTS="$(addprefix build/asan/,$(TSAN_TESTS))" sh scripts/run-tests.sh \
@@ -409,14 +437,15 @@ check:
 	$(Q)clang-format --dry-run --Werror $(ALL_C)
 	$(Q)sh scripts/check-banned.sh $(filter %.c,$(ALL_C))
 
-install: bin/ferryd bin/ferry-client
+install: bin/ferryd bin/ferry-client bin/ferryctl
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SYSCONFDIR)/ferry $(DESTDIR)$(DATADIR)/doc/ferry
 	install -m 0755 bin/ferryd $(DESTDIR)$(BINDIR)/ferryd
+	install -m 0755 bin/ferryctl $(DESTDIR)$(BINDIR)/ferryctl
 	install -m 0644 docs/ferry.ini.example $(DESTDIR)$(SYSCONFDIR)/ferry/ferry.ini.example
 	install -m 0644 README.md docs/*.md admin/openapi.yaml $(DESTDIR)$(DATADIR)/doc/ferry/
 
 uninstall:
-	rm -f $(DESTDIR)$(BINDIR)/ferryd $(DESTDIR)$(BINDIR)/ferry-client \
+	rm -f $(DESTDIR)$(BINDIR)/ferryd $(DESTDIR)$(BINDIR)/ferry-client $(DESTDIR)$(BINDIR)/ferryctl \
 		$(DESTDIR)$(SYSCONFDIR)/ferry/ferry.ini.example
 	rm -rf $(DESTDIR)$(DATADIR)/doc/ferry
 

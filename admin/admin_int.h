@@ -7,8 +7,11 @@
  * routes.c owns what each route does: it validates its input, calls the
  * queue registry or the gateway and fills in a reply; routes_push.c does the
  * same for the push service's routes (POST /v1/push, GET /v1/stats), with
- * the body helpers routes.c shares below. Handlers never see the
- * connection, so they cannot send twice or forget to send.
+ * the body helpers routes.c shares below, and routes_ops.c for the
+ * operators' routes (GET /v1/queues, POST /v1/devices/{device}/disconnect)
+ * and the query-argument helpers. Handlers never see the connection, so
+ * they cannot send twice or forget to send; http.c hands them the query
+ * arguments along with the path parameters and the body.
  *
  * A handler runs on one of libmicrohttpd's threads; several run at once. All
  * they share is struct admin_server, read-only after admin_start() but for
@@ -37,6 +40,17 @@ struct queue_push_token;
 /* Room for the Location and Allow headers a handler may set. */
 #define ADMIN_HEADER_MAX 64
 
+/* Most query arguments kept of a request; a route that reads them refuses
+ * a request with more. */
+#define ADMIN_MAX_QUERY 8
+
+/* One query argument, as sent: not percent-decoded ('+' is a space). A key
+ * without '=' has the value "". */
+struct admin_query_arg {
+	const char *key;
+	const char *value;
+};
+
 /* A request as a handler sees it; everything is borrowed for the call. */
 struct admin_req {
 	struct queue_registry *reg;
@@ -51,12 +65,19 @@ struct admin_req {
 	size_t body_len;
 	/* Largest envelope payload: [gateway] max_frame - PROTO_PAYLOAD_HEADROOM. */
 	size_t max_payload;
+	/* The query arguments in the order sent, at most ADMIN_MAX_QUERY of
+	 * them; nquery counts them all (more than ADMIN_MAX_QUERY: some were
+	 * left out). Routes that take none ignore them. */
+	const struct admin_query_arg *query;
+	size_t nquery;
 };
 
 /* What a handler answers. http.c sends it and releases it. */
 struct admin_reply {
 	unsigned status;
 	json_t *json;			 /* owned; NULL: no body (204) */
+	char *text;			 /* owned: a text body instead of JSON */
+	const char *ctype;		 /* with text: its Content-Type (static) */
 	char location[ADMIN_HEADER_MAX]; /* Location header, "" for none */
 	char allow[ADMIN_HEADER_MAX];	 /* Allow header (405), "" for none */
 	unsigned retry_after;		 /* Retry-After header in seconds, 0 for none */
@@ -76,14 +97,25 @@ admin_handler admin_route_device_delete;
 admin_handler admin_route_push_set;
 admin_handler admin_route_push_clear;
 admin_handler admin_route_message_send;
-admin_handler admin_route_push_send; /* routes_push.c */
-admin_handler admin_route_stats;     /* routes_push.c */
+admin_handler admin_route_queues;	     /* routes_ops.c */
+admin_handler admin_route_device_disconnect; /* routes_ops.c */
+admin_handler admin_route_push_send;	     /* routes_push.c */
+admin_handler admin_route_stats;	     /* routes_stats.c */
+admin_handler admin_route_metrics;	     /* routes_stats.c */
+
+/* GET /v1/stats's "push" section: null without a push service; NULL when
+ * out of memory (routes_push.c). */
+json_t *admin_stats_push_json(struct push_service *ps);
 
 /*
  * Make @rep a JSON reply with @status. Takes @json (a reference), which may
  * be NULL when building it ran out of memory: the reply becomes a 500 then.
  */
 void admin_reply_json(struct admin_reply *rep, unsigned status, json_t *json);
+
+/* Make @rep a text reply with @status and Content-Type @ctype; takes @text
+ * (malloc'ed, NUL-terminated; NULL: out of memory, a 500). */
+void admin_reply_text(struct admin_reply *rep, unsigned status, char *text, const char *ctype);
 
 /* Make @rep a reply without a body (204). */
 void admin_reply_empty(struct admin_reply *rep, unsigned status);
@@ -139,6 +171,26 @@ const char *admin_json_describe(const json_t *v, char *out, size_t outlen);
 /* A device id as the API spells it: a positive decimal int64, digits only,
  * no leading zero. 1 and *id set, or 0. */
 int admin_device_id_parse(const char *s, int64_t *id);
+
+/* The {device} path parameter (params[0]) into *@id: 1, or 0 with @rep set
+ * to 400 "device id '...' is invalid: ...". */
+int admin_device_param(const struct admin_req *req, struct admin_reply *rep, int64_t *id);
+
+/* @ms (Unix milliseconds) as RFC 3339 UTC with milliseconds,
+ * "2026-11-28T15:05:49.123Z". */
+#define ADMIN_TIME_LEN 32
+void admin_format_time(int64_t ms, char out[ADMIN_TIME_LEN]);
+
+/*
+ * Check @req's query arguments against @allowed (NULL-terminated): 1, or 0
+ * with @rep set to 400 for an unknown argument, one given twice, or more
+ * than ADMIN_MAX_QUERY of them (routes_ops.c).
+ */
+int admin_query_known(const struct admin_req *req, const char *const *allowed,
+		      struct admin_reply *rep);
+
+/* The value of query argument @key, or NULL if absent (borrowed from @req). */
+const char *admin_query_get(const struct admin_req *req, const char *key);
 
 /*
  * Check a push registration as PUT /v1/devices/{id}/push takes it: the

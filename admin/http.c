@@ -31,7 +31,9 @@
  *
  * The raw path is routed (our unescape callback leaves %XX alone) and only
  * path parameters are percent-decoded, so "%2F" cannot make up a route and
- * "%00" is refused instead of cutting a parameter short.
+ * "%00" is refused instead of cutting a parameter short. Query arguments
+ * reach the handlers as sent (not decoded), the first ADMIN_MAX_QUERY of
+ * them; a route that reads them refuses unknown ones (admin_query_known()).
  *
  * Stopping (admin_stop()): no new connection is accepted (one that comes
  * meanwhile waits in the listen backlog until the socket is closed at the
@@ -114,6 +116,9 @@ struct request {
 	enum auth auth;
 	int too_big; /* the body went over max_body: nothing of it is kept */
 	int answered;
+	/* The query arguments (libmicrohttpd's strings), nquery of them in all. */
+	struct admin_query_arg query[ADMIN_MAX_QUERY];
+	size_t nquery;
 };
 
 struct route {
@@ -133,9 +138,12 @@ static const struct route routes[] = {
 	{ "DELETE", "/v1/devices/*", admin_route_device_delete },
 	{ "PUT", "/v1/devices/*/push", admin_route_push_set },
 	{ "DELETE", "/v1/devices/*/push", admin_route_push_clear },
+	{ "POST", "/v1/devices/*/disconnect", admin_route_device_disconnect },
 	{ "POST", "/v1/messages", admin_route_message_send },
 	{ "POST", "/v1/push", admin_route_push_send },
 	{ "GET", "/v1/stats", admin_route_stats },
+	{ "GET", "/v1/queues", admin_route_queues },
+	{ "GET", "/metrics", admin_route_metrics },
 };
 
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
@@ -223,6 +231,19 @@ void admin_reply_json(struct admin_reply *rep, unsigned status, json_t *json)
 	rep->json = json;
 }
 
+void admin_reply_text(struct admin_reply *rep, unsigned status, char *text, const char *ctype)
+{
+	json_decref(rep->json);
+	rep->json = NULL;
+	free(rep->text);
+	rep->text = text;
+	rep->ctype = ctype;
+	rep->status = text ? status : MHD_HTTP_INTERNAL_SERVER_ERROR;
+	if (!text)
+		rep->json = json_pack("{s:{s:s,s:s}}", "error", "code", "internal", "message",
+				      "out of memory");
+}
+
 void admin_reply_empty(struct admin_reply *rep, unsigned status)
 {
 	json_decref(rep->json);
@@ -253,10 +274,11 @@ static int sha256(const void *p, size_t len, unsigned char out[TOKEN_HASH_LEN])
 	return EVP_Digest(p, len, out, &n, EVP_sha256(), NULL) == 1 && n == TOKEN_HASH_LEN;
 }
 
-/* Is @path under /v1, where every route needs the token? */
+/* Every route needs the token but the probes (/healthz, /readyz): those
+ * under /v1, and /metrics (Prometheus sends it as `authorization`). */
 static int needs_auth(const char *path)
 {
-	return !strncmp(path, "/v1/", 4) || !strcmp(path, "/v1");
+	return !strncmp(path, "/v1/", 4) || !strcmp(path, "/v1") || !strcmp(path, "/metrics");
 }
 
 static enum auth auth_check(struct admin_server *srv, struct MHD_Connection *conn)
@@ -398,6 +420,8 @@ static void call_route(struct admin_server *srv, const struct route *r, const st
 		.body = rq->body.data ? rq->body.data : "",
 		.body_len = rq->body.len,
 		.max_payload = srv->max_payload,
+		.query = rq->query,
+		.nquery = rq->nquery,
 	};
 	char q[ADMIN_QUOTE_MAX + 8], raw[ADMIN_QUOTE_MAX + 1];
 	enum ferry_err rc = FERRY_OK;
@@ -483,6 +507,13 @@ static struct MHD_Response *make_response(struct admin_reply *rep)
 	struct MHD_Response *resp;
 	char *text;
 
+	if (rep->text) {
+		resp = MHD_create_response_from_buffer_with_free_callback(strlen(rep->text),
+									  rep->text, free);
+		if (resp)
+			rep->text = NULL; /* the response owns it */
+		return resp;
+	}
 	if (!rep->json && rep->status == MHD_HTTP_NO_CONTENT)
 		return MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
 	text = rep->json ? json_dumps(rep->json, JSON_COMPACT) : NULL;
@@ -516,11 +547,18 @@ static enum MHD_Result send_reply(struct admin_server *srv, struct MHD_Connectio
 	json_decref(rep->json);
 	rep->json = NULL;
 	rq->answered = 1;
+	if (rep->text) { /* not taken by a response */
+		free(rep->text);
+		rep->text = NULL;
+		rep->ctype = NULL;
+	}
 	if (!resp) {
 		log_error("event=admin_response_failed reason=\"out of memory\"");
 		return MHD_NO;
 	}
-	if (rep->status != MHD_HTTP_NO_CONTENT)
+	if (rep->ctype)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, rep->ctype);
+	else if (rep->status != MHD_HTTP_NO_CONTENT)
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
 	if (rep->status == MHD_HTTP_UNAUTHORIZED)
@@ -612,6 +650,20 @@ static enum MHD_Result request_body(struct admin_server *srv, struct MHD_Connect
 	return MHD_YES;
 }
 
+/* Keep a query argument; its strings live as long as the request. */
+static enum MHD_Result collect_query(void *cls, enum MHD_ValueKind kind, const char *key,
+				     const char *value)
+{
+	struct request *rq = cls;
+
+	if (rq->nquery < ADMIN_MAX_QUERY) {
+		rq->query[rq->nquery].key = key;
+		rq->query[rq->nquery].value = value ? value : "";
+	}
+	rq->nquery++;
+	return MHD_YES;
+}
+
 static enum MHD_Result request_finish(struct admin_server *srv, struct MHD_Connection *conn,
 				      const char *path, const char *method, struct request *rq)
 {
@@ -619,10 +671,12 @@ static enum MHD_Result request_finish(struct admin_server *srv, struct MHD_Conne
 
 	if (rq->too_big)
 		return refuse_body(srv, conn, rq, method, path);
-	if (rq->auth == AUTH_OK || rq->auth == AUTH_NOT_NEEDED)
+	if (rq->auth == AUTH_OK || rq->auth == AUTH_NOT_NEEDED) {
+		MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, collect_query, rq);
 		dispatch(srv, rq, path, method, &rep);
-	else
+	} else {
 		reply_unauthorized(&rep, rq->auth);
+	}
 	return send_reply(srv, conn, rq, method, path, &rep);
 }
 

@@ -1,7 +1,7 @@
 /*
  * routes.c - what each admin API route does (the HTTP side is in http.c),
- * but for the push service's routes (routes_push.c), which share the body
- * helpers exported here (admin_int.h).
+ * but for the push service's routes (routes_push.c) and the operators'
+ * (routes_ops.c), which share the helpers exported here (admin_int.h).
  *
  * Each handler checks its path parameters and body, calls the queue registry
  * and fills in a struct admin_reply; it always fills it in, with an error
@@ -66,9 +66,8 @@
 /* Room for what gateway_inject() says about a failure. */
 #define INJECT_ERR_MAX 256
 
-/* Longest int64 in decimal, and an RFC 3339 UTC time with milliseconds. */
+/* Longest int64 in decimal. */
 #define DEVICE_ID_DIGITS 19
-#define TIME_LEN 32
 
 #define ELLIPSIS "\xe2\x80\xa6" /* U+2026, after a token prefix */
 
@@ -130,7 +129,7 @@ int admin_device_id_parse(const char *s, int64_t *id)
 	return 0;
 }
 
-static int device_param(const struct admin_req *req, struct admin_reply *rep, int64_t *id)
+int admin_device_param(const struct admin_req *req, struct admin_reply *rep, int64_t *id)
 {
 	const char *s = req->params[0];
 	char q[ADMIN_QUOTE_MAX + 8];
@@ -633,8 +632,7 @@ static void reply_inject_error(struct admin_reply *rep, enum ferry_err rc,
 
 /* ---- replies ---- */
 
-/* @ms (Unix milliseconds) as "2026-11-28T15:05:49.123Z". */
-static void format_time(int64_t ms, char out[TIME_LEN])
+void admin_format_time(int64_t ms, char out[ADMIN_TIME_LEN])
 {
 	time_t secs = (time_t)(ms / 1000);
 	int frac = (int)(ms % 1000);
@@ -646,11 +644,11 @@ static void format_time(int64_t ms, char out[TIME_LEN])
 		secs--;
 	}
 	if (!gmtime_r(&secs, &tm)) {
-		snprintf(out, TIME_LEN, "1970-01-01T00:00:00.000Z");
+		snprintf(out, ADMIN_TIME_LEN, "1970-01-01T00:00:00.000Z");
 		return;
 	}
-	n = strftime(out, TIME_LEN, "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(out + n, TIME_LEN - n, ".%03dZ", frac);
+	n = strftime(out, ADMIN_TIME_LEN, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(out + n, ADMIN_TIME_LEN - n, ".%03dZ", frac);
 }
 
 void admin_token_prefix(const char *token, char out[ADMIN_TOKEN_PREFIX_SIZE])
@@ -664,10 +662,10 @@ void admin_token_prefix(const char *token, char out[ADMIN_TOKEN_PREFIX_SIZE])
 
 static json_t *push_json(const struct queue_device *d)
 {
-	char prefix[ADMIN_TOKEN_PREFIX_SIZE], updated[TIME_LEN];
+	char prefix[ADMIN_TOKEN_PREFIX_SIZE], updated[ADMIN_TIME_LEN];
 
 	admin_token_prefix(d->push_token, prefix);
-	format_time(d->push_updated_ms, updated);
+	admin_format_time(d->push_updated_ms, updated);
 	return json_pack("{s:s?,s:s,s:s?,s:s?,s:s?,s:s}", "provider", d->push_provider,
 			 "token_prefix", prefix, "app", d->push_app, "topic", d->push_topic,
 			 "environment", d->push_environment, "updated", updated);
@@ -675,13 +673,13 @@ static json_t *push_json(const struct queue_device *d)
 
 static json_t *device_json(const struct queue_device *d)
 {
-	char id[24], created[TIME_LEN], seen[TIME_LEN];
+	char id[24], created[ADMIN_TIME_LEN], seen[ADMIN_TIME_LEN];
 	json_t *push = d->push_token ? push_json(d) : json_null();
 
 	snprintf(id, sizeof(id), "%" PRId64, d->id);
-	format_time(d->created_ms, created);
+	admin_format_time(d->created_ms, created);
 	if (d->last_seen_ms)
-		format_time(d->last_seen_ms, seen);
+		admin_format_time(d->last_seen_ms, seen);
 	if (!push)
 		return NULL;
 	return json_pack("{s:s,s:s,s:s,s:s,s:s?,s:o}", "device_id", id, "user", d->user, "platform",
@@ -854,7 +852,7 @@ void admin_route_device_get(const struct admin_req *req, struct admin_reply *rep
 {
 	int64_t id;
 
-	if (device_param(req, rep, &id))
+	if (admin_device_param(req, rep, &id))
 		reply_device(req, rep, id, "device lookup");
 }
 
@@ -863,7 +861,7 @@ void admin_route_device_delete(const struct admin_req *req, struct admin_reply *
 	enum ferry_err rc;
 	int64_t id;
 
-	if (!device_param(req, rep, &id))
+	if (!admin_device_param(req, rep, &id))
 		return;
 	rc = queue_device_delete(req->reg, id);
 	if (rc) {
@@ -886,7 +884,7 @@ void admin_route_push_set(const struct admin_req *req, struct admin_reply *rep)
 	json_t *obj;
 	int64_t id;
 
-	if (!device_param(req, rep, &id) || !(obj = admin_body_object(req, fields, rep)))
+	if (!admin_device_param(req, rep, &id) || !(obj = admin_body_object(req, fields, rep)))
 		return;
 	if (!field_string(obj, "provider", 1, &t.provider, rep) ||
 	    !field_string(obj, "token", 1, &t.token, rep) ||
@@ -912,7 +910,7 @@ void admin_route_push_clear(const struct admin_req *req, struct admin_reply *rep
 	enum ferry_err rc;
 	int64_t id;
 
-	if (!device_param(req, rep, &id))
+	if (!admin_device_param(req, rep, &id))
 		return;
 	rc = queue_device_clear_push(req->reg, id);
 	if (rc) {

@@ -21,9 +21,8 @@
  * shows token_prefix, as a device does. Titles, bodies and data are never
  * logged either.
  *
- * GET /v1/stats is an object with one member per section, each built by a
- * function of its own (stats_push_json, stats_receipts_json); a section
- * whose module does not run is null.
+ * The "push" section of GET /v1/stats (routes_stats.c) is built here,
+ * admin_stats_push_json().
  */
 #include <inttypes.h>
 #include <limits.h>
@@ -35,7 +34,6 @@
 
 #include "admin/admin_int.h"
 #include "common/log.h"
-#include "gateway/gateway.h"
 #include "push/push.h"
 #include "queue/queue.h"
 #include "common/banned.h"
@@ -636,7 +634,7 @@ static json_t *provider_json(const struct push_provider_stats *p)
 }
 
 /* The "push" section: null without a push service; NULL when out of memory. */
-static json_t *stats_push_json(struct push_service *ps)
+json_t *admin_stats_push_json(struct push_service *ps)
 {
 	struct push_stats st;
 	json_t *providers, *j;
@@ -670,32 +668,4 @@ static json_t *stats_push_json(struct push_service *ps)
 		      : NULL;
 	push_stats_release(&st);
 	return j;
-}
-
-/* The "receipts" section: null without a gateway. */
-static json_t *stats_receipts_json(const struct gateway *gw)
-{
-	struct gateway_receipt_stats st;
-
-	if (!gw)
-		return json_null();
-	gateway_receipt_stats(gw, &st);
-	return json_pack("{s:I,s:I,s:I,s:I,s:f,s:I,s:I}", "read_in", (json_int_t)st.read_in,
-			 "delivered_in", (json_int_t)st.delivered_in, "batches",
-			 (json_int_t)st.batches, "ids_out", (json_int_t)st.ids_out, "ids_per_batch",
-			 st.batches ? (double)st.ids_out / (double)st.batches : 0.0, "read_off",
-			 (json_int_t)st.read_off, "lost", (json_int_t)st.lost);
-}
-
-void admin_route_stats(const struct admin_req *req, struct admin_reply *rep)
-{
-	json_t *push = stats_push_json(req->push);
-	json_t *receipts = push ? stats_receipts_json(req->gw) : NULL;
-
-	if (push && !receipts)
-		json_decref(push);
-	admin_reply_json(rep, HTTP_OK,
-			 push && receipts
-				 ? json_pack("{s:o,s:o}", "push", push, "receipts", receipts)
-				 : NULL);
 }

@@ -66,8 +66,12 @@ static void conn_free(struct gw_conn *c)
 	free(c->handover);
 	SSL_free(c->ssl); /* frees the BIOs too */
 	buf_release(&c->in);
-	if (c->counted)
+	if (c->counted) {
 		atomic_fetch_sub(&gw->connections, 1);
+		gw_stat_sub(c->w, GW_ST_CONNS, 1);
+	}
+	if (c->authed)
+		gw_stat_sub(c->w, GW_ST_AUTHED, 1);
 	free(c);
 }
 
@@ -221,6 +225,8 @@ static void flush_tls(struct gw_conn *c)
 
 void gw_conn_write(struct gw_conn *c, const void *p, size_t len, struct gw_env *env)
 {
+	gw_stat(c->w, GW_ST_FRAMES_OUT, 1);
+	gw_stat(c->w, GW_ST_BYTES_OUT, len);
 	if (!c->ssl) {
 		raw_write(c, p, len, env, NULL);
 		return;
@@ -374,6 +380,10 @@ void gw_conn_welcome(struct gw_conn *c, uint64_t pending)
 	struct proto_frame f = { .type = PROTO_WELCOME };
 
 	c->state = GW_CONN_READY;
+	if (!c->authed) {
+		c->authed = 1;
+		gw_stat(c->w, GW_ST_AUTHED, 1);
+	}
 	f.u.welcome.server_time = gw_now_ms();
 	f.u.welcome.pending = pending;
 	f.u.welcome.max_frame = cfg->gateway.max_frame;
@@ -517,6 +527,7 @@ static size_t decode_all(struct gw_conn *c, const uint8_t *p, size_t len)
 		}
 		if (used == 0)
 			break;
+		gw_stat(c->w, GW_ST_FRAMES_IN, 1);
 		handle_frame(c, &f);
 		off += used;
 	}
@@ -590,6 +601,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 	if (nread == 0)
 		return;
 	c->last_rx = uv_now(&c->w->loop);
+	gw_stat(c->w, GW_ST_BYTES_IN, (uint64_t)nread);
 	if (c->ssl)
 		read_tls(c, (const uint8_t *)b->base, (size_t)nread);
 	else
@@ -659,6 +671,11 @@ void gw_conn_accept(struct gw_worker *w, uv_stream_t *listener, int tls)
 	}
 	n = atomic_fetch_add(&gw->connections, 1) + 1;
 	c->counted = 1;
+	gw_stat(w, GW_ST_CONNS, 1);
+	gw_stat(w, GW_ST_ACCEPTS, 1);
+	for (unsigned peak = atomic_load(&gw->peak_connections); n > peak;)
+		if (atomic_compare_exchange_weak(&gw->peak_connections, &peak, n))
+			break;
 	c->last_rx = uv_now(&w->loop);
 	if (tls && setup_tls(c)) {
 		gw_conn_close(c, 0, NULL);

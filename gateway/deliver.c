@@ -598,6 +598,18 @@ static void inflight_free(struct gw_conn *c, struct gw_inflight *in)
 	free(in);
 }
 
+/* Counted, and the sender learns it was delivered. */
+static void acked_message(struct gw_conn *c, const struct gw_inflight *in)
+{
+	if (in->stored) {
+		gw_stat(c->w, GW_ST_ENV_DRAINED, 1);
+	} else {
+		gw_stat(c->w, GW_ST_ENV_ONLINE, 1);
+		hist_add(&c->w->delivery, (uv_hrtime() - in->env->born_ns) / 1000);
+	}
+	gw_receipt_delivered(c, in->env);
+}
+
 void gw_deliver_acked(struct gw_conn *c, const struct proto_ids *ids)
 {
 	struct gw_inflight *in;
@@ -616,7 +628,7 @@ void gw_deliver_acked(struct gw_conn *c, const struct proto_ids *ids)
 			gw_route_result_to(c->w, in->origin, in->send_id, GW_RES_ACKED);
 		}
 		if (in->env->kind == QUEUE_KIND_MESSAGE)
-			gw_receipt_delivered(c, in->env);
+			acked_message(c, in);
 		inflight_free(c, in);
 	}
 	if (head)

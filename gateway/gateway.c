@@ -337,6 +337,7 @@ static struct gateway *gateway_new(const struct ferry_config *cfg, struct queue_
 	/* Server ids: milliseconds at start in the high bits, so ids of a new run
 	 * are above those of the last one. */
 	atomic_init(&gw->next_server_id, gw_now_ms() << 20);
+	gw->started_ms = gw_now_ms();
 	pthread_mutex_init(&gw->presence_lock, NULL);
 	pthread_mutex_init(&gw->dedup_lock, NULL);
 	pthread_mutex_init(&gw->dir_lock, NULL);
@@ -351,6 +352,7 @@ static struct gateway *gateway_new(const struct ferry_config *cfg, struct queue_
 		w->gw = gw;
 		w->index = i;
 		w->listen_fd[0] = w->listen_fd[1] = -1;
+		hist_init(&w->delivery, hist_latency_us, hist_latency_us_n);
 		w->rbuf = malloc(GW_READ_CHUNK);
 		w->plain = malloc(GW_READ_CHUNK);
 		if (!w->rbuf || !w->plain) {
@@ -463,6 +465,18 @@ void gateway_kick_device(struct gateway *gw, int64_t id, unsigned code)
 	gw_post(gw, NULL, worker, m);
 }
 
+int gateway_disconnect_device(struct gateway *gw, int64_t id)
+{
+	unsigned worker;
+	uint64_t conn_id;
+
+	/* The worker finds the device's connection again, whichever it is by then. */
+	if (!gw || !gw_presence_find(gw, id, &worker, &conn_id))
+		return 0;
+	gateway_kick_device(gw, id, PROTO_ERR_DISCONNECTED);
+	return 1;
+}
+
 void gateway_user_changed(struct gateway *gw, const char *user)
 {
 	if (gw)
@@ -490,22 +504,56 @@ void gateway_user_settings_changed(struct gateway *gw, const char *user, int rea
 	}
 }
 
-void gateway_receipt_stats(const struct gateway *gw, struct gateway_receipt_stats *out)
+void gateway_store_stats(const struct gateway *gw, struct queue_store_stats *out,
+			 struct hist_snap *commits)
 {
-	uint64_t v[GW_RCPT_NSTATS] = { 0 };
+	memset(out, 0, sizeof(*out));
+	hist_snap_init(commits, hist_latency_us, hist_latency_us_n);
+	if (!gw || !gw->store)
+		return;
+	queue_store_stats(gw->store, out);
+	queue_store_commit_hist(gw->store, commits);
+}
+
+void gateway_stats(const struct gateway *gw, struct gateway_stats *out)
+{
+	uint64_t v[GW_ST_N] = { 0 };
 
 	memset(out, 0, sizeof(*out));
+	hist_snap_init(&out->delivery, hist_latency_us, hist_latency_us_n);
 	if (!gw)
 		return;
-	for (unsigned i = 0; i < gw->nworkers; i++)
-		for (int k = 0; k < GW_RCPT_NSTATS; k++)
-			v[k] += atomic_load_explicit(&gw->workers[i].rcpt[k], memory_order_relaxed);
-	out->read_in = v[GW_RCPT_READ_IN];
-	out->delivered_in = v[GW_RCPT_DELIVERED];
-	out->batches = v[GW_RCPT_BATCHES];
-	out->ids_out = v[GW_RCPT_IDS_OUT];
-	out->read_off = v[GW_RCPT_OFF];
-	out->lost = v[GW_RCPT_LOST];
+	out->nworkers = gw->nworkers;
+	for (unsigned i = 0; i < gw->nworkers; i++) {
+		const struct gw_worker *w = &gw->workers[i];
+
+		for (int k = 0; k < GW_ST_N; k++)
+			v[k] += atomic_load_explicit(&w->st[k], memory_order_relaxed);
+		if (i < GATEWAY_STATS_WORKERS)
+			out->worker_connections[i] =
+				atomic_load_explicit(&w->st[GW_ST_CONNS], memory_order_relaxed);
+		hist_snap_add(&out->delivery, &w->delivery);
+	}
+	out->uptime_ms = gw_now_ms() - gw->started_ms;
+	out->connections = v[GW_ST_CONNS];
+	out->peak_connections = atomic_load(&gw->peak_connections);
+	out->authenticated = v[GW_ST_AUTHED];
+	out->accepted = v[GW_ST_ACCEPTS];
+	out->frames_in = v[GW_ST_FRAMES_IN];
+	out->frames_out = v[GW_ST_FRAMES_OUT];
+	out->bytes_in = v[GW_ST_BYTES_IN];
+	out->bytes_out = v[GW_ST_BYTES_OUT];
+	out->env_accepted = v[GW_ST_ENV_ACCEPTED];
+	out->env_online = v[GW_ST_ENV_ONLINE];
+	out->env_drained = v[GW_ST_ENV_DRAINED];
+	for (int r = 0; r < 5; r++)
+		out->nacks[r] = v[GW_ST_NACK + r];
+	out->receipts.read_in = v[GW_ST_RCPT_READ_IN];
+	out->receipts.delivered_in = v[GW_ST_RCPT_DELIVERED];
+	out->receipts.batches = v[GW_ST_RCPT_BATCHES];
+	out->receipts.ids_out = v[GW_ST_RCPT_IDS_OUT];
+	out->receipts.read_off = v[GW_ST_RCPT_OFF];
+	out->receipts.lost = v[GW_ST_RCPT_LOST];
 }
 
 void gateway_device_deleted(struct gateway *gw, int64_t id)

@@ -14,6 +14,7 @@
 #ifndef FERRY_GATEWAY_GATEWAY_H
 #define FERRY_GATEWAY_GATEWAY_H
 
+#include "common/hist.h"
 #include <stddef.h>
 #include <stdint.h>
 
@@ -79,6 +80,14 @@ enum ferry_err gateway_inject(struct gateway *gw, struct gateway_inject *inj, ch
  */
 void gateway_kick_device(struct gateway *gw, int64_t id, unsigned code);
 
+/*
+ * Close device @id's connection to this node with ERROR disconnected, so
+ * that the device connects again (POST /v1/devices/{device}/disconnect).
+ * Returns 1 if the device had a connection here (it is closed on its worker,
+ * shortly after), 0 if it had none. @gw may be NULL (no gateway: 0).
+ */
+int gateway_disconnect_device(struct gateway *gw, int64_t id);
+
 /* @user's devices changed (one registered or deleted): route the next SEND
  * to @user from a fresh list. @gw may be NULL. */
 void gateway_user_changed(struct gateway *gw, const char *user);
@@ -97,7 +106,33 @@ struct gateway_receipt_stats {
 	uint64_t lost;	       /* delivered ids that could be neither sent nor stored */
 };
 
-void gateway_receipt_stats(const struct gateway *gw, struct gateway_receipt_stats *out);
+/* Workers whose connections struct gateway_stats lists one by one. */
+#define GATEWAY_STATS_WORKERS 64
+
+/* What the gateway has done since it started, summed over its workers. */
+struct gateway_stats {
+	uint64_t uptime_ms;
+	uint64_t connections;	   /* now */
+	uint64_t peak_connections; /* most at once */
+	uint64_t authenticated;	   /* now: connections past WELCOME */
+	uint64_t accepted;	   /* connections accepted */
+	unsigned nworkers;
+	uint64_t worker_connections[GATEWAY_STATS_WORKERS]; /* now, per worker */
+	uint64_t frames_in, frames_out, bytes_in, bytes_out;
+	uint64_t env_accepted; /* SENDs accepted for routing */
+	uint64_t env_online;   /* deliveries acknowledged live */
+	uint64_t env_drained;  /* stored deliveries acknowledged */
+	uint64_t nacks[5];     /* NACKs sent by reason (1 to 5), SENDs and RECEIPTs */
+	struct gateway_receipt_stats receipts;
+	struct hist_snap delivery; /* live DELIVER written -> acknowledged, us */
+};
+
+void gateway_stats(const struct gateway *gw, struct gateway_stats *out);
+
+/* The offline store's counters and commit latencies (0 without a gateway). */
+struct queue_store_stats;
+void gateway_store_stats(const struct gateway *gw, struct queue_store_stats *out,
+			 struct hist_snap *commits);
 
 /* The device was deleted: close its connection (ERROR device_deleted).
  * @gw may be NULL (no gateway: nothing to do). */

@@ -41,6 +41,7 @@
 #include <uv.h>
 
 #include "common/buf.h"
+#include "common/hist.h"
 #include "common/config.h"
 #include "common/mailbox.h"
 #include "gateway/gateway.h"
@@ -71,15 +72,27 @@
 
 enum { GW_PLAIN = 0, GW_TLS = 1 };
 
-/* Receipt counters of a worker (struct gateway_receipt_stats). */
+/* A worker's counters (struct gateway_stats): written by the worker only,
+ * summed over the workers on read. The first two are gauges. */
 enum {
-	GW_RCPT_READ_IN,   /* ids from devices' RECEIPT frames */
-	GW_RCPT_DELIVERED, /* ids made from DELIVER_ACKs */
-	GW_RCPT_BATCHES,   /* DELIVER_RECEIPT envelopes made */
-	GW_RCPT_IDS_OUT,   /* ids in them */
-	GW_RCPT_OFF,	   /* RECEIPT frames of users who switched read receipts off */
-	GW_RCPT_LOST,	   /* delivered ids neither delivered nor stored */
-	GW_RCPT_NSTATS,
+	GW_ST_CONNS,			     /* connections open on this worker */
+	GW_ST_AUTHED,			     /* of which authenticated (WELCOME sent) */
+	GW_ST_ACCEPTS,			     /* connections accepted */
+	GW_ST_FRAMES_IN,		     /* frames decoded */
+	GW_ST_FRAMES_OUT,		     /* frames written */
+	GW_ST_BYTES_IN,			     /* bytes read from sockets (TLS records included) */
+	GW_ST_BYTES_OUT,		     /* frame bytes written (before TLS) */
+	GW_ST_ENV_ACCEPTED,		     /* SENDs accepted for routing (not retransmissions) */
+	GW_ST_ENV_ONLINE,		     /* live DELIVERs acknowledged */
+	GW_ST_ENV_DRAINED,		     /* stored DELIVERs acknowledged */
+	GW_ST_NACK,			     /* + reason - 1: NACKs by reason (1 to 5) */
+	GW_ST_RCPT_READ_IN = GW_ST_NACK + 5, /* ids from devices' RECEIPT frames */
+	GW_ST_RCPT_DELIVERED,		     /* ids made from DELIVER_ACKs */
+	GW_ST_RCPT_BATCHES,		     /* DELIVER_RECEIPT envelopes made */
+	GW_ST_RCPT_IDS_OUT,		     /* ids in them */
+	GW_ST_RCPT_OFF,	 /* RECEIPT frames of users who switched read receipts off */
+	GW_ST_RCPT_LOST, /* delivered ids neither delivered nor stored */
+	GW_ST_N,
 };
 
 /* An encoded DELIVER (or DELIVER_RECEIPT) frame, shared by every
@@ -94,6 +107,7 @@ struct gw_env {
 	uint8_t user_len;      /* message: its sender user, in frame[] */
 	uint16_t user_off;     /* at this offset */
 	int64_t sender_device; /* message: 0 if the server originated it */
+	uint64_t born_ns;      /* uv_hrtime() when it was encoded */
 	uint64_t client_id;    /* message */
 	size_t len;
 	uint8_t frame[];
@@ -315,6 +329,7 @@ struct gw_conn {
 	int paused;	   /* not reading: too many SENDs queued */
 	int refs;	   /* handles still open + threadpool jobs */
 	int counted;	   /* counts in gw->connections */
+	int authed;	   /* counts in GW_ST_AUTHED */
 	UT_hash_handle hh; /* worker's table, by id */
 };
 
@@ -333,8 +348,9 @@ struct gw_worker {
 	int delivered_receipts;	   /* [receipts] delivered = on */
 	uv_timer_t receipt_timer;  /* its next flush */
 	uint64_t receipt_due;	   /* when the timer fires (UINT64_MAX: idle) */
-	/* Receipt counters: written by this worker only, summed on read. */
-	atomic_uint_fast64_t rcpt[GW_RCPT_NSTATS];
+	/* Counters (GW_ST_*): written by this worker only, summed on read. */
+	atomic_uint_fast64_t st[GW_ST_N];
+	struct hist delivery;  /* live DELIVER written -> acknowledged, us */
 	uint8_t *rbuf;	       /* GW_READ_CHUNK, shared by this worker's reads */
 	uint8_t *plain;	       /* GW_READ_CHUNK of decrypted TLS bytes */
 	struct gw_conn *conns; /* by id */
@@ -345,6 +361,20 @@ struct gw_worker {
 	uv_sem_t started;
 	enum ferry_err start_rc;
 };
+
+/* Only the worker's own thread writes its counters: a relaxed load and
+ * store, no locked instruction; readers see each value whole. */
+static inline void gw_stat(struct gw_worker *w, int which, uint64_t n)
+{
+	atomic_store_explicit(&w->st[which],
+			      atomic_load_explicit(&w->st[which], memory_order_relaxed) + n,
+			      memory_order_relaxed);
+}
+
+static inline void gw_stat_sub(struct gw_worker *w, int which, uint64_t n)
+{
+	gw_stat(w, which, -n);
+}
 
 /* A device's connection. The entry outlives the connection until its
  * worker has handled everything posted to it before the close (RELEASE), so
@@ -395,6 +425,8 @@ struct gateway {
 	uint16_t ports[2];
 	atomic_int ready;
 	atomic_uint connections;
+	atomic_uint peak_connections;
+	uint64_t started_ms; /* gw_now_ms() at start */
 	atomic_uint_fast64_t next_conn_id;
 	atomic_uint_fast64_t next_server_id;
 

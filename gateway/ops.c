@@ -43,6 +43,7 @@ struct gw_env *gw_env_deliver(uint64_t server_id, const char *sender_user, size_
 	env->ttl = 0;
 	env->kind = QUEUE_KIND_MESSAGE;
 	env->sender_device = sender_device;
+	env->born_ns = uv_hrtime();
 	env->client_id = client_id;
 	env->user_len = (uint8_t)user_len; /* at most PROTO_MAX_USER */
 	if (proto_encode(&f, env->frame, size, &n) || n != size)

@@ -79,6 +79,7 @@ static const char *const error_names[] = {
 	[PROTO_ERR_INTERNAL] = "internal",
 	[PROTO_ERR_NOT_IMPLEMENTED] = "not_implemented",
 	[PROTO_ERR_OVERLOADED] = "overloaded",
+	[PROTO_ERR_DISCONNECTED] = "disconnected",
 };
 
 static const char *const nack_names[] = {

@@ -38,11 +38,6 @@
 #include "gateway/gateway_int.h"
 #include "common/banned.h"
 
-static void count(struct gw_worker *w, int which, uint64_t n)
-{
-	atomic_fetch_add_explicit(&w->rcpt[which], n, memory_order_relaxed);
-}
-
 /* ---- waiting RECEIPT frames ---- */
 
 static void answer(struct gw_worker *w, struct gw_rwait *t)
@@ -103,7 +98,7 @@ void gw_receipt_sent(struct gw_worker *w, struct gw_rflush *fl, const struct gw_
 	/* Read receipts have waiters, told to send them again; delivered
 	 * ones have nobody to ask. */
 	if ((s->failed || s->full) && fl->ntags == 0) {
-		count(w, GW_RCPT_LOST, fl->nids);
+		gw_stat(w, GW_ST_RCPT_LOST, fl->nids);
 		log_warn("event=receipts_lost user=%s device=%lld ids=%zu failed=%u full=%u",
 			 fl->target_user, (long long)fl->target_device, fl->nids, s->failed,
 			 s->full);
@@ -163,8 +158,8 @@ static void on_flush(void *arg, const struct receipt_batch *b)
 	struct gateway *gw = w->gw;
 	struct gw_rflush *fl = calloc(1, sizeof(*fl));
 
-	count(w, GW_RCPT_BATCHES, 1);
-	count(w, GW_RCPT_IDS_OUT, b->n);
+	gw_stat(w, GW_ST_RCPT_BATCHES, 1);
+	gw_stat(w, GW_ST_RCPT_IDS_OUT, b->n);
 	if (fl) {
 		fl->w = w;
 		fl->ntags = b->ntags;
@@ -180,7 +175,7 @@ static void on_flush(void *arg, const struct receipt_batch *b)
 			release(w, b->tags[i]);
 		}
 		if (b->kind == RECEIPT_DELIVERED)
-			count(w, GW_RCPT_LOST, b->n);
+			gw_stat(w, GW_ST_RCPT_LOST, b->n);
 		if (fl)
 			flush_free(fl);
 		return;
@@ -286,9 +281,9 @@ void gw_receipt_delivered(struct gw_conn *c, const struct gw_env *env)
 	a.kind = RECEIPT_DELIVERED;
 	a.ids = &env->client_id;
 	a.n = 1;
-	count(w, GW_RCPT_DELIVERED, 1);
+	gw_stat(w, GW_ST_RCPT_DELIVERED, 1);
 	if (receipts_add(w->receipts, &a, uv_now(&w->loop)) != FERRY_OK)
-		count(w, GW_RCPT_LOST, 1);
+		gw_stat(w, GW_ST_RCPT_LOST, 1);
 	arm(w);
 }
 
@@ -314,7 +309,7 @@ void gw_receipt_read(struct gw_conn *c, const struct proto_receipt *r)
 		return;
 	}
 	if (!c->read_receipts) {
-		count(w, GW_RCPT_OFF, 1);
+		gw_stat(w, GW_ST_RCPT_OFF, 1);
 		gw_send_ack(c, r->id, 0, 0);
 		return;
 	}
@@ -337,7 +332,7 @@ void gw_receipt_read(struct gw_conn *c, const struct proto_receipt *r)
 	a.ids = r->ids;
 	a.n = r->count;
 	a.tag = t;
-	count(w, GW_RCPT_READ_IN, r->count);
+	gw_stat(w, GW_ST_RCPT_READ_IN, r->count);
 	if (receipts_add(w->receipts, &a, uv_now(&w->loop)) != FERRY_OK)
 		t->failed++;
 	t->adding = 0;

@@ -80,6 +80,8 @@ void gw_send_nack(struct gw_conn *c, uint64_t client_id, unsigned reason, const 
 {
 	struct proto_frame f = { .type = PROTO_NACK };
 
+	if (reason >= 1 && reason <= 5)
+		gw_stat(c->w, GW_ST_NACK + (int)reason - 1, 1);
 	f.u.nack.client_id = client_id;
 	f.u.nack.reason = reason;
 	f.u.nack.text.p = (const uint8_t *)text;
@@ -190,6 +192,7 @@ void gw_route_send(struct gw_conn *c, const struct proto_send *s)
 	case GW_DEDUP_NEW:
 		break;
 	}
+	gw_stat(c->w, GW_ST_ENV_ACCEPTED, 1);
 	p = make_pending(c, s, server_id);
 	if (!p) {
 		gw_dedup_forget(gw, c->device_id, s->client_id, c->id);

@@ -277,9 +277,14 @@ static void count_outcome(struct push_service *ps, const struct send *s, const s
 		st->retries++;
 	if (o->kind == O_OK) {
 		st->ok++;
+		size_t b = 0;
+
 		st->latency_sum_us += o->latency_us;
 		if (o->latency_us > st->latency_max_us)
 			st->latency_max_us = o->latency_us;
+		while (b < hist_latency_us_n && o->latency_us > hist_latency_us[b])
+			b++;
+		st->latency_hist[b]++;
 	} else {
 		st->failed++;
 		count_reason(st, o->reason);

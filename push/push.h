@@ -35,6 +35,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/hist.h"
 #include "common/config.h"
 #include "common/err.h"
 
@@ -151,6 +152,9 @@ struct push_provider_stats {
 	uint64_t retries;			 /* tries after the first */
 	uint64_t tokens_removed;		 /* tokens removed from devices */
 	uint64_t latency_sum_us, latency_max_us; /* over ok outcomes */
+	/* Ok outcomes by latency: bucket i up to hist_latency_us[i], the
+	 * last one above them all. */
+	uint64_t latency_hist[HIST_MAX_BOUNDS + 1];
 	size_t nreasons;
 	struct {
 		char reason[48]; /* "Unregistered", "QUOTA_EXCEEDED", "transport"... */

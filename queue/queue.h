@@ -185,6 +185,30 @@ enum ferry_err queue_device_drop_push(struct queue_registry *reg, int64_t id, co
 enum ferry_err queue_devices_seen(struct queue_registry *reg, const int64_t *ids,
 				  size_t n) FERRY_WUR;
 
+/* A device's offline queue, as GET /v1/queues lists it. */
+struct queue_depth {
+	int64_t device;
+	char user[QUEUE_USER_MAX + 1];
+	uint64_t pending;	   /* devices.pending (sql/0002_store.sql) */
+	int64_t oldest_created_ms; /* the head envelope's creation (Unix ms); 0: none */
+};
+
+/* Most devices queue_devices_deepest() lists at once. */
+#define QUEUE_DEEPEST_MAX 1000
+
+/*
+ * The devices with the most envelopes waiting, deepest first (ties: lower
+ * id first), at most @max (1 to QUEUE_DEEPEST_MAX) into @out; *n gets how
+ * many. Devices with none waiting are left out. pending is the counter the
+ * store keeps, which may include envelopes that expired since the last
+ * sweep; oldest_created_ms is when the envelope at the head of the queue
+ * (the next to be delivered) was created, 0 if the rows are gone by the
+ * time they are read. One statement, without an index on pending (a scan
+ * of devices; see the function). FERRY_EINVAL for a @max out of range.
+ */
+enum ferry_err queue_devices_deepest(struct queue_registry *reg, size_t max,
+				     struct queue_depth *out, size_t *n) FERRY_WUR;
+
 /* Free the strings @dev owns and zero it. NULL is a no-op. */
 void queue_device_release(struct queue_device *dev);
 
@@ -415,5 +439,9 @@ struct queue_store_stats {
 
 /* A snapshot of @st's counters (any thread; each read atomically). */
 void queue_store_stats(const struct queue_store *st, struct queue_store_stats *out);
+/* Add the store's commit latencies (microseconds, bounds hist_latency_us)
+ * to @out. */
+struct hist_snap;
+void queue_store_commit_hist(const struct queue_store *st, struct hist_snap *out);
 
 #endif

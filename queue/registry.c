@@ -550,6 +550,49 @@ enum ferry_err queue_devices_seen(struct queue_registry *reg, const int64_t *ids
 	return rc;
 }
 
+/*
+ * No index on devices.pending, on purpose: the store updates it with every
+ * batch and every acknowledgement, and an indexed column makes each of those
+ * updates a non-HOT one with an index entry of its own, on the hot path, for
+ * the sake of an operator's occasional look. Without it this is a scan of
+ * devices with a top-N sort (about 0.1 s per million devices), and one
+ * primary-key probe per listed device for the head of its queue.
+ */
+enum ferry_err queue_devices_deepest(struct queue_registry *reg, size_t max,
+				     struct queue_depth *out, size_t *n)
+{
+	char maxbuf[24];
+	const char *params[1] = { maxbuf };
+	PGresult *res;
+	enum ferry_err rc;
+	int rows;
+
+	*n = 0;
+	if (max < 1 || max > QUEUE_DEEPEST_MAX)
+		return FERRY_EINVAL;
+	snprintf(maxbuf, sizeof(maxbuf), "%zu", max);
+	rc = run(reg,
+		 "SELECT d.id, d.user_id, d.pending, "
+		 "coalesce((SELECT (extract(epoch FROM e.created) * 1000)::bigint FROM envelopes e "
+		 "WHERE e.recipient_device = d.id ORDER BY e.seq LIMIT 1), 0) "
+		 "FROM devices d WHERE d.pending > 0 ORDER BY d.pending DESC, d.id LIMIT $1",
+		 1, params, 1, &res);
+	if (rc)
+		return rc;
+	rows = PQntuples(res);
+	for (int i = 0; i < rows && (size_t)i < max; i++) {
+		struct queue_depth *q = &out[i];
+
+		q->device = strtoll(PQgetvalue(res, i, 0), NULL, 10);
+		snprintf(q->user, sizeof(q->user), "%s", PQgetvalue(res, i, 1));
+		q->pending = strtoull(PQgetvalue(res, i, 2), NULL, 10);
+		q->oldest_created_ms = strtoll(PQgetvalue(res, i, 3), NULL, 10);
+		(*n)++;
+	}
+	PQclear(res);
+	return FERRY_OK;
+}
+
 /* ---- per-user settings ---- */
 
 enum ferry_err queue_user_settings_get(struct queue_registry *reg, const char *user,

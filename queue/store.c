@@ -265,6 +265,7 @@ struct queue_store *queue_store_start(const struct queue_store_opts *opts, char 
 		return NULL;
 	}
 	st->opts = *opts;
+	hist_init(&st->commit_hist, hist_latency_us, hist_latency_us_n);
 	st->opts.conninfo = st->conninfo;
 	st->opts.writers = st->nwriters = writers_of(opts);
 	if (uv_loop_init(&st->loop)) {
@@ -329,6 +330,11 @@ void queue_store_stop(struct queue_store *st)
 void queue_rows_free(struct queue_row *rows, size_t n)
 {
 	free(rows);
+}
+
+void queue_store_commit_hist(const struct queue_store *st, struct hist_snap *out)
+{
+	hist_snap_add(out, &st->commit_hist);
 }
 
 void queue_store_stats(const struct queue_store *st, struct queue_store_stats *out)

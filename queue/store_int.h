@@ -31,6 +31,7 @@
 #include <libpq-fe.h>
 #include <uv.h>
 
+#include "common/hist.h"
 #include "common/mailbox.h"
 #include "queue/queue.h"
 
@@ -200,6 +201,7 @@ struct queue_store {
 	int stopping, closing;
 	atomic_int ready;
 	struct store_counters stats;
+	struct hist commit_hist; /* BEGIN sent -> COMMIT answered, us */
 };
 
 /* Answer @req with @rc (post its reply); @req is the caller's again. */

@@ -461,6 +461,7 @@ static void record_commit(struct store_writer *w, struct store_seg *seg)
 	if (w->batch_envelopes > STAT_GET(st, batch_largest))
 		STAT_SET(st, batch_largest, w->batch_envelopes);
 	STAT_ADD(st, commit_us_total, us);
+	hist_add(&st->commit_hist, us);
 	STAT_SET(st, commit_us_last, us);
 	if (us > STAT_GET(st, commit_us_max))
 		STAT_SET(st, commit_us_max, us);

@@ -4,10 +4,13 @@
  *
  * Input: one byte choosing the handler (its low 7 bits, modulo the number of
  * handlers, index the table below; its top bit set: no push service), then
- * "param0 \0 param1 \0 body". The queue registry is replaced at link
- * time by the stubs below (the real queue/registry.o is not linked), so
- * every input reaches the code that builds the reply, including the device
- * JSON.
+ * "param0 \0 param1 \0 body \0 query", the query as "k=v&k=v..." (a piece
+ * without '=' is a key with the value ""), as http.c hands it over: at most
+ * ADMIN_MAX_QUERY arguments kept, all of them counted. The queue registry
+ * is replaced at link time by the stubs below (the real queue/registry.o is
+ * not linked), so every input reaches the code that builds the reply,
+ * including the device and queue JSON. There is no gateway (req.gw NULL),
+ * so a disconnect always finds the device without a connection.
  *
  * POST /v1/push and GET /v1/stats talk to a real push service (push.o is
  * linked, so it cannot be stubbed here) started once on the default
@@ -195,6 +198,26 @@ enum ferry_err queue_user_settings_put(struct queue_registry *reg, const char *u
 	return user[0] == 'y' ? FERRY_EDB : FERRY_OK;
 }
 
+/* As many devices as asked for, deepest first; one in four has no head
+ * row left (oldest_created null). top 7 finds the database down. */
+enum ferry_err queue_devices_deepest(struct queue_registry *reg, size_t max,
+				     struct queue_depth *out, size_t *n)
+{
+	*n = 0;
+	if (max < 1 || max > QUEUE_DEEPEST_MAX)
+		abort(); /* the route checks ?top */
+	if (max == 7)
+		return FERRY_EUNAVAIL;
+	for (size_t i = 0; i < max; i++) {
+		out[i].device = (int64_t)(i + 1);
+		snprintf(out[i].user, sizeof(out[i].user), "user%zu", i);
+		out[i].pending = UINT64_MAX - i;
+		out[i].oldest_created_ms = i % 4 ? 1764342349123LL + (int64_t)i : 0;
+	}
+	*n = max;
+	return FERRY_OK;
+}
+
 /* ---- harness ---- */
 
 static admin_handler *const handlers[] = {
@@ -202,7 +225,7 @@ static admin_handler *const handlers[] = {
 	admin_route_devices_list,      admin_route_device_get, admin_route_device_delete,
 	admin_route_push_set,	       admin_route_push_clear, admin_route_message_send,
 	admin_route_push_send,	       admin_route_stats,      admin_route_user_settings_get,
-	admin_route_user_settings_put,
+	admin_route_user_settings_put, admin_route_queues,     admin_route_device_disconnect,
 };
 
 /* A push service without credentials, for the whole run. */
@@ -240,18 +263,48 @@ static char *take(const uint8_t **p, const uint8_t *end)
 	return s;
 }
 
+/* "k=v&k&..." into @args (pointing into @q, which is cut up), as http.c
+ * collects a request's: the first ADMIN_MAX_QUERY kept, all counted. */
+static size_t split_query(char *q, struct admin_query_arg args[ADMIN_MAX_QUERY])
+{
+	size_t n = 0;
+
+	while (*q) {
+		char *amp = strchr(q, '&'), *eq;
+
+		if (amp)
+			*amp = '\0';
+		eq = strchr(q, '=');
+		if (eq)
+			*eq = '\0';
+		if (n < ADMIN_MAX_QUERY) {
+			args[n].key = q;
+			args[n].value = eq ? eq + 1 : "";
+		}
+		n++;
+		if (!amp)
+			break;
+		q = amp + 1;
+	}
+	return n;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	const uint8_t *p = data + 1, *end = data + size;
 	struct admin_req req = { 0 };
 	struct admin_reply rep = { 0 };
-	char *param0, *param1, *body;
+	struct admin_query_arg args[ADMIN_MAX_QUERY];
+	char *param0, *param1, *body, *query;
 
 	if (size < 1)
 		return 0;
 	param0 = take(&p, end);
 	param1 = take(&p, end);
 	body = take(&p, end);
+	query = take(&p, end);
+	req.query = args;
+	req.nquery = split_query(query, args);
 	req.method = "POST";
 	req.push = data[0] & 0x80 ? NULL : push_service();
 	req.params[0] = param0;
@@ -265,5 +318,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	free(param0);
 	free(param1);
 	free(body);
+	free(query);
 	return 0;
 }

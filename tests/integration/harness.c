@@ -110,6 +110,47 @@ long long th_pg_int(PGconn *conn, const char *fmt, ...)
 	return v;
 }
 
+void th_ferryd_wait_ready(const struct th_ferryd *d, unsigned timeout_ms)
+{
+	char *url = xasprintf("%s/readyz", d->admin_url);
+	long status = 0;
+
+	for (unsigned waited = 0;; waited += 50) {
+		struct th_response r;
+		struct timespec ts = { 0, 50 * 1000 * 1000 };
+
+		th_http(&r, "GET", url, NULL, NULL);
+		status = r.status;
+		th_response_release(&r);
+		if (status == 200 || waited >= timeout_ms)
+			break;
+		nanosleep(&ts, NULL);
+	}
+	free(url);
+	if (status != 200)
+		fail_msg("ferryd not ready within %u ms (/readyz %ld)", timeout_ms, status);
+}
+
+void th_promtool_check(const char *text)
+{
+	char *in = th_write_file("metrics.txt", text);
+	char *out = xasprintf("%s.out", in);
+	char *cmd = xasprintf("promtool check metrics < '%s' > '%s' 2>&1", in, out);
+	int rc = system(cmd);
+
+	if (rc != 0) {
+		char *said = th_read_file(out);
+
+		fail_msg("promtool check metrics: status %d: %s\n---- the exposition ----\n%s", rc,
+			 said, text);
+	}
+	unlink(in);
+	unlink(out);
+	free(cmd);
+	free(out);
+	free(in);
+}
+
 char *th_db_new(const char *prefix)
 {
 	static int counter;

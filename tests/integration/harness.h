@@ -113,6 +113,14 @@ int th_ferryd_kill(struct th_ferryd *d);
  */
 void th_ferryd_restart(struct th_ferryd *d);
 
+/* Wait until @d's /readyz answers 200 (the store has its database, the
+ * listeners are up), or fail the test after @timeout_ms. */
+void th_ferryd_wait_ready(const struct th_ferryd *d, unsigned timeout_ms);
+
+/* Fail the test unless Prometheus's own parser and linter (promtool check
+ * metrics) accept @text, a text exposition. */
+void th_promtool_check(const char *text);
+
 /* An HTTP response. */
 struct th_response {
 	long status;

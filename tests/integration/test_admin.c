@@ -8,8 +8,10 @@
  * Bodies are checked by parsing them with jansson, not by matching text;
  * only error messages are matched by substring.
  *
- * (test_stop_finishes_requests and test_user_settings_survive_restart start
- * and stop daemons of their own.) The user settings tests also call the
+ * (test_stop_finishes_requests, test_user_settings_survive_restart and
+ * test_queues_live_and_disconnect start and stop daemons of their own; the
+ * last one with a device gateway, on a database of its own, for the store's
+ * queue counters and a raw device to disconnect.) The user settings tests also call the
  * registry in-process (queue_device_auth(), what the gateway's handshake
  * reads) and look at the user_settings table through libpq.
  *
@@ -36,8 +38,10 @@
 #include <jansson.h>
 #include <libpq-fe.h>
 
+#include "gateway/proto.h"
 #include "queue/queue.h"
 #include "tests/integration/harness.h"
+#include "tests/integration/rawdev.h"
 #include "common/banned.h"
 
 #define TOKEN "admin-test-token-7f3a"
@@ -754,6 +758,322 @@ static void test_device_delete(void **state)
 	free(id);
 }
 
+/* ---- queues and disconnect ---- */
+
+/* GET @path (the group's daemon): 200 with {"queues": [...]}; returns the array (a reference). */
+static json_t *get_queues(struct ctx *c, const char *path)
+{
+	struct th_response r;
+	json_t *j, *qs;
+
+	request(c, &r, "GET", path, NULL);
+	if (r.status != 200)
+		fail_msg("GET %s: %ld %s", path, r.status, r.body);
+	j = body_json(&r);
+	assert_int_equal(json_object_size(j), 1);
+	qs = json_object_get(j, "queues");
+	assert_true(json_is_array(qs));
+	json_incref(qs);
+	json_decref(j);
+	th_response_release(&r);
+	return qs;
+}
+
+/* Queue @i of @qs is device @id of @user with @pending; its oldest_created @oldest (NULL: null). */
+static void assert_queue(json_t *qs, size_t i, const char *id, const char *user, json_int_t pending,
+			 const char *oldest)
+{
+	json_t *q = json_array_get(qs, i), *o;
+
+	assert_true(json_is_object(q));
+	assert_int_equal(json_object_size(q), 4);
+	assert_string_equal(str_field(q, "device_id"), id);
+	assert_string_equal(str_field(q, "user"), user);
+	assert_true(json_is_integer(json_object_get(q, "pending")));
+	assert_int_equal(json_integer_value(json_object_get(q, "pending")), pending);
+	o = json_object_get(q, "oldest_created");
+	if (oldest)
+		assert_string_equal(str_field(q, "oldest_created"), oldest);
+	else
+		assert_true(json_is_null(o));
+}
+
+static void set_pending(struct ctx *c, const char *id, int n)
+{
+	PGconn *conn = th_pg_connect(c->conninfo);
+	char sql[128];
+
+	snprintf(sql, sizeof(sql), "UPDATE devices SET pending = %d WHERE id = %s", n, id);
+	PQclear(th_pg_exec(conn, sql));
+	PQfinish(conn);
+}
+
+/*
+ * The order, the limit and the shape, on counters set by hand (the store
+ * keeps them in real life: test_queues_live). Ties go by device id; the
+ * head of a queue is its lowest seq, whatever the creation times say.
+ */
+static void test_queues(void **state)
+{
+	struct ctx *c = *state;
+	char *a = create_device(c, "deep1", "ios", NULL, 0);
+	char *b = create_device(c, "deep2", "web", NULL, 0);
+	char *d = create_device(c, "deep3", "android", NULL, 0);
+	char *e = create_device(c, "deep3", "ios", NULL, 0);
+	char sql[512];
+	PGconn *conn;
+	json_t *qs;
+
+	qs = get_queues(c, "/v1/queues");
+	assert_int_equal(json_array_size(qs), 0);
+	json_decref(qs);
+
+	snprintf(sql, sizeof(sql),
+		 "INSERT INTO envelopes (recipient_device, seq, sender_user, sender_device, "
+		 "client_id, kind, payload, created, expires) VALUES "
+		 "(%s, 1, 'bob', 0, 1, 'message', '\\x01'::bytea, '2026-01-02 03:04:05.678+00', "
+		 "now() + interval '1 day'), "
+		 "(%s, 2, 'bob', 0, 2, 'message', '\\x02'::bytea, '2025-01-01 00:00:00+00', "
+		 "now() + interval '1 day')",
+		 b, b);
+	conn = th_pg_connect(c->conninfo);
+	PQclear(th_pg_exec(conn, sql));
+	PQfinish(conn);
+	set_pending(c, a, 5);
+	set_pending(c, b, 2);
+	set_pending(c, d, 7);
+	set_pending(c, e, 5);
+
+	qs = get_queues(c, "/v1/queues");
+	assert_int_equal(json_array_size(qs), 4);
+	assert_queue(qs, 0, d, "deep3", 7, NULL);
+	assert_queue(qs, 1, a, "deep1", 5, NULL); /* a and e tie: the lower id first */
+	assert_queue(qs, 2, e, "deep3", 5, NULL);
+	assert_queue(qs, 3, b, "deep2", 2, "2026-01-02T03:04:05.678Z");
+	json_decref(qs);
+
+	qs = get_queues(c, "/v1/queues?top=2");
+	assert_int_equal(json_array_size(qs), 2);
+	assert_queue(qs, 0, d, "deep3", 7, NULL);
+	assert_queue(qs, 1, a, "deep1", 5, NULL);
+	json_decref(qs);
+	qs = get_queues(c, "/v1/queues?top=1000");
+	assert_int_equal(json_array_size(qs), 4);
+	json_decref(qs);
+	qs = get_queues(c, "/v1/queues?top=1");
+	assert_int_equal(json_array_size(qs), 1);
+	json_decref(qs);
+
+	/* Emptied queues drop out. */
+	set_pending(c, d, 0);
+	set_pending(c, a, 0);
+	set_pending(c, e, 0);
+	set_pending(c, b, 0);
+	qs = get_queues(c, "/v1/queues");
+	assert_int_equal(json_array_size(qs), 0);
+	json_decref(qs);
+	free(a);
+	free(b);
+	free(d);
+	free(e);
+}
+
+static void test_queues_invalid(void **state)
+{
+	struct ctx *c = *state;
+	struct th_response r;
+	char url[256], *allow;
+
+	expect_error(c, "GET", "/v1/queues?top=0", NULL, 400, "bad_request",
+		     "query parameter 'top' must be a whole number from 1 to 1000, not '0'");
+	expect_error(c, "GET", "/v1/queues?top=1001", NULL, 400, "bad_request", "not '1001'");
+	expect_error(c, "GET", "/v1/queues?top=abc", NULL, 400, "bad_request", "not 'abc'");
+	expect_error(c, "GET", "/v1/queues?top=-1", NULL, 400, "bad_request", "not '-1'");
+	expect_error(c, "GET", "/v1/queues?top=020", NULL, 400, "bad_request", "not '020'");
+	expect_error(c, "GET", "/v1/queues?top=5x", NULL, 400, "bad_request", "not '5x'");
+	expect_error(c, "GET", "/v1/queues?top=99999999999999999999", NULL, 400, "bad_request",
+		     "must be a whole number");
+	expect_error(c, "GET", "/v1/queues?top=", NULL, 400, "bad_request", "not ''");
+	expect_error(c, "GET", "/v1/queues?top", NULL, 400, "bad_request", "not ''");
+	expect_error(c, "GET", "/v1/queues?top=%31", NULL, 400, "bad_request", "not '%31'");
+	expect_error(c, "GET", "/v1/queues?limit=5", NULL, 400, "bad_request",
+		     "unknown query parameter 'limit'");
+	expect_error(c, "GET", "/v1/queues?top=5&top=6", NULL, 400, "bad_request",
+		     "query parameter 'top' is given twice");
+	expect_error(c, "GET", "/v1/queues?top=1&a=1&b=1&c=1&d=1&e=1&f=1&g=1&h=1", NULL, 400,
+		     "bad_request", "too many query parameters: at most 8");
+
+	/* Without the right token: 401, before the query is looked at. */
+	url_of(c, "/v1/queues?top=0", url, sizeof(url));
+	th_http(&r, "GET", url, NULL, NULL);
+	expect_unauthorized(&r);
+	th_http(&r, "GET", url, "wrong-token", NULL);
+	expect_unauthorized(&r);
+
+	request(c, &r, "POST", "/v1/queues", "{}");
+	assert_error(&r, 405, "method_not_allowed", "POST");
+	allow = th_response_header(&r, "Allow");
+	assert_non_null(allow);
+	assert_string_equal(allow, "GET, HEAD");
+	free(allow);
+	th_response_release(&r);
+	expect_error(c, "GET", "/v1/queues/1", NULL, 404, "not_found", NULL);
+}
+
+/* POST /v1/devices/@id/disconnect to daemon @d: 200 and {"disconnected": @want}. */
+static void disconnect_at(const struct th_ferryd *d, const char *id, int want)
+{
+	struct th_response r;
+	char url[256];
+	json_t *j, *v;
+
+	snprintf(url, sizeof(url), "%s/v1/devices/%s/disconnect", d->admin_url, id);
+	th_http(&r, "POST", url, TOKEN, NULL);
+	if (r.status != 200)
+		fail_msg("POST %s: %ld %s", url, r.status, r.body);
+	j = body_json(&r);
+	assert_int_equal(json_object_size(j), 1);
+	v = json_object_get(j, "disconnected");
+	if (!json_is_boolean(v) || json_is_true(v) != want)
+		fail_msg("POST %s: expected disconnected %s: %s", url, want ? "true" : "false",
+			 r.body);
+	json_decref(j);
+	th_response_release(&r);
+}
+
+/* Without a device gateway no device is connected; the rest as everywhere. */
+static void test_disconnect_invalid(void **state)
+{
+	struct ctx *c = *state;
+	char *id = create_device(c, "unplugged", "ios", NULL, 0);
+	struct th_response r;
+	char path[64], url[256], *allow;
+
+	disconnect_at(&c->d, id, 0);
+	snprintf(path, sizeof(path), "/v1/devices/%s/disconnect", id);
+	/* A body is ignored, as on every route that takes none. */
+	request(c, &r, "POST", path, "{\"x\":1}");
+	assert_int_equal(r.status, 200);
+	th_response_release(&r);
+
+	expect_error(c, "POST", "/v1/devices/9223372036854775807/disconnect", NULL, 404,
+		     "not_found", "device '9223372036854775807' not found");
+	expect_error(c, "POST", "/v1/devices/abc/disconnect", NULL, 400, "bad_request",
+		     "device id 'abc' is invalid");
+	expect_error(c, "POST", "/v1/devices/0/disconnect", NULL, 400, "bad_request",
+		     "device id '0'");
+	expect_error(c, "POST", "/v1/devices/01/disconnect", NULL, 400, "bad_request",
+		     "device id '01'");
+
+	url_of(c, path, url, sizeof(url));
+	th_http(&r, "POST", url, NULL, NULL);
+	expect_unauthorized(&r);
+	th_http(&r, "POST", url, "wrong-token", NULL);
+	expect_unauthorized(&r);
+
+	request(c, &r, "GET", path, NULL);
+	assert_error(&r, 405, "method_not_allowed", "GET");
+	allow = th_response_header(&r, "Allow");
+	assert_non_null(allow);
+	assert_string_equal(allow, "POST");
+	free(allow);
+	th_response_release(&r);
+	wait_for_log(&c->d, "event=admin_device_disconnected device=");
+	free(id);
+}
+
+/* POST /v1/messages to device @id of daemon @d: it must be stored (the device is away). */
+static void store_one(const struct th_ferryd *d, const char *id)
+{
+	struct th_response r;
+	char url[256], body[128];
+	json_t *j;
+
+	snprintf(url, sizeof(url), "%s/v1/messages", d->admin_url);
+	snprintf(body, sizeof(body), "{\"to_device\":\"%s\",\"payload_b64\":\"aGk=\"}", id);
+	th_http(&r, "POST", url, TOKEN, body);
+	if (r.status != 200)
+		fail_msg("POST /v1/messages: %ld %s", r.status, r.body);
+	j = body_json(&r);
+	assert_string_equal(str_field(j, "status"), "stored");
+	json_decref(j);
+	th_response_release(&r);
+}
+
+/*
+ * With a device gateway, on a database of its own: the store's counters
+ * as GET /v1/queues shows them, and a connected device disconnected (ERROR
+ * disconnected, then it logs in again). A daemon of its own.
+ */
+static void test_queues_live_and_disconnect(void **state)
+{
+	struct ctx c = { 0 };
+	struct th_response r;
+	struct rawdev *dev;
+	char extra[256], ida[24], idb[24], idc[24], secret_c[64], *text, *path;
+	int64_t a, b, cdev;
+	int port = th_free_port(), gw_port = th_free_port();
+	json_t *qs;
+
+	c.conninfo = th_db_new("adminops");
+	snprintf(extra, sizeof(extra),
+		 "[gateway]\nlisten = 127.0.0.1:%d\nworkers = 2\n\n[receipts]\ndelivered = off\n",
+		 gw_port);
+	text = th_ferryd_config_ex(c.conninfo, port, TOKEN, extra);
+	path = th_write_file("admin-ops.ini", text);
+	assert_int_equal(th_ferryd_cmd(path, (const char *[]){ "migrate", NULL }, NULL), 0);
+	th_ferryd_start(&c.d, text, port);
+	th_device_create(&c.d, TOKEN, "qa", &a, secret_c);
+	th_device_create(&c.d, TOKEN, "qb", &b, secret_c);
+	th_device_create(&c.d, TOKEN, "qc", &cdev, secret_c);
+	snprintf(ida, sizeof(ida), "%lld", (long long)a);
+	snprintf(idb, sizeof(idb), "%lld", (long long)b);
+	snprintf(idc, sizeof(idc), "%lld", (long long)cdev);
+
+	store_one(&c.d, idb);
+	store_one(&c.d, ida);
+	store_one(&c.d, ida);
+	store_one(&c.d, ida);
+	qs = get_queues(&c, "/v1/queues");
+	assert_int_equal(json_array_size(qs), 2);
+	assert_queue(qs, 0, ida, "qa", 3, str_field(json_array_get(qs, 0), "oldest_created"));
+	assert_time(str_field(json_array_get(qs, 0), "oldest_created"));
+	assert_queue(qs, 1, idb, "qb", 1, str_field(json_array_get(qs, 1), "oldest_created"));
+	assert_time(str_field(json_array_get(qs, 1), "oldest_created"));
+	json_decref(qs);
+	qs = get_queues(&c, "/v1/queues?top=1");
+	assert_int_equal(json_array_size(qs), 1);
+	assert_queue(qs, 0, ida, "qa", 3, str_field(json_array_get(qs, 0), "oldest_created"));
+	json_decref(qs);
+
+	/* A device that is away: nothing to close. */
+	disconnect_at(&c.d, ida, 0);
+
+	/* A connected one: ERROR disconnected, closed; then it logs in again. */
+	dev = rawdev_new();
+	rawdev_login(dev, gw_port, cdev, secret_c);
+	disconnect_at(&c.d, idc, 1);
+	rawdev_expect_error_close(dev, PROTO_ERR_DISCONNECTED);
+	rawdev_close(dev);
+	th_log_wait(&c.d, "event=admin_device_disconnected device=", 1);
+	assert_true(th_log_count(&c.d, "connected=true") >= 1);
+	rawdev_login(dev, gw_port, cdev, secret_c);
+	disconnect_at(&c.d, idc, 1);
+	rawdev_expect_error_close(dev, PROTO_ERR_DISCONNECTED);
+	rawdev_free(dev);
+
+	expect_error(&c, "POST", "/v1/devices/9223372036854775807/disconnect", NULL, 404,
+		     "not_found", "not found");
+	request(&c, &r, "GET", "/v1/queues?top=1", NULL);
+	assert_int_equal(r.status, 200);
+	th_response_release(&r);
+	assert_int_equal(th_ferryd_stop(&c.d, SIGTERM), 0);
+	unlink(path);
+	free(path);
+	free(text);
+	free(c.conninfo);
+}
+
 /* ---- user settings ---- */
 
 /* @method /v1/users/@user/settings with @body, to daemon @d: 200 and
@@ -1112,6 +1432,10 @@ int main(void)
 		cmocka_unit_test(test_push_token),
 		cmocka_unit_test(test_push_token_invalid),
 		cmocka_unit_test(test_device_delete),
+		cmocka_unit_test(test_queues),
+		cmocka_unit_test(test_queues_invalid),
+		cmocka_unit_test(test_disconnect_invalid),
+		cmocka_unit_test(test_queues_live_and_disconnect),
 		cmocka_unit_test(test_user_settings),
 		cmocka_unit_test(test_user_settings_without_devices),
 		cmocka_unit_test(test_user_settings_invalid),

@@ -119,6 +119,7 @@ static int setup(void **state)
 	if (th_ferryd_cmd(path, (const char *[]){ "migrate", NULL }, NULL) != 0)
 		return -1;
 	th_ferryd_start(&fx.d, fx.config, admin);
+	th_ferryd_wait_ready(&fx.d, 10000);
 	unlink(path);
 	free(path);
 	return 0;

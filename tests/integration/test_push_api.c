@@ -643,11 +643,12 @@ static void test_stats(void **state)
 	};
 	int64_t gone = device_new("statsgone", "apns", "0ff4100405");
 	json_t *a, *b, *ans, *p;
-	char body[128];
+	struct th_response r;
+	char body[128], url[128];
 
 	(void)state;
 	a = request_json("GET", "/v1/stats", NULL, 200);
-	assert_int_equal(json_object_size(a), 2);
+	assert_int_equal(json_object_size(a), 9);
 	assert_true(json_is_object(json_object_get(a, "receipts")));
 	ans = push("{\"tokens\":[{\"provider\":\"apns\",\"token\":\"aaaa0401\"},"
 		   "{\"provider\":\"apns\",\"token\":\"0ff4100402\"},"
@@ -694,6 +695,15 @@ static void test_stats(void **state)
 		    json_real_value(json_object_get(p, "latency_avg_ms")));
 	json_decref(a);
 	json_decref(b);
+	/* The same in Prometheus's form, push latencies as histograms. */
+	snprintf(url, sizeof(url), "%s/metrics", fx.d.admin_url);
+	th_http(&r, "GET", url, TOKEN, NULL);
+	assert_int_equal(r.status, 200);
+	assert_non_null(strstr(r.body, "ferry_push_latency_seconds_bucket{app=\"\",provider="
+				       "\"apns\",le=\"+Inf\"}"));
+	assert_non_null(strstr(r.body, "ferry_push_sent_total{app=\"\",provider=\"fcm\"}"));
+	th_promtool_check(r.body);
+	th_response_release(&r);
 }
 
 /* A ferryd without the device gateway has no push service: 503 once the
@@ -719,7 +729,7 @@ static void test_no_push_service(void **state)
 	assert_null(retry);
 	th_response_release(&r);
 	j = request_at(&d, "GET", "/v1/stats", NULL, 200);
-	assert_int_equal(json_object_size(j), 2);
+	assert_int_equal(json_object_size(j), 9);
 	assert_true(json_is_null(json_object_get(j, "push")));
 	assert_non_null(json_object_get(j, "receipts"));
 	json_decref(j);

@@ -84,6 +84,7 @@ static int setup(void **state)
 	}
 	free(out);
 	th_ferryd_start(&fx.d, fx.config, fx.admin_port);
+	th_ferryd_wait_ready(&fx.d, WAIT_MS);
 	th_device_create(&fx.d, TOKEN, "alice", &fx.a1, fx.a1s);
 	th_device_create(&fx.d, TOKEN, "alice", &fx.a2, fx.a2s);
 	th_device_create(&fx.d, TOKEN, "bob", &fx.b1, fx.b1s);

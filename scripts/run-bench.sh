@@ -28,11 +28,12 @@
 #      scratch database with ferry's schema, and the ratio of the two;
 #   9. receipts (ferry-bench --receipts): two more daemons, R1 with receipts
 #      as shipped and R0 with [receipts] delivered = off; 1,000 sender ->
-#      reader pairs, every message read at once against R1, no reads against
-#      R0, the two alternated: messages/s, receipt ids in, DELIVER_RECEIPT
-#      frames out, ids per frame and per stored row, ferryd's CPU per
-#      message with and without receipts; then 100 pairs at window 8, R1
-#      then R0 (a higher rate per pair: ids per frame grow with it).
+#      reader pairs, every message read at once against R1 (one RECEIPT per
+#      read, then one per message: the worst case), no reads against R0, the
+#      three alternated: messages/s, receipt ids in, DELIVER_RECEIPT frames
+#      out, ids per frame and per stored row, ferryd's CPU per message with
+#      and without receipts; then 100 pairs at window 8, R1 then R0 (a
+#      higher rate per pair: ids per frame grow with it).
 #
 # Why B: with several workers, SO_REUSEPORT puts a sender and its receiver on
 # one worker or on two at random, and the cross-worker path costs more (two
@@ -47,8 +48,8 @@
 # Environment: FERRY_BENCH_IDLE (idle connections, default 5000),
 # FERRY_BENCH_QUICK=1 (fewer runs and envelopes: a smoke test),
 # FERRY_BENCH_CALLGRIND=0 (skip step 6), FERRY_BENCH_OFFLINE=0 (skip steps 7
-# and 8), FERRY_BENCH_RECEIPTS=0 (skip step 9). Runtime: about 3 minutes on 2
-# cores, step 9 about 35 s of it; the target is under 3 minutes.
+# and 8), FERRY_BENCH_RECEIPTS=0 (skip step 9). Runtime: about 3.5 minutes on 2
+# cores, step 9 about 50 s of it; the target is under 3 minutes.
 set -u
 top=$(cd "$(dirname "$0")/.." && pwd)
 . "$top/scripts/pg.sh"
@@ -541,13 +542,16 @@ fi
 
 # A chatty workload (ferry-bench --receipts): P sender -> reader pairs, each
 # device its own user; each reader acknowledges every DELIVER and at once
-# sends a read receipt for it. Two more daemons on the same database, default
-# workers: R1 with receipts as shipped (flush_interval 50 ms, max_batch 512)
-# and R0 with [receipts] delivered = off, against which the readers send no
-# read receipts either: the baseline without receipts. The invocations
-# alternate R1, R0, R1, R0, ... so that the machine's noise falls on both, and
-# the figures are the medians over them (each invocation's own figure being
-# the median of its runs). 2,000 device threads on 2 cores can leave a reader
+# reads it. Two more daemons on the same database, default workers: R1 with
+# receipts as shipped (flush_interval 50 ms, max_batch 512) and R0 with
+# [receipts] delivered = off, against which the readers send no read receipts
+# either: the baseline without receipts. Against R1 the readers read as an
+# app does, one RECEIPT for the messages of one read (--read-batch: the
+# receipts.* figures), and then one RECEIPT per message, the worst case
+# (receipts_each.*). The invocations alternate R1 batched, R0, R1 per
+# message, R1 batched, ... so that the machine's noise falls on all three,
+# and the figures are the medians over them (each invocation's own figure
+# being the median of its runs). 2,000 device threads on 2 cores can leave a reader
 # unscheduled for longer than the default ack_timeout (250 ms), and ferryd
 # would then store its DELIVERs: both daemons get 5 s, so that what is
 # measured is online delivery and receipts, not the store.
@@ -585,16 +589,16 @@ medians() {
 
 # rc_brief FILE: one invocation's main figures on one line.
 rc_brief() {
-	grep -E '^rc\.(msgs_per_s|ids_per_frame|ferryd_cpu_us_per_msg|ids_per_stored_row)=' "$1" |
-		sed 's/^rc\.//' | tr '\n' ' '
+	k='msgs_per_s|ids_per_receipt_in|ids_per_frame|ferryd_cpu_us_per_msg|ids_per_stored_row'
+	grep -E "^rc\.($k)=" "$1" | sed 's/^rc\.//' | tr '\n' ' '
 	echo
 }
 
 if [ "${FERRY_BENCH_RECEIPTS:-1}" != 0 ]; then
 	require_ferryd
 	rc_started=$(date +%s)
-	section "receipts: $rc_pairs pairs, window $rc_window, every message read at once" \
-		"(R1) vs no receipts (R0), alternated $rc_alt times"
+	section "receipts: $rc_pairs pairs, window $rc_window, every message read at once," \
+		"one RECEIPT per read (R1), none (R0), one per message (R1), alternated $rc_alt times"
 	g1=$("$bench" --free-port) && a1=$("$bench" --free-port) &&
 		g0=$("$bench" --free-port) && a0=$("$bench" --free-port) || exit 1
 	write_config "$tmp/r1.ini" "$g1" "$a1" "ack_timeout = 5000"
@@ -617,23 +621,30 @@ delivered = off"
 		i=1
 		while [ $i -le $rc_alt ]; do
 			# shellcheck disable=SC2086
-			"$bench" $on_r1 $rc_args $creds $away >"$tmp/rc1.$i.out" ||
-				note_failure "receipts (R1, run $i)"
+			"$bench" $on_r1 $rc_args $creds $away --read-batch >"$tmp/rc1.$i.out" ||
+				note_failure "receipts (R1 batched, run $i)"
 			creds="--creds $tmp/creds_rc.txt" away="--away-reads 0"
 			# shellcheck disable=SC2086
 			"$bench" $on_r0 $rc_args $creds --no-reads >"$tmp/rc0.$i.out" ||
 				note_failure "receipts (R0, run $i)"
-			[ $i = 1 ] && grep -hvE '^[A-Za-z0-9_.]+=' "$tmp/rc1.1.out" "$tmp/rc0.1.out"
-			printf 'R1 run %s: %s\n' $i "$(rc_brief "$tmp/rc1.$i.out")"
-			printf 'R0 run %s: %s\n' $i "$(rc_brief "$tmp/rc0.$i.out")"
+			# shellcheck disable=SC2086
+			"$bench" $on_r1 $rc_args $creds $away >"$tmp/rce.$i.out" ||
+				note_failure "receipts (R1 per message, run $i)"
+			[ $i = 1 ] && grep -hvE '^[A-Za-z0-9_.]+=' "$tmp/rc1.1.out" "$tmp/rc0.1.out" \
+				"$tmp/rce.1.out"
+			printf 'R1 batched, run %s:     %s\n' $i "$(rc_brief "$tmp/rc1.$i.out")"
+			printf 'R0, run %s:             %s\n' $i "$(rc_brief "$tmp/rc0.$i.out")"
+			printf 'R1 per message, run %s: %s\n' $i "$(rc_brief "$tmp/rce.$i.out")"
 			i=$((i + 1))
 		done
 		echo "-- medians over the $rc_alt alternated invocations:"
 		medians receipts "$tmp"/rc1.*.out | keep >/dev/null
 		medians receipts_base "$tmp"/rc0.*.out | keep >/dev/null
-		for k in msgs_per_s read_ids_in_per_s frames_out_per_s ids_out_per_s \
-			ids_per_frame_delivered ids_per_frame_read ids_per_frame srv_ids_per_batch \
-			away_srv_ids_per_batch ids_per_stored_row ferryd_cpu_us_per_msg stored; do
+		medians receipts_each "$tmp"/rce.*.out | keep >/dev/null
+		for k in msgs_per_s read_ids_in_per_s receipts_in_per_s ids_per_receipt_in \
+			frames_out_per_s ids_out_per_s ids_per_frame_delivered ids_per_frame_read \
+			ids_per_frame srv_ids_per_batch away_srv_ids_per_batch ids_per_stored_row \
+			ferryd_cpu_us_per_msg stored; do
 			v=$(get "receipts.$k")
 			[ -n "$v" ] && echo "receipts.$k=$v"
 		done
@@ -641,17 +652,25 @@ delivered = off"
 			v=$(get "receipts_base.$k")
 			[ -n "$v" ] && echo "receipts_base.$k=$v"
 		done
-		c1=$(get receipts.ferryd_cpu_us_per_msg) c0=$(get receipts_base.ferryd_cpu_us_per_msg)
-		[ -n "$c1" ] && [ -n "$c0" ] && fig receipts.cpu_overhead_pct \
-			"$(awk -v a="$c1" -v b="$c0" 'BEGIN { if (b > 0) printf "%.1f", (a / b - 1) * 100 }')"
-		ratio receipts.msgs_per_s_vs_base receipts.msgs_per_s receipts_base.msgs_per_s
+		for k in msgs_per_s ids_per_receipt_in frames_out_per_s ids_per_frame \
+			ferryd_cpu_us_per_msg stored; do
+			v=$(get "receipts_each.$k")
+			[ -n "$v" ] && echo "receipts_each.$k=$v"
+		done
+		c0=$(get receipts_base.ferryd_cpu_us_per_msg)
+		for l in receipts receipts_each; do
+			c1=$(get $l.ferryd_cpu_us_per_msg)
+			[ -n "$c1" ] && [ -n "$c0" ] && fig $l.cpu_overhead_pct \
+				"$(awk -v a="$c1" -v b="$c0" 'BEGIN { if (b > 0) printf "%.1f", (a / b - 1) * 100 }')"
+			ratio $l.msgs_per_s_vs_base $l.msgs_per_s receipts_base.msgs_per_s
+		done
 
-		section "receipts: 100 pairs, window 8 (R1, then R0): a higher rate per pair"
+		section "receipts: 100 pairs, window 8 (R1 batched, then R0): a higher rate per pair"
 		rc_args="--receipts 100 --window 8 --count 100000000 --duration 1 --runs 3 \
 --away-reads 0 --token-file $tmp/admin.token --creds $tmp/creds_rc.txt"
 		[ "$quick" = 1 ] && rc_args="$rc_args --runs 1"
 		# shellcheck disable=SC2086
-		"$bench" $on_r1 $rc_args --label receipts100 | keep ||
+		"$bench" $on_r1 $rc_args --read-batch --label receipts100 | keep ||
 			note_failure "receipts (100 pairs, R1)"
 		# shellcheck disable=SC2086
 		"$bench" $on_r0 $rc_args --no-reads --label receipts100_base >"$tmp/rc100.out" ||
@@ -743,10 +762,12 @@ row "store: writers busy in ferry_put_batch (summed)" store.writer_busy
 row "plain INSERT, same batch: rows/s" plain.rows_per_s
 row "plain INSERT: PostgreSQL CPU per row (us)" plain.pg_cpu_us_per_row
 row "offline stored/s / plain INSERT rows/s" offline.stored_vs_plain
-row "receipts: messages/s with / without receipts" receipts.msgs_per_s \
-	receipts_base.msgs_per_s
-row "receipts: read ids in/s / DELIVER_RECEIPTs out/s" receipts.read_ids_in_per_s \
-	receipts.frames_out_per_s
+row "receipts: messages/s batched / per message / none" receipts.msgs_per_s \
+	receipts_each.msgs_per_s receipts_base.msgs_per_s
+row "receipts: read ids in/s / RECEIPTs in/s (batched)" receipts.read_ids_in_per_s \
+	receipts.receipts_in_per_s
+row "receipts: read ids per RECEIPT in (batched)" receipts.ids_per_receipt_in
+row "receipts: DELIVER_RECEIPTs out/s (batched)" receipts.frames_out_per_s
 row "receipts: ids per frame delivered / read / all" receipts.ids_per_frame_delivered \
 	receipts.ids_per_frame_read receipts.ids_per_frame
 row "receipts: ids per frame, 100 pairs x W8 (>= 20)" receipts100.ids_per_frame
@@ -755,9 +776,10 @@ row "receipts 100 x W8: ferryd CPU/msg with / without" receipts100.ferryd_cpu_us
 row "receipts 100 x W8: CPU overhead per message (%)" receipts100.cpu_overhead_pct
 row "receipts: ids per stored row / ferryd batch" receipts.ids_per_stored_row \
 	receipts.away_srv_ids_per_batch
-row "receipts: ferryd CPU/msg with / without (us)" receipts.ferryd_cpu_us_per_msg \
-	receipts_base.ferryd_cpu_us_per_msg
-row "receipts: CPU overhead per message (%, < 20)" receipts.cpu_overhead_pct
+row "receipts: ferryd CPU/msg batched / per msg / none" receipts.ferryd_cpu_us_per_msg \
+	receipts_each.ferryd_cpu_us_per_msg receipts_base.ferryd_cpu_us_per_msg
+row "receipts: CPU overhead batched / per msg (%, < 20)" receipts.cpu_overhead_pct \
+	receipts_each.cpu_overhead_pct
 row "APNs pushes/s ferry / h2load" push.ferry_per_s push.h2load_per_s
 row "APNs ferry/h2load rate (target >= 0.5)" push.ratio
 row "APNs client CPU/request ferry / h2load (us)" push.ferry_cpu_us_per_req \

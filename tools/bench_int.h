@@ -40,6 +40,7 @@ struct fb_opts {
 	unsigned away_reads; /* receipts mode: reads per pair while the senders are away */
 	unsigned flush_ms;   /* receipts mode: ferryd's [receipts] flush_interval */
 	int no_reads;	     /* receipts mode: readers send no read receipts */
+	int read_batch;	     /* receipts mode: one RECEIPT per read, not per message */
 	unsigned rate;	     /* receipts mode: messages/s over all pairs (0: unpaced) */
 	size_t count, size;
 	double duration;

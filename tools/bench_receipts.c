@@ -11,13 +11,19 @@
  * (--window) SENDs unacknowledged until it has K (--count) acknowledged or
  * the round's --duration has passed. Each reader takes every DELIVER
  * (libferry acknowledges it, and ferryd makes a delivered receipt of the
- * ack) and at once, from the deliver callback, queues a read receipt for
- * it: ferry_client_read() naming the envelope's sender user, sender device
- * and client id, one RECEIPT frame per message. Senders take every
- * DELIVER_RECEIPT (return 0), count frames and ids per kind, and time each
- * id from its SEND while they still remember it (RING). --no-reads: readers
- * only acknowledge; against a ferryd with [receipts] delivered = off that
- * is the baseline, no receipts at all.
+ * ack) and reads it at once: ferry_client_read() naming the envelope's
+ * sender user, sender device and client id. By default one RECEIPT frame
+ * per message, queued from the deliver callback (the worst case). With
+ * --read-batch the deliver callback collects the ids, and one RECEIPT with
+ * all of them goes out when libferry reports the DELIVER_ACK that carries
+ * them written (deliver_acked): the messages of one read of the socket,
+ * one wake-up of the reader's loop, as an app marks read what it has just
+ * shown. A reader reads only its pair's sender (one sender user and
+ * device), so that is one RECEIPT per read; at most PROTO_MAX_IDS ids
+ * each. Senders take every DELIVER_RECEIPT (return 0), count frames and
+ * ids per kind, and time each id from its SEND while they still remember
+ * it (RING). --no-reads: readers only acknowledge; against a ferryd with
+ * [receipts] delivered = off that is the baseline, no receipts at all.
  *
  * A round ends once every sender is done and parked, and then settles:
  * until every RECEIPT has been answered and no DELIVER_RECEIPT has come for
@@ -32,20 +38,20 @@
  * --away-reads 0), measures ids per stored row. Each sender sends A
  * (--away-reads) more messages, which the readers take and hold unread;
  * once that has settled the senders disconnect, and the readers read the
- * held messages, one RECEIPT each, in AWAY_SLICES equal slices half a flush
- * interval apart, so that each pair's ids reach ferryd as several batches,
- * which it stores (and merges in storage). When every RECEIPT has been
- * answered, the senders connect again and catch up: each DELIVER_RECEIPT
- * before QUEUE_EMPTY is one stored row, and ids per stored row is their
- * ids over their count.
+ * held messages (one RECEIPT each, or with --read-batch one per slice) in
+ * AWAY_SLICES equal slices AWAY_GAP flush intervals apart, so that each
+ * pair's ids reach ferryd as several batches, which it stores (and merges
+ * in storage). When every RECEIPT has been answered, the senders connect
+ * again and catch up: each DELIVER_RECEIPT before QUEUE_EMPTY is one stored
+ * row, and ids per stored row is their ids over their count.
  *
  * Threads: one per device, running its libferry client with a TICK_MS
- * timeout; a device's client and plain fields belong to its thread while
- * it runs. The main thread reads the atomic counters at any time, the
- * latency samples under the device's lock, and a sender's round fields once
- * it has parked (go, done_round, parked_round, as in online mode). For the
- * away phase the main thread joins the senders' threads, frees their
- * clients, and later makes new ones.
+ * timeout; a device's client and plain fields (a reader's batch too) belong
+ * to its thread while it runs. The main thread reads the atomic counters at
+ * any time, the latency samples under the device's lock, and a sender's
+ * round fields once it has parked (go, done_round, parked_round, as in
+ * online mode). For the away phase the main thread joins the senders'
+ * threads, frees their clients, and later makes new ones.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -96,7 +102,11 @@ struct rdev {
 	atomic_uint disconnects;
 	/* Counters, written by the device's thread, read by the main thread. */
 	atomic_ullong frames[NKIND], ids[NKIND]; /* DELIVER_RECEIPTs taken */
-	atomic_ullong reads, read_acked, read_stored, read_nacks, read_failed;
+	/* A reader's: read ids queued in RECEIPTs, RECEIPT frames queued,
+	 * answers (per frame), ids that could not be queued, ids collected
+	 * for the next RECEIPT (--read-batch). */
+	atomic_ullong reads, receipts, read_acked, read_stored, read_nacks, read_failed;
+	atomic_size_t batch_n;
 	/* A sender's round: its thread writes, the main thread reads once parked. */
 	uint8_t *payload;
 	unsigned round; /* 1-based; 0: parked */
@@ -109,6 +119,10 @@ struct rdev {
 	 * reads and resets, under @lock. */
 	pthread_mutex_t lock;
 	struct fb_samples ack_lat, rcpt_lat[NKIND];
+	/* --read-batch: the ids a reader collected for its next RECEIPT, its
+	 * thread's (PROTO_MAX_IDS of them; the count published in batch_n). */
+	uint64_t *batch;
+	size_t nbatch;
 	/* A reader's held messages (away phase): its thread's; the counts
 	 * published. */
 	uint64_t *held;
@@ -123,7 +137,7 @@ struct rdev {
 /* The counters of every device, summed. */
 struct tally {
 	double frames[NKIND], ids[NKIND];
-	double reads, read_acked, read_stored, read_nacks, read_failed;
+	double reads, receipts, read_acked, read_stored, read_nacks, read_failed, batched;
 };
 
 /* ferryd's receipt counters (GET /v1/stats, "receipts"). */
@@ -142,6 +156,9 @@ enum fig {
 	F_PAIR_RATE,
 	F_READS,
 	F_READ_RATE,
+	F_RECEIPTS,
+	F_RECEIPT_RATE,
+	F_PER_RECEIPT,
 	F_READ_ERR,
 	F_FRAMES,
 	F_FRAME_RATE,
@@ -183,8 +200,11 @@ static const struct {
 	[F_SECONDS] = { "seconds", "first SEND to last ACK (s)", 3 },
 	[F_MSG_RATE] = { "msgs_per_s", "messages/s", 0 },
 	[F_PAIR_RATE] = { "msgs_per_pair_per_s", "messages/s per pair", 1 },
-	[F_READS] = { "reads", "read receipts sent (RECEIPT ids)", 0 },
+	[F_READS] = { "reads", "read receipt ids sent (in RECEIPTs)", 0 },
 	[F_READ_RATE] = { "read_ids_in_per_s", "read receipt ids in/s", 0 },
+	[F_RECEIPTS] = { "receipts_in", "RECEIPT frames sent", 0 },
+	[F_RECEIPT_RATE] = { "receipts_in_per_s", "RECEIPT frames in/s", 0 },
+	[F_PER_RECEIPT] = { "ids_per_receipt_in", "read ids per RECEIPT frame in", 2 },
 	[F_READ_ERR] = { "read_errors", "RECEIPTs refused or unanswered", 0 },
 	[F_FRAMES] = { "frames", "DELIVER_RECEIPT frames taken", 0 },
 	[F_FRAME_RATE] = { "frames_out_per_s", "DELIVER_RECEIPT frames out/s", 0 },
@@ -217,6 +237,7 @@ enum away_fig {
 	A_MSGS,
 	A_HELD,
 	A_READS,
+	A_RECEIPTS,
 	A_READ_STORED,
 	A_ERR,
 	A_SRV_BATCHES,
@@ -238,8 +259,9 @@ static const struct {
 } away_figs[NAWAY] = {
 	[A_MSGS] = { "away_msgs", "messages sent to hold", 0 },
 	[A_HELD] = { "away_held", "messages held unread", 0 },
-	[A_READS] = { "away_reads", "RECEIPTs while the senders were away", 0 },
-	[A_READ_STORED] = { "away_reads_stored", "  ACKed 'stored'", 0 },
+	[A_READS] = { "away_reads", "read ids while the senders were away", 0 },
+	[A_RECEIPTS] = { "away_receipts", "  in RECEIPT frames", 0 },
+	[A_READ_STORED] = { "away_reads_stored", "  of them ACKed 'stored'", 0 },
 	[A_ERR] = { "away_errors", "SENDs, RECEIPTs refused or unanswered", 0 },
 	[A_SRV_BATCHES] = { "away_srv_batches", "ferryd: batches meanwhile", 0 },
 	[A_SRV_IDS] = { "away_srv_ids_out", "ferryd: ids in them", 0 },
@@ -346,18 +368,37 @@ static void on_queue_empty(void *arg, uint64_t drained)
 
 /* ---- readers ---- */
 
-/* Queue a read receipt for message @id of the pair's sender; 0, or -1 when
- * libferry's queue is full (try again later). */
-static int read_one(struct rdev *d, uint64_t id)
+/*
+ * Queue one read receipt for the @n (1 to PROTO_MAX_IDS) messages @ids of
+ * the pair's sender (borrowed): named as the protocol asks, the DELIVERs'
+ * sender user, sender device and client ids (on_deliver checked that they
+ * came from the pair's sender). 0, or -1 when libferry's queue is full (try
+ * again later); any other refusal counts the ids as failed.
+ */
+static int read_ids(struct rdev *d, const uint64_t *ids, size_t n)
 {
 	enum ferry_err rc =
-		ferry_client_read(d->c, d->peer->cred.user, d->peer->cred.device_id, &id, 1, NULL);
+		ferry_client_read(d->c, d->peer->cred.user, d->peer->cred.device_id, ids, n, NULL);
 
 	if (rc == FERRY_ELIMIT)
 		return -1;
-	atomic_fetch_add_explicit(rc == FERRY_OK ? &d->reads : &d->read_failed, 1,
-				  memory_order_relaxed);
+	if (rc == FERRY_OK) {
+		atomic_fetch_add_explicit(&d->reads, n, memory_order_relaxed);
+		atomic_fetch_add_explicit(&d->receipts, 1, memory_order_relaxed);
+	} else {
+		atomic_fetch_add_explicit(&d->read_failed, n, memory_order_relaxed);
+	}
 	return 0;
+}
+
+/* --read-batch: send the collected ids as one RECEIPT; kept if libferry's
+ * queue is full (the next read or tick tries again). */
+static void read_flush(struct rdev *d)
+{
+	if (!d->nbatch || read_ids(d, d->batch, d->nbatch))
+		return;
+	d->nbatch = 0;
+	atomic_store(&d->batch_n, 0);
 }
 
 static int on_deliver(void *arg, const struct ferry_envelope *env)
@@ -375,22 +416,46 @@ static int on_deliver(void *arg, const struct ferry_envelope *env)
 	}
 	if (d->b->o->no_reads)
 		return 0;
-	/* Named as the protocol asks: the DELIVER's sender user, device and
-	 * client id (the pair's sender, checked above). */
-	if (ferry_client_read(d->c, env->sender_user, env->sender_device, &id, 1, NULL) == FERRY_OK)
-		atomic_fetch_add_explicit(&d->reads, 1, memory_order_relaxed);
-	else
+	if (!d->batch) {
+		if (read_ids(d, &id, 1))
+			atomic_fetch_add_explicit(&d->read_failed, 1, memory_order_relaxed);
+		return 0;
+	}
+	if (d->nbatch == PROTO_MAX_IDS)
+		read_flush(d); /* a read of more than PROTO_MAX_IDS: these go now */
+	if (d->nbatch == PROTO_MAX_IDS) {
 		atomic_fetch_add_explicit(&d->read_failed, 1, memory_order_relaxed);
+		return 0;
+	}
+	d->batch[d->nbatch++] = id;
+	atomic_store(&d->batch_n, d->nbatch);
 	return 0;
 }
 
-/* Away phase: read the held messages of the slices opened so far. */
+/* --read-batch: the DELIVER_ACK of one read has been written; so the
+ * messages it acknowledges have been shown: one RECEIPT for them. */
+static void on_deliver_acked(void *arg, const struct ferry_acked *acked, size_t n)
+{
+	struct rdev *d = arg;
+
+	if (d->batch)
+		read_flush(d);
+}
+
+/* Away phase: read the held messages of the slices opened so far, one
+ * RECEIPT each, or with --read-batch one for what a slice opened. */
 static void reader_tick(struct rdev *d)
 {
 	size_t want = d->nheld * atomic_load(&d->b->slice) / AWAY_SLICES;
+	size_t max = d->batch ? PROTO_MAX_IDS : 1;
 
-	while (d->nread < want && read_one(d, d->held[d->nread]) == 0)
-		d->nread++;
+	while (d->nread < want) {
+		size_t n = want - d->nread < max ? want - d->nread : max;
+
+		if (read_ids(d, &d->held[d->nread], n))
+			break;
+		d->nread += n;
+	}
 	atomic_store(&d->held_read, d->nread);
 }
 
@@ -509,6 +574,10 @@ static void *dev_main(void *arg)
 			atomic_store(&d->final, 1);
 			break;
 		}
+		/* Ids whose DELIVER_ACK never went out (a lost connection), or
+		 * that found libferry's queue full. */
+		if (d->batch)
+			read_flush(d);
 	}
 	return NULL;
 }
@@ -520,6 +589,7 @@ static int dev_client(struct rdev *d)
 	const struct fb_opts *o = d->b->o;
 	struct ferry_callbacks cb = {
 		.deliver = on_deliver,
+		.deliver_acked = on_deliver_acked,
 		.receipt = on_receipt,
 		.send_acked = on_send_acked,
 		.send_nacked = on_send_nacked,
@@ -579,9 +649,12 @@ static int setup(struct rc *b, const struct fb_cred *creds)
 			fb_put_u32(d->payload + 8, d->index);
 			for (size_t k = RC_HDR_LEN; k < o->size; k++)
 				d->payload[k] = (uint8_t)(k * 131 + d->index);
-		} else if (!o->no_reads && o->away_reads) {
-			d->held = calloc(o->away_reads, sizeof(uint64_t));
-			if (!d->held)
+		} else if (!o->no_reads) {
+			if (o->away_reads)
+				d->held = calloc(o->away_reads, sizeof(uint64_t));
+			if (o->read_batch)
+				d->batch = calloc(PROTO_MAX_IDS, sizeof(uint64_t));
+			if ((o->away_reads && !d->held) || (o->read_batch && !d->batch))
 				return -1;
 		}
 		if (dev_client(d))
@@ -666,6 +739,7 @@ static void teardown(struct rc *b)
 		free(d->ring_id);
 		free(d->ring_ns);
 		free(d->held);
+		free(d->batch);
 		free(d->ack_lat.v);
 		for (int k = 0; k < NKIND; k++)
 			free(d->rcpt_lat[k].v);
@@ -687,6 +761,8 @@ static void tally(const struct rc *b, struct tally *t)
 			t->ids[k] += (double)atomic_load(&d->ids[k]);
 		}
 		t->reads += (double)atomic_load(&d->reads);
+		t->receipts += (double)atomic_load(&d->receipts);
+		t->batched += (double)atomic_load(&d->batch_n);
 		t->read_acked += (double)atomic_load(&d->read_acked);
 		t->read_stored += (double)atomic_load(&d->read_stored);
 		t->read_nacks += (double)atomic_load(&d->read_nacks);
@@ -694,10 +770,11 @@ static void tally(const struct rc *b, struct tally *t)
 	}
 }
 
-/* RECEIPTs queued and not yet answered finally. */
+/* RECEIPTs queued and not yet answered finally, and ids collected for one
+ * not yet queued. */
 static double reads_open(const struct tally *t)
 {
-	return t->reads - t->read_acked - t->read_nacks;
+	return t->receipts - t->read_acked - t->read_nacks + t->batched;
 }
 
 static double all_frames(const struct tally *t)
@@ -877,6 +954,9 @@ static void receipt_figs(const struct rc *b, const struct tally *t, const struct
 	v[F_PAIR_RATE] = v[F_MSG_RATE] / b->o->pairs;
 	v[F_READS] = t->reads;
 	v[F_READ_RATE] = ratio(t->reads, secs);
+	v[F_RECEIPTS] = t->receipts;
+	v[F_RECEIPT_RATE] = ratio(t->receipts, secs);
+	v[F_PER_RECEIPT] = ratio(t->reads, t->receipts);
 	v[F_READ_ERR] = t->read_failed + t->read_nacks + reads_open(t);
 	v[F_FRAMES] = all_frames(t);
 	v[F_IDS] = t->ids[0] + t->ids[1] + t->ids[2];
@@ -935,6 +1015,7 @@ static void tally_diff(const struct tally *a, struct tally *b)
 		b->ids[k] -= a->ids[k];
 	}
 	b->reads -= a->reads;
+	b->receipts -= a->receipts;
 	b->read_acked -= a->read_acked;
 	b->read_stored -= a->read_stored;
 	b->read_nacks -= a->read_nacks;
@@ -1040,6 +1121,7 @@ static void away_read(struct rc *b, double *a)
 	tally(b, &t1);
 	tally_diff(&t0, &t1);
 	a[A_READS] = t1.reads;
+	a[A_RECEIPTS] = t1.receipts;
 	a[A_READ_STORED] = t1.read_stored;
 	a[A_ERR] += t1.read_failed + t1.read_nacks + reads_open(&t1) + a[A_HELD] - t1.reads;
 	if (have_srv && srv_read(b, &s1) == 0) {
@@ -1124,6 +1206,10 @@ static void report(const struct rc *b)
 {
 	const struct fb_opts *o = b->o;
 	const char *l = o->label;
+	const char *reads = o->no_reads ? "off" : o->read_batch ? "batch" : "each";
+	const char *how = o->no_reads	  ? "off"
+			  : o->read_batch ? "one RECEIPT per read"
+					  : "one RECEIPT per message";
 	double med[NFIG], lo[NFIG], hi[NFIG], col[MAX_RUNS];
 
 	for (int f = 0; f < NFIG; f++) {
@@ -1143,8 +1229,7 @@ static void report(const struct rc *b)
 	}
 	printf("%s.pairs=%u\n%s.window=%u\n%s.size=%zu\n%s.read_receipts=%s\n%s.flush_ms=%u\n"
 	       "%s.runs=%u\n",
-	       l, o->pairs, l, o->window, l, o->size, l, o->no_reads ? "off" : "on", l, o->flush_ms,
-	       l, b->runs);
+	       l, o->pairs, l, o->window, l, o->size, l, reads, l, o->flush_ms, l, b->runs);
 	for (int f = 0; f < NFIG; f++)
 		if (!isnan(med[f]))
 			printf("%s.%s=%.*f\n", l, figs[f].key, figs[f].prec, med[f]);
@@ -1156,7 +1241,7 @@ static void report(const struct rc *b)
 		printf("%s.rate=%u\n", l, o->rate);
 	printf("\n%s: %u pairs (sender -> reader), %zu-byte payloads, window %u, read "
 	       "receipts %s, median of %u run(s)\n",
-	       l, o->pairs, o->size, o->window, o->no_reads ? "off" : "on", b->runs);
+	       l, o->pairs, o->size, o->window, how, b->runs);
 	printf("  %-40s %12s %12s %12s\n", "figure", "median", "min", "max");
 	for (int f = 0; f < NFIG; f++)
 		if (!isnan(med[f]))

@@ -914,6 +914,8 @@ static const char usage_text[] =
 	"  receipt ids in/s, DELIVER_RECEIPT frames and ids out/s, ids per frame; with --admin\n"
 	"  ferryd's receipt counters. Then an away phase: ids per stored row.\n"
 	"  --no-reads       readers only acknowledge (the baseline; no away phase)\n"
+	"  --read-batch     a reader sends one RECEIPT for the messages of one read of its\n"
+	"                   socket (those one DELIVER_ACK acknowledges), not one per message\n"
 	"  --rate N         messages/s over all pairs, each sender paced to N / P\n"
 	"                   (default: unpaced, the window alone limits)\n"
 	"  --away-reads A   away phase: messages each reader reads while its sender is away,\n"
@@ -1045,6 +1047,10 @@ static int parse_args(int argc, char **argv, struct fb_opts *o)
 		}
 		if (!strcmp(a, "--no-reads")) {
 			o->no_reads = 1;
+			continue;
+		}
+		if (!strcmp(a, "--read-batch")) {
+			o->read_batch = 1;
 			continue;
 		}
 		if (!v) {

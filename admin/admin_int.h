@@ -99,6 +99,8 @@ admin_handler admin_route_push_clear;
 admin_handler admin_route_message_send;
 admin_handler admin_route_queues;	     /* routes_ops.c */
 admin_handler admin_route_device_disconnect; /* routes_ops.c */
+admin_handler admin_route_drain;	     /* routes_ops.c */
+admin_handler admin_route_drain_get;	     /* routes_ops.c */
 admin_handler admin_route_push_send;	     /* routes_push.c */
 admin_handler admin_route_stats;	     /* routes_stats.c */
 admin_handler admin_route_metrics;	     /* routes_stats.c */

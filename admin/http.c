@@ -143,6 +143,8 @@ static const struct route routes[] = {
 	{ "POST", "/v1/push", admin_route_push_send },
 	{ "GET", "/v1/stats", admin_route_stats },
 	{ "GET", "/v1/queues", admin_route_queues },
+	{ "POST", "/v1/drain", admin_route_drain },
+	{ "GET", "/v1/drain", admin_route_drain_get },
 	{ "GET", "/metrics", admin_route_metrics },
 };
 
@@ -171,6 +173,8 @@ static const char *error_code(unsigned status)
 		return "not_found";
 	case MHD_HTTP_METHOD_NOT_ALLOWED:
 		return "method_not_allowed";
+	case MHD_HTTP_CONFLICT:
+		return "conflict";
 	case MHD_HTTP_CONTENT_TOO_LARGE:
 		return "payload_too_large";
 	case MHD_HTTP_TOO_MANY_REQUESTS:

@@ -719,6 +719,7 @@ void admin_route_readyz(const struct admin_req *req, struct admin_reply *rep)
 	/* Without a device gateway configured there are no listeners to wait
 	 * for, and no offline store. */
 	int listeners = !req->gw || gateway_ready(req->gw);
+	int draining = gateway_draining(req->gw);
 	int store = !req->gw || gateway_store_ready(req->gw);
 	int ready = !rc && listeners && store;
 
@@ -727,8 +728,10 @@ void admin_route_readyz(const struct admin_req *req, struct admin_reply *rep)
 	admin_reply_json(rep, ready ? HTTP_OK : HTTP_UNAVAILABLE,
 			 json_pack("{s:s,s:{s:s,s:s,s:s}}", "status", ready ? "ready" : "not ready",
 				   "checks", "database", rc ? "unavailable" : "ok", "listeners",
-				   listeners ? "ok" : "down", "store",
-				   store ? "ok" : "unavailable"));
+				   listeners  ? "ok"
+				   : draining ? "draining"
+					      : "down",
+				   "store", store ? "ok" : "unavailable"));
 }
 
 void admin_route_devices_create(const struct admin_req *req, struct admin_reply *rep)

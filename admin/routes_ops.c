@@ -33,6 +33,8 @@
 #define HTTP_OK 200
 #define HTTP_BAD_REQUEST 400
 #define HTTP_INTERNAL 500
+#define HTTP_ACCEPTED 202
+#define HTTP_CONFLICT 409
 
 /* Devices GET /v1/queues lists without ?top. */
 #define QUEUES_TOP_DEFAULT 20
@@ -177,4 +179,61 @@ void admin_route_device_disconnect(const struct admin_req *req, struct admin_rep
 	log_info("event=admin_device_disconnected device=%" PRId64 " connected=%s", id,
 		 had ? "true" : "false");
 	admin_reply_json(rep, HTTP_OK, json_pack("{s:b}", "disconnected", had));
+}
+
+/* ---- POST /v1/drain, GET /v1/drain ---- */
+
+#define DRAIN_SPREAD_DEFAULT_MS 10000
+#define DRAIN_SPREAD_MAX_MS 600000
+
+static json_t *drain_state(const struct admin_req *req)
+{
+	struct gateway_stats gs;
+	struct queue_store_stats ss;
+	struct hist_snap commits;
+	int draining = gateway_draining(req->gw);
+
+	gateway_stats(req->gw, &gs);
+	gateway_store_stats(req->gw, &ss, &commits);
+	return json_pack("{s:b,s:I,s:I,s:b}", "draining", draining, "connections",
+			 (json_int_t)gs.connections, "queued_puts", (json_int_t)ss.queued_puts,
+			 "done", draining && gs.connections == 0 && ss.queued_puts == 0);
+}
+
+void admin_route_drain_get(const struct admin_req *req, struct admin_reply *rep)
+{
+	admin_reply_json(rep, HTTP_OK, drain_state(req));
+}
+
+void admin_route_drain(const struct admin_req *req, struct admin_reply *rep)
+{
+	static const char *const fields[] = { "spread_ms", NULL };
+	json_int_t spread = DRAIN_SPREAD_DEFAULT_MS;
+
+	if (!req->gw) {
+		admin_reply_error(rep, HTTP_CONFLICT, "this ferryd has no device gateway to drain");
+		return;
+	}
+	if (req->body_len) {
+		json_t *obj = admin_body_object(req, fields, rep), *v;
+
+		if (!obj)
+			return;
+		v = json_object_get(obj, "spread_ms");
+		if (v && (!json_is_integer(v) || json_integer_value(v) < 0 ||
+			  json_integer_value(v) > DRAIN_SPREAD_MAX_MS)) {
+			json_decref(obj);
+			admin_reply_error(rep, HTTP_BAD_REQUEST,
+					  "field 'spread_ms' must be an integer from 0 to %d",
+					  DRAIN_SPREAD_MAX_MS);
+			return;
+		}
+		if (v)
+			spread = json_integer_value(v);
+		json_decref(obj);
+	}
+	if (!gateway_draining(req->gw))
+		log_info("event=admin_drain spread_ms=%lld", (long long)spread);
+	gateway_drain(req->gw, (unsigned)spread);
+	admin_reply_json(rep, HTTP_ACCEPTED, drain_state(req));
 }

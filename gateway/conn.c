@@ -374,6 +374,14 @@ static void auth_work(uv_work_t *req)
 				    job->user, &job->read_receipts);
 }
 
+void gw_conn_reconnect(struct gw_conn *c, uint64_t after_ms)
+{
+	struct proto_frame f = { .type = PROTO_RECONNECT };
+
+	f.u.reconnect_after = after_ms;
+	gw_conn_send_frame(c, &f);
+}
+
 void gw_conn_welcome(struct gw_conn *c, uint64_t pending)
 {
 	const struct ferry_config *cfg = c->w->gw->cfg;
@@ -389,6 +397,10 @@ void gw_conn_welcome(struct gw_conn *c, uint64_t pending)
 	f.u.welcome.max_frame = cfg->gateway.max_frame;
 	f.u.welcome.idle_timeout = cfg->gateway.idle_timeout;
 	gw_conn_send_frame(c, &f);
+	/* Registered while the node drains: off it goes, too. */
+	if (atomic_load_explicit(&c->w->gw->draining, memory_order_relaxed))
+		gw_conn_reconnect(c,
+				  (uint64_t)rand() % (atomic_load(&c->w->gw->drain_spread) + 1u));
 	c->last_rx = uv_now(&c->w->loop);
 	uv_timer_start(&c->timer, on_timer, cfg->gateway.idle_timeout, 0);
 	log_debug("event=conn_ready conn=%llu device=%lld user=%s pending=%llu",

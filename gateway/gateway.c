@@ -61,6 +61,7 @@ int gw_post_later(struct gateway *gw, unsigned index, struct gw_msg *m)
 }
 
 static void begin_stop(struct gw_worker *w);
+static void drain_worker(struct gw_worker *w, unsigned spread_ms);
 
 static void handle_msg(struct gw_worker *w, struct gw_msg *m)
 {
@@ -87,6 +88,9 @@ static void handle_msg(struct gw_worker *w, struct gw_msg *m)
 		break;
 	case GW_MSG_RESULT:
 		gw_route_result(w, m->send_id, m->result);
+		break;
+	case GW_MSG_DRAIN:
+		drain_worker(w, m->code);
 		break;
 	case GW_MSG_SETTINGS:
 		gw_receipt_settings(w, m->text, (int)m->code);
@@ -206,6 +210,30 @@ static void on_closed_noop(uv_handle_t *h)
 {
 }
 
+static void close_listeners(struct gw_worker *w)
+{
+	for (int i = 0; i < 2; i++)
+		if (w->listening[i] && !uv_is_closing((uv_handle_t *)&w->listeners[i]))
+			uv_close((uv_handle_t *)&w->listeners[i], on_closed_noop);
+}
+
+/* GW_MSG_DRAIN: no new devices here; those connected leave, spread out. */
+static void drain_worker(struct gw_worker *w, unsigned spread_ms)
+{
+	struct gw_conn *c, *tmp;
+	unsigned n = HASH_COUNT(w->conns), k = 0;
+
+	close_listeners(w);
+	HASH_ITER(hh, w->conns, c, tmp)
+	{
+		if (c->state == GW_CONN_READY)
+			gw_conn_reconnect(c, n ? (uint64_t)spread_ms * k / n : 0);
+		k++;
+	}
+	log_info("event=gateway_draining worker=%u connections=%u spread_ms=%u", w->index, n,
+		 spread_ms);
+}
+
 static void begin_stop(struct gw_worker *w)
 {
 	struct gw_conn *c, *tmp;
@@ -213,9 +241,7 @@ static void begin_stop(struct gw_worker *w)
 	if (w->stopping)
 		return;
 	w->stopping = 1;
-	for (int i = 0; i < 2; i++)
-		if (w->listening[i] && !uv_is_closing((uv_handle_t *)&w->listeners[i]))
-			uv_close((uv_handle_t *)&w->listeners[i], on_closed_noop);
+	close_listeners(w);
 	if (w->index == 0 && uv_is_active((uv_handle_t *)&w->seen_timer))
 		uv_close((uv_handle_t *)&w->seen_timer, on_closed_noop);
 	gw_receipts_stop(w);
@@ -559,6 +585,30 @@ void gateway_stats(const struct gateway *gw, struct gateway_stats *out)
 void gateway_device_deleted(struct gateway *gw, int64_t id)
 {
 	gateway_kick_device(gw, id, PROTO_ERR_DEVICE_DELETED);
+}
+
+void gateway_drain(struct gateway *gw, unsigned spread_ms)
+{
+	int was = 0;
+
+	if (!gw || !atomic_compare_exchange_strong(&gw->draining, &was, 1))
+		return;
+	atomic_store(&gw->drain_spread, spread_ms);
+	atomic_store(&gw->ready, 0);
+	for (unsigned i = 0; i < gw->nworkers; i++) {
+		struct gw_msg *m = calloc(1, sizeof(*m));
+
+		if (!m)
+			ferry_panic("out of memory draining the gateway");
+		m->kind = GW_MSG_DRAIN;
+		m->code = spread_ms;
+		gw_post(gw, NULL, i, m);
+	}
+}
+
+int gateway_draining(const struct gateway *gw)
+{
+	return gw && atomic_load(&gw->draining);
 }
 
 int gateway_ready(const struct gateway *gw)

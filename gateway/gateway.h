@@ -138,6 +138,19 @@ void gateway_store_stats(const struct gateway *gw, struct queue_store_stats *out
  * @gw may be NULL (no gateway: nothing to do). */
 void gateway_device_deleted(struct gateway *gw, int64_t id);
 
+/*
+ * Drain this node: close the device listeners (/readyz turns 503) and send
+ * every connected device RECONNECT, the delays spread evenly over
+ * @spread_ms, so that they connect elsewhere without a storm; a device that
+ * finishes its handshake meanwhile gets one too. Once only: a second call
+ * changes nothing. The node keeps serving what is connected until the
+ * devices leave; there is no way back but a restart.
+ */
+void gateway_drain(struct gateway *gw, unsigned spread_ms);
+
+/* 1 once gateway_drain() was called. */
+int gateway_draining(const struct gateway *gw);
+
 /* 1 when every listener is up and the gateway is not stopping. */
 int gateway_ready(const struct gateway *gw);
 

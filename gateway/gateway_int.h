@@ -128,6 +128,7 @@ enum gw_msg_kind {
 	GW_MSG_STORE,	 /* the store answered a request (struct gw_op) */
 	GW_MSG_INJECT,	 /* to worker 0: an envelope from the server itself */
 	GW_MSG_SETTINGS, /* a user's read_receipts changed (text: the user) */
+	GW_MSG_DRAIN,	 /* stop listening, RECONNECT every device (code: spread ms) */
 };
 
 /* What became of one target of a SEND. */
@@ -425,6 +426,8 @@ struct gateway {
 	uint16_t ports[2];
 	atomic_int ready;
 	atomic_uint connections;
+	atomic_int draining;	  /* gateway_drain() was called */
+	atomic_uint drain_spread; /* its spread, ms */
 	atomic_uint peak_connections;
 	uint64_t started_ms; /* gw_now_ms() at start */
 	atomic_uint_fast64_t next_conn_id;
@@ -476,6 +479,8 @@ void gw_conn_arm_ack_timer(struct gw_conn *c);
 void gw_conn_free_all(struct gw_worker *w);
 /* Send WELCOME with @pending and start the idle timer: frames are welcome. */
 void gw_conn_welcome(struct gw_conn *c, uint64_t pending);
+/* Send RECONNECT: the device should connect again (elsewhere) after @after_ms. */
+void gw_conn_reconnect(struct gw_conn *c, uint64_t after_ms);
 /* 1 if @len more bytes fit in the output without nearing max_output. */
 int gw_conn_has_room(const struct gw_conn *c, size_t len);
 /* Stop and restart reading from the device (back-pressure). */

@@ -56,6 +56,15 @@ if [ -n "$integration" ]; then
 	tmp=$(mktemp -d /tmp/ferry-test.XXXXXX)
 	chmod 755 "$tmp"
 	cleanup() {
+		# A daemon that died of a sanitizer report took its stderr with it
+		# into a log here: show the reports before the logs go.
+		if [ "${failed:-0}" -gt 0 ]; then
+			for f in $(grep -lE 'WARNING: ThreadSanitizer|ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:' \
+				"$tmp"/*.log "$tmp"/*_* 2>/dev/null | sort -u); do
+				echo "---- sanitizer report in $(basename "$f") ----"
+				grep -A40 -E 'WARNING: ThreadSanitizer|ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:' "$f" | head -120
+			done
+		fi
 		pg_stop "$tmp/pgdata"
 		rm -rf "$tmp"
 	}

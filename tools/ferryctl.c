@@ -4,9 +4,15 @@
  * request (libcurl), the answer printed as a table or as "key: value" lines
  * (ferryctl_out.c), or with --json as the server sent it.
  *
+ * drain is the one command that makes more: POST /v1/drain, then GET
+ * /v1/drain every DRAIN_POLL_MS on the same handle (one connection, kept
+ * alive) until the answer says done or --wait passes. --timeout bounds each
+ * request, --wait the whole wait; leaving early (--wait, ^C) does not stop
+ * the drain, which only a restart of ferryd ends.
+ *
  * Exit codes: 0 done, 1 the server refused (its error message on stderr;
- * with --json its error document on stdout too) or could not be reached,
- * 2 bad arguments.
+ * with --json its error document on stdout too), could not be reached, or
+ * did not finish draining within --wait, 2 bad arguments.
  *
  * The token: from --token or FERRY_ADMIN_TOKEN, sent only in the
  * Authorization header, to the URL given and nowhere else (no redirects are
@@ -21,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <curl/curl.h>
 #include <jansson.h>
@@ -39,6 +46,8 @@
 #define PATH_MAX_LEN 512
 /* Seconds to connect, within --timeout. */
 #define CONNECT_TIMEOUT_S 10
+/* drain: how often GET /v1/drain is asked. */
+#define DRAIN_POLL_MS 500
 
 #ifndef FERRY_VERSION
 #define FERRY_VERSION "dev"
@@ -58,7 +67,7 @@ static size_t collect(char *p, size_t size, size_t n, void *arg)
 	return buf_append(&a->body, p, size * n) ? 0 : size * n;
 }
 
-/* Everything but the token and the body, set once per handle. */
+/* Everything but the token and the body, set again for each request. */
 static void set_common(CURL *h, const struct ctl_opts *o, struct answer *a, char *errbuf)
 {
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
@@ -110,6 +119,8 @@ static int request(CURL *h, const struct ctl_opts *o, const char *method, const 
 	}
 	if (!hdrs)
 		goto out;
+	/* Nothing from an earlier request on the handle (a POST's body) but its connection. */
+	curl_easy_reset(h);
 	set_common(h, o, a, errbuf);
 	curl_easy_setopt(h, CURLOPT_URL, url);
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
@@ -152,8 +163,8 @@ static void print_refusal(const struct ctl_opts *o, const struct answer *a)
 		fprintf(stderr, "ferryctl: %s: the server answered HTTP %ld\n", o->cmd_name,
 			a->status);
 	if (o->cmd == CTL_DRAIN && (a->status == 404 || a->status == 405))
-		fprintf(stderr, "ferryctl: drain: this ferryd has no drain route yet "
-				"(POST /v1/drain comes with it)\n");
+		fprintf(stderr, "ferryctl: drain: the server has no drain route (/v1/drain): a "
+				"ferryd older than ferryctl, or --url is not ferryd's admin API\n");
 }
 
 /* With --json: the body as it came, one document, ending in a newline. */
@@ -166,13 +177,17 @@ static void print_raw(const struct answer *a)
 		fputc('\n', stdout);
 }
 
+/* call()'s @flags: with --json, print the body only when it is a refusal. */
+#define CALL_QUIET 1
+
 /*
  * Run one request and sort out its answer: 0 with a->json (NULL for an empty
- * body) on a 2xx; else CTL_EXIT_REFUSED with the reason printed. The caller
- * prints a 2xx answer (in human form; with --json it is printed here).
+ * body) on a 2xx; else CTL_EXIT_REFUSED with the reason printed. Takes
+ * @body (may be NULL). The caller prints a 2xx answer (in human form; with
+ * --json it is printed here, unless @flags has CALL_QUIET).
  */
 static int call(CURL *h, const struct ctl_opts *o, const char *method, const char *path,
-		json_t *body, struct answer *a)
+		json_t *body, struct answer *a, unsigned flags)
 {
 	json_error_t jerr = { 0 };
 	char *text = NULL;
@@ -192,7 +207,7 @@ static int call(CURL *h, const struct ctl_opts *o, const char *method, const cha
 	free(text);
 	if (a->body.len)
 		a->json = json_loadb(a->body.data, a->body.len, 0, &jerr);
-	if (o->json)
+	if (o->json && (!(flags & CALL_QUIET) || a->status < 200 || a->status > 299))
 		print_raw(a);
 	if (a->status < 200 || a->status > 299) {
 		print_refusal(o, a);
@@ -366,7 +381,10 @@ static int build(const struct ctl_opts *o, struct req *r)
 	case CTL_DRAIN:
 		r->method = "POST";
 		snprintf(r->path, sizeof(r->path), "/v1/drain");
-		return 0;
+		if (o->spread_ms < 0)
+			return 0; /* no body: the server's default spread */
+		r->body = json_pack("{s:I}", "spread_ms", (json_int_t)o->spread_ms);
+		break;
 	default:
 		fprintf(stderr, "ferryctl: no command\n");
 		return CTL_EXIT_USAGE;
@@ -417,6 +435,118 @@ static int show(const struct ctl_opts *o, const json_t *j)
 	return CTL_EXIT_OK;
 }
 
+/* ---- drain: wait for it to be done ---- */
+
+/* GET /v1/drain's answer, the members ferryctl reads. */
+struct drain_state {
+	int draining, done;
+	long long connections, queued_puts;
+};
+
+/* @j's members into @s: 0, or -1 when it is not a drain state. */
+static int drain_state_read(const json_t *j, struct drain_state *s)
+{
+	const json_t *draining = json_object_get(j, "draining"), *done = json_object_get(j, "done");
+	const json_t *conns = json_object_get(j, "connections"),
+		     *queued = json_object_get(j, "queued_puts");
+
+	if (!json_is_boolean(draining) || !json_is_boolean(done) || !json_is_integer(conns) ||
+	    !json_is_integer(queued))
+		return -1;
+	s->draining = json_is_true(draining);
+	s->done = json_is_true(done);
+	s->connections = json_integer_value(conns);
+	s->queued_puts = json_integer_value(queued);
+	return 0;
+}
+
+static const char *plural(long long n)
+{
+	return n == 1 ? "" : "s";
+}
+
+static long long now_ms(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+static void pause_ms(long long ms)
+{
+	struct timespec t = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000 };
+
+	while (nanosleep(&t, &t) && errno == EINTR)
+		;
+}
+
+/*
+ * After POST /v1/drain was accepted: GET /v1/drain every DRAIN_POLL_MS until
+ * it says done (CTL_EXIT_OK) or o->wait_s pass (CTL_EXIT_REFUSED, the last
+ * state on stderr). In human form a line each time the connection count
+ * changes, and a last one when done; with --json the last answer only.
+ */
+static int drain_wait(CURL *h, const struct ctl_opts *o)
+{
+	long long deadline = now_ms() + o->wait_s * 1000LL, shown = -1, left;
+	struct answer a = { 0 };
+	struct drain_state s;
+	int rc;
+
+	for (;;) {
+		answer_release(&a);
+		a = (struct answer){ 0 };
+		rc = call(h, o, "GET", "/v1/drain", NULL, &a, CALL_QUIET);
+		if (rc)
+			break;
+		rc = CTL_EXIT_REFUSED;
+		if (drain_state_read(a.json, &s)) {
+			fprintf(stderr, "ferryctl: drain: the answer to GET /v1/drain is not a "
+					"drain state\n");
+			break;
+		}
+		if (!s.draining) {
+			fprintf(stderr, "ferryctl: drain: ferryd is not draining (was it "
+					"restarted?)\n");
+			break;
+		}
+		if (s.done) {
+			if (!o->json)
+				printf("drained: %lld connection%s left\n", s.connections,
+				       plural(s.connections));
+			rc = CTL_EXIT_OK;
+			break;
+		}
+		if (!o->json && s.connections != shown) {
+			printf("draining: %lld connection%s left", s.connections,
+			       plural(s.connections));
+			if (s.queued_puts)
+				printf(", %lld store write%s waiting", s.queued_puts,
+				       plural(s.queued_puts));
+			putchar('\n');
+			fflush(stdout);
+			shown = s.connections;
+		}
+		left = deadline - now_ms();
+		if (left <= 0) {
+			fprintf(stderr,
+				"ferryctl: drain: not done after %ld s: %lld connection%s left, "
+				"%lld store write%s waiting; ferryd goes on draining (run drain "
+				"again to wait more)\n",
+				o->wait_s, s.connections, plural(s.connections), s.queued_puts,
+				plural(s.queued_puts));
+			break;
+		}
+		pause_ms(left < DRAIN_POLL_MS ? left : DRAIN_POLL_MS);
+	}
+	/* A refusal was printed by call(); a 2xx in JSON is the last state. */
+	if (o->json && a.json && a.status >= 200 && a.status <= 299)
+		print_raw(&a);
+	answer_release(&a);
+	return rc;
+}
+
 static int run(const struct ctl_opts *o)
 {
 	struct answer a = { 0 };
@@ -432,8 +562,10 @@ static int run(const struct ctl_opts *o)
 		fprintf(stderr, "ferryctl: cannot start libcurl\n");
 		return CTL_EXIT_REFUSED;
 	}
-	rc = call(h, o, r.method, r.path, r.body, &a);
-	if (!rc && !o->json)
+	rc = call(h, o, r.method, r.path, r.body, &a, o->cmd == CTL_DRAIN ? CALL_QUIET : 0);
+	if (!rc && o->cmd == CTL_DRAIN)
+		rc = drain_wait(h, o);
+	else if (!rc && !o->json)
 		rc = show(o, a.json);
 	answer_release(&a);
 	curl_easy_cleanup(h);

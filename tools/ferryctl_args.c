@@ -44,8 +44,12 @@ const char ctl_usage[] =
 	"                              envelopes waiting\n"
 	"  disconnect ID               close the device's connection to this ferryd so\n"
 	"                              that it connects again\n"
-	"  drain                       ask ferryd to drain (POST /v1/drain; served once\n"
-	"                              ferryd has the drain route)\n"
+	"  drain [--spread MS] [--wait SEC]\n"
+	"                              stop taking device connections and send every\n"
+	"                              connected device RECONNECT, spread over MS\n"
+	"                              (0-600000, default the server's: 10000); then\n"
+	"                              wait up to SEC (1-86400, default 60) until no\n"
+	"                              connection and no store write is left\n"
 	"\n"
 	"--url       the admin API, default " CTL_DEFAULT_URL " ([admin] listen); no\n"
 	"            query string: the token goes only in the Authorization header\n"
@@ -55,8 +59,8 @@ const char ctl_usage[] =
 	"--timeout   seconds a request may take in all (default 30)\n"
 	"--ca        CA certificates (PEM) to verify an https URL with\n"
 	"\n"
-	"Exit status: 0 done, 1 the server refused (its message on stderr) or could\n"
-	"not be reached, 2 bad arguments.\n";
+	"Exit status: 0 done, 1 the server refused (its message on stderr), could\n"
+	"not be reached, or the drain was not done within --wait, 2 bad arguments.\n";
 
 enum opt_id {
 	O_URL,
@@ -76,6 +80,8 @@ enum opt_id {
 	O_TTL,
 	O_CLIENT_ID,
 	O_TOP,
+	O_SPREAD,
+	O_WAIT,
 	O_N
 };
 
@@ -104,6 +110,8 @@ static const struct opt {
 	[O_TTL] = { "ttl", 1, CMD(CTL_SEND) },
 	[O_CLIENT_ID] = { "client-id", 1, CMD(CTL_SEND) },
 	[O_TOP] = { "top", 1, CMD(CTL_QUEUES) },
+	[O_SPREAD] = { "spread", 1, CMD(CTL_DRAIN) },
+	[O_WAIT] = { "wait", 1, CMD(CTL_DRAIN) },
 };
 
 /* Each command's name and its positional arguments, by name. */
@@ -414,6 +422,29 @@ static enum ctl_parse_result set_push_opts(struct ctl_opts *o, const struct scan
 	return CTL_PARSE_OK;
 }
 
+static enum ctl_parse_result drain_opts(struct ctl_opts *o, const char *const *val, char *err,
+					size_t errlen)
+{
+	unsigned long long n;
+
+	o->spread_ms = -1;
+	if (val[O_SPREAD]) {
+		if (parse_num(val[O_SPREAD], 0, CTL_MAX_SPREAD_MS, &n))
+			return bad(err, errlen,
+				   "drain: --spread must be milliseconds, 0 to %d: '%s'",
+				   CTL_MAX_SPREAD_MS, shown(val[O_SPREAD], o->token));
+		o->spread_ms = (long)n;
+	}
+	o->wait_s = CTL_DEFAULT_WAIT_S;
+	if (val[O_WAIT]) {
+		if (parse_num(val[O_WAIT], 1, CTL_MAX_WAIT_S, &n))
+			return bad(err, errlen, "drain: --wait must be seconds, 1 to %d: '%s'",
+				   CTL_MAX_WAIT_S, shown(val[O_WAIT], o->token));
+		o->wait_s = (long)n;
+	}
+	return CTL_PARSE_OK;
+}
+
 /* What each command takes beyond the global options. */
 static enum ctl_parse_result command_opts(struct ctl_opts *o, const struct scan *sc, char *err,
 					  size_t errlen)
@@ -440,6 +471,8 @@ static enum ctl_parse_result command_opts(struct ctl_opts *o, const struct scan 
 				   shown(sc->val[O_TOP], o->token));
 		o->top = sc->val[O_TOP] ? (unsigned)n : 0;
 		return CTL_PARSE_OK;
+	case CTL_DRAIN:
+		return drain_opts(o, sc->val, err, errlen);
 	default:
 		return CTL_PARSE_OK;
 	}

@@ -20,10 +20,15 @@
 #define CTL_MAX_ARGS 3
 /* GET /v1/queues?top=N: what the server accepts (QUEUE_DEEPEST_MAX). */
 #define CTL_MAX_TOP 1000
+/* drain --spread: what POST /v1/drain accepts for spread_ms. */
+#define CTL_MAX_SPREAD_MS 600000
+/* drain --wait: seconds to wait for the drain to be done. */
+#define CTL_DEFAULT_WAIT_S 60
+#define CTL_MAX_WAIT_S 86400
 
 /* Exit codes. */
 #define CTL_EXIT_OK 0
-#define CTL_EXIT_REFUSED 1 /* the server refused, or could not be reached */
+#define CTL_EXIT_REFUSED 1 /* the server refused, could not be reached, or drain was not done */
 #define CTL_EXIT_USAGE 2
 
 enum ctl_cmd {
@@ -61,6 +66,8 @@ struct ctl_opts {
 	long long ttl;		 /* send: -1 when not given */
 	int64_t client_id;	 /* send: 0 when not given */
 	unsigned top;		 /* queues: 0 when not given (the server's default) */
+	long spread_ms;		 /* drain: -1 when not given (the server's default) */
+	long wait_s;		 /* drain: how long to wait for it to be done */
 };
 
 enum ctl_parse_result {

@@ -1,9 +1,12 @@
 /*
  * test_metrics.c - GET /v1/stats and GET /metrics against a running ferryd:
  * figures that move with traffic (envelopes stored, drained, delivered
- * online; connections), and the Prometheus exposition checked by
- * Prometheus's own parser (promtool check metrics), not by a regex.
+ * online; connections), the Prometheus exposition checked by Prometheus's
+ * own parser (promtool check metrics), not by a regex; and draining.
  */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -177,11 +181,83 @@ static void test_metrics_promtool(void **state)
 	json_decref(s);
 }
 
+static long request(const char *method, const char *path, const char *body, json_t **out)
+{
+	struct th_response r;
+	char url[128];
+	long status;
+
+	snprintf(url, sizeof(url), "%s%s", fx.d.admin_url, path);
+	th_http(&r, method, url, TOKEN, body);
+	status = r.status;
+	if (out)
+		*out = json_loads(r.body, 0, NULL);
+	th_response_release(&r);
+	return status;
+}
+
+/* Last (a drain cannot be undone): the device is told to go, /readyz says
+ * draining, no new device gets in, and the drain is done once it left. */
+static void test_drain(void **state)
+{
+	struct rawdev *b1 = rawdev_new();
+	json_t *j = NULL;
+	int done = 0;
+
+	(void)state;
+	rawdev_login(b1, fx.port, fx.b1, fx.b1s);
+	assert_int_equal(request("POST", "/v1/drain", "{\"spread_ms\": -1}", NULL), 400);
+	assert_int_equal(request("POST", "/v1/drain", "{\"spread\": 5}", NULL), 400);
+	assert_int_equal(request("GET", "/v1/drain", NULL, &j), 200);
+	assert_false(json_is_true(json_object_get(j, "draining")));
+	json_decref(j);
+
+	assert_int_equal(request("POST", "/v1/drain", "{\"spread_ms\": 0}", &j), 202);
+	assert_true(json_is_true(json_object_get(j, "draining")));
+	assert_true(json_integer_value(json_object_get(j, "connections")) >= 1);
+	json_decref(j);
+	assert_int_equal(rawdev_expect(b1, PROTO_RECONNECT, WAIT_MS)->u.reconnect_after, 0);
+	assert_int_equal(request("GET", "/readyz", NULL, &j), 503);
+	assert_string_equal(
+		json_string_value(json_object_get(json_object_get(j, "checks"), "listeners")),
+		"draining");
+	json_decref(j);
+	/* Again: nothing restarts, the state is the same. */
+	assert_int_equal(request("POST", "/v1/drain", NULL, NULL), 202);
+	assert_int_equal(request("GET", "/v1/drain", NULL, &j), 200);
+	assert_false(json_is_true(json_object_get(j, "done")));
+	json_decref(j);
+
+	rawdev_close(b1);
+	for (int i = 0; i < 200 && !done; i++) {
+		assert_int_equal(request("GET", "/v1/drain", NULL, &j), 200);
+		done = json_is_true(json_object_get(j, "done"));
+		json_decref(j);
+		if (!done)
+			usleep(50 * 1000);
+	}
+	assert_true(done);
+	/* The listeners are closed: a device cannot connect. */
+	{
+		struct sockaddr_in sa = { .sin_family = AF_INET,
+					  .sin_port = htons((uint16_t)fx.port) };
+		int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+		sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		assert_true(fd >= 0);
+		assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), -1);
+		assert_int_equal(errno, ECONNREFUSED);
+		close(fd);
+	}
+	rawdev_free(b1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_stats_move),
 		cmocka_unit_test(test_metrics_promtool),
+		cmocka_unit_test(test_drain),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

@@ -490,6 +490,8 @@ void gw_conn_resume(struct gw_conn *c);
 /* ---- route.c ---- */
 
 void gw_route_send(struct gw_conn *c, const struct proto_send *s);
+/* 1 if @id is one of the @n device ids at @ids. */
+int gw_ids_have(const int64_t *ids, size_t n, int64_t id);
 void gw_send_ack(struct gw_conn *c, uint64_t client_id, uint64_t server_id, int stored);
 void gw_send_nack(struct gw_conn *c, uint64_t client_id, unsigned reason, const char *text);
 void gw_route_result(struct gw_worker *w, uint64_t send_id, enum gw_result r);

@@ -106,14 +106,6 @@ void gw_receipt_sent(struct gw_worker *w, struct gw_rflush *fl, const struct gw_
 	flush_done(w, fl, s->failed > 0, 0, s->full > 0, s->stored > 0);
 }
 
-static int has_device(const struct gw_rflush *fl, int64_t device)
-{
-	for (size_t i = 0; i < fl->nfound; i++)
-		if (fl->found[i] == device)
-			return 1;
-	return 0;
-}
-
 /* The target user's devices are known: send the batch to all of them. */
 static void dispatch(struct gw_worker *w, struct gw_rflush *fl)
 {
@@ -121,7 +113,8 @@ static void dispatch(struct gw_worker *w, struct gw_rflush *fl)
 		flush_done(w, fl, 1, 0, 0, 0);
 		return;
 	}
-	if (fl->nfound == 0 || (fl->target_device && !has_device(fl, fl->target_device))) {
+	if (fl->nfound == 0 ||
+	    (fl->target_device && !gw_ids_have(fl->found, fl->nfound, fl->target_device))) {
 		log_debug("event=receipts_unknown_target user=%s device=%lld", fl->target_user,
 			  (long long)fl->target_device);
 		flush_done(w, fl, 0, 1, 0, 0);

@@ -281,10 +281,10 @@ fail:
 
 /* ---- fan-out ---- */
 
-static int found(const struct gw_pending *p, int64_t device)
+int gw_ids_have(const int64_t *ids, size_t n, int64_t id)
 {
-	for (size_t i = 0; i < p->nfound; i++)
-		if (p->found[i] == device)
+	for (size_t i = 0; i < n; i++)
+		if (ids[i] == id)
 			return 1;
 	return 0;
 }
@@ -316,7 +316,7 @@ static int targets(struct gw_conn *c, const struct gw_pending *p, int64_t *dev, 
 		return n;
 	}
 	for (size_t i = 0; i < p->ntargets; i++) {
-		if (!found(p, p->devices[i])) {
+		if (!gw_ids_have(p->found, p->nfound, p->devices[i])) {
 			snprintf(why, sizeof(why), "device %lld is not a device of user '%s'",
 				 (long long)p->devices[i], p->to_user);
 			gw_send_nack(c, p->client_id, PROTO_NACK_UNKNOWN_RECIPIENT, why);

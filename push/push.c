@@ -54,6 +54,8 @@
 #define CONFIG_LOG_INTERVAL_MS 60000
 /* One collapse id for every wake: a device holds at most one at the provider. */
 #define WAKE_COLLAPSE_ID "ferry-wake"
+/* Push outcomes are written to the devices' rows this often, in batches. */
+#define OUTCOME_FLUSH_MS 1000
 
 enum provider { PROV_APNS = 0, PROV_FCM = 1 };
 
@@ -179,6 +181,19 @@ struct push_service {
 	pthread_mutex_t stats_lock;
 	struct push_provider_stats *pstats;
 	size_t npstats, pstats_cap;
+
+	/* Outcomes of pushes to devices, for their rows (sql/0006): collected
+	 * in @outcomes, written from @writing by one threadpool job at a time. */
+	struct outcome_batch *outcomes, *writing;
+	uv_timer_t outcome_timer;
+	uv_work_t outcome_req;
+	enum ferry_err outcome_rc;
+	uint64_t outcomes_dropped; /* the batch was full */
+};
+
+struct outcome_batch {
+	size_t n;
+	struct queue_push_outcome o[QUEUE_PUSH_OUTCOMES_MAX];
 };
 
 static int64_t wall_ms(void)
@@ -670,7 +685,7 @@ static void wake_finish(struct push_service *ps, struct send *s, const struct ou
 	arm_timer(ps);
 }
 
-static void direct_finish(struct send *s, const struct outcome *o)
+static enum push_status status_of(enum outcome_kind kind)
 {
 	static const enum push_status st[] = {
 		[O_OK] = PUSH_ST_OK,
@@ -679,13 +694,99 @@ static void direct_finish(struct send *s, const struct outcome *o)
 		[O_CONFIG] = PUSH_ST_REJECTED,
 		[O_REJECTED] = PUSH_ST_REJECTED,
 	};
+
+	return st[kind];
+}
+
+static void direct_finish(struct send *s, const struct outcome *o)
+{
 	struct push_target_result *r = &s->job->res[s->idx];
 
-	r->status = st[o->kind];
+	r->status = status_of(o->kind);
 	r->http_status = o->status;
 	r->latency_us = o->latency_us;
 	if (o->kind != O_OK)
 		snprintf(r->reason, sizeof(r->reason), "%s", o->reason);
+}
+
+/* ---- outcomes in the devices' rows ---- */
+
+static void outcomes_flush(struct push_service *ps);
+static void outcome_timer_cb(uv_timer_t *t);
+
+static void outcome_work(uv_work_t *req)
+{
+	struct push_service *ps = req->data;
+
+	ps->outcome_rc = queue_devices_push_outcomes(ps->reg, ps->writing->o, ps->writing->n);
+}
+
+static void outcome_done(uv_work_t *req, int status)
+{
+	struct push_service *ps = req->data;
+
+	(void)status;
+	if (ps->outcome_rc)
+		log_warn("event=push_outcomes_not_written outcomes=%zu reason=\"%s\"",
+			 ps->writing->n, ferry_strerror(ps->outcome_rc));
+	ps->writing->n = 0;
+	ps->outcome_req.data = NULL; /* idle */
+	if (ps->outcomes->n == 0)
+		return;
+	if (ps->stopping)
+		outcomes_flush(ps);
+	else if (!uv_is_active((uv_handle_t *)&ps->outcome_timer))
+		uv_timer_start(&ps->outcome_timer, outcome_timer_cb, OUTCOME_FLUSH_MS, 0);
+}
+
+/* Write what was collected, unless a write is under way (its end comes
+ * back here). */
+static void outcomes_flush(struct push_service *ps)
+{
+	struct outcome_batch *b;
+
+	if (ps->outcome_req.data || ps->outcomes->n == 0)
+		return;
+	b = ps->writing;
+	ps->writing = ps->outcomes;
+	ps->outcomes = b;
+	ps->outcome_req.data = ps;
+	if (uv_queue_work(&ps->loop, &ps->outcome_req, outcome_work, outcome_done)) {
+		ps->outcome_rc = FERRY_ENOMEM;
+		outcome_done(&ps->outcome_req, 0);
+	}
+}
+
+static void outcome_timer_cb(uv_timer_t *t)
+{
+	outcomes_flush(t->data);
+}
+
+/* Keep @o, the outcome of a push to a registered device, for its row. */
+static void outcome_keep(struct push_service *ps, const struct send *s, const struct outcome *o)
+{
+	struct queue_push_outcome *r;
+
+	if (ps->outcomes->n == QUEUE_PUSH_OUTCOMES_MAX) {
+		if (ps->outcomes_dropped++ % 1000 == 0)
+			log_warn("event=push_outcomes_dropped total=%llu",
+				 (unsigned long long)ps->outcomes_dropped);
+		return;
+	}
+	r = &ps->outcomes->o[ps->outcomes->n++];
+	r->device = s->device;
+	r->at_ms = s->sent_ms;
+	r->provider = provider_names[s->prov];
+	r->outcome = push_status_name(status_of(o->kind));
+	r->status = (int)o->status;
+	if (o->kind == O_OK)
+		r->reason[0] = '\0';
+	else
+		snprintf(r->reason, sizeof(r->reason), "%s", o->reason);
+	if (ps->stopping)
+		outcomes_flush(ps);
+	else if (!uv_is_active((uv_handle_t *)&ps->outcome_timer))
+		uv_timer_start(&ps->outcome_timer, outcome_timer_cb, OUTCOME_FLUSH_MS, 0);
 }
 
 /* A push of @s is over with @o. Takes @s. */
@@ -695,6 +796,8 @@ static void finish(struct send *s, const struct outcome *o)
 	int dropping = o->kind == O_TOKEN && s->device > 0 && !ps->stopping;
 
 	count_outcome(ps, s, o);
+	if (s->device > 0)
+		outcome_keep(ps, s, o);
 	if (o->kind == O_CONFIG)
 		log_config_error(ps, s, o);
 	else if (o->kind != O_OK)
@@ -1065,6 +1168,8 @@ static void close_handles(struct push_service *ps)
 	uv_close((uv_handle_t *)&ps->timer, NULL);
 	uv_timer_stop(&ps->reap);
 	uv_close((uv_handle_t *)&ps->reap, NULL);
+	uv_timer_stop(&ps->outcome_timer);
+	uv_close((uv_handle_t *)&ps->outcome_timer, NULL);
 	uv_close((uv_handle_t *)&ps->kick, NULL);
 }
 
@@ -1088,6 +1193,9 @@ static void begin_stop(struct push_service *ps)
 	}
 	push_http_free(ps->http);
 	ps->http = NULL;
+	/* The last outcomes, including those the senders just reported; the
+	 * loop runs until the write is over. */
+	outcomes_flush(ps);
 }
 
 static void on_msg(struct mailbox *mb, struct mailbox_msg *m, void *arg)
@@ -1137,6 +1245,8 @@ static void service_free(struct push_service *ps)
 	pthread_mutex_destroy(&ps->lock);
 	pthread_mutex_destroy(&ps->stats_lock);
 	free(ps->pstats);
+	free(ps->outcomes);
+	free(ps->writing);
 	free(ps);
 }
 
@@ -1164,10 +1274,17 @@ enum ferry_err push_start(const struct ferry_config *cfg, struct queue_registry 
 		return FERRY_ENOMEM;
 	}
 	ps->reg = reg;
+	ps->outcomes = calloc(1, sizeof(*ps->outcomes));
+	ps->writing = calloc(1, sizeof(*ps->writing));
 	pthread_mutex_init(&ps->lock, NULL);
 	pthread_mutex_init(&ps->stats_lock, NULL);
 	wake_table_init(&ps->table, cfg->push.max_pending);
 	ps->stop_msg.type = PMSG_STOP;
+	if (!ps->outcomes || !ps->writing) {
+		snprintf(err, errlen, "out of memory");
+		service_free(ps);
+		return FERRY_ENOMEM;
+	}
 	ps->set = credset_load(ps, cfg, err, errlen);
 	if (!ps->set) {
 		service_free(ps);
@@ -1184,12 +1301,13 @@ enum ferry_err push_start(const struct ferry_config *cfg, struct queue_registry 
 	if (ps->http && mailbox_init(&ps->mbox, &ps->loop, on_msg, ps) == FERRY_OK)
 		mbox_ok = 1;
 	if (!ps->http || !mbox_ok || uv_async_init(&ps->loop, &ps->kick, on_kick) ||
-	    uv_timer_init(&ps->loop, &ps->timer) || uv_timer_init(&ps->loop, &ps->reap)) {
+	    uv_timer_init(&ps->loop, &ps->timer) || uv_timer_init(&ps->loop, &ps->reap) ||
+	    uv_timer_init(&ps->loop, &ps->outcome_timer)) {
 		if (ps->http)
 			snprintf(err, errlen, "cannot start the push thread: no loop handles");
 		goto fail_loop;
 	}
-	ps->kick.data = ps->timer.data = ps->reap.data = ps;
+	ps->kick.data = ps->timer.data = ps->reap.data = ps->outcome_timer.data = ps;
 	if (pthread_create(&ps->thread, NULL, push_main, ps)) {
 		snprintf(err, errlen, "cannot start the push thread");
 		goto fail_loop;
@@ -1212,6 +1330,8 @@ fail_loop:
 		uv_close((uv_handle_t *)&ps->timer, NULL);
 	if (ps->reap.loop)
 		uv_close((uv_handle_t *)&ps->reap, NULL);
+	if (ps->outcome_timer.loop)
+		uv_close((uv_handle_t *)&ps->outcome_timer, NULL);
 	push_http_free(ps->http);
 	uv_run(&ps->loop, UV_RUN_DEFAULT);
 	uv_loop_close(&ps->loop);

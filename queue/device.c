@@ -21,6 +21,9 @@ void queue_device_release(struct queue_device *dev)
 	free(dev->push_app);
 	free(dev->push_topic);
 	free(dev->push_environment);
+	free(dev->push_last_provider);
+	free(dev->push_last_outcome);
+	free(dev->push_last_reason);
 	memset(dev, 0, sizeof(*dev));
 }
 

@@ -86,6 +86,16 @@ struct queue_device {
 	int64_t created_ms;	 /* Unix time in milliseconds */
 	int64_t push_updated_ms; /* 0 without token */
 	int64_t last_seen_ms;	 /* 0: never connected */
+	/* The offline queue (devices.pending and the head envelope). */
+	uint64_t pending;
+	int64_t oldest_ms; /* the head envelope's creation, Unix ms; 0: none */
+	/* The last push's outcome (sql/0006_push_outcome.sql); push_last_ms 0:
+	 * none recorded, and the strings are NULL. */
+	int64_t push_last_ms;
+	char *push_last_provider;
+	char *push_last_outcome;
+	int push_last_status;
+	char *push_last_reason; /* NULL for "ok" */
 };
 
 /* What PUT /v1/devices/{id}/push sets. NULL app, topic: defaults. */
@@ -185,6 +195,28 @@ enum ferry_err queue_device_drop_push(struct queue_registry *reg, int64_t id, co
 enum ferry_err queue_devices_seen(struct queue_registry *reg, const int64_t *ids,
 				  size_t n) FERRY_WUR;
 
+/* One push's outcome, as queue_devices_push_outcomes() records it. */
+struct queue_push_outcome {
+	int64_t device;
+	int64_t at_ms;	      /* when it was sent, Unix ms */
+	const char *provider; /* "apns" or "fcm" */
+	const char *outcome;  /* "ok", "token_invalid", "failed" or "rejected" */
+	int status;	      /* HTTP status, 0: none */
+	char reason[48];      /* "" for none; cut to 64 bytes in any case */
+};
+
+/* Most outcomes queue_devices_push_outcomes() writes at once. */
+#define QUEUE_PUSH_OUTCOMES_MAX 1000
+
+/*
+ * Record @n push outcomes in the devices' push_last* columns, in one
+ * statement; of several for one device the latest (at_ms, then position)
+ * wins. Devices that no longer exist are skipped. FERRY_EINVAL when @n is
+ * above QUEUE_PUSH_OUTCOMES_MAX.
+ */
+enum ferry_err queue_devices_push_outcomes(struct queue_registry *reg,
+					   const struct queue_push_outcome *o, size_t n) FERRY_WUR;
+
 /* A device's offline queue, as GET /v1/queues lists it. */
 struct queue_depth {
 	int64_t device;
@@ -208,6 +240,22 @@ struct queue_depth {
  */
 enum ferry_err queue_devices_deepest(struct queue_registry *reg, size_t max,
 				     struct queue_depth *out, size_t *n) FERRY_WUR;
+
+/* Every offline queue together. */
+struct queue_totals {
+	uint64_t devices;   /* devices with envelopes waiting */
+	uint64_t envelopes; /* envelopes waiting, the sum of devices.pending */
+	int64_t as_of_ms;   /* when the database counted them, Unix ms */
+};
+
+/*
+ * The totals, read anew when the last reading is older than @max_age_ms
+ * (0: always). A reading is a scan of devices (about 0.1 s per million), so
+ * frequent callers (GET /v1/stats) pass an age and share one reading;
+ * concurrent callers wait for the one that reads.
+ */
+enum ferry_err queue_depth_totals(struct queue_registry *reg, unsigned max_age_ms,
+				  struct queue_totals *out) FERRY_WUR;
 
 /* Free the strings @dev owns and zero it. NULL is a no-op. */
 void queue_device_release(struct queue_device *dev);

@@ -43,6 +43,12 @@ struct queue_registry {
 	PGconn *conns[REGISTRY_MAX_CONN];
 	unsigned char busy[REGISTRY_MAX_CONN];
 	uint64_t down_until; /* monotonic ms; under lock */
+	/* queue_depth_totals()'s last answer, and when it was read (monotonic
+	 * ms; 0: never). Under totals_lock, which also lets one caller at a
+	 * time read it anew. */
+	pthread_mutex_t totals_lock;
+	struct queue_totals totals;
+	uint64_t totals_at;
 };
 
 static uint64_t monotonic_ms(void)
@@ -57,7 +63,13 @@ static uint64_t monotonic_ms(void)
 	"id, user_id, platform, push_provider, push_token, push_app, apns_topic, " \
 	"push_environment, (extract(epoch FROM created) * 1000)::bigint, "         \
 	"coalesce((extract(epoch FROM push_updated) * 1000)::bigint, 0), "         \
-	"coalesce((extract(epoch FROM last_seen) * 1000)::bigint, 0)"
+	"coalesce((extract(epoch FROM last_seen) * 1000)::bigint, 0), pending, "   \
+	"coalesce((SELECT (extract(epoch FROM e.created) * 1000)::bigint "         \
+	"FROM envelopes e WHERE e.recipient_device = devices.id "                  \
+	"ORDER BY e.seq LIMIT 1), 0), "                                            \
+	"coalesce((extract(epoch FROM push_last) * 1000)::bigint, 0), "            \
+	"push_last_provider, push_last_outcome, coalesce(push_last_status, 0), "   \
+	"push_last_reason"
 
 struct queue_registry *queue_registry_new(const char *conninfo, unsigned connect_timeout,
 					  unsigned nconn)
@@ -74,6 +86,7 @@ struct queue_registry *queue_registry_new(const char *conninfo, unsigned connect
 	reg->connect_timeout = connect_timeout;
 	reg->nconn = nconn < 1 ? 1 : nconn > REGISTRY_MAX_CONN ? REGISTRY_MAX_CONN : nconn;
 	pthread_mutex_init(&reg->lock, NULL);
+	pthread_mutex_init(&reg->totals_lock, NULL);
 	pthread_cond_init(&reg->freed, NULL);
 	return reg;
 }
@@ -86,6 +99,7 @@ void queue_registry_free(struct queue_registry *reg)
 		PQfinish(reg->conns[i]);
 	pthread_cond_destroy(&reg->freed);
 	pthread_mutex_destroy(&reg->lock);
+	pthread_mutex_destroy(&reg->totals_lock);
 	free(reg->conninfo);
 	free(reg);
 }
@@ -266,6 +280,13 @@ static enum ferry_err parse_device(const PGresult *res, int row, struct queue_de
 	d->created_ms = strtoll(PQgetvalue(res, row, 8), NULL, 10);
 	d->push_updated_ms = strtoll(PQgetvalue(res, row, 9), NULL, 10);
 	d->last_seen_ms = strtoll(PQgetvalue(res, row, 10), NULL, 10);
+	d->pending = strtoull(PQgetvalue(res, row, 11), NULL, 10);
+	d->oldest_ms = strtoll(PQgetvalue(res, row, 12), NULL, 10);
+	d->push_last_ms = strtoll(PQgetvalue(res, row, 13), NULL, 10);
+	d->push_last_provider = dup_or_null(res, row, 14, &failed);
+	d->push_last_outcome = dup_or_null(res, row, 15, &failed);
+	d->push_last_status = (int)strtol(PQgetvalue(res, row, 16), NULL, 10);
+	d->push_last_reason = dup_or_null(res, row, 17, &failed);
 	if (failed) {
 		queue_device_release(d);
 		return FERRY_ENOMEM;
@@ -550,6 +571,86 @@ enum ferry_err queue_devices_seen(struct queue_registry *reg, const int64_t *ids
 	return rc;
 }
 
+/* @s as an element of a text[] literal: quoted, with printable ASCII only
+ * (a provider's reason comes off the network), at most 64 bytes. */
+static enum ferry_err text_elem(struct buf *arr, const char *s)
+{
+	enum ferry_err rc = buf_puts(arr, "\"");
+
+	for (size_t i = 0; s[i] && i < 64 && !rc; i++) {
+		char c = s[i] >= 0x20 && s[i] < 0x7f ? s[i] : '?';
+
+		rc = (c == '"' || c == '\\') ? buf_printf(arr, "\\%c", c)
+					     : buf_printf(arr, "%c", c);
+	}
+	return rc ? rc : buf_puts(arr, "\"");
+}
+
+enum ferry_err queue_devices_push_outcomes(struct queue_registry *reg,
+					   const struct queue_push_outcome *o, size_t n)
+{
+	struct buf a[6];
+	const char *params[6];
+	PGresult *res;
+	enum ferry_err rc = FERRY_OK;
+
+	if (n == 0)
+		return FERRY_OK;
+	if (n > QUEUE_PUSH_OUTCOMES_MAX)
+		return FERRY_EINVAL;
+	for (int k = 0; k < 6; k++)
+		buf_init(&a[k], 160 * n + 2); /* a quoted, escaped element at most */
+	for (size_t i = 0; i < n && !rc; i++) {
+		const char *sep = i ? "," : "{";
+
+		rc = buf_printf(&a[0], "%s%lld", sep, (long long)o[i].device);
+		if (!rc)
+			rc = buf_printf(&a[1], "%s%lld", sep, (long long)o[i].at_ms);
+		if (!rc)
+			rc = buf_puts(&a[2], sep);
+		if (!rc)
+			rc = text_elem(&a[2], o[i].provider);
+		if (!rc)
+			rc = buf_puts(&a[3], sep);
+		if (!rc)
+			rc = text_elem(&a[3], o[i].outcome);
+		if (!rc)
+			rc = buf_printf(&a[4], "%s%d", sep,
+					o[i].status >= 0 && o[i].status <= 999 ? o[i].status : 0);
+		if (!rc)
+			rc = buf_puts(&a[5], sep);
+		if (!rc)
+			rc = o[i].reason[0] ? text_elem(&a[5], o[i].reason)
+					    : buf_puts(&a[5], "NULL");
+	}
+	for (int k = 0; k < 6 && !rc; k++)
+		rc = buf_puts(&a[k], "}");
+	if (rc)
+		goto out;
+	for (int k = 0; k < 6; k++)
+		params[k] = a[k].data;
+	/* The latest outcome per device; rows locked in id order, as the
+	 * store's writers lock them. */
+	rc = run(reg,
+		 "WITH o AS (SELECT DISTINCT ON (u.dev) u.* FROM unnest($1::bigint[], "
+		 "$2::bigint[], $3::text[], $4::text[], $5::smallint[], $6::text[]) "
+		 "WITH ORDINALITY AS u(dev, at, prov, outcome, status, reason, i) "
+		 "ORDER BY u.dev, u.at DESC, u.i DESC), "
+		 "l AS (SELECT id FROM devices WHERE id IN (SELECT dev FROM o) ORDER BY id "
+		 "FOR NO KEY UPDATE) "
+		 "UPDATE devices d SET push_last = timestamptz 'epoch' + o.at * interval "
+		 "'1 millisecond', push_last_provider = o.prov, push_last_outcome = o.outcome, "
+		 "push_last_status = o.status, push_last_reason = o.reason "
+		 "FROM l JOIN o ON o.dev = l.id WHERE d.id = l.id",
+		 6, params, 0, &res);
+	if (!rc)
+		PQclear(res);
+out:
+	for (int k = 0; k < 6; k++)
+		buf_release(&a[k]);
+	return rc;
+}
+
 /*
  * No index on devices.pending, on purpose: the store updates it with every
  * batch and every acknowledgement, and an indexed column makes each of those
@@ -558,6 +659,33 @@ enum ferry_err queue_devices_seen(struct queue_registry *reg, const int64_t *ids
  * devices with a top-N sort (about 0.1 s per million devices), and one
  * primary-key probe per listed device for the head of its queue.
  */
+enum ferry_err queue_depth_totals(struct queue_registry *reg, unsigned max_age_ms,
+				  struct queue_totals *out)
+{
+	uint64_t now = monotonic_ms();
+	enum ferry_err rc = FERRY_OK;
+	PGresult *res;
+
+	pthread_mutex_lock(&reg->totals_lock);
+	if (!max_age_ms || !reg->totals_at || now - reg->totals_at > max_age_ms) {
+		rc = run(reg,
+			 "SELECT count(*) FILTER (WHERE pending > 0), coalesce(sum(pending), 0), "
+			 "(extract(epoch FROM now()) * 1000)::bigint FROM devices",
+			 0, NULL, 1, &res);
+		if (!rc) {
+			reg->totals.devices = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+			reg->totals.envelopes = strtoull(PQgetvalue(res, 0, 1), NULL, 10);
+			reg->totals.as_of_ms = strtoll(PQgetvalue(res, 0, 2), NULL, 10);
+			reg->totals_at = monotonic_ms();
+			PQclear(res);
+		}
+	}
+	if (!rc)
+		*out = reg->totals;
+	pthread_mutex_unlock(&reg->totals_lock);
+	return rc;
+}
+
 enum ferry_err queue_devices_deepest(struct queue_registry *reg, size_t max,
 				     struct queue_depth *out, size_t *n)
 {

@@ -47,6 +47,21 @@ static void fake_device(struct queue_device *d, int64_t id, int with_push)
 		d->push_environment = strdup("sandbox");
 		d->push_updated_ms = 1764342349124LL;
 	}
+	d->pending = (uint64_t)id % 11;
+	d->oldest_ms = d->pending ? 1764342349125LL : 0;
+	if (id % 4 == 1) {
+		d->push_last_ms = 1764342349126LL;
+		d->push_last_provider = strdup("apns");
+		d->push_last_outcome = strdup(id % 8 == 1 ? "ok" : "token_invalid");
+		d->push_last_status = id % 8 == 1 ? 200 : 410;
+		d->push_last_reason = id % 8 == 1 ? NULL : strdup("Unregistered");
+	}
+}
+
+enum ferry_err queue_devices_push_outcomes(struct queue_registry *reg,
+					   const struct queue_push_outcome *o, size_t n)
+{
+	return n > QUEUE_PUSH_OUTCOMES_MAX ? FERRY_EINVAL : FERRY_OK;
 }
 
 enum ferry_err queue_registry_ping(struct queue_registry *reg)
@@ -218,6 +233,19 @@ enum ferry_err queue_devices_deepest(struct queue_registry *reg, size_t max,
 	return FERRY_OK;
 }
 
+enum ferry_err queue_depth_totals(struct queue_registry *reg, unsigned max_age_ms,
+				  struct queue_totals *out)
+{
+	static unsigned calls;
+
+	if (++calls % 5 == 0)
+		return FERRY_EUNAVAIL;
+	out->devices = calls;
+	out->envelopes = UINT64_MAX - calls;
+	out->as_of_ms = 1764342349127LL;
+	return FERRY_OK;
+}
+
 /* ---- harness ---- */
 
 static admin_handler *const handlers[] = {
@@ -226,6 +254,7 @@ static admin_handler *const handlers[] = {
 	admin_route_push_set,	       admin_route_push_clear, admin_route_message_send,
 	admin_route_push_send,	       admin_route_stats,      admin_route_user_settings_get,
 	admin_route_user_settings_put, admin_route_queues,     admin_route_device_disconnect,
+	admin_route_metrics,	       admin_route_drain,      admin_route_drain_get,
 };
 
 /* A push service without credentials, for the whole run. */
@@ -314,7 +343,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	handlers[(data[0] & 0x7f) % (sizeof(handlers) / sizeof(handlers[0]))](&req, &rep);
 	if (rep.status < 200 || rep.status > 599)
 		abort();
+	/* A reply is JSON or text (GET /metrics), and text says its type. */
+	if ((rep.json && rep.text) || (rep.text && !rep.ctype))
+		abort();
 	json_decref(rep.json);
+	free(rep.text);
 	free(param0);
 	free(param1);
 	free(body);

@@ -492,6 +492,90 @@ static void test_registry_lifecycle(void **state)
 	queue_registry_free(reg);
 }
 
+/* Push outcomes: the latest per device wins, a reason off the network is
+ * kept printable and quoted, a device that is gone is skipped. The queue
+ * totals count devices.pending. */
+static void test_registry_push_outcomes(void **state)
+{
+	struct schema_fixture *f = *state;
+	struct queue_registry *reg = queue_registry_new(f->conninfo, 5, 1);
+	struct queue_push_outcome o[4] = {
+		{ .device = 0,
+		  .at_ms = 1764000000000LL,
+		  .provider = "apns",
+		  .outcome = "failed",
+		  .status = 503,
+		  .reason = "ServiceUnavailable" },
+		{ .device = 0,
+		  .at_ms = 1764000001000LL,
+		  .provider = "apns",
+		  .outcome = "token_invalid",
+		  .status = 410,
+		  .reason = "Un\"reg,is}te\\red\x01\xff" },
+		{ .device = 0,
+		  .at_ms = 1764000000500LL,
+		  .provider = "fcm",
+		  .outcome = "ok",
+		  .status = 200 },
+		{ .device = 999999999,
+		  .at_ms = 1764000000000LL,
+		  .provider = "fcm",
+		  .outcome = "ok",
+		  .status = 200 },
+	};
+	struct queue_totals t0, t1;
+	struct queue_device dev;
+	char secret[QUEUE_SECRET_LEN + 1];
+	int64_t id, id2;
+
+	assert_int_equal(queue_device_create(reg, "olga", "ios", &id, secret), FERRY_OK);
+	assert_int_equal(queue_device_create(reg, "olga", "ios", &id2, secret), FERRY_OK);
+	assert_int_equal(queue_device_get(reg, id, &dev), FERRY_OK);
+	assert_int_equal(dev.push_last_ms, 0);
+	assert_null(dev.push_last_outcome);
+	assert_int_equal(dev.pending, 0);
+	assert_int_equal(dev.oldest_ms, 0);
+	queue_device_release(&dev);
+
+	o[0].device = o[1].device = id;
+	o[2].device = id2;
+	assert_int_equal(queue_devices_push_outcomes(reg, o, 4), FERRY_OK);
+	assert_int_equal(queue_device_get(reg, id, &dev), FERRY_OK);
+	assert_int_equal(dev.push_last_ms, 1764000001000LL);
+	assert_string_equal(dev.push_last_provider, "apns");
+	assert_string_equal(dev.push_last_outcome, "token_invalid");
+	assert_int_equal(dev.push_last_status, 410);
+	assert_string_equal(dev.push_last_reason, "Un\"reg,is}te\\red??");
+	queue_device_release(&dev);
+	assert_int_equal(queue_device_get(reg, id2, &dev), FERRY_OK);
+	assert_string_equal(dev.push_last_outcome, "ok");
+	assert_null(dev.push_last_reason);
+	queue_device_release(&dev);
+	assert_int_equal(queue_devices_push_outcomes(reg, o, QUEUE_PUSH_OUTCOMES_MAX + 1),
+			 FERRY_EINVAL);
+
+	/* Totals: cached for the age asked, read anew with 0. */
+	assert_int_equal(queue_depth_totals(reg, 0, &t0), FERRY_OK);
+	assert_true(t0.as_of_ms > 1700000000000LL);
+	{
+		char sql[128];
+
+		snprintf(sql, sizeof(sql), "UPDATE devices SET pending = 7 WHERE id = %lld",
+			 (long long)id);
+		PQclear(th_pg_exec(f->conn, sql));
+	}
+	assert_int_equal(queue_depth_totals(reg, 60000, &t1), FERRY_OK);
+	assert_int_equal(t1.envelopes, t0.envelopes);
+	assert_int_equal(queue_depth_totals(reg, 0, &t1), FERRY_OK);
+	assert_int_equal(t1.envelopes, t0.envelopes + 7);
+	assert_int_equal(t1.devices, t0.devices + 1);
+	assert_int_equal(queue_device_get(reg, id, &dev), FERRY_OK);
+	assert_int_equal(dev.pending, 7);
+	queue_device_release(&dev);
+	PQclear(th_pg_exec(f->conn, "UPDATE devices SET pending = 0"));
+	queue_registry_free(reg);
+}
+
 static void test_registry_unreachable(void **state)
 {
 	struct queue_registry *reg = queue_registry_new("host=/nonexistent dbname=x", 1, 1);
@@ -522,6 +606,7 @@ int main(void)
 		cmocka_unit_test(test_schema_device_delete),
 		cmocka_unit_test(test_schema_0003_constraints),
 		cmocka_unit_test(test_registry_lifecycle),
+		cmocka_unit_test(test_registry_push_outcomes),
 	};
 	int failed = cmocka_run_group_tests_name("migrate", migrate_tests, NULL, NULL);
 

@@ -671,20 +671,78 @@ static json_t *push_json(const struct queue_device *d)
 			 "environment", d->push_environment, "updated", updated);
 }
 
-static json_t *device_json(const struct queue_device *d)
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The device's connection to this node. */
+static json_t *presence_json(const struct admin_req *req, int64_t id)
+{
+	char since[ADMIN_TIME_LEN];
+	struct gateway_presence p;
+
+	if (!gateway_device_presence(req->gw, id, &p))
+		return json_pack("{s:b}", "online", 0);
+	admin_format_time(p.since_ms, since);
+	return json_pack("{s:b,s:i,s:s,s:s?}", "online", 1, "worker", (int)p.worker,
+			 "connected_since", since, "remote", *p.remote ? p.remote : NULL);
+}
+
+/* Its offline queue: devices.pending and the head envelope's age. */
+static json_t *queue_json(const struct queue_device *d, int64_t now)
+{
+	char oldest[ADMIN_TIME_LEN];
+	int64_t age = d->oldest_ms && now > d->oldest_ms ? now - d->oldest_ms : 0;
+
+	if (d->oldest_ms)
+		admin_format_time(d->oldest_ms, oldest);
+	return json_pack("{s:I,s:s?,s:f}", "pending",
+			 (json_int_t)(d->pending > INT64_MAX ? INT64_MAX : d->pending),
+			 "oldest_created", d->oldest_ms ? oldest : NULL, "oldest_age_s",
+			 (double)age / 1000.0);
+}
+
+/* What happened to its last push (sql/0006_push_outcome.sql). */
+static json_t *last_push_json(const struct queue_device *d)
+{
+	char at[ADMIN_TIME_LEN];
+
+	if (!d->push_last_ms || !d->push_last_provider || !d->push_last_outcome)
+		return json_null();
+	admin_format_time(d->push_last_ms, at);
+	return json_pack("{s:s,s:s,s:s,s:i,s:s?}", "at", at, "provider", d->push_last_provider,
+			 "outcome", d->push_last_outcome, "status", d->push_last_status, "reason",
+			 d->push_last_reason);
+}
+
+static json_t *device_json(const struct admin_req *req, const struct queue_device *d, int64_t now)
 {
 	char id[24], created[ADMIN_TIME_LEN], seen[ADMIN_TIME_LEN];
 	json_t *push = d->push_token ? push_json(d) : json_null();
+	json_t *presence = presence_json(req, d->id);
+	json_t *queue = queue_json(d, now);
+	json_t *last_push = last_push_json(d);
 
 	snprintf(id, sizeof(id), "%" PRId64, d->id);
 	admin_format_time(d->created_ms, created);
 	if (d->last_seen_ms)
 		admin_format_time(d->last_seen_ms, seen);
-	if (!push)
+	if (!push || !presence || !queue || !last_push) {
+		json_decref(push);
+		json_decref(presence);
+		json_decref(queue);
+		json_decref(last_push);
 		return NULL;
-	return json_pack("{s:s,s:s,s:s,s:s,s:s?,s:o}", "device_id", id, "user", d->user, "platform",
-			 d->platform, "created", created, "last_seen",
-			 d->last_seen_ms ? seen : NULL, "push", push);
+	}
+	/* "o" steals each reference, also when packing fails. */
+	return json_pack("{s:s,s:s,s:s,s:s,s:s?,s:o,s:o,s:o,s:o}", "device_id", id, "user", d->user,
+			 "platform", d->platform, "created", created, "last_seen",
+			 d->last_seen_ms ? seen : NULL, "presence", presence, "queue", queue,
+			 "push", push, "last_push", last_push);
 }
 
 /* Reply 200 with device @id as it is now. */
@@ -700,7 +758,7 @@ static void reply_device(const struct admin_req *req, struct admin_reply *rep, i
 		admin_reply_store_error(rep, rc, op, id);
 		return;
 	}
-	admin_reply_json(rep, HTTP_OK, device_json(&dev));
+	admin_reply_json(rep, HTTP_OK, device_json(req, &dev, now_ms()));
 	if (rep->status == HTTP_INTERNAL)
 		log_error("event=admin_reply_failed op=\"%s\" device=%" PRId64, op, id);
 	queue_device_release(&dev);
@@ -778,6 +836,7 @@ void admin_route_devices_list(const struct admin_req *req, struct admin_reply *r
 	json_t *arr, *dev;
 	enum ferry_err rc;
 	size_t i, n = 0;
+	int64_t now;
 
 	if (!user_param(req, rep))
 		return;
@@ -787,8 +846,9 @@ void admin_route_devices_list(const struct admin_req *req, struct admin_reply *r
 		return;
 	}
 	arr = json_array();
+	now = now_ms();
 	for (i = 0; arr && i < n; i++) {
-		dev = device_json(&devs[i]);
+		dev = device_json(req, &devs[i], now);
 		if (json_array_append_new(arr, dev)) {
 			json_decref(arr);
 			arr = NULL;

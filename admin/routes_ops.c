@@ -6,7 +6,8 @@
  * error they return are documented in admin/openapi.yaml.
  *
  * GET /v1/queues?top=N reads devices.pending, the counter the store keeps
- * (queue_devices_deepest(): one statement, a scan of devices); N is 1 to
+ * (queue_devices_deepest(): one statement, a scan of devices), and the
+ * totals over every device (queue_depth_totals(), a second scan); N is 1 to
  * QUEUE_DEEPEST_MAX, default QUEUES_TOP_DEFAULT, and any other argument is
  * a 400, as an unknown body field is elsewhere.
  *
@@ -128,6 +129,8 @@ void admin_route_queues(const struct admin_req *req, struct admin_reply *rep)
 {
 	static const char *const params[] = { "top", NULL };
 	struct queue_depth *deep;
+	struct queue_totals tot;
+	char as_of[ADMIN_TIME_LEN];
 	enum ferry_err rc;
 	size_t top, n = 0;
 	json_t *arr;
@@ -141,6 +144,8 @@ void admin_route_queues(const struct admin_req *req, struct admin_reply *rep)
 		return;
 	}
 	rc = queue_devices_deepest(req->reg, top, deep, &n);
+	if (!rc)
+		rc = queue_depth_totals(req->reg, 0, &tot);
 	if (rc) {
 		admin_reply_store_error(rep, rc, "queue listing", 0);
 		free(deep);
@@ -154,7 +159,12 @@ void admin_route_queues(const struct admin_req *req, struct admin_reply *rep)
 		}
 	}
 	free(deep);
-	admin_reply_json(rep, HTTP_OK, arr ? json_pack("{s:o}", "queues", arr) : NULL);
+	admin_format_time(tot.as_of_ms, as_of);
+	admin_reply_json(rep, HTTP_OK,
+			 arr ? json_pack("{s:{s:I,s:I,s:s},s:o}", "total", "devices",
+					 (json_int_t)tot.devices, "envelopes",
+					 (json_int_t)tot.envelopes, "as_of", as_of, "queues", arr)
+			     : NULL);
 }
 
 /* ---- POST /v1/devices/{device}/disconnect ---- */

@@ -30,6 +30,10 @@
 
 #define HTTP_OK 200
 
+/* The queue totals are a scan of the devices table: /v1/stats and /metrics
+ * share one reading for this long (queue_depth_totals()). */
+#define TOTALS_MAX_AGE_MS 5000
+
 #ifndef FERRY_VERSION
 #define FERRY_VERSION "unknown"
 #endif
@@ -40,6 +44,8 @@ struct snapshot {
 	struct gateway_stats gw;
 	struct queue_store_stats store;
 	struct hist_snap commits;
+	int has_totals; /* the database answered */
+	struct queue_totals totals;
 };
 
 static void snapshot_take(const struct admin_req *req, struct snapshot *s)
@@ -48,6 +54,7 @@ static void snapshot_take(const struct admin_req *req, struct snapshot *s)
 	s->has_gw = req->gw != NULL;
 	gateway_stats(req->gw, &s->gw);
 	gateway_store_stats(req->gw, &s->store, &s->commits);
+	s->has_totals = queue_depth_totals(req->reg, TOTALS_MAX_AGE_MS, &s->totals) == FERRY_OK;
 }
 
 /* ---- GET /v1/stats ---- */
@@ -123,6 +130,18 @@ static json_t *receipts_json(const struct gateway_receipt_stats *r)
 			 (json_int_t)r->read_off, "lost", (json_int_t)r->lost);
 }
 
+/* Every device's offline queue together, as of a few seconds ago. */
+static json_t *queues_json(const struct snapshot *s)
+{
+	char as_of[ADMIN_TIME_LEN];
+
+	if (!s->has_totals)
+		return json_null();
+	admin_format_time(s->totals.as_of_ms, as_of);
+	return json_pack("{s:I,s:I,s:s}", "devices", (json_int_t)s->totals.devices, "envelopes",
+			 (json_int_t)s->totals.envelopes, "as_of", as_of);
+}
+
 /* @f(@arg) if the gateway runs, else JSON null. */
 static json_t *if_gw(const struct snapshot *s, json_t *j)
 {
@@ -139,7 +158,7 @@ void admin_route_stats(const struct admin_req *req, struct admin_reply *rep)
 
 	snapshot_take(req, &s);
 	push = admin_stats_push_json(req->push);
-	j = push ? json_pack("{s:s,s:I,s:o,s:o,s:o,s:o,s:o,s:o,s:o}", "version", FERRY_VERSION,
+	j = push ? json_pack("{s:s,s:I,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o}", "version", FERRY_VERSION,
 			     "uptime_s", (json_int_t)(s.gw.uptime_ms / 1000), "connections",
 			     if_gw(&s, connections_json(&s.gw)), "traffic",
 			     if_gw(&s, json_pack("{s:I,s:I,s:I,s:I}", "frames_in",
@@ -150,7 +169,8 @@ void admin_route_stats(const struct admin_req *req, struct admin_reply *rep)
 			     "envelopes", if_gw(&s, envelopes_json(&s)), "delivery_latency_ms",
 			     if_gw(&s, quantiles_ms(&s.gw.delivery)), "store",
 			     if_gw(&s, store_json(&s)), "receipts",
-			     if_gw(&s, receipts_json(&s.gw.receipts)), "push", push)
+			     if_gw(&s, receipts_json(&s.gw.receipts)), "queues", queues_json(&s),
+			     "push", push)
 		 : NULL;
 	admin_reply_json(rep, HTTP_OK, j);
 }
@@ -340,6 +360,13 @@ void admin_route_metrics(const struct admin_req *req, struct admin_reply *rep)
 	       s.gw.uptime_ms / 1000);
 	if (s.has_gw)
 		metrics_gateway(&b, &s);
+	if (s.has_totals) {
+		metric(&b, "ferry_queue_envelopes", "gauge",
+		       "Envelopes waiting in every offline queue (read at most 5 s ago).",
+		       s.totals.envelopes);
+		metric(&b, "ferry_queue_devices", "gauge",
+		       "Devices with envelopes waiting (read at most 5 s ago).", s.totals.devices);
+	}
 	metrics_push(&b, req->push);
 	if (b.bad) {
 		buf_release(&b.b);

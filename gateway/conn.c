@@ -23,6 +23,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <arpa/inet.h>
+
 #include <openssl/err.h>
 
 #include "common/log.h"
@@ -274,6 +276,30 @@ static void on_shutdown(uv_shutdown_t *req, int status)
 static void on_close_deadline(uv_timer_t *t)
 {
 	close_handles(t->data);
+}
+
+void gw_conn_peer(struct gw_conn *c, struct gw_peer *peer)
+{
+	struct sockaddr_storage ss;
+	int len = sizeof(ss);
+
+	memset(peer, 0, sizeof(*peer));
+	peer->since_ms = (int64_t)gw_now_ms();
+	if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len))
+		return;
+	if (ss.ss_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)&ss;
+
+		memcpy(peer->addr, &in->sin_addr, 4);
+		peer->port = ntohs(in->sin_port);
+		peer->family = AF_INET;
+	} else if (ss.ss_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&ss;
+
+		memcpy(peer->addr, &in6->sin6_addr, 16);
+		peer->port = ntohs(in6->sin6_port);
+		peer->family = AF_INET6;
+	}
 }
 
 void gw_conn_close(struct gw_conn *c, unsigned code, const char *text)

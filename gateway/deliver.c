@@ -103,11 +103,13 @@ void gw_deliver_register(struct gw_conn *c)
 	struct gw_msg *m = calloc(1, sizeof(*m));
 	unsigned old_worker = 0;
 	uint64_t old_conn = 0;
+	struct gw_peer peer;
 	int r = -1;
 
+	gw_conn_peer(c, &peer);
 	if (op && m) {
 		pthread_mutex_lock(&gw->presence_lock);
-		r = gw_presence_add_locked(gw, c->device_id, w->index, c->id, &old_worker,
+		r = gw_presence_add_locked(gw, c->device_id, w->index, c->id, &peer, &old_worker,
 					   &old_conn);
 		if (r == 1) {
 			m->kind = GW_MSG_HANDOVER;

@@ -15,6 +15,7 @@
  */
 #include <errno.h>
 #include <netdb.h>
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -500,6 +501,24 @@ int gateway_disconnect_device(struct gateway *gw, int64_t id)
 	if (!gw || !gw_presence_find(gw, id, &worker, &conn_id))
 		return 0;
 	gateway_kick_device(gw, id, PROTO_ERR_DISCONNECTED);
+	return 1;
+}
+
+int gateway_device_presence(struct gateway *gw, int64_t id, struct gateway_presence *out)
+{
+	char host[INET6_ADDRSTRLEN];
+	struct gw_peer peer;
+
+	memset(out, 0, sizeof(*out));
+	if (!gw || !gw_presence_peer(gw, id, &out->worker, &peer))
+		return 0;
+	out->since_ms = peer.since_ms;
+	if (!peer.family || !inet_ntop(peer.family, peer.addr, host, sizeof(host)))
+		return 1;
+	if (peer.family == AF_INET6)
+		snprintf(out->remote, sizeof(out->remote), "[%s]:%u", host, (unsigned)peer.port);
+	else
+		snprintf(out->remote, sizeof(out->remote), "%s:%u", host, (unsigned)peer.port);
 	return 1;
 }
 

@@ -88,6 +88,19 @@ void gateway_kick_device(struct gateway *gw, int64_t id, unsigned code);
  */
 int gateway_disconnect_device(struct gateway *gw, int64_t id);
 
+/* A device's connection to this node, as GET /v1/devices/{device} shows it. */
+struct gateway_presence {
+	unsigned worker;
+	int64_t since_ms; /* authenticated, Unix ms */
+	char remote[64];  /* "192.0.2.1:50000", "[2001:db8::1]:50000"; "" unknown */
+};
+
+/*
+ * 1 and device @id's connection to this node in *out, or 0 when it has none
+ * here. @gw may be NULL (no gateway: 0). One lookup under the presence lock.
+ */
+int gateway_device_presence(struct gateway *gw, int64_t id, struct gateway_presence *out);
+
 /* @user's devices changed (one registered or deleted): route the next SEND
  * to @user from a fresh list. @gw may be NULL. */
 void gateway_user_changed(struct gateway *gw, const char *user);

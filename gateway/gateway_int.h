@@ -380,10 +380,20 @@ static inline void gw_stat_sub(struct gw_worker *w, int which, uint64_t n)
 /* A device's connection. The entry outlives the connection until its
  * worker has handled everything posted to it before the close (RELEASE), so
  * that a successor waits for that (HANDOVER). */
+/* Where a connection comes from, for GET /v1/devices/{device}: 32 bytes
+ * rather than a sockaddr_storage's 128 in every presence entry. */
+struct gw_peer {
+	int64_t since_ms; /* registered (authenticated), Unix ms */
+	uint8_t addr[16]; /* IPv4 in the first 4 bytes */
+	uint16_t port;
+	uint8_t family; /* AF_INET, AF_INET6; 0: unknown */
+};
+
 struct gw_presence {
 	int64_t device_id;
-	unsigned worker;
 	uint64_t conn_id;
+	unsigned worker;
+	struct gw_peer peer;
 	UT_hash_handle hh;
 };
 
@@ -472,6 +482,8 @@ void gw_conn_send_frame(struct gw_conn *c, const struct proto_frame *f);
 void gw_conn_send_error(struct gw_conn *c, unsigned code, const char *text);
 /* Send ERROR @code (0: none) and close. Safe to call more than once. */
 void gw_conn_close(struct gw_conn *c, unsigned code, const char *text);
+/* Where @c comes from, and now as the time it registered. */
+void gw_conn_peer(struct gw_conn *c, struct gw_peer *peer);
 void gw_conn_ref(struct gw_conn *c);
 void gw_conn_unref(struct gw_conn *c);
 void gw_conn_arm_ack_timer(struct gw_conn *c);
@@ -571,12 +583,14 @@ struct gw_env *gw_env_receipt(uint64_t server_id, int kind, const char *peer_use
 /* Register @c as device's connection; returns 1 and the replaced one's
  * location, 0, or -1 (no memory). */
 int gw_presence_add_locked(struct gateway *gw, int64_t device_id, unsigned worker, uint64_t conn_id,
-			   unsigned *old_worker, uint64_t *old_conn);
+			   const struct gw_peer *peer, unsigned *old_worker, uint64_t *old_conn);
 /* Remove the entry if it still names @conn_id. */
 void gw_presence_remove_locked(struct gateway *gw, int64_t device_id, uint64_t conn_id);
 int gw_presence_find_locked(struct gateway *gw, int64_t device_id, unsigned *worker,
 			    uint64_t *conn_id);
 int gw_presence_find(struct gateway *gw, int64_t device_id, unsigned *worker, uint64_t *conn_id);
+/* Device @device_id's entry: 1 and its worker and peer, or 0. */
+int gw_presence_peer(struct gateway *gw, int64_t device_id, unsigned *worker, struct gw_peer *peer);
 void gw_presence_seen(struct gateway *gw, int64_t device_id);
 /* Take up to @max devices to flush to last_seen. */
 size_t gw_presence_take_seen(struct gateway *gw, int64_t *ids, size_t max);

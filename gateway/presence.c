@@ -27,7 +27,7 @@
 #include "common/banned.h"
 
 int gw_presence_add_locked(struct gateway *gw, int64_t device_id, unsigned worker, uint64_t conn_id,
-			   unsigned *old_worker, uint64_t *old_conn)
+			   const struct gw_peer *peer, unsigned *old_worker, uint64_t *old_conn)
 {
 	struct gw_presence *p;
 	int replaced = 0;
@@ -46,6 +46,7 @@ int gw_presence_add_locked(struct gateway *gw, int64_t device_id, unsigned worke
 	}
 	p->worker = worker;
 	p->conn_id = conn_id;
+	p->peer = *peer;
 	return replaced;
 }
 
@@ -81,6 +82,20 @@ int gw_presence_find(struct gateway *gw, int64_t device_id, unsigned *worker, ui
 	found = gw_presence_find_locked(gw, device_id, worker, conn_id);
 	pthread_mutex_unlock(&gw->presence_lock);
 	return found;
+}
+
+int gw_presence_peer(struct gateway *gw, int64_t device_id, unsigned *worker, struct gw_peer *peer)
+{
+	struct gw_presence *p;
+
+	pthread_mutex_lock(&gw->presence_lock);
+	HASH_FIND(hh, gw->presence, &device_id, sizeof(device_id), p);
+	if (p) {
+		*worker = p->worker;
+		*peer = p->peer;
+	}
+	pthread_mutex_unlock(&gw->presence_lock);
+	return p != NULL;
 }
 
 void gw_presence_seen(struct gateway *gw, int64_t device_id)

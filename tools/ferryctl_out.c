@@ -278,6 +278,7 @@ int ctl_print_queues(FILE *f, const json_t *answer)
 {
 	static const char *const head[] = { "DEVICE", "USER", "PENDING", "OLDEST" };
 	const json_t *qs = json_object_get(answer, "queues"), *q;
+	const json_t *tot = json_object_get(answer, "total");
 	char pending[32];
 	struct table t;
 	size_t i;
@@ -285,6 +286,12 @@ int ctl_print_queues(FILE *f, const json_t *answer)
 
 	if (!json_is_array(qs))
 		return -1;
+	if (json_is_object(tot))
+		fprintf(f,
+			"%" JSON_INTEGER_FORMAT " envelopes waiting for %" JSON_INTEGER_FORMAT
+			" devices in all\n",
+			json_integer_value(json_object_get(tot, "envelopes")),
+			json_integer_value(json_object_get(tot, "devices")));
 	if (!json_array_size(qs)) {
 		fprintf(f, "no device has envelopes waiting\n");
 		return 0;

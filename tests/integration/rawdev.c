@@ -33,6 +33,9 @@ void rawdev_connect(struct rawdev *d, int port, const char *ca_file)
 	d->ssl = NULL;
 	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	d->fd = socket(AF_INET, SOCK_STREAM, 0);
+	/* Before connect(), so that the window is small from the start. */
+	if (d->fd >= 0 && d->rcvbuf)
+		setsockopt(d->fd, SOL_SOCKET, SO_RCVBUF, &d->rcvbuf, sizeof(d->rcvbuf));
 	if (d->fd < 0 || connect(d->fd, (struct sockaddr *)&sa, sizeof(sa)))
 		fail_msg("cannot connect to port %d: %s", port, strerror(errno));
 	setsockopt(d->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -53,6 +56,15 @@ void rawdev_connect(struct rawdev *d, int port, const char *ca_file)
 		ERR_error_string_n(ERR_get_error(), e, sizeof(e));
 		fail_msg("TLS handshake failed: %s", e);
 	}
+}
+
+unsigned rawdev_local_port(const struct rawdev *d)
+{
+	struct sockaddr_in sa;
+	socklen_t len = sizeof(sa);
+
+	assert_int_equal(getsockname(d->fd, (struct sockaddr *)&sa, &len), 0);
+	return ntohs(sa.sin_port);
 }
 
 void rawdev_close(struct rawdev *d)

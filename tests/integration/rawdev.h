@@ -24,6 +24,7 @@ struct rawdev {
 	size_t len;			/* bytes in buf */
 	struct proto_frame f;		/* the last frame read */
 	uint8_t frame_copy[256 * 1024]; /* f points into this */
+	int rcvbuf;			/* SO_RCVBUF set before connecting; 0: default */
 };
 
 /* A device on the heap (it holds two frame buffers: too big for a stack),
@@ -44,6 +45,8 @@ void rawdev_login(struct rawdev *d, int port, int64_t device, const char *secret
 uint64_t rawdev_login_pending(struct rawdev *d, int port, int64_t device, const char *secret);
 
 void rawdev_close(struct rawdev *d);
+/* The connection's own port (as the server sees it as the peer's). */
+unsigned rawdev_local_port(const struct rawdev *d);
 
 void rawdev_write(struct rawdev *d, const void *p, size_t len);
 void rawdev_send(struct rawdev *d, const struct proto_frame *f);

@@ -770,7 +770,8 @@ static json_t *get_queues(struct ctx *c, const char *path)
 	if (r.status != 200)
 		fail_msg("GET %s: %ld %s", path, r.status, r.body);
 	j = body_json(&r);
-	assert_int_equal(json_object_size(j), 1);
+	assert_int_equal(json_object_size(j), 2);
+	assert_true(json_is_object(json_object_get(j, "total")));
 	qs = json_object_get(j, "queues");
 	assert_true(json_is_array(qs));
 	json_incref(qs);

@@ -605,6 +605,8 @@ static void test_send_and_queues(void **state)
 	assert_int_equal(json_integer_value(json_object_get(json_array_get(qs, 0), "pending")), 3);
 	assert_string_equal(str_of(json_array_get(qs, 1), "device_id"), shallow);
 	assert_int_equal(json_integer_value(json_object_get(json_array_get(qs, 1), "pending")), 1);
+	assert_true(json_integer_value(json_object_get(json_object_get(j, "total"), "envelopes")) >=
+		    4);
 	json_decref(j);
 	run_release(&r);
 
@@ -618,6 +620,7 @@ static void test_send_and_queues(void **state)
 	expect_in(r.out, "erin");
 	expect_in(r.out, " 3 ");
 	expect_in(r.out, "frank");
+	expect_in(r.out, " envelopes waiting for ");
 	run_release(&r);
 
 	ctl(&r, (const char *[]){ "--json", "queues", "--top", "1", NULL });

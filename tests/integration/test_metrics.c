@@ -196,6 +196,101 @@ static long request(const char *method, const char *path, const char *body, json
 	return status;
 }
 
+static json_t *device(int64_t id)
+{
+	char path[64];
+	json_t *j = NULL;
+
+	snprintf(path, sizeof(path), "/v1/devices/%lld", (long long)id);
+	assert_int_equal(request("GET", path, NULL, &j), 200);
+	assert_non_null(j);
+	return j;
+}
+
+static json_t *sub(json_t *j, const char *a, const char *b)
+{
+	return json_object_get(json_object_get(j, a), b);
+}
+
+/* GET /v1/devices/{device}: its queue moves with what is stored and
+ * drained, its presence with its connection; /v1/queues and /v1/stats
+ * count every queue together. */
+static void test_device_detail(void **state)
+{
+	struct rawdev *a = rawdev_new(), *c = rawdev_new();
+	char csecret[64], remote[32];
+	json_t *j, *q;
+	int64_t cid;
+	int online = 1;
+
+	(void)state;
+	th_device_create(&fx.d, TOKEN, "carol", &cid, csecret);
+	j = device(cid);
+	assert_false(json_is_true(sub(j, "presence", "online")));
+	assert_null(sub(j, "presence", "remote"));
+	assert_int_equal(json_integer_value(sub(j, "queue", "pending")), 0);
+	assert_true(json_is_null(sub(j, "queue", "oldest_created")));
+	assert_true(json_is_null(json_object_get(j, "last_push")));
+	json_decref(j);
+
+	/* Three envelopes while carol is away. */
+	rawdev_login(a, fx.port, fx.a1, fx.a1s);
+	for (uint64_t i = 1; i <= 3; i++)
+		send_text(a, 100 + i, "carol");
+	j = device(cid);
+	assert_int_equal(json_integer_value(sub(j, "queue", "pending")), 3);
+	assert_true(json_is_string(sub(j, "queue", "oldest_created")));
+	assert_true(json_real_value(sub(j, "queue", "oldest_age_s")) >= 0.0);
+	assert_false(json_is_true(sub(j, "presence", "online")));
+	json_decref(j);
+	assert_int_equal(request("GET", "/v1/queues?top=1000", NULL, &q), 200);
+	assert_true(json_integer_value(sub(q, "total", "envelopes")) >= 3);
+	assert_true(json_integer_value(sub(q, "total", "devices")) >= 1);
+	assert_true(json_is_string(sub(q, "total", "as_of")));
+	json_decref(q);
+	/* /v1/stats shares a reading of at most a few seconds ago. */
+	q = stats();
+	assert_true(json_is_integer(sub(q, "queues", "envelopes")));
+	assert_true(json_is_integer(sub(q, "queues", "devices")));
+	json_decref(q);
+
+	/* Carol connects: online, from where, on which worker; she takes
+	 * them and her queue empties (the deletes are asynchronous). */
+	assert_int_equal(rawdev_login_pending(c, fx.port, cid, csecret), 3);
+	for (int i = 0; i < 3; i++)
+		rawdev_ack(c, rawdev_expect(c, PROTO_DELIVER, WAIT_MS)->u.deliver.server_id);
+	assert_int_equal(rawdev_expect(c, PROTO_QUEUE_EMPTY, WAIT_MS)->u.drained, 3);
+	for (int i = 0; i < 200; i++) {
+		j = device(cid);
+		if (json_integer_value(sub(j, "queue", "pending")) == 0)
+			break;
+		json_decref(j);
+		j = NULL;
+		usleep(25 * 1000);
+	}
+	assert_non_null(j);
+	assert_true(json_is_null(sub(j, "queue", "oldest_created")));
+	assert_true(json_is_true(sub(j, "presence", "online")));
+	assert_true(json_integer_value(sub(j, "presence", "worker")) < 2);
+	assert_true(json_is_string(sub(j, "presence", "connected_since")));
+	snprintf(remote, sizeof(remote), "127.0.0.1:%u", rawdev_local_port(c));
+	assert_string_equal(json_string_value(sub(j, "presence", "remote")), remote);
+	json_decref(j);
+
+	/* Gone again: the entry leaves with the connection. */
+	rawdev_close(c);
+	for (int i = 0; i < 200 && online; i++) {
+		j = device(cid);
+		online = json_is_true(sub(j, "presence", "online"));
+		json_decref(j);
+		if (online)
+			usleep(25 * 1000);
+	}
+	assert_false(online);
+	rawdev_free(a);
+	rawdev_free(c);
+}
+
 /* Last (a drain cannot be undone): the device is told to go, /readyz says
  * draining, no new device gets in, and the drain is done once it left. */
 static void test_drain(void **state)
@@ -257,6 +352,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_stats_move),
 		cmocka_unit_test(test_metrics_promtool),
+		cmocka_unit_test(test_device_detail),
 		cmocka_unit_test(test_drain),
 	};
 

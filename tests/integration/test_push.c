@@ -255,6 +255,45 @@ static void wait_token_gone(int64_t id)
 	assert_false(has_token(id));
 }
 
+/* Device @id's last_push once its outcome is @outcome (written about once a
+ * second), waiting up to 10 s; the caller releases it. */
+static json_t *wait_last_push(int64_t id, const char *outcome)
+{
+	char path[64];
+	json_t *j = NULL, *lp;
+
+	snprintf(path, sizeof(path), "/v1/devices/%lld", (long long)id);
+	for (int i = 0; i < 200; i++) {
+		j = request_json("GET", path, NULL, 200);
+		lp = json_object_get(j, "last_push");
+		if (json_is_object(lp) &&
+		    strcmp(json_string_value(json_object_get(lp, "outcome")), outcome) == 0) {
+			json_incref(lp);
+			json_decref(j);
+			assert_true(json_is_string(json_object_get(lp, "at")));
+			return lp;
+		}
+		json_decref(j);
+		sleep_ms(50);
+	}
+	fail_msg("device %lld: no last_push with outcome %s", (long long)id, outcome);
+	return NULL;
+}
+
+static void assert_last_push(int64_t id, const char *outcome, const char *provider, long status,
+			     const char *reason)
+{
+	json_t *lp = wait_last_push(id, outcome);
+
+	assert_string_equal(json_string_value(json_object_get(lp, "provider")), provider);
+	assert_int_equal(json_integer_value(json_object_get(lp, "status")), status);
+	if (reason)
+		assert_string_equal(json_string_value(json_object_get(lp, "reason")), reason);
+	else
+		assert_true(json_is_null(json_object_get(lp, "reason")));
+	json_decref(lp);
+}
+
 /* ---- tests ---- */
 
 /* A burst of envelopes for an away device is one push, as Apple wants it. */
@@ -372,6 +411,8 @@ static void test_unregistered_removes(void **state)
 	assert_int_equal(wait_requests(&fx.apns, "0ff4100001", 1, 10000), 1);
 	assert_int_equal(status_of(&fx.apns, "0ff4100001", 0), 410);
 	wait_token_gone(id);
+	/* The device says why its token went. */
+	assert_last_push(id, "token_invalid", "apns", 410, "Unregistered");
 }
 
 /* A 410 dated before the token was registered: the token stays. */
@@ -406,6 +447,9 @@ static void test_token_errors(void **state)
 	assert_int_equal(wait_requests(&fx.apns, "0ff50390001", 1, 10000), 1);
 	assert_int_equal(status_of(&fx.apns, "0ff50390001", 0), 503);
 	assert_true(has_token(busy));
+	assert_last_push(bad, "token_invalid", "apns", 400, "BadDeviceToken");
+	json_decref(wait_last_push(unreg, "token_invalid"));
+	assert_last_push(busy, "failed", "apns", 503, "ServiceUnavailable");
 }
 
 /* 503 twice, then 200: retried with back-off until it goes through. */
@@ -421,6 +465,7 @@ static void test_unavailable_retried(void **state)
 	assert_int_equal(status_of(&fx.apns, tok, 1), 503);
 	assert_int_equal(status_of(&fx.apns, tok, 2), 200);
 	assert_true(has_token(id));
+	assert_last_push(id, "ok", "apns", 200, NULL);
 }
 
 /* ExpiredProviderToken: a new JWT, and the push goes. */

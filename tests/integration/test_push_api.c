@@ -648,7 +648,7 @@ static void test_stats(void **state)
 
 	(void)state;
 	a = request_json("GET", "/v1/stats", NULL, 200);
-	assert_int_equal(json_object_size(a), 9);
+	assert_int_equal(json_object_size(a), 10);
 	assert_true(json_is_object(json_object_get(a, "receipts")));
 	ans = push("{\"tokens\":[{\"provider\":\"apns\",\"token\":\"aaaa0401\"},"
 		   "{\"provider\":\"apns\",\"token\":\"0ff4100402\"},"
@@ -729,7 +729,7 @@ static void test_no_push_service(void **state)
 	assert_null(retry);
 	th_response_release(&r);
 	j = request_at(&d, "GET", "/v1/stats", NULL, 200);
-	assert_int_equal(json_object_size(j), 9);
+	assert_int_equal(json_object_size(j), 10);
 	assert_true(json_is_null(json_object_get(j, "push")));
 	assert_non_null(json_object_get(j, "receipts"));
 	json_decref(j);

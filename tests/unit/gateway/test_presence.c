@@ -35,17 +35,36 @@ static void test_presence_replace_and_remove(void **state)
 {
 	unsigned worker, old_worker = 99;
 	uint64_t conn, old_conn = 99;
+	struct gw_peer p1 = {
+		.since_ms = 1000, .addr = { 192, 0, 2, 1 }, .port = 5000, .family = AF_INET
+	};
+	struct gw_peer p2 = { .since_ms = 2000,
+			      .addr = { 0x20, 0x01, 0x0d, 0xb8 },
+			      .port = 6000,
+			      .family = AF_INET6 };
+	struct gw_peer got;
 
 	assert_false(gw_presence_find(&gw, 7, &worker, &conn));
-	assert_int_equal(gw_presence_add_locked(&gw, 7, 1, 100, &old_worker, &old_conn), 0);
+	assert_false(gw_presence_peer(&gw, 7, &worker, &got));
+	assert_int_equal(gw_presence_add_locked(&gw, 7, 1, 100, &p1, &old_worker, &old_conn), 0);
 	assert_true(gw_presence_find(&gw, 7, &worker, &conn));
 	assert_int_equal(worker, 1);
 	assert_int_equal(conn, 100);
+	assert_true(gw_presence_peer(&gw, 7, &worker, &got));
+	assert_int_equal(got.since_ms, 1000);
+	assert_int_equal(got.port, 5000);
+	assert_memory_equal(got.addr, p1.addr, 16);
 
-	/* A second connection replaces the first and is told where it was. */
-	assert_int_equal(gw_presence_add_locked(&gw, 7, 0, 200, &old_worker, &old_conn), 1);
+	/* A second connection replaces the first and is told where it was;
+	 * the entry then describes the new one. */
+	assert_int_equal(gw_presence_add_locked(&gw, 7, 0, 200, &p2, &old_worker, &old_conn), 1);
 	assert_int_equal(old_worker, 1);
 	assert_int_equal(old_conn, 100);
+	assert_true(gw_presence_peer(&gw, 7, &worker, &got));
+	assert_int_equal(worker, 0);
+	assert_int_equal(got.since_ms, 2000);
+	assert_int_equal(got.family, AF_INET6);
+	assert_int_equal(got.port, 6000);
 
 	/* The replaced connection closing does not remove its successor. */
 	gw_presence_remove_locked(&gw, 7, 100);

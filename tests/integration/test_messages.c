@@ -949,6 +949,9 @@ static void test_store_unavailable(void **state)
 	path = th_write_file("msgdown.ini", cfg);
 	assert_int_equal(th_ferryd_cmd(path, (const char *[]){ "migrate", NULL }, NULL), 0);
 	th_ferryd_start(&d, cfg, admin);
+	/* The store connects in the background: before it has, a message can
+	 * be neither delivered nor stored (503), which is not this test. */
+	th_ferryd_wait_ready(&d, 10000);
 	snprintf(url, sizeof(url), "%s/v1/messages", d.admin_url);
 	th_device_create(&d, TOKEN, "down", &id, secret);
 	th_http(&r, "POST", url, TOKEN, "{\"to_user\":\"down\",\"payload_b64\":\"eA==\"}");

@@ -75,7 +75,8 @@ ADMIN_SRCS := \
 	admin/routes.c \
 	admin/routes_ops.c \
 	admin/routes_push.c \
-	admin/routes_stats.c
+	admin/routes_stats.c \
+	admin/routes_ui.c
 
 PUSH_SRCS := \
 	push/apns.c \
@@ -135,7 +136,7 @@ CLIENT_DEPS_SRCS := \
 	common/log.c \
 	gateway/proto.c
 
-GEN_SRCS := build/gen/migrations.c
+GEN_SRCS := build/gen/migrations.c build/gen/ui_page.c
 
 LIB_SRCS := $(COMMON_SRCS) $(QUEUE_SRCS) $(ADMIN_SRCS) $(GATEWAY_SRCS) $(PUSH_SRCS)
 SQL_FILES := $(sort $(wildcard sql/*.sql))
@@ -259,6 +260,13 @@ build/gen/migrations.c: scripts/embed-sql.sh $(SQL_FILES)
 	@mkdir -p $(@D)
 	@echo "  GEN     $@"
 	$(Q)sh scripts/embed-sql.sh $(SQL_FILES) > $@.tmp && mv $@.tmp $@
+
+# So is the dashboard page (GET /ui), served as it is.
+build/gen/ui_page.c: scripts/embed-file.sh admin/ui/dashboard.html
+	@mkdir -p $(@D)
+	@echo "  GEN     $@"
+	$(Q)sh scripts/embed-file.sh admin/admin_int.h admin_ui_page admin/ui/dashboard.html \
+		> $@.tmp && mv $@.tmp $@
 
 build/rel/build/gen/%.o: build/gen/%.c
 	@mkdir -p $(@D)

@@ -9,7 +9,8 @@
  * same for the push service's routes (POST /v1/push, GET /v1/stats), with
  * the body helpers routes.c shares below, and routes_ops.c for the
  * operators' routes (GET /v1/queues, POST /v1/devices/{device}/disconnect)
- * and the query-argument helpers. Handlers never see the connection, so
+ * and the query-argument helpers; routes_ui.c serves the dashboard page
+ * (GET /ui), compiled in. Handlers never see the connection, so
  * they cannot send twice or forget to send; http.c hands them the query
  * arguments along with the path parameters and the body.
  *
@@ -116,6 +117,12 @@ admin_handler admin_route_drain_get;	     /* routes_ops.c */
 admin_handler admin_route_push_send;	     /* routes_push.c */
 admin_handler admin_route_stats;	     /* routes_stats.c */
 admin_handler admin_route_metrics;	     /* routes_stats.c */
+admin_handler admin_route_ui;		     /* routes_ui.c */
+
+/* The dashboard page, admin/ui/dashboard.html, compiled in by
+ * scripts/embed-file.sh (build/gen/ui_page.c). */
+extern const unsigned char admin_ui_page[];
+extern const size_t admin_ui_page_len;
 
 /* GET /v1/stats's "push" section: null without a push service; NULL when
  * out of memory (routes_push.c). */

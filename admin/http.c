@@ -146,6 +146,7 @@ static const struct route routes[] = {
 	{ "POST", "/v1/drain", admin_route_drain },
 	{ "GET", "/v1/drain", admin_route_drain_get },
 	{ "GET", "/metrics", admin_route_metrics },
+	{ "GET", "/ui", admin_route_ui },
 };
 
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
@@ -299,8 +300,10 @@ static int sha256(const void *p, size_t len, unsigned char out[TOKEN_HASH_LEN])
 	return EVP_Digest(p, len, out, &n, EVP_sha256(), NULL) == 1 && n == TOKEN_HASH_LEN;
 }
 
-/* Every route needs the token but the probes (/healthz, /readyz): those
- * under /v1, and /metrics (Prometheus sends it as `authorization`). */
+/* Every route needs the token but the probes (/healthz, /readyz) and the
+ * dashboard page (/ui), which holds no data and reads /v1/stats with the
+ * token: those under /v1, and /metrics (Prometheus sends it as
+ * `authorization`). */
 static int needs_auth(const char *path)
 {
 	return !strncmp(path, "/v1/", 4) || !strcmp(path, "/v1") || !strcmp(path, "/metrics");

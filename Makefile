@@ -1,9 +1,10 @@
 # ferry - one non-recursive GNU Makefile.
 #
 #   make            build bin/ferryd (optimised)
-#   make test       install missing packages, build everything under ASan+UBSan
-#                   with -Werror, run unit tests, then integration tests against
-#                   a throwaway PostgreSQL cluster
+#   make test       install missing packages (Chromium too, for the dashboard's
+#                   test), build everything under ASan+UBSan with -Werror, run
+#                   unit tests, then integration tests against a throwaway
+#                   PostgreSQL cluster
 #   make check-long the crash-safety test in its long form (100 kills of ferryd
 #                   and 20 PostgreSQL restarts under traffic; `make test` runs
 #                   5 and 2), same set-up as make test
@@ -171,12 +172,14 @@ INTEGRATION_TESTS := \
 	tests/integration/test_receipts \
 	tests/integration/test_metrics \
 	tests/integration/test_store \
-	tests/integration/test_admin
+	tests/integration/test_admin \
+	tests/integration/test_ui
 
 TEST_SUPPORT_SRCS := \
 	tests/integration/harness.c \
 	tests/integration/mockenv.c \
-	tests/integration/rawdev.c
+	tests/integration/rawdev.c \
+	tests/integration/webdriver.c
 
 # libFuzzer harnesses: tests/fuzz/NAME.c, seeds in tests/fuzz/corpus/NAME/.
 FUZZ_TARGETS := \
@@ -360,6 +363,11 @@ fuzz: deps
 deps:
 	$(Q)sh scripts/deps.sh
 
+# The tests need a browser too (tests/integration/test_ui); make run does not.
+.PHONY: deps-test
+deps-test:
+	$(Q)sh scripts/deps.sh test
+
 # Each step is its own make so that deps.sh runs before pkg-config is asked.
 # The fuzzers run last, for FUZZ_TEST_SECONDS each: a smoke run on every
 # commit; `make fuzz` runs them longer.
@@ -369,7 +377,7 @@ FUZZ_TEST_SECONDS ?= 10
 TSAN_TESTS := tests/integration/test_admin tests/integration/test_gateway \
 	tests/integration/test_offline tests/integration/test_messages tests/integration/test_push \
 	tests/integration/test_push_api tests/integration/test_receipts tests/integration/test_metrics
-test: deps
+test: deps-test
 	$(Q)$(MAKE) --no-print-directory build/asan/ferryd build/asan/ferry-client build/asan/ferryctl \
 		build/tsan/ferryd $(TEST_BINS) $(FUZZ_BINS)
 	$(Q)FUZZ_SECONDS=$(FUZZ_TEST_SECONDS) FERRY_TSAN_FERRYD=build/tsan/ferryd \

@@ -1,9 +1,10 @@
 # ferry - one non-recursive GNU Makefile.
 #
 #   make            build bin/ferryd (optimised)
-#   make test       install missing packages, build everything under ASan+UBSan
-#                   with -Werror, run unit tests, then integration tests against
-#                   a throwaway PostgreSQL cluster
+#   make test       install missing packages (Chromium too, for the dashboard's
+#                   test), build everything under ASan+UBSan with -Werror, run
+#                   unit tests, then integration tests against a throwaway
+#                   PostgreSQL cluster
 #   make check-long the crash-safety test in its long form (100 kills of ferryd
 #                   and 20 PostgreSQL restarts under traffic; `make test` runs
 #                   5 and 2), same set-up as make test
@@ -75,7 +76,8 @@ ADMIN_SRCS := \
 	admin/routes.c \
 	admin/routes_ops.c \
 	admin/routes_push.c \
-	admin/routes_stats.c
+	admin/routes_stats.c \
+	admin/routes_ui.c
 
 PUSH_SRCS := \
 	push/apns.c \
@@ -135,7 +137,7 @@ CLIENT_DEPS_SRCS := \
 	common/log.c \
 	gateway/proto.c
 
-GEN_SRCS := build/gen/migrations.c
+GEN_SRCS := build/gen/migrations.c build/gen/ui_page.c
 
 LIB_SRCS := $(COMMON_SRCS) $(QUEUE_SRCS) $(ADMIN_SRCS) $(GATEWAY_SRCS) $(PUSH_SRCS)
 SQL_FILES := $(sort $(wildcard sql/*.sql))
@@ -170,12 +172,14 @@ INTEGRATION_TESTS := \
 	tests/integration/test_receipts \
 	tests/integration/test_metrics \
 	tests/integration/test_store \
-	tests/integration/test_admin
+	tests/integration/test_admin \
+	tests/integration/test_ui
 
 TEST_SUPPORT_SRCS := \
 	tests/integration/harness.c \
 	tests/integration/mockenv.c \
-	tests/integration/rawdev.c
+	tests/integration/rawdev.c \
+	tests/integration/webdriver.c
 
 # libFuzzer harnesses: tests/fuzz/NAME.c, seeds in tests/fuzz/corpus/NAME/.
 FUZZ_TARGETS := \
@@ -259,6 +263,13 @@ build/gen/migrations.c: scripts/embed-sql.sh $(SQL_FILES)
 	@mkdir -p $(@D)
 	@echo "  GEN     $@"
 	$(Q)sh scripts/embed-sql.sh $(SQL_FILES) > $@.tmp && mv $@.tmp $@
+
+# So is the dashboard page (GET /ui), served as it is.
+build/gen/ui_page.c: scripts/embed-file.sh admin/ui/dashboard.html
+	@mkdir -p $(@D)
+	@echo "  GEN     $@"
+	$(Q)sh scripts/embed-file.sh admin/admin_int.h admin_ui_page admin/ui/dashboard.html \
+		> $@.tmp && mv $@.tmp $@
 
 build/rel/build/gen/%.o: build/gen/%.c
 	@mkdir -p $(@D)
@@ -352,6 +363,11 @@ fuzz: deps
 deps:
 	$(Q)sh scripts/deps.sh
 
+# The tests need a browser too (tests/integration/test_ui); make run does not.
+.PHONY: deps-test
+deps-test:
+	$(Q)sh scripts/deps.sh test
+
 # Each step is its own make so that deps.sh runs before pkg-config is asked.
 # The fuzzers run last, for FUZZ_TEST_SECONDS each: a smoke run on every
 # commit; `make fuzz` runs them longer.
@@ -361,7 +377,7 @@ FUZZ_TEST_SECONDS ?= 10
 TSAN_TESTS := tests/integration/test_admin tests/integration/test_gateway \
 	tests/integration/test_offline tests/integration/test_messages tests/integration/test_push \
 	tests/integration/test_push_api tests/integration/test_receipts tests/integration/test_metrics
-test: deps
+test: deps-test
 	$(Q)$(MAKE) --no-print-directory build/asan/ferryd build/asan/ferry-client build/asan/ferryctl \
 		build/tsan/ferryd $(TEST_BINS) $(FUZZ_BINS)
 	$(Q)FUZZ_SECONDS=$(FUZZ_TEST_SECONDS) FERRY_TSAN_FERRYD=build/tsan/ferryd \

@@ -9,7 +9,8 @@
  * same for the push service's routes (POST /v1/push, GET /v1/stats), with
  * the body helpers routes.c shares below, and routes_ops.c for the
  * operators' routes (GET /v1/queues, POST /v1/devices/{device}/disconnect)
- * and the query-argument helpers. Handlers never see the connection, so
+ * and the query-argument helpers; routes_ui.c serves the dashboard page
+ * (GET /ui), compiled in. Handlers never see the connection, so
  * they cannot send twice or forget to send; http.c hands them the query
  * arguments along with the path parameters and the body.
  *
@@ -72,15 +73,27 @@ struct admin_req {
 	size_t nquery;
 };
 
+/* A response header a route adds; both strings static. */
+struct admin_header {
+	const char *name;
+	const char *value;
+};
+
 /* What a handler answers. http.c sends it and releases it. */
 struct admin_reply {
 	unsigned status;
 	json_t *json;			 /* owned; NULL: no body (204) */
 	char *text;			 /* owned: a text body instead of JSON */
-	const char *ctype;		 /* with text: its Content-Type (static) */
+	const char *ctype;		 /* with text or fixed: its Content-Type (static) */
 	char location[ADMIN_HEADER_MAX]; /* Location header, "" for none */
 	char allow[ADMIN_HEADER_MAX];	 /* Allow header (405), "" for none */
 	unsigned retry_after;		 /* Retry-After header in seconds, 0 for none */
+
+	/* A static body instead of JSON or text (admin_reply_fixed()), and
+	 * extra headers: static, ending with a NULL name; NULL for none. */
+	const void *fixed;
+	size_t fixed_len;
+	const struct admin_header *headers;
 };
 
 typedef void admin_handler(const struct admin_req *req, struct admin_reply *rep);
@@ -104,6 +117,12 @@ admin_handler admin_route_drain_get;	     /* routes_ops.c */
 admin_handler admin_route_push_send;	     /* routes_push.c */
 admin_handler admin_route_stats;	     /* routes_stats.c */
 admin_handler admin_route_metrics;	     /* routes_stats.c */
+admin_handler admin_route_ui;		     /* routes_ui.c */
+
+/* The dashboard page, admin/ui/dashboard.html, compiled in by
+ * scripts/embed-file.sh (build/gen/ui_page.c). */
+extern const unsigned char admin_ui_page[];
+extern const size_t admin_ui_page_len;
 
 /* GET /v1/stats's "push" section: null without a push service; NULL when
  * out of memory (routes_push.c). */
@@ -118,6 +137,12 @@ void admin_reply_json(struct admin_reply *rep, unsigned status, json_t *json);
 /* Make @rep a text reply with @status and Content-Type @ctype; takes @text
  * (malloc'ed, NUL-terminated; NULL: out of memory, a 500). */
 void admin_reply_text(struct admin_reply *rep, unsigned status, char *text, const char *ctype);
+
+/* Make @rep a reply with @status, the static body @body (@len bytes, not
+ * copied, never freed) of Content-Type @ctype, and the extra headers
+ * @headers (static, ending with a NULL name; NULL for none). */
+void admin_reply_fixed(struct admin_reply *rep, unsigned status, const void *body, size_t len,
+		       const char *ctype, const struct admin_header *headers);
 
 /* Make @rep a reply without a body (204). */
 void admin_reply_empty(struct admin_reply *rep, unsigned status);

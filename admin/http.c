@@ -146,6 +146,7 @@ static const struct route routes[] = {
 	{ "POST", "/v1/drain", admin_route_drain },
 	{ "GET", "/v1/drain", admin_route_drain_get },
 	{ "GET", "/metrics", admin_route_metrics },
+	{ "GET", "/ui", admin_route_ui },
 };
 
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
@@ -228,18 +229,29 @@ const char *admin_quote(char *out, size_t outlen, const char *s)
 	return out;
 }
 
-void admin_reply_json(struct admin_reply *rep, unsigned status, json_t *json)
+/* Drop what @rep would have sent: its body, Content-Type and extra headers. */
+static void reply_clear(struct admin_reply *rep)
 {
 	json_decref(rep->json);
+	rep->json = NULL;
+	free(rep->text);
+	rep->text = NULL;
+	rep->fixed = NULL;
+	rep->fixed_len = 0;
+	rep->ctype = NULL;
+	rep->headers = NULL;
+}
+
+void admin_reply_json(struct admin_reply *rep, unsigned status, json_t *json)
+{
+	reply_clear(rep);
 	rep->status = json ? status : MHD_HTTP_INTERNAL_SERVER_ERROR;
 	rep->json = json;
 }
 
 void admin_reply_text(struct admin_reply *rep, unsigned status, char *text, const char *ctype)
 {
-	json_decref(rep->json);
-	rep->json = NULL;
-	free(rep->text);
+	reply_clear(rep);
 	rep->text = text;
 	rep->ctype = ctype;
 	rep->status = text ? status : MHD_HTTP_INTERNAL_SERVER_ERROR;
@@ -248,10 +260,20 @@ void admin_reply_text(struct admin_reply *rep, unsigned status, char *text, cons
 				      "out of memory");
 }
 
+void admin_reply_fixed(struct admin_reply *rep, unsigned status, const void *body, size_t len,
+		       const char *ctype, const struct admin_header *headers)
+{
+	reply_clear(rep);
+	rep->fixed = body;
+	rep->fixed_len = len;
+	rep->ctype = ctype;
+	rep->headers = headers;
+	rep->status = status;
+}
+
 void admin_reply_empty(struct admin_reply *rep, unsigned status)
 {
-	json_decref(rep->json);
-	rep->json = NULL;
+	reply_clear(rep);
 	rep->status = status;
 }
 
@@ -278,8 +300,10 @@ static int sha256(const void *p, size_t len, unsigned char out[TOKEN_HASH_LEN])
 	return EVP_Digest(p, len, out, &n, EVP_sha256(), NULL) == 1 && n == TOKEN_HASH_LEN;
 }
 
-/* Every route needs the token but the probes (/healthz, /readyz): those
- * under /v1, and /metrics (Prometheus sends it as `authorization`). */
+/* Every route needs the token but the probes (/healthz, /readyz) and the
+ * dashboard page (/ui), which holds no data and reads /v1/stats with the
+ * token: those under /v1, and /metrics (Prometheus sends it as
+ * `authorization`). */
 static int needs_auth(const char *path)
 {
 	return !strncmp(path, "/v1/", 4) || !strcmp(path, "/v1") || !strcmp(path, "/metrics");
@@ -511,6 +535,9 @@ static struct MHD_Response *make_response(struct admin_reply *rep)
 	struct MHD_Response *resp;
 	char *text;
 
+	if (rep->fixed)
+		return MHD_create_response_from_buffer(rep->fixed_len, (void *)rep->fixed,
+						       MHD_RESPMEM_PERSISTENT);
 	if (rep->text) {
 		resp = MHD_create_response_from_buffer_with_free_callback(strlen(rep->text),
 									  rep->text, free);
@@ -577,6 +604,8 @@ static enum MHD_Result send_reply(struct admin_server *srv, struct MHD_Connectio
 		snprintf(secs, sizeof(secs), "%u", rep->retry_after);
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, secs);
 	}
+	for (const struct admin_header *h = rep->headers; h && h->name; h++)
+		MHD_add_response_header(resp, h->name, h->value);
 	if (atomic_load(&srv->stopping))
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
 	ret = MHD_queue_response(conn, rep->status, resp);

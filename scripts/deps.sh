@@ -1,15 +1,28 @@
 #!/bin/sh
-# deps.sh: install the Debian packages ferry needs to build, test and run.
+# deps.sh [test]: install the Debian packages ferry needs to build, test and run.
 #
 # Called by `make run` and `make test` before anything is built, so that both
 # work on a fresh Debian 12 machine that has only a compiler and make. It asks
 # apt only when a package is missing, and refreshes the package index first
 # in that case. Without root it names what is missing and fails.
+#
+# With "test" (`make test`) it also installs what only the tests use: Chromium
+# and its WebDriver server, which drive the dashboard page in
+# tests/integration/test_ui. `make run` goes without them.
 set -eu
 
 PKGS="libcurl4-openssl-dev libnghttp2-dev libssl-dev libpq-dev libmicrohttpd-dev
 libcmocka-dev libuv1-dev libjansson-dev postgresql pkg-config curl clang libclang-rt-14-dev
 uthash-dev nghttp2-server nghttp2-client prometheus"
+
+case "${1:-}" in
+"") ;;
+test) PKGS="$PKGS chromium chromium-driver" ;;
+*)
+	echo "deps: unknown argument '$1': expected nothing or 'test'" >&2
+	exit 1
+	;;
+esac
 
 missing=""
 for p in $PKGS; do

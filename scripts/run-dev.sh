@@ -95,6 +95,7 @@ cat <<EOT
 ferry is starting (Ctrl-C stops it and PostgreSQL)
   devices:     $devices (plain TCP; docs/protocol.md)
   admin API:   http://$admin
+  dashboard:   http://$admin/ui
   admin token: $(cat "$tokfile")
   config:      $cfg
   database:    $data (socket in $sock)

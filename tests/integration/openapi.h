@@ -1,11 +1,13 @@
 /*
  * openapi.h - admin/openapi.yaml as something tests can hold answers against.
  *
- * Two parts. openapi_yaml.c reads a YAML document into jansson (libyaml's
+ * Three parts. openapi_yaml.c reads a YAML document into jansson (libyaml's
  * parser, YAML 1.2 core scalars: null, true/false, integers, floats; quoted
  * and block scalars are strings; no anchors, aliases or tags). openapi.c
- * validates JSON against an OpenAPI 3.0 Schema Object of that document and
- * finds the response an operation documents for a status and media type.
+ * validates JSON against an OpenAPI 3.0 Schema Object of that document.
+ * openapi_doc.c finds the response an operation documents for a status and
+ * media type and holds an answer against it, and checks the document as a
+ * whole.
  *
  * The validator knows the keywords admin/openapi.yaml uses, and a few
  * neighbours: $ref (local, "#/..."), type (integer is a JSON integer, not a

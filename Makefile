@@ -26,6 +26,9 @@ PKGS := libcurl libpq libmicrohttpd jansson libuv openssl
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CMOCKA_LIBS = $(shell pkg-config --libs cmocka 2>/dev/null)
+# libyaml reads admin/openapi.yaml for the tests (tests/integration/openapi.h);
+# ferryd does not link it.
+YAML_LIBS = $(shell pkg-config --libs yaml-0.1 jansson 2>/dev/null)
 
 VERSION := $(shell cat VERSION)
 
@@ -143,6 +146,7 @@ LIB_SRCS := $(COMMON_SRCS) $(QUEUE_SRCS) $(ADMIN_SRCS) $(GATEWAY_SRCS) $(PUSH_SR
 SQL_FILES := $(sort $(wildcard sql/*.sql))
 
 UNIT_TESTS := \
+	tests/unit/admin/test_openapi \
 	tests/unit/client/test_client \
 	tests/unit/common/test_buf \
 	tests/unit/common/test_config \
@@ -175,9 +179,16 @@ INTEGRATION_TESTS := \
 	tests/integration/test_admin \
 	tests/integration/test_ui
 
+# The validator of answers against admin/openapi.yaml, on its own for its unit test.
+OPENAPI_SRCS := \
+	tests/integration/openapi.c \
+	tests/integration/openapi_doc.c \
+	tests/integration/openapi_yaml.c
+
 TEST_SUPPORT_SRCS := \
 	tests/integration/harness.c \
 	tests/integration/mockenv.c \
+	$(OPENAPI_SRCS) \
 	tests/integration/rawdev.c \
 	tests/integration/webdriver.c
 
@@ -294,6 +305,12 @@ build/asan/tests/unit/gateway/test_presence: build/asan/tests/unit/gateway/test_
 	@echo "  LD      $@"
 	$(Q)$(CC) $(ASAN_CFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
 
+# The validator alone, against documents of its own and admin/openapi.yaml.
+build/asan/tests/unit/admin/test_openapi: build/asan/tests/unit/admin/test_openapi.o \
+		$(call asan_obj,$(OPENAPI_SRCS))
+	@echo "  LD      $@"
+	$(Q)$(CC) $(ASAN_CFLAGS) -o $@ $^ $(YAML_LIBS) $(CMOCKA_LIBS)
+
 build/asan/tests/unit/%: build/asan/tests/unit/%.o $(ASAN_LIB_OBJS)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(ASAN_CFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
@@ -302,12 +319,12 @@ build/asan/tests/unit/%: build/asan/tests/unit/%.o $(ASAN_LIB_OBJS)
 build/asan/tests/integration/test_push_http: build/asan/tests/integration/test_push_http.o \
 		$(call asan_obj,$(TEST_SUPPORT_SRCS) $(CLIENT_SRCS)) $(ASAN_LIB_OBJS)
 	@echo "  LD      $@"
-	$(Q)$(CC) $(ASAN_CFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS) -lnghttp2
+	$(Q)$(CC) $(ASAN_CFLAGS) -o $@ $^ $(PKG_LIBS) $(YAML_LIBS) $(CMOCKA_LIBS) -lnghttp2
 
 build/asan/tests/integration/%: build/asan/tests/integration/%.o \
 		$(call asan_obj,$(TEST_SUPPORT_SRCS) $(CLIENT_SRCS)) $(ASAN_LIB_OBJS)
 	@echo "  LD      $@"
-	$(Q)$(CC) $(ASAN_CFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
+	$(Q)$(CC) $(ASAN_CFLAGS) -o $@ $^ $(PKG_LIBS) $(YAML_LIBS) $(CMOCKA_LIBS)
 
 # The mock push providers (tests/mock/README.md), HTTP/2 servers of their own.
 MOCK_SUPPORT_SRCS := \

@@ -4,6 +4,10 @@
  * Databases are named <prefix>_<pid>_<n> so that tests running at the same
  * time in one cluster never meet. Daemons are started with fork/exec and
  * their stderr kept in a file that is printed when a test fails.
+ *
+ * Every answer th_http_hdr() gets is held against admin/openapi.yaml
+ * (th_check_response()), which is read once per test program, the first
+ * time it is needed.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -26,6 +30,7 @@
 #include <jansson.h>
 
 #include "tests/integration/harness.h"
+#include "tests/integration/openapi.h"
 #include "common/banned.h"
 
 static const char *env_or_fail(const char *name)
@@ -541,6 +546,45 @@ static size_t header_cb(char *p, size_t size, size_t n, void *arg)
 	return len;
 }
 
+const json_t *th_openapi_doc(void)
+{
+	static json_t *doc;
+	char err[OPENAPI_ERR_MAX];
+	const char *path = getenv("FERRY_TEST_OPENAPI");
+
+	if (doc)
+		return doc;
+	if (!path || !*path)
+		path = "admin/openapi.yaml";
+	doc = openapi_yaml_load(path, err, sizeof(err));
+	if (!doc)
+		fail_msg("%s", err);
+	return doc;
+}
+
+void th_check_response(const char *method, const char *path, long status, const char *content_type,
+		       const char *body)
+{
+	char err[OPENAPI_ERR_MAX];
+
+	if (!body)
+		body = "";
+	if (openapi_check_response(th_openapi_doc(), method, path, status, content_type, body, err,
+				   sizeof(err)))
+		fail_msg("admin/openapi.yaml does not describe this answer: %s\n  body: %.2000s",
+			 err, body);
+}
+
+/* The path (and query) of @url, "http://host:port/path?q": "/path?q". */
+static const char *url_path(const char *url)
+{
+	const char *p = strstr(url, "://");
+
+	p = p ? p + 3 : url;
+	p = strchr(p, '/');
+	return p ? p : "/";
+}
+
 void th_http_hdr(struct th_response *r, const char *method, const char *url, const char *header,
 		 const char *body)
 {
@@ -583,6 +627,7 @@ void th_http_hdr(struct th_response *r, const char *method, const char *url, con
 	curl_slist_free_all(hdrs);
 	fclose(mem);
 	fclose(ctx.all);
+	th_check_response(method, url_path(url), r->status, r->content_type, r->body);
 }
 
 char *th_response_header(const struct th_response *r, const char *name)

@@ -135,7 +135,8 @@ char *th_response_header(const struct th_response *r, const char *name);
 /*
  * Send @method @url with optional bearer @token (NULL: no Authorization
  * header) and optional @body (sent as application/json). Fails the test on
- * transport errors.
+ * transport errors, and when admin/openapi.yaml does not describe the
+ * answer (th_check_response()): every URL given here is ferryd's admin API.
  */
 void th_http(struct th_response *r, const char *method, const char *url, const char *token,
 	     const char *body);
@@ -145,5 +146,24 @@ void th_http_hdr(struct th_response *r, const char *method, const char *url, con
 		 const char *body);
 
 void th_response_release(struct th_response *r);
+
+/* admin/openapi.yaml (or the file FERRY_TEST_OPENAPI names) as JSON, read
+ * on first use and kept for the process (borrowed); fails the test when it
+ * cannot be read. */
+struct json_t;
+const struct json_t *th_openapi_doc(void);
+
+/*
+ * Fail the test unless admin/openapi.yaml (or the file FERRY_TEST_OPENAPI
+ * names) documents the answer @status, @content_type (NULL: none) and
+ * @body (NULL: none) to @method @path: the path as sent (a query string is
+ * ignored) or a template of the document ("/v1/devices/{device}"). The
+ * status must be documented for the operation, the media type for the
+ * status, and a JSON body must match the schema; see
+ * openapi_check_response() for the answers that come before routing. The
+ * message names the JSON path and the rule that failed.
+ */
+void th_check_response(const char *method, const char *path, long status, const char *content_type,
+		       const char *body);
 
 #endif

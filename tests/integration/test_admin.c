@@ -6,7 +6,10 @@
  * users of its own so that tests do not see each other's devices. The
  * daemon runs with [admin] max_body = 1k so that 413 is cheap to provoke.
  * Bodies are checked by parsing them with jansson, not by matching text;
- * only error messages are matched by substring.
+ * only error messages are matched by substring. Every answer is also held
+ * against admin/openapi.yaml by the harness (th_http()), and
+ * test_every_route calls each operation the document has, with and
+ * without the token, with a body over the limit and with another method.
  *
  * (test_stop_finishes_requests, test_user_settings_survive_restart and
  * test_queues_live_and_disconnect start and stop daemons of their own; the
@@ -30,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -589,6 +593,116 @@ static void test_routes_and_methods(void **state)
 		     "is invalid");
 	expect_error(c, "GET", "/v1/devices/9223372036854775807", NULL, 404, "not_found",
 		     "device '9223372036854775807' not found");
+}
+
+/*
+ * One call of every operation of admin/openapi.yaml, with the status this
+ * daemon (no device gateway) answers it with; test_every_route checks that
+ * the list covers the document.
+ */
+static const struct call {
+	const char *method, *path, *tmpl, *body;
+	long status;
+} calls[] = {
+	{ "GET", "/healthz", "/healthz", NULL, 200 },
+	{ "GET", "/readyz", "/readyz", NULL, 200 },
+	{ "POST", "/v1/users/everyroute/devices", "/v1/users/{user}/devices",
+	  "{\"platform\":\"web\"}", 201 },
+	{ "GET", "/v1/users/everyroute/devices", "/v1/users/{user}/devices", NULL, 200 },
+	{ "GET", "/v1/users/everyroute/settings", "/v1/users/{user}/settings", NULL, 200 },
+	{ "PUT", "/v1/users/everyroute/settings", "/v1/users/{user}/settings",
+	  "{\"read_receipts\":true}", 200 },
+	{ "GET", "/v1/devices/987654321", "/v1/devices/{device}", NULL, 404 },
+	{ "DELETE", "/v1/devices/987654321", "/v1/devices/{device}", NULL, 404 },
+	{ "PUT", "/v1/devices/987654321/push", "/v1/devices/{device}/push",
+	  "{\"provider\":\"fcm\",\"token\":\"t\"}", 404 },
+	{ "DELETE", "/v1/devices/987654321/push", "/v1/devices/{device}/push", NULL, 404 },
+	{ "POST", "/v1/devices/987654321/disconnect", "/v1/devices/{device}/disconnect", NULL,
+	  404 },
+	{ "POST", "/v1/messages", "/v1/messages",
+	  "{\"to_user\":\"everyroute\",\"payload_b64\":\"eA==\"}", 503 },
+	{ "POST", "/v1/push", "/v1/push", "{\"devices\":[1]}", 503 },
+	{ "GET", "/v1/stats", "/v1/stats", NULL, 200 },
+	{ "GET", "/v1/queues", "/v1/queues", NULL, 200 },
+	{ "POST", "/v1/drain", "/v1/drain", NULL, 409 },
+	{ "GET", "/v1/drain", "/v1/drain", NULL, 200 },
+	{ "GET", "/metrics", "/metrics", NULL, 200 },
+	{ "GET", "/ui", "/ui", NULL, 200 },
+};
+
+#define NCALLS (sizeof(calls) / sizeof(calls[0]))
+
+/* Fail unless every operation of the document has its line in calls[]. */
+static void assert_calls_cover_document(void)
+{
+	static const char *const methods[] = { "get",	  "put",  "post",  "delete",
+					       "options", "head", "patch", "trace" };
+	json_t *paths = json_object_get((json_t *)th_openapi_doc(), "paths"), *item;
+	const char *tmpl;
+
+	assert_non_null(paths);
+	json_object_foreach(paths, tmpl, item)
+	{
+		for (size_t m = 0; m < sizeof(methods) / sizeof(methods[0]); m++) {
+			size_t i;
+
+			if (!json_object_get(item, methods[m]))
+				continue;
+			for (i = 0; i < NCALLS; i++)
+				if (!strcmp(calls[i].tmpl, tmpl) &&
+				    !strcasecmp(calls[i].method, methods[m]))
+					break;
+			if (i == NCALLS)
+				fail_msg("%s %s of admin/openapi.yaml has no line in calls[]",
+					 methods[m], tmpl);
+		}
+	}
+}
+
+/*
+ * Every route, each answer held against admin/openapi.yaml by th_http():
+ * its own answer, and those that come before it (401 without the token,
+ * 413 for a body over max_body, 405 for another method), GET's also to
+ * HEAD.
+ */
+static void test_every_route(void **state)
+{
+	struct ctx *c = *state;
+	char url[256], *big = malloc(2 * MAX_BODY + 32);
+
+	assert_non_null(big);
+	snprintf(big, 2 * MAX_BODY + 32, "{\"x\":\"%0*d\"}", 2 * MAX_BODY, 0);
+	assert_calls_cover_document();
+	for (size_t i = 0; i < NCALLS; i++) {
+		const struct call *k = &calls[i];
+		int auth = strcmp(k->path, "/healthz") && strcmp(k->path, "/readyz");
+		struct th_response r;
+
+		request(c, &r, k->method, k->path, k->body);
+		if (r.status != k->status)
+			fail_msg("%s %s: expected %ld, got %ld: %s", k->method, k->path, k->status,
+				 r.status, r.body);
+		th_response_release(&r);
+		if (!strcmp(k->method, "GET")) {
+			request(c, &r, "HEAD", k->path, NULL);
+			assert_int_equal(r.status, k->status);
+			th_response_release(&r);
+		}
+		url_of(c, k->path, url, sizeof(url));
+		if (auth) {
+			th_http(&r, k->method, url, NULL, k->body);
+			expect_unauthorized(&r);
+			th_http(&r, k->method, url, "wrong-token", k->body);
+			expect_unauthorized(&r);
+		}
+		request(c, &r, k->method, k->path, big);
+		assert_error(&r, 413, "payload_too_large", "max_body");
+		th_response_release(&r);
+		request(c, &r, "PATCH", k->path, NULL);
+		assert_error(&r, 405, "method_not_allowed", "PATCH");
+		th_response_release(&r);
+	}
+	free(big);
 }
 
 static void assert_push(json_t *dev, const char *provider, const char *token, const char *app,
@@ -1430,6 +1544,7 @@ int main(void)
 		cmocka_unit_test(test_bad_request_bodies),
 		cmocka_unit_test(test_body_too_large),
 		cmocka_unit_test(test_routes_and_methods),
+		cmocka_unit_test(test_every_route),
 		cmocka_unit_test(test_push_token),
 		cmocka_unit_test(test_push_token_invalid),
 		cmocka_unit_test(test_device_delete),

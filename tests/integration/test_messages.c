@@ -343,6 +343,7 @@ static void post_finish(struct post *ps, struct sent *s)
 	if (ps->rc != CURLE_OK)
 		fail_msg("POST /v1/messages: %s",
 			 ps->curl_err[0] ? ps->curl_err : curl_easy_strerror(ps->rc));
+	th_check_response("POST", "/v1/messages", ps->status, ps->content_type, ps->reply);
 	parse_sent(ps->status, ps->content_type, ps->reply ? ps->reply : "", s);
 	free(ps->body);
 	free(ps->reply);

@@ -585,16 +585,20 @@ static void test_admin_document(void **state)
 		openapi_check_response(doc, "GET", "/v1/devices/12", 200, "application/json",
 				       "{\"device_id\":\"12\",\"user\":\"alice\",\"platform\":"
 				       "\"ios\",\"created\":\"2026-11-28T15:05:49.123Z\","
-				       "\"last_seen\":null,\"push\":null}",
+				       "\"last_seen\":null,\"presence\":{\"online\":false},"
+				       "\"queue\":{\"pending\":0,\"oldest_created\":null,"
+				       "\"oldest_age_s\":0.0},\"push\":null,\"last_push\":null}",
 				       err, sizeof(err)),
 		0);
-	assert_int_equal(openapi_check_response(doc, "GET", "/v1/devices/12", 200,
-						"application/json",
-						"{\"device_id\":12,\"user\":\"alice\",\"platform\":"
-						"\"ios\",\"created\":\"2026-11-28T15:05:49.123Z\","
-						"\"last_seen\":null,\"push\":null}",
-						err, sizeof(err)),
-			 -1);
+	assert_int_equal(
+		openapi_check_response(doc, "GET", "/v1/devices/12", 200, "application/json",
+				       "{\"device_id\":12,\"user\":\"alice\",\"platform\":"
+				       "\"ios\",\"created\":\"2026-11-28T15:05:49.123Z\","
+				       "\"last_seen\":null,\"presence\":{\"online\":false},"
+				       "\"queue\":{\"pending\":0,\"oldest_created\":null,"
+				       "\"oldest_age_s\":0.0},\"push\":null,\"last_push\":null}",
+				       err, sizeof(err)),
+		-1);
 	assert_string_equal(err, "GET /v1/devices/{device} 200 application/json: $.device_id: "
 				 "expected string, got integer");
 	assert_int_equal(openapi_check_response(doc, "GET", "/v1/nope", 404, "application/json",

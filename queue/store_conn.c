@@ -19,16 +19,22 @@
  * owner answers "not stored" and the sender retransmits (dedup absorbs it).
  *
  * Ownership: the connection borrows its segments (the owner keeps them alive
- * until on_done). A poll handle watches one socket: it is stopped before
- * libpq may close that socket (PQconnectPoll, PQfinish) and replaced when the
- * socket changes; its memory is freed in its close callback.
+ * until on_done). A poll handle watches one socket through a descriptor of
+ * its own (a dup of libpq's), closed with the handle: libpq closes its
+ * descriptor by itself when it sees the connection lost (inside
+ * PQconsumeInput), and the loop must never be left watching a number that
+ * another thread may already have reused. While connecting, when libpq may
+ * replace the socket, the handle is made anew at each step.
  *
  * Limits: PQconnectStartParams resolves host names synchronously; use an
  * address or a socket directory where that matters.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <libpq-fe.h>
 #include <uv.h>
@@ -69,18 +75,18 @@ static void notice_to_log(void *arg, const char *message)
 	log_debug("event=pg_notice message=\"%.*s\"", (int)n, message);
 }
 
+/* A poll handle and the descriptor it watches. */
+struct poll_handle {
+	uv_poll_t h; /* first: the handle's address is the struct's */
+	int fd;	     /* a dup of libpq's socket, closed with the handle */
+};
+
 static void poll_closed(uv_handle_t *h)
 {
-	free(h);
-}
+	struct poll_handle *p = (struct poll_handle *)h;
 
-/* Stop watching (before libpq may close the socket). */
-static void poll_stop(struct store_conn *c)
-{
-	if (c->poll && c->poll_events) {
-		uv_poll_stop(c->poll);
-		c->poll_events = 0;
-	}
+	close(p->fd);
+	free(p);
 }
 
 static void poll_release(struct store_conn *c)
@@ -106,18 +112,26 @@ static void poll_watch(struct store_conn *c, int events)
 	if (c->poll && c->poll_fd != fd)
 		poll_release(c);
 	if (!c->poll) {
-		c->poll = malloc(sizeof(*c->poll));
-		if (!c->poll) {
+		struct poll_handle *p = malloc(sizeof(*p));
+
+		if (!p) {
 			conn_fail(c, "out of memory", "");
 			return;
 		}
-		rc = uv_poll_init(&c->st->loop, c->poll, fd);
+		p->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+		if (p->fd < 0) {
+			free(p);
+			conn_fail(c, "cannot poll the socket", strerror(errno));
+			return;
+		}
+		rc = uv_poll_init(&c->st->loop, &p->h, p->fd);
 		if (rc) {
-			free(c->poll);
-			c->poll = NULL;
+			close(p->fd);
+			free(p);
 			conn_fail(c, "cannot poll the socket", uv_strerror(rc));
 			return;
 		}
+		c->poll = &p->h;
 		c->poll->data = c;
 		c->poll_fd = fd;
 		c->poll_events = 0;
@@ -236,7 +250,9 @@ static void connect_step(struct store_conn *c)
 {
 	PostgresPollingStatusType ps;
 
-	poll_stop(c);
+	/* PQconnectPoll may close the socket and open another (the next
+	 * address): the next watch makes a handle for whichever it is. */
+	poll_release(c);
 	ps = PQconnectPoll(c->pg);
 	switch (ps) {
 	case PGRES_POLLING_FAILED:

@@ -161,11 +161,12 @@ void admin_route_stats(const struct admin_req *req, struct admin_reply *rep)
 	j = push ? json_pack("{s:s,s:I,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o}", "version", FERRY_VERSION,
 			     "uptime_s", (json_int_t)(s.gw.uptime_ms / 1000), "connections",
 			     if_gw(&s, connections_json(&s.gw)), "traffic",
-			     if_gw(&s, json_pack("{s:I,s:I,s:I,s:I}", "frames_in",
+			     if_gw(&s, json_pack("{s:I,s:I,s:I,s:I,s:I}", "frames_in",
 						 (json_int_t)s.gw.frames_in, "frames_out",
 						 (json_int_t)s.gw.frames_out, "bytes_in",
 						 (json_int_t)s.gw.bytes_in, "bytes_out",
-						 (json_int_t)s.gw.bytes_out)),
+						 (json_int_t)s.gw.bytes_out, "writes",
+						 (json_int_t)s.gw.writes)),
 			     "envelopes", if_gw(&s, envelopes_json(&s)), "delivery_latency_ms",
 			     if_gw(&s, quantiles_ms(&s.gw.delivery)), "store",
 			     if_gw(&s, store_json(&s)), "receipts",
@@ -254,6 +255,8 @@ static void metrics_gateway(struct out *b, const struct snapshot *s)
 	       "Bytes read from device sockets (TLS included).", g->bytes_in);
 	metric(b, "ferry_bytes_sent_total", "counter", "Frame bytes written to devices.",
 	       g->bytes_out);
+	metric(b, "ferry_socket_writes_total", "counter",
+	       "Writes to device sockets (system calls; frames are coalesced).", g->writes);
 	metric(b, "ferry_envelopes_accepted_total", "counter", "SENDs accepted for routing.",
 	       g->env_accepted);
 	metric(b, "ferry_envelopes_delivered_online_total", "counter",

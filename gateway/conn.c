@@ -8,11 +8,19 @@
  *
  * Memory: reads land in the worker's shared buffer; a connection keeps bytes
  * of its own only while a frame is incomplete, and frees them as soon as the
- * frame is. Writes go straight to the socket when it takes them
- * (uv_try_write); only the rest is queued, and a queue past [gateway]
- * max_output closes the connection (a slow reader must not grow memory).
- * DELIVER frames are shared: a queued one references its envelope instead of
- * copying it.
+ * frame is.
+ *
+ * Writing: the frames a connection is sent during one loop iteration (the
+ * ACKs of the SENDs one read brought, the DELIVERs a mailbox batch brought)
+ * are copied into a cork, and the cork is written with one system call when
+ * the iteration's I/O callbacks are done (the worker's check handle), or
+ * before the loop waits for I/O if a timer wrote (its prepare handle). A
+ * frame too big for a cork goes out on its own, after the cork. Writes go
+ * straight to the socket when it takes them (uv_try_write); only the rest is
+ * queued, and a queue past [gateway] max_output closes the connection (a
+ * slow reader must not grow memory). A big DELIVER frame is shared: queued,
+ * it references its envelope instead of copying it. With TLS, records wait
+ * in the output BIO and the cork only marks the connection for the flush.
  *
  * Closing: gw_conn_close() sends the ERROR, stops reading, fails what the
  * connection holds (route.c), shuts the socket down after the queued writes
@@ -26,6 +34,7 @@
 #include <arpa/inet.h>
 
 #include <openssl/err.h>
+#include <utlist.h>
 
 #include "common/log.h"
 #include "gateway/gateway_int.h"
@@ -52,6 +61,53 @@ struct auth_job {
 	enum ferry_err rc;
 };
 
+/* ---- corks ---- */
+
+static struct gw_cork *cork_get(struct gw_worker *w)
+{
+	struct gw_cork *k = w->spare;
+
+	if (k) {
+		DL_DELETE(w->spare, k);
+		w->nspare--;
+	} else if (!(k = malloc(sizeof(*k)))) {
+		return NULL;
+	}
+	k->len = 0;
+	return k;
+}
+
+static void cork_put(struct gw_worker *w, struct gw_cork *k)
+{
+	if (w->nspare >= GW_CORK_SPARE || w->stopping) {
+		free(k);
+		return;
+	}
+	DL_PREPEND(w->spare, k);
+	w->nspare++;
+}
+
+/* Take @c's cork off the dirty list; the caller owns it. */
+static struct gw_cork *cork_take(struct gw_conn *c)
+{
+	struct gw_cork *k = c->cork;
+
+	if (k) {
+		c->cork = NULL;
+		DL_DELETE(c->w->dirty, k);
+		c->w->ndirty--;
+	}
+	return k;
+}
+
+static void cork_discard(struct gw_conn *c)
+{
+	struct gw_cork *k = cork_take(c);
+
+	if (k)
+		cork_put(c->w, k);
+}
+
 static void conn_free(struct gw_conn *c)
 {
 	struct gateway *gw = c->w->gw;
@@ -66,6 +122,7 @@ static void conn_free(struct gw_conn *c)
 		free(m);
 	}
 	free(c->handover);
+	cork_discard(c);
 	SSL_free(c->ssl); /* frees the BIOs too */
 	buf_release(&c->in);
 	if (c->counted) {
@@ -139,9 +196,10 @@ static void on_written(uv_write_t *req, int status)
 }
 
 /* Write @len bytes at @p: as much as the socket takes now, the rest queued
- * with a reference to @env or in @owned (taken either way) or in a copy. */
-static void raw_write(struct gw_conn *c, const uint8_t *p, size_t len, struct gw_env *env,
-		      void *owned)
+ * with a reference to @env, or in @owned (kept: 1), or in a copy. Returns 0
+ * when @owned was not kept: the caller frees or reuses it. */
+static int raw_write(struct gw_conn *c, const uint8_t *p, size_t len, struct gw_env *env,
+		     void *owned)
 {
 	const struct ferry_config *cfg = c->w->gw->cfg;
 	struct wreq *wr;
@@ -159,6 +217,7 @@ static void raw_write(struct gw_conn *c, const uint8_t *p, size_t len, struct gw
 	}
 	if (c->tcp.write_queue_size == 0) {
 		b = uv_buf_init((char *)p, (unsigned)len);
+		gw_stat(c->w, GW_ST_WRITES, 1);
 		n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
 		if (n == (int)len)
 			goto drop; /* all written: nothing to keep */
@@ -184,6 +243,7 @@ static void raw_write(struct gw_conn *c, const uint8_t *p, size_t len, struct gw
 		p = (const uint8_t *)(wr + 1);
 	}
 	b = uv_buf_init((char *)p, (unsigned)len);
+	gw_stat(c->w, GW_ST_WRITES, 1); /* libuv writes it when the socket takes it */
 	if (uv_write(&wr->req, (uv_stream_t *)&c->tcp, &b, 1, on_written)) {
 		if (wr->env)
 			gw_env_unref(wr->env);
@@ -191,14 +251,14 @@ static void raw_write(struct gw_conn *c, const uint8_t *p, size_t len, struct gw
 		free(wr);
 		gw_conn_close(c, 0, NULL);
 	}
-	return;
+	return 1;
 drop:
-	free(owned);
+	return 0;
 }
 
 int gw_conn_has_room(const struct gw_conn *c, size_t len)
 {
-	size_t queued = c->tcp.write_queue_size;
+	size_t queued = c->tcp.write_queue_size + (c->cork ? c->cork->len : 0);
 
 	return queued == 0 || queued + len <= c->w->gw->cfg->gateway.max_output / 2;
 }
@@ -221,25 +281,101 @@ static void flush_tls(struct gw_conn *c)
 			free(chunk);
 			return;
 		}
-		raw_write(c, chunk, (size_t)n, NULL, chunk);
+		if (!raw_write(c, chunk, (size_t)n, NULL, chunk))
+			free(chunk);
 	}
+}
+
+/* Give @c's cork to the socket. */
+static void cork_flush(struct gw_conn *c)
+{
+	struct gw_cork *k = cork_take(c);
+
+	if (!k)
+		return;
+	if (c->ssl) {
+		cork_put(c->w, k);
+		flush_tls(c);
+	} else if (!k->len || !raw_write(c, k->data, k->len, NULL, k)) {
+		cork_put(c->w, k);
+	}
+}
+
+void gw_conn_flush_all(struct gw_worker *w)
+{
+	while (w->dirty)
+		cork_flush(w->dirty->c);
+}
+
+void gw_conn_corks_free(struct gw_worker *w)
+{
+	struct gw_cork *k, *tmp;
+
+	DL_FOREACH_SAFE(w->spare, k, tmp)
+	{
+		DL_DELETE(w->spare, k);
+		free(k);
+	}
+	w->nspare = 0;
+}
+
+/* @c's cork, made and put on the dirty list if it has none; NULL when out
+ * of memory (the caller writes at once instead). */
+static struct gw_cork *cork_of(struct gw_conn *c)
+{
+	struct gw_worker *w = c->w;
+	struct gw_cork *k;
+
+	if (c->cork)
+		return c->cork;
+	if (!w->flush_on || w->stopping)
+		return NULL; /* no check handle to flush it */
+	if (w->ndirty >= GW_CORK_DIRTY)
+		gw_conn_flush_all(w);
+	k = cork_get(w);
+	if (!k)
+		return NULL;
+	k->c = c;
+	c->cork = k;
+	DL_APPEND(w->dirty, k);
+	w->ndirty++;
+	return k;
 }
 
 void gw_conn_write(struct gw_conn *c, const void *p, size_t len, struct gw_env *env)
 {
+	struct gw_cork *k;
+
 	gw_stat(c->w, GW_ST_FRAMES_OUT, 1);
 	gw_stat(c->w, GW_ST_BYTES_OUT, len);
-	if (!c->ssl) {
+	if (uv_is_closing((uv_handle_t *)&c->tcp))
+		return;
+	if (c->ssl) {
+		/* A memory BIO takes everything: SSL_write does not block or
+		 * split. The records go out with the cork. */
+		if (SSL_write(c->ssl, p, (int)len) != (int)len) {
+			ERR_clear_error();
+			gw_conn_close(c, 0, NULL);
+			return;
+		}
+		if (!cork_of(c))
+			flush_tls(c);
+		return;
+	}
+	if (len > GW_CORK_COPY_MAX) {
+		cork_flush(c); /* what was written before goes first */
 		raw_write(c, p, len, env, NULL);
 		return;
 	}
-	/* A memory BIO takes everything: SSL_write does not block or split. */
-	if (SSL_write(c->ssl, p, (int)len) != (int)len) {
-		ERR_clear_error();
-		gw_conn_close(c, 0, NULL);
+	if (c->cork && c->cork->len + len > GW_CORK_SIZE)
+		cork_flush(c);
+	k = cork_of(c);
+	if (!k) {
+		raw_write(c, p, len, env, NULL);
 		return;
 	}
-	flush_tls(c);
+	memcpy(k->data + k->len, p, len);
+	k->len += len;
 }
 
 void gw_conn_send_frame(struct gw_conn *c, const struct proto_frame *f)
@@ -318,6 +454,8 @@ void gw_conn_close(struct gw_conn *c, unsigned code, const char *text)
 	uv_timer_stop(&c->ack_timer);
 	gw_deliver_conn_closed(c);
 	gw_route_sender_closed(c);
+	/* What was written (the ERROR last) goes before the shutdown. */
+	cork_flush(c);
 	if (c->ssl) {
 		SSL_shutdown(c->ssl);
 		ERR_clear_error();

@@ -250,6 +250,14 @@ static void begin_stop(struct gw_worker *w)
 	{
 		gw_conn_close(c, PROTO_ERR_SHUTTING_DOWN, "server is stopping");
 	}
+	/* Closing connections wrote their corks; from now on writes go out at
+	 * once (conn.c). */
+	if (w->flush_on) {
+		gw_conn_flush_all(w);
+		uv_close((uv_handle_t *)&w->flush_check, on_closed_noop);
+		uv_close((uv_handle_t *)&w->flush_prepare, on_closed_noop);
+		w->flush_on = 0;
+	}
 	gw_worker_maybe_done(w);
 }
 
@@ -263,10 +271,26 @@ void gw_worker_maybe_done(struct gw_worker *w)
 	}
 }
 
+static void on_flush_check(uv_check_t *h)
+{
+	gw_conn_flush_all(h->data);
+}
+
+static void on_flush_prepare(uv_prepare_t *h)
+{
+	gw_conn_flush_all(h->data);
+}
+
 static enum ferry_err worker_setup(struct gw_worker *w)
 {
 	if (uv_loop_init(&w->loop))
 		return FERRY_EIO;
+	uv_check_init(&w->loop, &w->flush_check);
+	uv_prepare_init(&w->loop, &w->flush_prepare);
+	w->flush_check.data = w->flush_prepare.data = w;
+	uv_check_start(&w->flush_check, on_flush_check);
+	uv_prepare_start(&w->flush_prepare, on_flush_prepare);
+	w->flush_on = 1;
 	if (mailbox_init(&w->mbox, &w->loop, on_mail, w))
 		return FERRY_EIO;
 	w->mbox_ok = 1;
@@ -302,6 +326,7 @@ static void worker_main(void *arg)
 	uv_run(&w->loop, UV_RUN_DEFAULT);
 	gw_route_release(w);
 	gw_conn_free_all(w);
+	gw_conn_corks_free(w);
 	gw_receipts_free(w);
 	uv_loop_close(&w->loop);
 }
@@ -588,6 +613,7 @@ void gateway_stats(const struct gateway *gw, struct gateway_stats *out)
 	out->frames_out = v[GW_ST_FRAMES_OUT];
 	out->bytes_in = v[GW_ST_BYTES_IN];
 	out->bytes_out = v[GW_ST_BYTES_OUT];
+	out->writes = v[GW_ST_WRITES];
 	out->env_accepted = v[GW_ST_ENV_ACCEPTED];
 	out->env_online = v[GW_ST_ENV_ONLINE];
 	out->env_drained = v[GW_ST_ENV_DRAINED];

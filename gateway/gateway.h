@@ -132,6 +132,7 @@ struct gateway_stats {
 	unsigned nworkers;
 	uint64_t worker_connections[GATEWAY_STATS_WORKERS]; /* now, per worker */
 	uint64_t frames_in, frames_out, bytes_in, bytes_out;
+	uint64_t writes;       /* socket writes: frames_out / writes is the coalescing */
 	uint64_t env_accepted; /* SENDs accepted for routing */
 	uint64_t env_online;   /* deliveries acknowledged live */
 	uint64_t env_drained;  /* stored deliveries acknowledged */

@@ -60,6 +60,16 @@
 /* How long a delivered SEND is remembered to answer retransmissions. */
 #define GW_DEDUP_TTL_MS (10 * 60 * 1000)
 #define GW_DEDUP_MAX 1000000
+/* Output coalescing (conn.c): frames written to a connection during one
+ * loop iteration are copied into a cork of GW_CORK_SIZE bytes and written
+ * with one system call after the iteration's I/O callbacks. Larger frames
+ * go out on their own (after the cork). At most GW_CORK_DIRTY connections
+ * of a worker hold a cork at once (past that, every cork is written at
+ * once), and GW_CORK_SPARE free corks are kept for reuse. */
+#define GW_CORK_SIZE (16 * 1024)
+#define GW_CORK_COPY_MAX (GW_CORK_SIZE / 2)
+#define GW_CORK_DIRTY 1024
+#define GW_CORK_SPARE 64
 /* How often last_seen is written to PostgreSQL, in one statement. */
 #define GW_SEEN_FLUSH_MS 5000
 #define GW_SEEN_BATCH 1000
@@ -82,6 +92,7 @@ enum {
 	GW_ST_FRAMES_OUT,		     /* frames written */
 	GW_ST_BYTES_IN,			     /* bytes read from sockets (TLS records included) */
 	GW_ST_BYTES_OUT,		     /* frame bytes written (before TLS) */
+	GW_ST_WRITES,			     /* socket writes (system calls) */
 	GW_ST_ENV_ACCEPTED,		     /* SENDs accepted for routing (not retransmissions) */
 	GW_ST_ENV_ONLINE,		     /* live DELIVERs acknowledged */
 	GW_ST_ENV_DRAINED,		     /* stored DELIVERs acknowledged */
@@ -287,6 +298,16 @@ enum gw_phase {
 	GW_PH_LIVE,	/* caught up: live envelopes are written at once */
 };
 
+/* Frames written during this loop iteration, not yet given to the socket
+ * (conn.c). For a TLS connection it holds nothing: the records wait in the
+ * output BIO and the cork only marks the connection for the flush. */
+struct gw_cork {
+	struct gw_conn *c;
+	struct gw_cork *prev, *next; /* the worker's dirty list, or spare list */
+	size_t len;
+	uint8_t data[GW_CORK_SIZE];
+};
+
 struct gw_conn {
 	uv_tcp_t tcp;	      /* first: the handle's address is the connection's */
 	uv_timer_t timer;     /* handshake deadline, then the idle timeout */
@@ -298,8 +319,9 @@ struct gw_conn {
 	char user[QUEUE_USER_MAX + 1];
 	int read_receipts; /* the user sends read receipts */
 	uint64_t last_rx;
-	struct buf in; /* a partial frame; empty (no memory) between frames */
-	SSL *ssl;      /* NULL: plain TCP */
+	struct buf in;	      /* a partial frame; empty (no memory) between frames */
+	struct gw_cork *cork; /* output of this iteration, or NULL */
+	SSL *ssl;	      /* NULL: plain TCP */
 	BIO *rbio, *wbio;
 	struct gw_inflight *inflight; /* hash by server_id */
 	struct gw_inflight *fifo;     /* live ones by deadline, earliest first */
@@ -351,7 +373,16 @@ struct gw_worker {
 	uint64_t receipt_due;	   /* when the timer fires (UINT64_MAX: idle) */
 	/* Counters (GW_ST_*): written by this worker only, summed on read. */
 	atomic_uint_fast64_t st[GW_ST_N];
-	struct hist delivery;  /* live DELIVER written -> acknowledged, us */
+	struct hist delivery; /* live DELIVER written -> acknowledged, us */
+	/* The corks go out after each iteration's I/O callbacks (check) and
+	 * before it waits for I/O (prepare: what timers wrote). */
+	uv_check_t flush_check;
+	uv_prepare_t flush_prepare;
+	int flush_on;	       /* both initialised (closed when stopping) */
+	struct gw_cork *dirty; /* connections with output this iteration */
+	unsigned ndirty;
+	struct gw_cork *spare; /* free corks for reuse */
+	unsigned nspare;
 	uint8_t *rbuf;	       /* GW_READ_CHUNK, shared by this worker's reads */
 	uint8_t *plain;	       /* GW_READ_CHUNK of decrypted TLS bytes */
 	struct gw_conn *conns; /* by id */
@@ -482,6 +513,10 @@ void gw_conn_send_frame(struct gw_conn *c, const struct proto_frame *f);
 void gw_conn_send_error(struct gw_conn *c, unsigned code, const char *text);
 /* Send ERROR @code (0: none) and close. Safe to call more than once. */
 void gw_conn_close(struct gw_conn *c, unsigned code, const char *text);
+/* Write every cork of @w now; what the flush check calls. */
+void gw_conn_flush_all(struct gw_worker *w);
+/* Free @w's spare corks (the worker has stopped). */
+void gw_conn_corks_free(struct gw_worker *w);
 /* Where @c comes from, and now as the time it registered. */
 void gw_conn_peer(struct gw_conn *c, struct gw_peer *peer);
 void gw_conn_ref(struct gw_conn *c);

@@ -62,7 +62,7 @@ static int setup(void **state)
 	snprintf(extra, sizeof(extra),
 		 "[gateway]\nlisten = 127.0.0.1:%d\ntls_listen = 127.0.0.1:%d\n"
 		 "tls_cert = %s\ntls_key = %s\nworkers = 2\nack_timeout = %d\n"
-		 "handshake_timeout = 500\nmax_output = 64k\nmax_frame = 32k\n\n"
+		 "handshake_timeout = 2000\nmax_output = 64k\nmax_frame = 32k\n\n"
 		 /* Its raw devices do not take receipts (tests/integration/test_receipts.c). */
 		 "[receipts]\ndelivered = off\n",
 		 fx.port, fx.tls_port, fx.ca, key, ACK_TIMEOUT_MS);

@@ -196,6 +196,50 @@ static long request(const char *method, const char *path, const char *body, json
 	return status;
 }
 
+/* 20 SENDs in one write to a device that is away: their ACKs come back from
+ * the store's commit in one loop iteration, and go out together, not in a
+ * write(2) each (traffic.writes counts the socket writes). */
+static void test_writes_coalesced(void **state)
+{
+	struct rawdev *a = rawdev_new();
+	static uint8_t out[64 * 1024];
+	json_t *before, *after;
+	json_int_t frames, writes;
+	size_t len = 0, n;
+	char to[] = "dora", secret[64];
+	int64_t dora;
+
+	(void)state;
+	th_device_create(&fx.d, TOKEN, to, &dora, secret); /* away throughout */
+	rawdev_login(a, fx.port, fx.a1, fx.a1s);
+	before = stats();
+	for (uint64_t i = 0; i < 20; i++) {
+		struct proto_frame f = { .type = PROTO_SEND };
+
+		f.u.send.client_id = 5000 + i;
+		f.u.send.to_user.p = (const uint8_t *)to;
+		f.u.send.to_user.len = strlen(to);
+		f.u.send.payload.p = (const uint8_t *)"x";
+		f.u.send.payload.len = 1;
+		assert_int_equal(proto_encode(&f, out + len, sizeof(out) - len, &n), FERRY_OK);
+		len += n;
+	}
+	rawdev_write(a, out, len);
+	for (uint64_t i = 0; i < 20; i++)
+		assert_int_equal(rawdev_expect(a, PROTO_ACK, WAIT_MS)->u.ack.client_id, 5000 + i);
+	after = stats();
+	frames = at(after, "traffic", "frames_out") - at(before, "traffic", "frames_out");
+	writes = at(after, "traffic", "writes") - at(before, "traffic", "writes");
+	/* The ACKs, and nothing else on this daemon meanwhile. */
+	assert_int_equal(frames, 20);
+	if (writes > frames / 2)
+		fail_msg("%lld frames in %lld writes: not coalesced", (long long)frames,
+			 (long long)writes);
+	json_decref(before);
+	json_decref(after);
+	rawdev_free(a);
+}
+
 static json_t *device(int64_t id)
 {
 	char path[64];
@@ -350,9 +394,8 @@ static void test_drain(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_stats_move),
-		cmocka_unit_test(test_metrics_promtool),
-		cmocka_unit_test(test_device_detail),
+		cmocka_unit_test(test_stats_move),    cmocka_unit_test(test_metrics_promtool),
+		cmocka_unit_test(test_device_detail), cmocka_unit_test(test_writes_coalesced),
 		cmocka_unit_test(test_drain),
 	};
 

@@ -48,8 +48,12 @@
 # Environment: FERRY_BENCH_IDLE (idle connections, default 5000),
 # FERRY_BENCH_QUICK=1 (fewer runs and envelopes: a smoke test),
 # FERRY_BENCH_CALLGRIND=0 (skip step 6), FERRY_BENCH_OFFLINE=0 (skip steps 7
-# and 8), FERRY_BENCH_RECEIPTS=0 (skip step 9). Runtime: about 3.5 minutes on 2
-# cores, step 9 about 50 s of it; the target is under 3 minutes.
+# and 8), FERRY_BENCH_RECEIPTS=0 (skip step 9), FERRY_BENCH_ONLY="NAME ..."
+# (only those steps, step 2 and the summary always: proto for 1, push for 1b,
+# idle, online, syscalls, callgrind for 6, offline for 7 and 8, receipts;
+# syscalls and callgrind bring online, whose devices they reuse). Runtime:
+# about 3.5 minutes on 2 cores, step 9 about 50 s of it; the target is under
+# 3 minutes.
 set -u
 top=$(cd "$(dirname "$0")/.." && pwd)
 . "$top/scripts/pg.sh"
@@ -61,7 +65,28 @@ insert="$top/build/bench/bench_insert"
 pushb="$top/build/bench/bench_push"
 idle=${FERRY_BENCH_IDLE:-5000}
 quick=${FERRY_BENCH_QUICK:-0}
+only=${FERRY_BENCH_ONLY:-}
 results="$top/build/bench/last-run.txt"
+
+steps="proto push idle online syscalls callgrind offline receipts"
+for s in $only; do
+	case " $steps " in
+	*" $s "*) ;;
+	*)
+		echo "bench: FERRY_BENCH_ONLY: no step '$s' (steps: $steps)" >&2
+		exit 2
+		;;
+	esac
+done
+
+# want NAME...: whether any of these steps is to run (all without FERRY_BENCH_ONLY).
+want() {
+	[ -z "$only" ] && return 0
+	for w in "$@"; do
+		case " $only " in *" $w "*) return 0 ;; esac
+	done
+	return 1
+}
 
 for b in "$ferryd" "$bench" "$proto" "$insert" "$pushb"; do
 	if [ ! -x "$b" ]; then
@@ -120,32 +145,36 @@ note_failure() {
 
 # ---- 1. the codec ---------------------------------------------------------------
 
-section "protocol codec: build/bench/bench_proto (ns/frame, median of 5 runs)"
-iters=200000
-[ "$quick" = 1 ] && iters=20000
-"$proto" --iters "$iters" --runs 5 | keep || note_failure bench_proto
+if want proto; then
+	section "protocol codec: build/bench/bench_proto (ns/frame, median of 5 runs)"
+	iters=200000
+	[ "$quick" = 1 ] && iters=20000
+	"$proto" --iters "$iters" --runs 5 | keep || note_failure bench_proto
 
-if command -v valgrind >/dev/null 2>&1; then
-	section "protocol codec: instructions per call (callgrind, 1000 calls)"
-	for c in deliver100 deliver4k send100 deliver_ack64; do
-		for op in encode decode; do
-			ir=$(valgrind --tool=callgrind --toggle-collect="proto_$op" \
-				--callgrind-out-file=/dev/null "$proto" --case "$c" --op "$op" \
-				--iters 1000 --runs 1 --quiet 2>&1 | sed -n 's/.*Collected : //p')
-			[ -n "$ir" ] && fig "proto.$c.$op.instructions" $((ir / 1000))
+	if command -v valgrind >/dev/null 2>&1; then
+		section "protocol codec: instructions per call (callgrind, 1000 calls)"
+		for c in deliver100 deliver4k send100 deliver_ack64; do
+			for op in encode decode; do
+				ir=$(valgrind --tool=callgrind --toggle-collect="proto_$op" \
+					--callgrind-out-file=/dev/null "$proto" --case "$c" --op "$op" \
+					--iters 1000 --runs 1 --quiet 2>&1 | sed -n 's/.*Collected : //p')
+				[ -n "$ir" ] && fig "proto.$c.$op.instructions" $((ir / 1000))
+			done
 		done
-	done
-else
-	echo "(valgrind not installed: no instruction counts)"
+	else
+		echo "(valgrind not installed: no instruction counts)"
+	fi
 fi
 
 # ---- 1b. APNs pushes ------------------------------------------------------------
 
-section "APNs pushes: ferry's sender vs h2load, one connection to the mock"
-push_n=100000 push_runs=3
-[ "$quick" = 1 ] && push_n=5000 push_runs=1
-"$pushb" --mock "$top/build/bench/mock_apns" --pushes "$push_n" --runs "$push_runs" | keep ||
-	note_failure bench_push
+if want push; then
+	section "APNs pushes: ferry's sender vs h2load, one connection to the mock"
+	push_n=100000 push_runs=3
+	[ "$quick" = 1 ] && push_n=5000 push_runs=1
+	"$pushb" --mock "$top/build/bench/mock_apns" --pushes "$push_n" --runs "$push_runs" | keep ||
+		note_failure bench_push
+fi
 
 # ---- 2. PostgreSQL and ferryd ---------------------------------------------------
 
@@ -263,35 +292,39 @@ on_b="--server 127.0.0.1:$gb --admin http://127.0.0.1:$ab --token-file $tmp/admi
 
 # ---- 3. idle connections ----------------------------------------------------------
 
-require_ferryd
-section "idle connections (ferryd A): memory per authenticated idle connection"
-# shellcheck disable=SC2086
-"$bench" --idle "$idle" $on_a | keep || note_failure idle
+if want idle; then
+	require_ferryd
+	section "idle connections (ferryd A): memory per authenticated idle connection"
+	# shellcheck disable=SC2086
+	"$bench" --idle "$idle" $on_a | keep || note_failure idle
+fi
 
 # ---- 4. online delivery -------------------------------------------------------------
 
-runs=5 lat_count=5000 tp_count=20000 big_count=5000
-[ "$quick" = 1 ] && runs=2 lat_count=300 tp_count=500 big_count=200
+if want online syscalls callgrind; then
+	runs=5 lat_count=5000 tp_count=20000 big_count=5000
+	[ "$quick" = 1 ] && runs=2 lat_count=300 tp_count=500 big_count=200
 
-require_ferryd
-section "online delivery (ferryd B, one worker): latency, one envelope at a time"
-# shellcheck disable=SC2086
-"$bench" $on_b --label latency --senders 1 --receivers 1 --window 1 \
-	--count "$lat_count" --runs "$runs" --save-creds "$tmp/creds1.txt" | keep ||
-	note_failure latency
+	require_ferryd
+	section "online delivery (ferryd B, one worker): latency, one envelope at a time"
+	# shellcheck disable=SC2086
+	"$bench" $on_b --label latency --senders 1 --receivers 1 --window 1 \
+		--count "$lat_count" --runs "$runs" --save-creds "$tmp/creds1.txt" | keep ||
+		note_failure latency
 
-require_ferryd
-section "online delivery (ferryd A): throughput, 100-byte payloads"
-# shellcheck disable=SC2086
-"$bench" $on_a --label throughput --senders 4 --receivers 4 --window 32 \
-	--count "$tp_count" --runs "$runs" --save-creds "$tmp/creds4.txt" | keep ||
-	note_failure throughput
+	require_ferryd
+	section "online delivery (ferryd A): throughput, 100-byte payloads"
+	# shellcheck disable=SC2086
+	"$bench" $on_a --label throughput --senders 4 --receivers 4 --window 32 \
+		--count "$tp_count" --runs "$runs" --save-creds "$tmp/creds4.txt" | keep ||
+		note_failure throughput
 
-require_ferryd
-section "online delivery (ferryd A): throughput, 4 KiB payloads"
-# shellcheck disable=SC2086
-"$bench" $on_a --label throughput4k --senders 4 --receivers 4 --window 16 --size 4096 \
-	--count "$big_count" --runs "$runs" | keep || note_failure throughput4k
+	require_ferryd
+	section "online delivery (ferryd A): throughput, 4 KiB payloads"
+	# shellcheck disable=SC2086
+	"$bench" $on_a --label throughput4k --senders 4 --receivers 4 --window 16 --size 4096 \
+		--count "$big_count" --runs "$runs" | keep || note_failure throughput4k
+fi
 
 # ---- 5. system calls per envelope -------------------------------------------------
 
@@ -343,46 +376,48 @@ perf_count() {
 		"$tmp/perf.txt" | keep
 }
 
-require_ferryd
-section "system calls per envelope: perf stat (no slow-down)"
-if [ -n "$perf_events" ]; then
-	echo "-- ping-pong: ferryd B, 1 sender -> 1 receiver, window 1"
-	perf_count pingpong "$pid_b" "$gb" "$tmp/creds1.txt" 1 1 "$lat_count"
-	echo "-- under load: ferryd A, 4 senders -> 4 receivers, window 32"
-	perf_count load "$pid_a" "$ga" "$tmp/creds4.txt" 4 32 "$tp_count"
-else
-	echo "(perf missing, or it cannot count syscall tracepoints here: skipped)"
-fi
-
-require_ferryd
-section "system calls per envelope: strace -c -f -p (ping-pong on ferryd B)"
-if command -v strace >/dev/null 2>&1; then
-	strace -c -f -p "$pid_b" -o "$tmp/strace.txt" 2>"$tmp/strace.err" &
-	strace_pid=$!
-	pids="$strace_pid $pids"
-	sleep 1
-	s_count=2000
-	[ "$quick" = 1 ] && s_count=300
-	bench_again strace "$gb" "$tmp/creds1.txt" 1 1 "$s_count" >"$tmp/sysrun.out" ||
-		note_failure "strace run"
-	kill -INT "$strace_pid" 2>/dev/null
-	wait "$strace_pid" 2>/dev/null
-	stop_pid "$strace_pid"
-	acked=$(sed -n 's/^strace.acked=//p' "$tmp/sysrun.out")
-	if [ -s "$tmp/strace.txt" ] && [ -n "$acked" ] && [ "$acked" -gt 0 ]; then
-		fig syscalls.strace.envelopes "$acked"
-		awk -v e="$acked" '
-			/^-/ || /% time/ || NF < 5 { next }
-			$NF == "total" { t = $4; next }
-			$4 / e >= 0.01 { printf "syscalls.strace.%s=%.2f\n", $NF, $4 / e }
-			END { printf "syscalls.strace.per_envelope=%.2f\n", t / e }' \
-			"$tmp/strace.txt" | sort -t= -k2 -rn | keep
+if want syscalls; then
+	require_ferryd
+	section "system calls per envelope: perf stat (no slow-down)"
+	if [ -n "$perf_events" ]; then
+		echo "-- ping-pong: ferryd B, 1 sender -> 1 receiver, window 1"
+		perf_count pingpong "$pid_b" "$gb" "$tmp/creds1.txt" 1 1 "$lat_count"
+		echo "-- under load: ferryd A, 4 senders -> 4 receivers, window 32"
+		perf_count load "$pid_a" "$ga" "$tmp/creds4.txt" 4 32 "$tp_count"
 	else
-		echo "(strace could not attach or counted nothing)"
-		cat "$tmp/strace.err"
+		echo "(perf missing, or it cannot count syscall tracepoints here: skipped)"
 	fi
-else
-	echo "(strace not installed: skipped)"
+
+	require_ferryd
+	section "system calls per envelope: strace -c -f -p (ping-pong on ferryd B)"
+	if command -v strace >/dev/null 2>&1; then
+		strace -c -f -p "$pid_b" -o "$tmp/strace.txt" 2>"$tmp/strace.err" &
+		strace_pid=$!
+		pids="$strace_pid $pids"
+		sleep 1
+		s_count=2000
+		[ "$quick" = 1 ] && s_count=300
+		bench_again strace "$gb" "$tmp/creds1.txt" 1 1 "$s_count" >"$tmp/sysrun.out" ||
+			note_failure "strace run"
+		kill -INT "$strace_pid" 2>/dev/null
+		wait "$strace_pid" 2>/dev/null
+		stop_pid "$strace_pid"
+		acked=$(sed -n 's/^strace.acked=//p' "$tmp/sysrun.out")
+		if [ -s "$tmp/strace.txt" ] && [ -n "$acked" ] && [ "$acked" -gt 0 ]; then
+			fig syscalls.strace.envelopes "$acked"
+			awk -v e="$acked" '
+				/^-/ || /% time/ || NF < 5 { next }
+				$NF == "total" { t = $4; next }
+				$4 / e >= 0.01 { printf "syscalls.strace.%s=%.2f\n", $NF, $4 / e }
+				END { printf "syscalls.strace.per_envelope=%.2f\n", t / e }' \
+				"$tmp/strace.txt" | sort -t= -k2 -rn | keep
+		else
+			echo "(strace could not attach or counted nothing)"
+			cat "$tmp/strace.err"
+		fi
+	else
+		echo "(strace not installed: skipped)"
+	fi
 fi
 
 # ---- 6. ferryd's instructions per envelope ----------------------------------------
@@ -404,32 +439,34 @@ cg_run() {
 	[ -n "$f" ] && sed -n 's/^summary: *//p; s/^totals: *//p' "$f" | head -n 1
 }
 
-require_ferryd
-section "ferryd instructions per envelope (callgrind, one worker, user space)"
-if [ "${FERRY_BENCH_CALLGRIND:-1}" != 0 ] && command -v valgrind >/dev/null 2>&1 &&
-	command -v callgrind_control >/dev/null 2>&1; then
-	gc=$("$bench" --free-port) && ac=$("$bench" --free-port)
-	# Slowed some 50 times: no DELIVER may time out waiting for its ack.
-	write_config "$tmp/c.ini" "$gc" "$ac" "workers = 1
-ack_timeout = 30000"
-	if start_ferryd "$tmp/c.ini" "$ac" "$tmp/c.log" valgrind --tool=callgrind \
-		--callgrind-out-file="$tmp/cg.out.%p"; then
-		cg_pid=$ferryd_pid
-		cg_small=200 cg_big=4200
-		[ "$quick" = 1 ] && cg_big=400
-		# The difference of two runs leaves out connecting, HELLO and the like.
-		if ir1=$(cg_run $cg_small) && ir2=$(cg_run $cg_big) && [ -n "$ir1" ] &&
-			[ -n "$ir2" ]; then
-			fig ferryd.instructions_per_envelope $(((ir2 - ir1) / (cg_big - cg_small)))
+if want callgrind; then
+	require_ferryd
+	section "ferryd instructions per envelope (callgrind, one worker, user space)"
+	if [ "${FERRY_BENCH_CALLGRIND:-1}" != 0 ] && command -v valgrind >/dev/null 2>&1 &&
+		command -v callgrind_control >/dev/null 2>&1; then
+		gc=$("$bench" --free-port) && ac=$("$bench" --free-port)
+		# Slowed some 50 times: no DELIVER may time out waiting for its ack.
+		write_config "$tmp/c.ini" "$gc" "$ac" "workers = 1
+	ack_timeout = 30000"
+		if start_ferryd "$tmp/c.ini" "$ac" "$tmp/c.log" valgrind --tool=callgrind \
+			--callgrind-out-file="$tmp/cg.out.%p"; then
+			cg_pid=$ferryd_pid
+			cg_small=200 cg_big=4200
+			[ "$quick" = 1 ] && cg_big=400
+			# The difference of two runs leaves out connecting, HELLO and the like.
+			if ir1=$(cg_run $cg_small) && ir2=$(cg_run $cg_big) && [ -n "$ir1" ] &&
+				[ -n "$ir2" ]; then
+				fig ferryd.instructions_per_envelope $(((ir2 - ir1) / (cg_big - cg_small)))
+			else
+				echo "(callgrind gave no counts)"
+			fi
+			stop_pid "$cg_pid"
 		else
-			echo "(callgrind gave no counts)"
+			note_failure "ferryd under callgrind"
 		fi
-		stop_pid "$cg_pid"
 	else
-		note_failure "ferryd under callgrind"
+		echo "(skipped: FERRY_BENCH_CALLGRIND=0, or valgrind or callgrind_control missing)"
 	fi
-else
-	echo "(skipped: FERRY_BENCH_CALLGRIND=0, or valgrind or callgrind_control missing)"
 fi
 
 # ---- 7. the offline store --------------------------------------------------------
@@ -481,7 +518,7 @@ ratio() {
 		fig "$1" "$(awk -v a="$a" -v b="$b" 'BEGIN { if (b > 0) printf "%.3f", a / b }')"
 }
 
-if [ "$offline" != 0 ]; then
+if want offline && [ "$offline" != 0 ]; then
 	require_ferryd
 	section "offline store (ferryd A): $off_n devices away x $off_k envelopes, then drained"
 	[ -n "$pss" ] && pg_q ferry_bench "SELECT pg_stat_statements_reset()" >/dev/null
@@ -534,7 +571,7 @@ if [ "$offline" != 0 ]; then
 		cat "$tmp/migrate_plain.log" >&2
 		note_failure "plain INSERT (migrate)"
 	fi
-else
+elif want offline; then
 	section "offline store and plain INSERT: skipped (FERRY_BENCH_OFFLINE=0)"
 fi
 
@@ -594,7 +631,7 @@ rc_brief() {
 	echo
 }
 
-if [ "${FERRY_BENCH_RECEIPTS:-1}" != 0 ]; then
+if want receipts && [ "${FERRY_BENCH_RECEIPTS:-1}" != 0 ]; then
 	require_ferryd
 	rc_started=$(date +%s)
 	section "receipts: $rc_pairs pairs, window $rc_window, every message read at once," \
@@ -695,7 +732,7 @@ delivered = off"
 	else
 		note_failure "receipts (ferryd R0 or R1)"
 	fi
-else
+elif want receipts; then
 	section "receipts: skipped (FERRY_BENCH_RECEIPTS=0)"
 fi
 
@@ -709,18 +746,22 @@ mkdir -p "$(dirname "$results")"
 		"commit $(git -C "$top" rev-parse --short HEAD 2>/dev/null || echo unknown)," \
 		"$(nproc) cores"
 	[ "$quick" = 1 ] && echo "# FERRY_BENCH_QUICK=1: fewer envelopes, not comparable to a full run"
+	[ -n "$only" ] && echo "# FERRY_BENCH_ONLY=$only: these steps only"
 	[ -n "$failed" ] && echo "# FAILED:$failed"
 	cat "$figs"
 } >"$results"
 
-# row TEXT KEY...: one line of the summary, the figures separated by " / ".
+# row TEXT KEY...: one line of the summary, the figures separated by " / ";
+# with FERRY_BENCH_ONLY, none for a line without any figure.
 row() {
-	text=$1 vals=""
+	text=$1 vals="" any=""
 	shift
 	for k in "$@"; do
 		v=$(get "$k")
+		any="$any$v"
 		vals="$vals${vals:+ / }${v:--}"
 	done
+	[ -z "$only" ] || [ -n "$any" ] || return 0
 	printf '  %-50s %16s\n' "$text" "$vals"
 }
 

@@ -22,7 +22,7 @@
 #include "gateway/proto.h"
 
 #define FB_SECRET_MAX PROTO_MAX_SECRET
-#define FB_MAX_LOADS 4 /* --load phases */
+#define FB_MAX_LOADS 6 /* --load phases */
 
 /* One device: its user, id and secret. */
 struct fb_cred {

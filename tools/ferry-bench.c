@@ -26,7 +26,9 @@
  * --hold C: C more devices connect and authenticate before the rounds (as
  * in idle mode) and stay connected, idle, until the end: a ferryd with many
  * connections, as in production. One thread gives each a turn every
- * HOLD_TICK_MS (libferry's PINGs).
+ * HOLD_ROUND_MS (libferry's PINGs go at a third of ferryd's idle timeout, 40 s
+ * by default), a slice of them every HOLD_SLICE_MS: a pass over 10,000 at once
+ * would keep a core busy for milliseconds, a hiccup in every latency figure.
  *
  * Timing: every payload starts with a header (round, sender, CLOCK_MONOTONIC
  * ns at ferry_client_send), so the receiver measures send -> DELIVER, and
@@ -101,7 +103,7 @@
 
 #define HDR_MAGIC 0x4e454246u /* "FBEN" */
 #define HDR_LEN 24	      /* magic, round, sender (u32 each), pad, send time (u64) */
-#define MAX_ROUNDS 20
+#define MAX_ROUNDS 40
 #define MAX_PEERS 20000
 #define TICK_MS 5		 /* how often a device thread looks at the round state */
 #define CONNECT_TIMEOUT_MS 30000 /* all devices authenticated */
@@ -109,8 +111,9 @@
 #define IDLE_INFLIGHT 256	 /* idle mode: connections being made at once */
 #define RECEIPT_QUIET_MS 200	 /* no DELIVER_RECEIPT for this long: none is coming */
 #define LINGER_MS 3000		 /* the most the last receipts are waited for */
-#define LOAD_WARMUP_MS 300	 /* a --load command runs this long before its round */
-#define HOLD_TICK_MS 2000	 /* how often held devices get a turn */
+#define LOAD_WARMUP_MS 200	 /* a --load command runs this long before its round */
+#define HOLD_ROUND_MS 10000	 /* each held device gets a turn this often */
+#define HOLD_SLICE_MS 20	 /* and some of them every HOLD_SLICE_MS */
 
 struct bench;
 
@@ -668,18 +671,20 @@ static void teardown(struct bench *b)
 static size_t idle_connect(struct peer *peers, size_t n);
 static size_t idle_still_ready(struct peer *peers, size_t n);
 
-/* Give every held device a turn (PINGs, PONGs) every HOLD_TICK_MS until hold_quit. */
+/* Give every held device a turn (PINGs, PONGs) every HOLD_ROUND_MS, a slice
+ * every HOLD_SLICE_MS, until hold_quit. */
 static void *hold_main(void *arg)
 {
 	struct bench *b = arg;
+	size_t slices = HOLD_ROUND_MS / HOLD_SLICE_MS, per = (b->nheld + slices - 1) / slices;
+	size_t next = 0;
 
 	while (!atomic_load(&b->hold_quit)) {
-		for (size_t i = 0; i < b->nheld && !atomic_load(&b->hold_quit); i++) {
-			if (ferry_client_run(b->held[i].c, 0) == FERRY_EAUTH)
-				atomic_store(&b->held[i].final, 1);
+		for (size_t k = 0; k < per; k++, next = (next + 1) % b->nheld) {
+			if (ferry_client_run(b->held[next].c, 0) == FERRY_EAUTH)
+				atomic_store(&b->held[next].final, 1);
 		}
-		for (unsigned t = 0; t < HOLD_TICK_MS / 50 && !atomic_load(&b->hold_quit); t++)
-			fb_sleep_ms(50);
+		fb_sleep_ms(HOLD_SLICE_MS);
 	}
 	return NULL;
 }
@@ -1152,13 +1157,13 @@ static const char usage_text[] =
 	"  --count K        envelopes per sender per run (default 5000)\n"
 	"  --size S         payload bytes, 24 to 65408 (default 100)\n"
 	"  --window W       unacknowledged SENDs per sender, 1 to 1024 (default 32)\n"
-	"  --runs R         runs on the same connections, 1 to 20; medians reported (default 5)\n"
+	"  --runs R         runs on the same connections, 1 to 40; medians reported (default 5)\n"
 	"  --duration SEC   a run stops sending after SEC seconds (default 30)\n"
 	"  --rate N         envelopes/s over all senders, each paced to N / M, the window\n"
 	"                   still capping what is in flight (default: unpaced)\n"
 	"  --hold C         C more devices connect first and stay idle throughout\n"
 	"  --load NAME=CMD  a phase with /bin/sh -c CMD running beside it (e.g. wrk; up to\n"
-	"                   4): each run is a round without load, then one per --load, on\n"
+	"                   6): each run is a round without load, then one per --load, on\n"
 	"                   the same connections; CMD gets FERRY_BENCH_PHASE=NAME and\n"
 	"                   FERRY_BENCH_RUN=N and is stopped with SIGINT after its round\n"
 	"  --pid PID        ferryd's pid: its CPU time per envelope, VmRSS and VmHWM\n"
@@ -1398,7 +1403,7 @@ static int check_args(struct fb_opts *o)
 	else if ((o->hold || o->nloads) && (o->idle || o->offline || o->pairs))
 		why = "--hold and --load are for online mode";
 	else if (o->runs * (o->nloads + 1) > MAX_ROUNDS)
-		why = "--runs x (1 + the number of --load) must be at most 20";
+		why = "--runs x (1 + the number of --load) must be at most 40";
 	for (unsigned k = 0; !why && k < o->nloads; k++) {
 		struct fb_load l;
 

@@ -61,7 +61,7 @@
 # a figure to decide on), FERRY_BENCH_ONLY="NAME ..." (only those steps, step
 # 2 and the summary always: proto for 1, push for 1b, idle, online, syscalls,
 # callgrind for 6, offline for 7 and 8, receipts, admin; syscalls and
-# callgrind bring online, whose devices they reuse). Runtime: about 4 minutes
+# callgrind bring online, whose devices they reuse). Runtime: 4-4.5 minutes
 # on 2 cores, step 9 about 50 s of it and step 10 about 40 s; the target is
 # under 3 minutes.
 set -u

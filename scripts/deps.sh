@@ -13,7 +13,7 @@ set -eu
 
 PKGS="libcurl4-openssl-dev libnghttp2-dev libssl-dev libpq-dev libmicrohttpd-dev
 libcmocka-dev libuv1-dev libjansson-dev postgresql pkg-config curl clang libclang-rt-14-dev
-uthash-dev nghttp2-server nghttp2-client prometheus libyaml-dev"
+uthash-dev nghttp2-server nghttp2-client prometheus libyaml-dev wrk"
 
 case "${1:-}" in
 "") ;;

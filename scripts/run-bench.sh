@@ -33,7 +33,15 @@
 #      three alternated: messages/s, receipt ids in, DELIVER_RECEIPT frames
 #      out, ids per frame and per stored row, ferryd's CPU per message with
 #      and without receipts; then 100 pairs at window 8, R1 then R0 (a
-#      higher rate per pair: ids per frame grow with it).
+#      higher rate per pair: ids per frame grow with it);
+#  10. the admin read path under load: one more daemon, M, with 10,000 idle
+#      authenticated devices held on it and 8 sender -> receiver pairs paced
+#      to a fixed 4,000 envelopes/s; phases alternated on the same
+#      connections: no admin load, wrk on GET /v1/stats and on GET /metrics
+#      as monitoring (4 connections, paced), then each saturating (wrk -c32):
+#      wrk's requests/s and latency per route, the message p50/p99 in each
+#      phase and its ratio to the phase without load (the target: p99 at
+#      most 1.10), ferryd's CPU.
 #
 # Why B: with several workers, SO_REUSEPORT puts a sender and its receiver on
 # one worker or on two at random, and the cross-worker path costs more (two
@@ -48,8 +56,14 @@
 # Environment: FERRY_BENCH_IDLE (idle connections, default 5000),
 # FERRY_BENCH_QUICK=1 (fewer runs and envelopes: a smoke test),
 # FERRY_BENCH_CALLGRIND=0 (skip step 6), FERRY_BENCH_OFFLINE=0 (skip steps 7
-# and 8), FERRY_BENCH_RECEIPTS=0 (skip step 9). Runtime: about 3.5 minutes on 2
-# cores, step 9 about 50 s of it; the target is under 3 minutes.
+# and 8), FERRY_BENCH_RECEIPTS=0 (skip step 9), FERRY_BENCH_ADMIN=0 (skip step
+# 10), FERRY_BENCH_ADMIN_RUNS (step 10's runs, default 3, at most 6: more for
+# a figure to decide on), FERRY_BENCH_ONLY="NAME ..." (only those steps, step
+# 2 and the summary always: proto for 1, push for 1b, idle, online, syscalls,
+# callgrind for 6, offline for 7 and 8, receipts, admin; syscalls and
+# callgrind bring online, whose devices they reuse). Runtime: 4-4.5 minutes
+# on 2 cores, step 9 about 50 s of it and step 10 about 40 s; the target is
+# under 3 minutes.
 set -u
 top=$(cd "$(dirname "$0")/.." && pwd)
 . "$top/scripts/pg.sh"
@@ -61,7 +75,28 @@ insert="$top/build/bench/bench_insert"
 pushb="$top/build/bench/bench_push"
 idle=${FERRY_BENCH_IDLE:-5000}
 quick=${FERRY_BENCH_QUICK:-0}
+only=${FERRY_BENCH_ONLY:-}
 results="$top/build/bench/last-run.txt"
+
+steps="proto push idle online syscalls callgrind offline receipts admin"
+for s in $only; do
+	case " $steps " in
+	*" $s "*) ;;
+	*)
+		echo "bench: FERRY_BENCH_ONLY: no step '$s' (steps: $steps)" >&2
+		exit 2
+		;;
+	esac
+done
+
+# want NAME...: whether any of these steps is to run (all without FERRY_BENCH_ONLY).
+want() {
+	[ -z "$only" ] && return 0
+	for w in "$@"; do
+		case " $only " in *" $w "*) return 0 ;; esac
+	done
+	return 1
+}
 
 for b in "$ferryd" "$bench" "$proto" "$insert" "$pushb"; do
 	if [ ! -x "$b" ]; then
@@ -120,32 +155,36 @@ note_failure() {
 
 # ---- 1. the codec ---------------------------------------------------------------
 
-section "protocol codec: build/bench/bench_proto (ns/frame, median of 5 runs)"
-iters=200000
-[ "$quick" = 1 ] && iters=20000
-"$proto" --iters "$iters" --runs 5 | keep || note_failure bench_proto
+if want proto; then
+	section "protocol codec: build/bench/bench_proto (ns/frame, median of 5 runs)"
+	iters=200000
+	[ "$quick" = 1 ] && iters=20000
+	"$proto" --iters "$iters" --runs 5 | keep || note_failure bench_proto
 
-if command -v valgrind >/dev/null 2>&1; then
-	section "protocol codec: instructions per call (callgrind, 1000 calls)"
-	for c in deliver100 deliver4k send100 deliver_ack64; do
-		for op in encode decode; do
-			ir=$(valgrind --tool=callgrind --toggle-collect="proto_$op" \
-				--callgrind-out-file=/dev/null "$proto" --case "$c" --op "$op" \
-				--iters 1000 --runs 1 --quiet 2>&1 | sed -n 's/.*Collected : //p')
-			[ -n "$ir" ] && fig "proto.$c.$op.instructions" $((ir / 1000))
+	if command -v valgrind >/dev/null 2>&1; then
+		section "protocol codec: instructions per call (callgrind, 1000 calls)"
+		for c in deliver100 deliver4k send100 deliver_ack64; do
+			for op in encode decode; do
+				ir=$(valgrind --tool=callgrind --toggle-collect="proto_$op" \
+					--callgrind-out-file=/dev/null "$proto" --case "$c" --op "$op" \
+					--iters 1000 --runs 1 --quiet 2>&1 | sed -n 's/.*Collected : //p')
+				[ -n "$ir" ] && fig "proto.$c.$op.instructions" $((ir / 1000))
+			done
 		done
-	done
-else
-	echo "(valgrind not installed: no instruction counts)"
+	else
+		echo "(valgrind not installed: no instruction counts)"
+	fi
 fi
 
 # ---- 1b. APNs pushes ------------------------------------------------------------
 
-section "APNs pushes: ferry's sender vs h2load, one connection to the mock"
-push_n=100000 push_runs=3
-[ "$quick" = 1 ] && push_n=5000 push_runs=1
-"$pushb" --mock "$top/build/bench/mock_apns" --pushes "$push_n" --runs "$push_runs" | keep ||
-	note_failure bench_push
+if want push; then
+	section "APNs pushes: ferry's sender vs h2load, one connection to the mock"
+	push_n=100000 push_runs=3
+	[ "$quick" = 1 ] && push_n=5000 push_runs=1
+	"$pushb" --mock "$top/build/bench/mock_apns" --pushes "$push_n" --runs "$push_runs" | keep ||
+		note_failure bench_push
+fi
 
 # ---- 2. PostgreSQL and ferryd ---------------------------------------------------
 
@@ -263,35 +302,39 @@ on_b="--server 127.0.0.1:$gb --admin http://127.0.0.1:$ab --token-file $tmp/admi
 
 # ---- 3. idle connections ----------------------------------------------------------
 
-require_ferryd
-section "idle connections (ferryd A): memory per authenticated idle connection"
-# shellcheck disable=SC2086
-"$bench" --idle "$idle" $on_a | keep || note_failure idle
+if want idle; then
+	require_ferryd
+	section "idle connections (ferryd A): memory per authenticated idle connection"
+	# shellcheck disable=SC2086
+	"$bench" --idle "$idle" $on_a | keep || note_failure idle
+fi
 
 # ---- 4. online delivery -------------------------------------------------------------
 
-runs=5 lat_count=5000 tp_count=20000 big_count=5000
-[ "$quick" = 1 ] && runs=2 lat_count=300 tp_count=500 big_count=200
+if want online syscalls callgrind; then
+	runs=5 lat_count=5000 tp_count=20000 big_count=5000
+	[ "$quick" = 1 ] && runs=2 lat_count=300 tp_count=500 big_count=200
 
-require_ferryd
-section "online delivery (ferryd B, one worker): latency, one envelope at a time"
-# shellcheck disable=SC2086
-"$bench" $on_b --label latency --senders 1 --receivers 1 --window 1 \
-	--count "$lat_count" --runs "$runs" --save-creds "$tmp/creds1.txt" | keep ||
-	note_failure latency
+	require_ferryd
+	section "online delivery (ferryd B, one worker): latency, one envelope at a time"
+	# shellcheck disable=SC2086
+	"$bench" $on_b --label latency --senders 1 --receivers 1 --window 1 \
+		--count "$lat_count" --runs "$runs" --save-creds "$tmp/creds1.txt" | keep ||
+		note_failure latency
 
-require_ferryd
-section "online delivery (ferryd A): throughput, 100-byte payloads"
-# shellcheck disable=SC2086
-"$bench" $on_a --label throughput --senders 4 --receivers 4 --window 32 \
-	--count "$tp_count" --runs "$runs" --save-creds "$tmp/creds4.txt" | keep ||
-	note_failure throughput
+	require_ferryd
+	section "online delivery (ferryd A): throughput, 100-byte payloads"
+	# shellcheck disable=SC2086
+	"$bench" $on_a --label throughput --senders 4 --receivers 4 --window 32 \
+		--count "$tp_count" --runs "$runs" --save-creds "$tmp/creds4.txt" | keep ||
+		note_failure throughput
 
-require_ferryd
-section "online delivery (ferryd A): throughput, 4 KiB payloads"
-# shellcheck disable=SC2086
-"$bench" $on_a --label throughput4k --senders 4 --receivers 4 --window 16 --size 4096 \
-	--count "$big_count" --runs "$runs" | keep || note_failure throughput4k
+	require_ferryd
+	section "online delivery (ferryd A): throughput, 4 KiB payloads"
+	# shellcheck disable=SC2086
+	"$bench" $on_a --label throughput4k --senders 4 --receivers 4 --window 16 --size 4096 \
+		--count "$big_count" --runs "$runs" | keep || note_failure throughput4k
+fi
 
 # ---- 5. system calls per envelope -------------------------------------------------
 
@@ -343,46 +386,48 @@ perf_count() {
 		"$tmp/perf.txt" | keep
 }
 
-require_ferryd
-section "system calls per envelope: perf stat (no slow-down)"
-if [ -n "$perf_events" ]; then
-	echo "-- ping-pong: ferryd B, 1 sender -> 1 receiver, window 1"
-	perf_count pingpong "$pid_b" "$gb" "$tmp/creds1.txt" 1 1 "$lat_count"
-	echo "-- under load: ferryd A, 4 senders -> 4 receivers, window 32"
-	perf_count load "$pid_a" "$ga" "$tmp/creds4.txt" 4 32 "$tp_count"
-else
-	echo "(perf missing, or it cannot count syscall tracepoints here: skipped)"
-fi
-
-require_ferryd
-section "system calls per envelope: strace -c -f -p (ping-pong on ferryd B)"
-if command -v strace >/dev/null 2>&1; then
-	strace -c -f -p "$pid_b" -o "$tmp/strace.txt" 2>"$tmp/strace.err" &
-	strace_pid=$!
-	pids="$strace_pid $pids"
-	sleep 1
-	s_count=2000
-	[ "$quick" = 1 ] && s_count=300
-	bench_again strace "$gb" "$tmp/creds1.txt" 1 1 "$s_count" >"$tmp/sysrun.out" ||
-		note_failure "strace run"
-	kill -INT "$strace_pid" 2>/dev/null
-	wait "$strace_pid" 2>/dev/null
-	stop_pid "$strace_pid"
-	acked=$(sed -n 's/^strace.acked=//p' "$tmp/sysrun.out")
-	if [ -s "$tmp/strace.txt" ] && [ -n "$acked" ] && [ "$acked" -gt 0 ]; then
-		fig syscalls.strace.envelopes "$acked"
-		awk -v e="$acked" '
-			/^-/ || /% time/ || NF < 5 { next }
-			$NF == "total" { t = $4; next }
-			$4 / e >= 0.01 { printf "syscalls.strace.%s=%.2f\n", $NF, $4 / e }
-			END { printf "syscalls.strace.per_envelope=%.2f\n", t / e }' \
-			"$tmp/strace.txt" | sort -t= -k2 -rn | keep
+if want syscalls; then
+	require_ferryd
+	section "system calls per envelope: perf stat (no slow-down)"
+	if [ -n "$perf_events" ]; then
+		echo "-- ping-pong: ferryd B, 1 sender -> 1 receiver, window 1"
+		perf_count pingpong "$pid_b" "$gb" "$tmp/creds1.txt" 1 1 "$lat_count"
+		echo "-- under load: ferryd A, 4 senders -> 4 receivers, window 32"
+		perf_count load "$pid_a" "$ga" "$tmp/creds4.txt" 4 32 "$tp_count"
 	else
-		echo "(strace could not attach or counted nothing)"
-		cat "$tmp/strace.err"
+		echo "(perf missing, or it cannot count syscall tracepoints here: skipped)"
 	fi
-else
-	echo "(strace not installed: skipped)"
+
+	require_ferryd
+	section "system calls per envelope: strace -c -f -p (ping-pong on ferryd B)"
+	if command -v strace >/dev/null 2>&1; then
+		strace -c -f -p "$pid_b" -o "$tmp/strace.txt" 2>"$tmp/strace.err" &
+		strace_pid=$!
+		pids="$strace_pid $pids"
+		sleep 1
+		s_count=2000
+		[ "$quick" = 1 ] && s_count=300
+		bench_again strace "$gb" "$tmp/creds1.txt" 1 1 "$s_count" >"$tmp/sysrun.out" ||
+			note_failure "strace run"
+		kill -INT "$strace_pid" 2>/dev/null
+		wait "$strace_pid" 2>/dev/null
+		stop_pid "$strace_pid"
+		acked=$(sed -n 's/^strace.acked=//p' "$tmp/sysrun.out")
+		if [ -s "$tmp/strace.txt" ] && [ -n "$acked" ] && [ "$acked" -gt 0 ]; then
+			fig syscalls.strace.envelopes "$acked"
+			awk -v e="$acked" '
+				/^-/ || /% time/ || NF < 5 { next }
+				$NF == "total" { t = $4; next }
+				$4 / e >= 0.01 { printf "syscalls.strace.%s=%.2f\n", $NF, $4 / e }
+				END { printf "syscalls.strace.per_envelope=%.2f\n", t / e }' \
+				"$tmp/strace.txt" | sort -t= -k2 -rn | keep
+		else
+			echo "(strace could not attach or counted nothing)"
+			cat "$tmp/strace.err"
+		fi
+	else
+		echo "(strace not installed: skipped)"
+	fi
 fi
 
 # ---- 6. ferryd's instructions per envelope ----------------------------------------
@@ -404,32 +449,34 @@ cg_run() {
 	[ -n "$f" ] && sed -n 's/^summary: *//p; s/^totals: *//p' "$f" | head -n 1
 }
 
-require_ferryd
-section "ferryd instructions per envelope (callgrind, one worker, user space)"
-if [ "${FERRY_BENCH_CALLGRIND:-1}" != 0 ] && command -v valgrind >/dev/null 2>&1 &&
-	command -v callgrind_control >/dev/null 2>&1; then
-	gc=$("$bench" --free-port) && ac=$("$bench" --free-port)
-	# Slowed some 50 times: no DELIVER may time out waiting for its ack.
-	write_config "$tmp/c.ini" "$gc" "$ac" "workers = 1
-ack_timeout = 30000"
-	if start_ferryd "$tmp/c.ini" "$ac" "$tmp/c.log" valgrind --tool=callgrind \
-		--callgrind-out-file="$tmp/cg.out.%p"; then
-		cg_pid=$ferryd_pid
-		cg_small=200 cg_big=4200
-		[ "$quick" = 1 ] && cg_big=400
-		# The difference of two runs leaves out connecting, HELLO and the like.
-		if ir1=$(cg_run $cg_small) && ir2=$(cg_run $cg_big) && [ -n "$ir1" ] &&
-			[ -n "$ir2" ]; then
-			fig ferryd.instructions_per_envelope $(((ir2 - ir1) / (cg_big - cg_small)))
+if want callgrind; then
+	require_ferryd
+	section "ferryd instructions per envelope (callgrind, one worker, user space)"
+	if [ "${FERRY_BENCH_CALLGRIND:-1}" != 0 ] && command -v valgrind >/dev/null 2>&1 &&
+		command -v callgrind_control >/dev/null 2>&1; then
+		gc=$("$bench" --free-port) && ac=$("$bench" --free-port)
+		# Slowed some 50 times: no DELIVER may time out waiting for its ack.
+		write_config "$tmp/c.ini" "$gc" "$ac" "workers = 1
+	ack_timeout = 30000"
+		if start_ferryd "$tmp/c.ini" "$ac" "$tmp/c.log" valgrind --tool=callgrind \
+			--callgrind-out-file="$tmp/cg.out.%p"; then
+			cg_pid=$ferryd_pid
+			cg_small=200 cg_big=4200
+			[ "$quick" = 1 ] && cg_big=400
+			# The difference of two runs leaves out connecting, HELLO and the like.
+			if ir1=$(cg_run $cg_small) && ir2=$(cg_run $cg_big) && [ -n "$ir1" ] &&
+				[ -n "$ir2" ]; then
+				fig ferryd.instructions_per_envelope $(((ir2 - ir1) / (cg_big - cg_small)))
+			else
+				echo "(callgrind gave no counts)"
+			fi
+			stop_pid "$cg_pid"
 		else
-			echo "(callgrind gave no counts)"
+			note_failure "ferryd under callgrind"
 		fi
-		stop_pid "$cg_pid"
 	else
-		note_failure "ferryd under callgrind"
+		echo "(skipped: FERRY_BENCH_CALLGRIND=0, or valgrind or callgrind_control missing)"
 	fi
-else
-	echo "(skipped: FERRY_BENCH_CALLGRIND=0, or valgrind or callgrind_control missing)"
 fi
 
 # ---- 7. the offline store --------------------------------------------------------
@@ -481,7 +528,7 @@ ratio() {
 		fig "$1" "$(awk -v a="$a" -v b="$b" 'BEGIN { if (b > 0) printf "%.3f", a / b }')"
 }
 
-if [ "$offline" != 0 ]; then
+if want offline && [ "$offline" != 0 ]; then
 	require_ferryd
 	section "offline store (ferryd A): $off_n devices away x $off_k envelopes, then drained"
 	[ -n "$pss" ] && pg_q ferry_bench "SELECT pg_stat_statements_reset()" >/dev/null
@@ -534,7 +581,7 @@ if [ "$offline" != 0 ]; then
 		cat "$tmp/migrate_plain.log" >&2
 		note_failure "plain INSERT (migrate)"
 	fi
-else
+elif want offline; then
 	section "offline store and plain INSERT: skipped (FERRY_BENCH_OFFLINE=0)"
 fi
 
@@ -594,7 +641,7 @@ rc_brief() {
 	echo
 }
 
-if [ "${FERRY_BENCH_RECEIPTS:-1}" != 0 ]; then
+if want receipts && [ "${FERRY_BENCH_RECEIPTS:-1}" != 0 ]; then
 	require_ferryd
 	rc_started=$(date +%s)
 	section "receipts: $rc_pairs pairs, window $rc_window, every message read at once," \
@@ -695,8 +742,142 @@ delivered = off"
 	else
 		note_failure "receipts (ferryd R0 or R1)"
 	fi
-else
+elif want receipts; then
 	section "receipts: skipped (FERRY_BENCH_RECEIPTS=0)"
+fi
+
+# ---- 10. the admin read path under load -------------------------------------------
+
+# The issue's requirement: GET /v1/stats and GET /metrics requests/s (wrk)
+# while 10,000 devices are connected, and the admin load may raise the
+# message p99 by 10 % at most. One more daemon, M (default workers,
+# max_connections above the held devices), on the same database. One
+# ferry-bench invocation holds adm_hold idle authenticated devices on it
+# (--hold) and runs adm_pairs sender -> receiver pairs paced to adm_rate
+# envelopes/s in all (--rate; a fixed offered load, a few per cent of what A
+# acknowledges unpaced), window 8, adm_dur seconds a round. Each run is six
+# phases on the same connections (--load): no admin load; a "load" that does
+# nothing (sleep), whose ratio to the first phase is the noise floor of
+# every ratio here (the machine is shared); wrk on /v1/stats,
+# then on /metrics, as monitoring: 4 connections, each sending its next
+# request adm_delay ms after an answer (some 40 requests/s in all: many
+# scrapers and dashboards at once, far above what Prometheus sends); then
+# wrk -t1 -c32 unpaced on each, saturating: a separate figure, ferryd's admin
+# threads then taking most of a core. wrk runs at nice 19: it stands in for
+# clients on other machines and shares these 2 cores only because there is
+# one machine; at normal priority its own CPU time, not ferryd's, would
+# raise the saturating phases' p99 several times (docs/bench.md). adm_runs
+# runs; each phase's figures are medians over them, and its message p99 is
+# compared with the phase without load of the same run (ferry-bench prints
+# the median of those ratios).
+adm_hold=10000 adm_pairs=8 adm_rate=4000 adm_dur=1.25 adm_runs=${FERRY_BENCH_ADMIN_RUNS:-3}
+adm_delay=100
+[ "$quick" = 1 ] && adm_hold=1000 adm_dur=1 adm_runs=1
+adm_phases="stats metrics stats_sat metrics_sat"
+
+# wrk_figs FILE: one wrk report (--latency) as key=value lines: requests/s,
+# latency p50 and p99 in us, errors (non-2xx answers and socket errors).
+wrk_figs() {
+	awk '
+	function us(v) {
+		if (v ~ /us$/)
+			return v + 0
+		if (v ~ /ms$/)
+			return (v + 0) * 1000
+		if (v ~ /s$/)
+			return (v + 0) * 1000000
+		return v + 0
+	}
+	/^Requests\/sec:/ { printf "wrk_req_per_s=%.0f\n", $2 }
+	$1 == "50%" { printf "wrk_p50_us=%.0f\n", us($2) }
+	$1 == "99%" { printf "wrk_p99_us=%.0f\n", us($2) }
+	/Non-2xx or 3xx responses:/ { e += $NF }
+	/Socket errors:/ { for (i = 3; i <= NF; i++) e += $i + 0 }
+	END { printf "wrk_errors=%d\n", e }' "$1"
+}
+
+if want admin && [ "${FERRY_BENCH_ADMIN:-1}" != 0 ] && command -v wrk >/dev/null 2>&1; then
+	require_ferryd
+	adm_started=$(date +%s)
+	section "admin read path under load: $adm_hold idle devices, $adm_pairs pairs at" \
+		"$adm_rate envelopes/s; no admin load, none again (noise), wrk on /v1/stats and /metrics (4" \
+		"connections, one request each every $adm_delay ms), then saturating (-c32)," \
+		"alternated $adm_runs times"
+	gm=$("$bench" --free-port) && am=$("$bench" --free-port) || exit 1
+	write_config "$tmp/m.ini" "$gm" "$am" "max_connections = $((adm_hold + 1000))"
+	if start_ferryd "$tmp/m.ini" "$am" "$tmp/m.log"; then
+		pid_m=$ferryd_pid
+		echo "ferryd M (pid $pid_m, default workers): devices 127.0.0.1:$gm, admin 127.0.0.1:$am"
+		printf 'function delay()\n\treturn %s\nend\n' "$adm_delay" >"$tmp/pace.lua"
+		hdr="Authorization: Bearer $(cat "$tmp/admin.token")"
+		# wrk stops when ferry-bench sends SIGINT after the phase; -d bounds it.
+		wrk="exec nice -n 19 wrk -t1 -d$((${adm_dur%.*} + 30))s --latency -H '$hdr'"
+		out=">$tmp/wrk.\$FERRY_BENCH_PHASE.\$FERRY_BENCH_RUN.out 2>&1"
+		url="http://127.0.0.1:$am"
+		count=$(awk -v r="$adm_rate" -v d="$adm_dur" -v p="$adm_pairs" \
+			'BEGIN { printf "%d", r * d / p }')
+		{
+			"$bench" --server "127.0.0.1:$gm" --admin "$url" \
+				--token-file "$tmp/admin.token" --pid "$pid_m" --label admin \
+				--hold "$adm_hold" --senders "$adm_pairs" --window 8 --rate "$adm_rate" \
+				--count "$count" --duration 30 --runs "$adm_runs" \
+				--load "idle=exec sleep $((${adm_dur%.*} + 30))" \
+				--load "stats=$wrk -c4 -s $tmp/pace.lua $url/v1/stats $out" \
+				--load "metrics=$wrk -c4 -s $tmp/pace.lua $url/metrics $out" \
+				--load "stats_sat=$wrk -c32 $url/v1/stats $out" \
+				--load "metrics_sat=$wrk -c32 $url/metrics $out"
+			echo $? >"$tmp/admin.rc"
+		} | keep
+		[ "$(cat "$tmp/admin.rc")" = 0 ] || note_failure "admin under load"
+		# Envelopes stored (a DELIVER not acknowledged within ack_timeout) or
+		# NACKed would not be online delivery: say so beside the figures.
+		for k in stored nacks lost disconnects; do
+			for p in "" idle $adm_phases; do
+				v=$(get "admin${p:+_$p}.$k")
+				[ -z "$v" ] || [ "$v" = 0 ] || echo "(admin: admin${p:+_$p}.$k=$v)"
+			done
+		done
+		# wrk's figures per phase: medians over the runs.
+		echo
+		for p in $adm_phases; do
+			for f in "$tmp"/wrk."$p".*.out; do
+				[ -f "$f" ] && wrk_figs "$f" | sed "s/^/admin_$p./" >"$f.figs"
+			done
+			ls "$tmp"/wrk."$p".*.out.figs >/dev/null 2>&1 || continue
+			medians "admin_$p" "$tmp"/wrk."$p".*.out.figs | grep -v wrk_errors | keep
+			fig "admin_$p.wrk_errors" "$(cat "$tmp"/wrk."$p".*.out.figs |
+				awk -F= '/wrk_errors/ { e += $2 } END { print e + 0 }')"
+			[ "$(get "admin_$p.wrk_errors")" = 0 ] || note_failure "admin ($p: wrk errors)"
+		done
+		# ferryd's CPU per admin request, saturating: its extra cores over the
+		# phase without load, over wrk's requests/s.
+		for p in stats_sat metrics_sat; do
+			b0=$(get admin.ferryd_busy) b1=$(get "admin_$p.ferryd_busy")
+			rq=$(get "admin_$p.wrk_req_per_s")
+			[ -n "$b0" ] && [ -n "$b1" ] && [ -n "$rq" ] && fig "admin_$p.ferryd_cpu_us_per_req" \
+				"$(awk -v a="$b1" -v b="$b0" -v r="$rq" \
+					'BEGIN { if (r > 0) printf "%.1f", (a - b) / r * 1e6 }')"
+		done
+		echo
+		echo "-- medians over $adm_runs runs (message latencies: send -> DELIVER, us;" \
+			"p99 x: against the phase without load)"
+		printf '  %-22s %10s %9s %9s %8s %8s %8s %7s\n' phase "wrk req/s" "wrk p50" \
+			"wrk p99" "msg p50" "msg p99" "p99 x" cores
+		for p in "" idle $adm_phases; do
+			l=admin${p:+_$p}
+			printf '  %-22s %10s %9s %9s %8s %8s %8s %7s\n' "$l" \
+				"$(get "$l.wrk_req_per_s")" "$(get "$l.wrk_p50_us")" \
+				"$(get "$l.wrk_p99_us")" "$(get "$l.deliver_p50_us")" \
+				"$(get "$l.deliver_p99_us")" "$(get "$l.deliver_p99_us_vs_base")" \
+				"$(get "$l.ferryd_busy")"
+		done
+		stop_pid "$pid_m"
+		echo "(admin: $(($(date +%s) - adm_started)) s)"
+	else
+		note_failure "admin (ferryd M)"
+	fi
+elif want admin; then
+	section "admin read path under load: skipped (FERRY_BENCH_ADMIN=0, or wrk missing)"
 fi
 
 # ---- summary ----------------------------------------------------------------------
@@ -709,18 +890,22 @@ mkdir -p "$(dirname "$results")"
 		"commit $(git -C "$top" rev-parse --short HEAD 2>/dev/null || echo unknown)," \
 		"$(nproc) cores"
 	[ "$quick" = 1 ] && echo "# FERRY_BENCH_QUICK=1: fewer envelopes, not comparable to a full run"
+	[ -n "$only" ] && echo "# FERRY_BENCH_ONLY=$only: these steps only"
 	[ -n "$failed" ] && echo "# FAILED:$failed"
 	cat "$figs"
 } >"$results"
 
-# row TEXT KEY...: one line of the summary, the figures separated by " / ".
+# row TEXT KEY...: one line of the summary, the figures separated by " / ";
+# with FERRY_BENCH_ONLY, none for a line without any figure.
 row() {
-	text=$1 vals=""
+	text=$1 vals="" any=""
 	shift
 	for k in "$@"; do
 		v=$(get "$k")
+		any="$any$v"
 		vals="$vals${vals:+ / }${v:--}"
 	done
+	[ -z "$only" ] || [ -n "$any" ] || return 0
 	printf '  %-50s %16s\n' "$text" "$vals"
 }
 
@@ -784,6 +969,29 @@ row "APNs pushes/s ferry / h2load" push.ferry_per_s push.h2load_per_s
 row "APNs ferry/h2load rate (target >= 0.5)" push.ratio
 row "APNs client CPU/request ferry / h2load (us)" push.ferry_cpu_us_per_req \
 	push.h2load_cpu_us_per_req
+row "admin: devices held / pairs' envelopes/s" admin.held admin.acked_per_s
+row "admin: msg p50 / p99, no admin load (us)" admin.deliver_p50_us admin.deliver_p99_us
+row "admin: msg p99 x, /v1/stats / /metrics (<= 1.10)" admin_stats.deliver_p99_us_vs_base \
+	admin_metrics.deliver_p99_us_vs_base
+row "admin: msg p99 x, no load again (noise floor)" admin_idle.deliver_p99_us_vs_base
+row "admin: wrk req/s /v1/stats / /metrics, 4 paced" admin_stats.wrk_req_per_s \
+	admin_metrics.wrk_req_per_s
+row "admin: wrk p50 / p99 /v1/stats, 4 paced (us)" admin_stats.wrk_p50_us \
+	admin_stats.wrk_p99_us
+row "admin: wrk p50 / p99 /metrics, 4 paced (us)" admin_metrics.wrk_p50_us \
+	admin_metrics.wrk_p99_us
+row "admin -c32: wrk req/s /v1/stats / /metrics" admin_stats_sat.wrk_req_per_s \
+	admin_metrics_sat.wrk_req_per_s
+row "admin -c32: wrk p99 /v1/stats / /metrics (us)" admin_stats_sat.wrk_p99_us \
+	admin_metrics_sat.wrk_p99_us
+row "admin -c32: msg p99 x, /v1/stats / /metrics" admin_stats_sat.deliver_p99_us_vs_base \
+	admin_metrics_sat.deliver_p99_us_vs_base
+row "admin -c32: ferryd CPU/req /v1/stats / /metrics (us)" \
+	admin_stats_sat.ferryd_cpu_us_per_req admin_metrics_sat.ferryd_cpu_us_per_req
+row "admin: ferryd cores none / stats / metrics" admin.ferryd_busy admin_stats.ferryd_busy \
+	admin_metrics.ferryd_busy
+row "admin: ferryd cores -c32 stats / metrics" admin_stats_sat.ferryd_busy \
+	admin_metrics_sat.ferryd_busy
 echo
 echo "bench: done in $(($(date +%s) - started)) s"
 if [ -n "$failed" ]; then

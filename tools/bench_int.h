@@ -1,7 +1,8 @@
 /*
  * bench_int.h - what the files of ferry-bench (tools/ferry-bench.c, the
  * online and idle modes and the arguments; tools/bench_offline.c, the
- * offline store mode; tools/bench_receipts.c, the receipts mode) and
+ * offline store mode; tools/bench_receipts.c, the receipts mode;
+ * tools/bench_load.c, the commands run beside online mode's phases) and
  * tools/bench_insert.c share: the options, the clock, latency samples,
  * /proc readings, device credentials and admin API reads
  * (tools/bench_util.c).
@@ -21,6 +22,7 @@
 #include "gateway/proto.h"
 
 #define FB_SECRET_MAX PROTO_MAX_SECRET
+#define FB_MAX_LOADS 6 /* --load phases */
 
 /* One device: its user, id and secret. */
 struct fb_cred {
@@ -41,7 +43,11 @@ struct fb_opts {
 	unsigned flush_ms;   /* receipts mode: ferryd's [receipts] flush_interval */
 	int no_reads;	     /* receipts mode: readers send no read receipts */
 	int read_batch;	     /* receipts mode: one RECEIPT per read, not per message */
-	unsigned rate;	     /* receipts mode: messages/s over all pairs (0: unpaced) */
+	unsigned rate;	     /* online, receipts: messages/s over all senders (0: unpaced) */
+	unsigned hold;	     /* online mode: idle devices held connected throughout */
+	/* online mode: --load NAME=CMD, the phases beside the one without load */
+	const char *load[FB_MAX_LOADS];
+	unsigned nloads;
 	size_t count, size;
 	double duration;
 	long pid;    /* ferryd */
@@ -116,6 +122,34 @@ int fb_run_offline(const struct fb_opts *o);
 
 /* The receipts mode (tools/bench_receipts.c): the exit status. */
 int fb_run_receipts(const struct fb_opts *o);
+
+/*
+ * A command run beside a phase of online mode (--load NAME=CMD; see
+ * tools/bench_load.c): /bin/sh -c CMD in a process group of its own, with
+ * FERRY_BENCH_PHASE=NAME and FERRY_BENCH_RUN=N in its environment.
+ */
+struct fb_load {
+	char name[32];
+	const char *cmd; /* borrowed from argv */
+	int pid;	 /* 0: not running */
+};
+
+/* Split @arg ("NAME=CMD", NAME of [a-z0-9_], 1-31 characters) into @l; -1 if bad. */
+int fb_load_parse(const char *arg, struct fb_load *l);
+
+/* Start @l for run @run; 0, or -1 with a message on stderr. */
+int fb_load_start(struct fb_load *l, unsigned run);
+
+/* 1 while @l runs; 0 once it has exited (reaped, with a message on stderr). */
+int fb_load_running(struct fb_load *l);
+
+/*
+ * Stop @l: SIGINT to its process group (wrk then prints its report), and
+ * SIGKILL if it has not exited within a few seconds. 0 when it ended with
+ * status 0 or by that SIGINT; -1 otherwise (message on stderr). A no-op
+ * returning 0 when it is not running.
+ */
+int fb_load_stop(struct fb_load *l);
 
 /* Unaligned host-order integers in payload headers. */
 static inline void fb_put_u32(uint8_t *p, uint32_t v)

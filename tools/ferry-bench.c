@@ -9,7 +9,26 @@
  * unacknowledged (a closed loop: W = 1 measures latency, larger W
  * throughput) until it has K acknowledged, or the round's --duration passes.
  * The same connections run R rounds; every figure is computed per round and
- * the median of the rounds is reported.
+ * the median of the rounds is reported. With --rate the senders are paced
+ * (sender j's n-th SEND not before n / (rate / M) seconds into the round,
+ * the window still capping what is in flight): a fixed offered load, for
+ * latency well below saturation.
+ *
+ * Phases (--load NAME=CMD, up to FB_MAX_LOADS): each run is then a round
+ * without load followed by one round per load, during which CMD runs
+ * beside it (tools/bench_load.c; e.g. wrk on ferryd's admin API), started
+ * LOAD_WARMUP_MS before the round and stopped after it. The phases
+ * alternate on the same connections, so that the machine's noise falls on
+ * all of them; each is reported under a label of its own (LABEL, then
+ * LABEL_NAME), and each load's latencies against the round without load
+ * just before it (the median over the runs of those ratios).
+ *
+ * --hold C: C more devices connect and authenticate before the rounds (as
+ * in idle mode) and stay connected, idle, until the end: a ferryd with many
+ * connections, as in production. One thread gives each a turn every
+ * HOLD_ROUND_MS (libferry's PINGs go at a third of ferryd's idle timeout, 40 s
+ * by default), a slice of them every HOLD_SLICE_MS: a pass over 10,000 at once
+ * would keep a core busy for milliseconds, a hiccup in every latency figure.
  *
  * Timing: every payload starts with a header (round, sender, CLOCK_MONOTONIC
  * ns at ferry_client_send), so the receiver measures send -> DELIVER, and
@@ -84,7 +103,7 @@
 
 #define HDR_MAGIC 0x4e454246u /* "FBEN" */
 #define HDR_LEN 24	      /* magic, round, sender (u32 each), pad, send time (u64) */
-#define MAX_ROUNDS 20
+#define MAX_ROUNDS 40
 #define MAX_PEERS 20000
 #define TICK_MS 5		 /* how often a device thread looks at the round state */
 #define CONNECT_TIMEOUT_MS 30000 /* all devices authenticated */
@@ -92,6 +111,9 @@
 #define IDLE_INFLIGHT 256	 /* idle mode: connections being made at once */
 #define RECEIPT_QUIET_MS 200	 /* no DELIVER_RECEIPT for this long: none is coming */
 #define LINGER_MS 3000		 /* the most the last receipts are waited for */
+#define LOAD_WARMUP_MS 200	 /* a --load command runs this long before its round */
+#define HOLD_ROUND_MS 10000	 /* each held device gets a turn this often */
+#define HOLD_SLICE_MS 20	 /* and some of them every HOLD_SLICE_MS */
 
 struct bench;
 
@@ -130,7 +152,14 @@ struct bench {
 	struct fb_opts o;
 	struct peer *peers; /* receivers first, then senders */
 	size_t npeers;
+	struct peer *held; /* --hold: idle devices, driven by hold_thread only */
+	size_t nheld;
+	pthread_t hold_thread;
+	int hold_started;
+	struct fb_load loads[FB_MAX_LOADS];
+	uint64_t pace_ns;	 /* --rate: a sender's n-th SEND not before n * pace_ns */
 	atomic_uint go;		 /* the round running (1-based), 0: none */
+	atomic_int hold_quit;	 /* hold_main() stops */
 	atomic_int stop_sending; /* the round's deadline passed */
 	atomic_int quit;
 };
@@ -255,6 +284,8 @@ static void top_up(struct peer *p)
 	while (p->round && p->inflight < o->window && p->sent < o->count &&
 	       !atomic_load(&p->b->stop_sending)) {
 		t = fb_now_ns();
+		if (p->b->pace_ns && p->sent && p->sent * p->b->pace_ns > t - p->t_first)
+			break; /* --rate: not yet; a later ACK or tick sends it */
 		fb_put_u32(p->payload + 4, p->round);
 		fb_put_u64(p->payload + 16, t);
 		if (ferry_client_send(p->c, p->to_user, 0, p->payload, o->size, &id) != FERRY_OK)
@@ -365,6 +396,7 @@ enum fig {
 	F_DLV_P99,
 	F_DLV_MAX,
 	F_CPU,
+	F_BUSY,
 	F_RCPT_FRAMES,
 	F_RCPT_IDS,
 	F_RCPT_PER,
@@ -390,6 +422,7 @@ static const struct {
 	[F_DLV_P99] = { "deliver_p99_us", "send -> DELIVER p99 (us)", 0 },
 	[F_DLV_MAX] = { "deliver_max_us", "send -> DELIVER max (us)", 0 },
 	[F_CPU] = { "ferryd_cpu_us_per_env", "ferryd CPU per envelope (us)", 2 },
+	[F_BUSY] = { "ferryd_busy", "ferryd CPU / wall time (cores)", 3 },
 	[F_RCPT_FRAMES] = { "receipt_frames", "DELIVER_RECEIPTs taken", 0 },
 	[F_RCPT_IDS] = { "receipt_ids", "delivered receipt ids in them", 0 },
 	[F_RCPT_PER] = { "receipt_ids_per_frame", "receipt ids per DELIVER_RECEIPT", 1 },
@@ -438,8 +471,10 @@ static void receipts_taken(const struct bench *b, double *n)
 	}
 }
 
-/* The figures of @round, every sender parked; @rcpt: receipts taken meanwhile. */
-static int round_figs(struct bench *b, unsigned round, double cpu_ns, const double *rcpt, double *v)
+/* The figures of @round, every sender parked; @cpu_ns: ferryd's CPU over the
+ * round's @wall_ns; @rcpt: receipts taken meanwhile. */
+static int round_figs(struct bench *b, unsigned round, double cpu_ns, double wall_ns,
+		      const double *rcpt, double *v)
 {
 	uint64_t t0 = UINT64_MAX, t1 = 0;
 	struct fb_samples all = { NULL, 0, 0 };
@@ -467,6 +502,7 @@ static int round_figs(struct bench *b, unsigned round, double cpu_ns, const doub
 	v[F_RATE] = v[F_ACKED] / secs;
 	v[F_MBPS] = v[F_RATE] * (double)b->o.size / 1e6;
 	v[F_CPU] = v[F_ACKED] > 0 ? cpu_ns / 1000.0 / v[F_ACKED] : NAN;
+	v[F_BUSY] = wall_ns > 0 ? cpu_ns / wall_ns : NAN;
 	v[F_RCPT_FRAMES] = rcpt[0];
 	v[F_RCPT_IDS] = rcpt[1];
 	v[F_RCPT_PER] = rcpt[0] > 0 ? rcpt[1] / rcpt[0] : NAN;
@@ -507,7 +543,7 @@ static int wait_senders(struct bench *b, int parked, unsigned round, uint64_t de
 static int run_round(struct bench *b, unsigned round, double *v)
 {
 	uint64_t start = fb_now_ns(), limit = (uint64_t)(b->o.duration * 1e9);
-	double cpu0 = b->o.pid ? fb_proc_cpu_ns(b->o.pid) : NAN, cpu1, r0[2], r1[2];
+	double cpu0 = b->o.pid ? fb_proc_cpu_ns(b->o.pid) : NAN, cpu1, wall, r0[2], r1[2];
 	int complete;
 
 	receipts_taken(b, r0);
@@ -519,6 +555,7 @@ static int run_round(struct bench *b, unsigned round, double *v)
 		complete = wait_senders(b, 0, round, fb_now_ns() + DRAIN_MS * 1000000ull) == 0;
 	}
 	cpu1 = b->o.pid ? fb_proc_cpu_ns(b->o.pid) : NAN;
+	wall = (double)(fb_now_ns() - start);
 	atomic_store(&b->go, 0);
 	if (wait_senders(b, 1, round, fb_now_ns() + 10000000000ull)) {
 		fprintf(stderr, "ferry-bench: a sender did not stop\n");
@@ -530,7 +567,7 @@ static int run_round(struct bench *b, unsigned round, double *v)
 	receipts_taken(b, r1);
 	r1[0] -= r0[0];
 	r1[1] -= r0[1];
-	return round_figs(b, round, cpu1 - cpu0, r1, v);
+	return round_figs(b, round, cpu1 - cpu0, wall, r1, v);
 }
 
 /* Start a thread per device; wait until all are authenticated. */
@@ -603,6 +640,16 @@ static int setup_peers(struct bench *b, struct fb_cred *creds)
 static void teardown(struct bench *b)
 {
 	atomic_store(&b->quit, 1);
+	atomic_store(&b->hold_quit, 1);
+	for (unsigned k = 0; k < b->o.nloads; k++)
+		fb_load_stop(&b->loads[k]);
+	if (b->hold_started)
+		pthread_join(b->hold_thread, NULL);
+	for (size_t i = 0; b->held && i < b->nheld; i++) {
+		ferry_client_free(b->held[i].c);
+		pthread_mutex_destroy(&b->held[i].lock);
+	}
+	free(b->held);
 	for (size_t i = 0; b->peers && i < b->npeers; i++) {
 		struct peer *p = &b->peers[i];
 
@@ -619,9 +666,79 @@ static void teardown(struct bench *b)
 	free(b->peers);
 }
 
-/* What the rounds of one invocation measured. */
+/* ---- online mode: held devices ---- */
+
+static size_t idle_connect(struct peer *peers, size_t n);
+static size_t idle_still_ready(struct peer *peers, size_t n);
+
+/* Give every held device a turn (PINGs, PONGs) every HOLD_ROUND_MS, a slice
+ * every HOLD_SLICE_MS, until hold_quit. */
+static void *hold_main(void *arg)
+{
+	struct bench *b = arg;
+	size_t slices = HOLD_ROUND_MS / HOLD_SLICE_MS, per = (b->nheld + slices - 1) / slices;
+	size_t next = 0;
+
+	while (!atomic_load(&b->hold_quit)) {
+		for (size_t k = 0; k < per; k++, next = (next + 1) % b->nheld) {
+			if (ferry_client_run(b->held[next].c, 0) == FERRY_EAUTH)
+				atomic_store(&b->held[next].final, 1);
+		}
+		fb_sleep_ms(HOLD_SLICE_MS);
+	}
+	return NULL;
+}
+
+/* Connect the --hold devices (@creds) from this thread, then hand them to
+ * hold_main(); 0, or -1 with a message. */
+static int hold_connect(struct bench *b, const struct fb_cred *creds)
+{
+	uint64_t t0 = fb_now_ns();
+	size_t ready;
+
+	b->nheld = b->o.hold;
+	b->held = calloc(b->nheld, sizeof(*b->held));
+	if (!b->held)
+		return -1;
+	for (size_t i = 0; i < b->nheld; i++) {
+		b->held[i].b = b;
+		b->held[i].cred = creds[i];
+		pthread_mutex_init(&b->held[i].lock, NULL);
+		if (peer_client(&b->held[i], 16))
+			return -1;
+	}
+	ready = idle_connect(b->held, b->nheld);
+	if (ready < b->nheld) {
+		fprintf(stderr, "ferry-bench: %zu of %zu held devices connected\n", ready,
+			b->nheld);
+		return -1;
+	}
+	printf("%s.held=%zu\n%s.held_connect_s=%.2f\n", b->o.label, ready, b->o.label,
+	       (double)(fb_now_ns() - t0) / 1e9);
+	if (pthread_create(&b->hold_thread, NULL, hold_main, b)) {
+		fprintf(stderr, "ferry-bench: cannot start a thread\n");
+		return -1;
+	}
+	b->hold_started = 1;
+	return 0;
+}
+
+/* Stop hold_main() and count the held devices still authenticated. */
+static size_t hold_stop(struct bench *b)
+{
+	if (!b->hold_started)
+		return 0;
+	atomic_store(&b->hold_quit, 1);
+	pthread_join(b->hold_thread, NULL);
+	b->hold_started = 0;
+	return idle_still_ready(b->held, b->nheld);
+}
+
+/* ---- online mode: rounds, phases and report ---- */
+
+/* What the rounds of one phase (all of them without --load) measured. */
 struct online_run {
-	double v[MAX_ROUNDS][NFIG];
+	double v[MAX_ROUNDS][NFIG]; /* by run */
 	unsigned runs, disconnects;
 	double acked;	   /* over every round */
 	long rss0_kb;	   /* ferryd's VmRSS before the first round; -1: unknown */
@@ -644,16 +761,17 @@ static void summarise(const struct online_run *res, double *med, double *lo, dou
 	}
 }
 
-static void print_online_keys(const struct bench *b, const struct online_run *res,
+static void print_online_keys(const struct bench *b, const char *l, const struct online_run *res,
 			      const double *med)
 {
 	const struct fb_opts *o = &b->o;
-	const char *l = o->label;
 	long rss, hwm;
 
 	printf("%s.senders=%u\n%s.receivers=%u\n%s.size=%zu\n%s.window=%u\n%s.count=%zu\n"
 	       "%s.runs=%u\n",
 	       l, o->senders, l, o->receivers, l, o->size, l, o->window, l, o->count, l, res->runs);
+	if (o->rate)
+		printf("%s.rate=%u\n", l, o->rate);
 	for (int f = 0; f < NFIG; f++) {
 		if (!isnan(med[f]))
 			printf("%s.%s=%.*f\n", l, figs[f].key, figs[f].prec, med[f]);
@@ -667,16 +785,19 @@ static void print_online_keys(const struct bench *b, const struct online_run *re
 		       rss - res->rss0_kb, l, (double)(rss - res->rss0_kb) * 1024.0 / res->acked);
 }
 
-static void report_online(const struct bench *b, const struct online_run *res)
+static void report_online(const struct bench *b, const char *l, const struct online_run *res)
 {
 	const struct fb_opts *o = &b->o;
 	double med[NFIG], lo[NFIG], hi[NFIG];
 
 	summarise(res, med, lo, hi);
-	print_online_keys(b, res, med);
+	print_online_keys(b, l, res, med);
 	printf("\n%s: %u sender(s) -> %u receiver(s), %zu-byte payloads, window %u, "
 	       "%zu per sender, median of %u run(s)\n",
-	       o->label, o->senders, o->receivers, o->size, o->window, o->count, res->runs);
+	       l, o->senders, o->receivers, o->size, o->window, o->count, res->runs);
+	if (o->rate || o->hold)
+		printf("  paced to %u envelopes/s in all (0: unpaced); %u idle devices held\n",
+		       o->rate, o->hold);
 	printf("  %-32s %12s %12s %12s\n", "figure", "median", "min", "max");
 	for (int f = 0; f < NFIG; f++) {
 		char a[32], c[32], d[32];
@@ -691,25 +812,133 @@ static void report_online(const struct bench *b, const struct online_run *res)
 	fflush(stdout);
 }
 
-/* The rounds, on connected devices. */
+/* The label of phase @k: LABEL without load, LABEL_NAME with load k. */
+static void phase_label(const struct bench *b, unsigned k, char *out, size_t cap)
+{
+	if (k)
+		snprintf(out, cap, "%s_%s", b->o.label, b->loads[k - 1].name);
+	else
+		snprintf(out, cap, "%s", b->o.label);
+}
+
+/*
+ * The median over the runs of figure @f of load phase @k over the phase
+ * without load of the same run (NAN if none): each load against the round
+ * just before it, so that drift over the invocation cancels out.
+ */
+static double vs_base(const struct online_run *res, unsigned k, int f)
+{
+	double r[MAX_ROUNDS];
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < res[k].runs && i < res[0].runs; i++) {
+		if (res[0].v[i][f] > 0 && !isnan(res[k].v[i][f]))
+			r[n++] = res[k].v[i][f] / res[0].v[i][f];
+	}
+	if (!n)
+		return NAN;
+	qsort(r, n, sizeof(r[0]), fb_cmp_double);
+	return r[n / 2];
+}
+
+/* With --load: each load's latencies against the phase without it, keys and a table. */
+static void report_phases(const struct bench *b, const struct online_run *res)
+{
+	static const int cmp[] = { F_DLV_P50, F_DLV_P99, F_ACK_P50, F_ACK_P99, F_BUSY };
+	unsigned nph = b->o.nloads + 1;
+	char l[64];
+
+	for (unsigned k = 1; k < nph; k++) {
+		phase_label(b, k, l, sizeof(l));
+		for (size_t i = 0; i < sizeof(cmp) / sizeof(cmp[0]); i++) {
+			double x = vs_base(res, k, cmp[i]);
+
+			if (!isnan(x))
+				printf("%s.%s_vs_base=%.3f\n", l, figs[cmp[i]].key, x);
+		}
+	}
+	printf("\n%s: %u phases alternated over %u run(s); medians, and the median of each "
+	       "run's ratio to the phase without load\n",
+	       b->o.label, nph, b->o.runs);
+	printf("  %-20s %18s %18s %8s %10s %10s\n", "phase", "DELIVER p50/p99 us", "ACK p50/p99 us",
+	       "cores", "p99 ratio", "acked/s");
+	for (unsigned k = 0; k < nph; k++) {
+		double med[NFIG], lo[NFIG], hi[NFIG];
+		char d[40], a[40], x[16];
+
+		if (!res[k].runs)
+			continue;
+		summarise(&res[k], med, lo, hi);
+		phase_label(b, k, l, sizeof(l));
+		snprintf(d, sizeof(d), "%.0f / %.0f", med[F_DLV_P50], med[F_DLV_P99]);
+		snprintf(a, sizeof(a), "%.0f / %.0f", med[F_ACK_P50], med[F_ACK_P99]);
+		snprintf(x, sizeof(x), "%.3f", k ? vs_base(res, k, F_DLV_P99) : 1.0);
+		printf("  %-20s %18s %18s %8.3f %10s %10.0f\n", l, d, a, med[F_BUSY], x,
+		       med[F_RATE]);
+	}
+	fflush(stdout);
+}
+
+/* The devices' lost connections so far. */
+static unsigned disconnects(const struct bench *b)
+{
+	unsigned n = 0;
+
+	for (size_t i = 0; i < b->npeers; i++)
+		n += atomic_load(&b->peers[i].disconnects);
+	return n;
+}
+
+/*
+ * Phase @k (0: without load) of run @run: with a load, its command starts
+ * LOAD_WARMUP_MS before the round and is stopped after it. -1: stop.
+ */
+static int run_phase(struct bench *b, unsigned run, unsigned k, struct online_run *res)
+{
+	struct fb_load *l = k ? &b->loads[k - 1] : NULL;
+	unsigned round = (run - 1) * (b->o.nloads + 1) + k + 1, d0 = disconnects(b);
+	double *v = res->v[run - 1];
+	int rc;
+
+	if (l) {
+		if (fb_load_start(l, run))
+			return -1;
+		fb_sleep_ms(LOAD_WARMUP_MS);
+		if (!fb_load_running(l)) {
+			fprintf(stderr, "ferry-bench: load '%s' stopped before its round\n",
+				l->name);
+			return -1;
+		}
+	}
+	rc = run_round(b, round, v);
+	if (l && fb_load_stop(l))
+		rc = -1;
+	if (rc)
+		return -1;
+	res->disconnects += disconnects(b) - d0;
+	res->unanswered += v[F_SENT] - v[F_ACKED];
+	res->acked += v[F_ACKED];
+	res->runs = run;
+	return 0;
+}
+
+/* The runs, each of its phases in turn, on connected devices. */
 static void run_rounds(struct bench *b, struct online_run *res)
 {
 	long hwm;
 
-	res->rss0_kb = -1;
-	if (b->o.pid)
-		fb_proc_mem_kb(b->o.pid, &res->rss0_kb, &hwm);
+	for (unsigned k = 0; k <= b->o.nloads; k++)
+		res[k].rss0_kb = -1;
+	if (b->o.pid && !b->o.nloads)
+		fb_proc_mem_kb(b->o.pid, &res[0].rss0_kb, &hwm);
 	for (size_t i = 0; i < b->npeers; i++)
 		atomic_store(&b->peers[i].disconnects, 0);
 	for (unsigned r = 1; r <= b->o.runs && !fb_interrupted; r++) {
-		if (run_round(b, r, res->v[r - 1]))
-			break;
-		res->unanswered += res->v[r - 1][F_SENT] - res->v[r - 1][F_ACKED];
-		res->acked += res->v[r - 1][F_ACKED];
-		res->runs = r;
+		for (unsigned k = 0; k <= b->o.nloads; k++) {
+			if (run_phase(b, r, k, &res[k]))
+				return;
+		}
 	}
-	for (size_t i = 0; i < b->npeers; i++)
-		res->disconnects += atomic_load(&b->peers[i].disconnects);
 }
 
 /*
@@ -735,22 +964,57 @@ static void linger(const struct bench *b)
 	}
 }
 
+/* Report every phase; 0 when each ran every run with every SEND answered. */
+static int report_runs(struct bench *b, const struct online_run *res)
+{
+	int rc = 0;
+	char l[64];
+
+	for (unsigned k = 0; k <= b->o.nloads; k++) {
+		phase_label(b, k, l, sizeof(l));
+		if (res[k].runs)
+			report_online(b, l, &res[k]);
+		if (res[k].runs != b->o.runs || res[k].unanswered != 0)
+			rc = -1;
+	}
+	if (b->o.nloads && res[0].runs)
+		report_phases(b, res);
+	return rc;
+}
+
 static int run_online(struct bench *b)
 {
 	const struct fb_opts *o = &b->o;
-	static struct online_run res;
+	static struct online_run res[1 + FB_MAX_LOADS];
+	size_t pairs = (size_t)o->receivers + o->senders;
 	struct fb_cred *creds;
 	int rc = -1;
 
-	creds = fb_get_creds(o, (size_t)o->receivers + o->senders, o->receivers);
+	for (unsigned k = 0; k < o->nloads; k++) {
+		if (fb_load_parse(o->load[k], &b->loads[k]))
+			return 2; /* check_args() has seen it */
+	}
+	b->pace_ns = o->rate ? (uint64_t)(1e9 * o->senders / o->rate) : 0;
+	if (o->hold)
+		fb_raise_nofile();
+	creds = fb_get_creds(o, pairs + o->hold, o->receivers);
 	if (!creds)
 		return 1;
-	if (setup_peers(b, creds) == 0 && connect_all(b) == 0) {
-		run_rounds(b, &res);
+	if ((!o->hold || hold_connect(b, creds + pairs) == 0) && setup_peers(b, creds) == 0 &&
+	    connect_all(b) == 0) {
+		run_rounds(b, res);
 		linger(b);
-		if (res.runs)
-			report_online(b, &res);
-		rc = res.runs == o->runs && res.unanswered == 0 ? 0 : -1;
+		rc = report_runs(b, res);
+		if (o->hold) {
+			size_t still = hold_stop(b);
+
+			printf("%s.held_at_end=%zu\n", o->label, still);
+			if (still != b->nheld) {
+				fprintf(stderr, "ferry-bench: %zu of %zu held devices lost\n",
+					b->nheld - still, b->nheld);
+				rc = -1;
+			}
+		}
 	}
 	teardown(b);
 	free(creds);
@@ -763,20 +1027,20 @@ static int run_online(struct bench *b)
  * Bring every device up from the main thread, at most IDLE_INFLIGHT being
  * made at once; returns how many are authenticated.
  */
-static size_t idle_connect(struct bench *b)
+static size_t idle_connect(struct peer *peers, size_t n)
 {
 	uint64_t deadline = fb_now_ns() + 60 * 1000000000ull;
-	size_t started = 0, ready = 0, npend = 0, *pend = calloc(b->npeers, sizeof(*pend));
+	size_t started = 0, ready = 0, npend = 0, *pend = calloc(n, sizeof(*pend));
 
 	if (!pend)
 		return 0;
-	while (ready < b->npeers && fb_now_ns() < deadline && !fb_interrupted) {
+	while (ready < n && fb_now_ns() < deadline && !fb_interrupted) {
 		size_t keep = 0, before = ready;
 
-		while (started < b->npeers && npend < IDLE_INFLIGHT)
+		while (started < n && npend < IDLE_INFLIGHT)
 			pend[npend++] = started++;
 		for (size_t k = 0; k < npend; k++) {
-			struct peer *p = &b->peers[pend[k]];
+			struct peer *p = &peers[pend[k]];
 
 			if (ferry_client_run(p->c, 0) == FERRY_EAUTH || atomic_load(&p->final)) {
 				free(pend);
@@ -796,16 +1060,15 @@ static size_t idle_connect(struct bench *b)
 }
 
 /* Give each ready device a turn; counts those still authenticated. */
-static size_t idle_still_ready(struct bench *b)
+static size_t idle_still_ready(struct peer *peers, size_t n)
 {
-	size_t n = 0;
+	size_t ready = 0;
 
-	for (size_t i = 0; i < b->npeers; i++) {
-		if (ferry_client_run(b->peers[i].c, 0) == FERRY_OK &&
-		    ferry_client_ready(b->peers[i].c))
-			n++;
+	for (size_t i = 0; i < n; i++) {
+		if (ferry_client_run(peers[i].c, 0) == FERRY_OK && ferry_client_ready(peers[i].c))
+			ready++;
 	}
-	return n;
+	return ready;
 }
 
 static void report_idle(const struct bench *b, size_t conns, const long kb[3][2], double secs)
@@ -857,10 +1120,10 @@ static int run_idle(struct bench *b)
 		goto out;
 	}
 	t0 = fb_now_ns();
-	conns = idle_connect(b);
+	conns = idle_connect(b->peers, b->npeers);
 	t0 = fb_now_ns() - t0;
 	fb_sleep_ms(1000); /* let ferryd finish what connecting started */
-	conns = idle_still_ready(b);
+	conns = idle_still_ready(b->peers, b->npeers);
 	fb_proc_mem_kb(o->pid, &kb[1][0], &kb[1][1]);
 	for (size_t i = 0; i < b->npeers; i++) {
 		ferry_client_free(b->peers[i].c);
@@ -894,8 +1157,15 @@ static const char usage_text[] =
 	"  --count K        envelopes per sender per run (default 5000)\n"
 	"  --size S         payload bytes, 24 to 65408 (default 100)\n"
 	"  --window W       unacknowledged SENDs per sender, 1 to 1024 (default 32)\n"
-	"  --runs R         runs on the same connections, 1 to 20; medians reported (default 5)\n"
+	"  --runs R         runs on the same connections, 1 to 40; medians reported (default 5)\n"
 	"  --duration SEC   a run stops sending after SEC seconds (default 30)\n"
+	"  --rate N         envelopes/s over all senders, each paced to N / M, the window\n"
+	"                   still capping what is in flight (default: unpaced)\n"
+	"  --hold C         C more devices connect first and stay idle throughout\n"
+	"  --load NAME=CMD  a phase with /bin/sh -c CMD running beside it (e.g. wrk; up to\n"
+	"                   6): each run is a round without load, then one per --load, on\n"
+	"                   the same connections; CMD gets FERRY_BENCH_PHASE=NAME and\n"
+	"                   FERRY_BENCH_RUN=N and is stopped with SIGINT after its round\n"
 	"  --pid PID        ferryd's pid: its CPU time per envelope, VmRSS and VmHWM\n"
 	"  --pg-pid PID     the PostgreSQL postmaster's pid: its and its children's CPU time\n"
 	"                   per envelope (offline mode)\n"
@@ -988,6 +1258,7 @@ static int number_opt(struct fb_opts *o, const char *name, const char *v)
 		{ "--away-reads", 0, 4096, U, offsetof(struct fb_opts, away_reads) },
 		{ "--flush-ms", 1, 10000, U, offsetof(struct fb_opts, flush_ms) },
 		{ "--rate", 1, 10000000, U, offsetof(struct fb_opts, rate) },
+		{ "--hold", 1, MAX_PEERS, U, offsetof(struct fb_opts, hold) },
 	};
 	unsigned long long x;
 	char *field;
@@ -1058,6 +1329,14 @@ static int parse_args(int argc, char **argv, struct fb_opts *o)
 			return -1;
 		}
 		i++;
+		if (!strcmp(a, "--load")) {
+			if (o->nloads == FB_MAX_LOADS) {
+				fprintf(stderr, "ferry-bench: at most %d --load\n", FB_MAX_LOADS);
+				return -1;
+			}
+			o->load[o->nloads++] = v;
+			continue;
+		}
 		rc = number_opt(o, a, v);
 		if (rc > 0)
 			rc = string_opt(o, a, v);
@@ -1121,6 +1400,16 @@ static int check_args(struct fb_opts *o)
 	else if (!loopback_host(o->host) || (o->admin && !loopback_url(o->admin)))
 		why = "loopback only: --server and --admin must be on 127.0.0.0/8, ::1 or "
 		      "localhost";
+	else if ((o->hold || o->nloads) && (o->idle || o->offline || o->pairs))
+		why = "--hold and --load are for online mode";
+	else if (o->runs * (o->nloads + 1) > MAX_ROUNDS)
+		why = "--runs x (1 + the number of --load) must be at most 40";
+	for (unsigned k = 0; !why && k < o->nloads; k++) {
+		struct fb_load l;
+
+		if (fb_load_parse(o->load[k], &l))
+			why = "--load takes NAME=COMMAND, NAME of 1-31 [a-z0-9_]";
+	}
 	if (why) {
 		fprintf(stderr, "ferry-bench: %s\n", why);
 		return -1;

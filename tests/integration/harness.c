@@ -174,18 +174,75 @@ char *th_db_new(const char *prefix)
 	return conninfo;
 }
 
-int th_free_port(void)
+/* The first port the kernel hands out for outgoing connections (and for
+ * bind to port 0). */
+static int ephemeral_low(void)
+{
+	FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+	int lo = 32768, hi;
+
+	if (f) {
+		if (fscanf(f, "%d %d", &lo, &hi) != 2)
+			lo = 32768;
+		fclose(f);
+	}
+	return lo;
+}
+
+/* 1 if 127.0.0.1:@port can be bound now. */
+static int port_free(int port)
 {
 	struct sockaddr_in sa = { .sin_family = AF_INET,
+				  .sin_port = htons((uint16_t)port),
 				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	socklen_t len = sizeof(sa);
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	int fd = socket(AF_INET, SOCK_STREAM, 0), ok;
 
-	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) ||
-	    getsockname(fd, (struct sockaddr *)&sa, &len))
-		fail_msg("cannot find a free port: %s", strerror(errno));
+	if (fd < 0)
+		fail_msg("cannot make a socket: %s", strerror(errno));
+	ok = bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
 	close(fd);
-	return ntohs(sa.sin_port);
+	return ok;
+}
+
+/*
+ * A port below the ephemeral range, chosen at random: a port that bind(0)
+ * gave would come from the range that every outgoing connection on the
+ * machine draws from too (a load generator's thousands of them), so it
+ * could be taken again before the daemon binds it. Ports handed out by this
+ * process are not handed out twice.
+ */
+int th_free_port(void)
+{
+	static int given[256];
+	static size_t next; /* ports given so far; the last 256 are in @given */
+	static unsigned seed;
+	int lo = 10000, hi = ephemeral_low() - 1;
+
+	if (!seed)
+		seed = (unsigned)getpid() ^ (unsigned)time(NULL);
+	for (int tries = 0; hi - lo > 1000 && tries < 200; tries++) {
+		int port = lo + (int)(rand_r(&seed) % (unsigned)(hi - lo));
+		size_t i;
+
+		for (i = 0; i < next && i < 256 && given[i] != port; i++)
+			;
+		if ((i < next && i < 256) || !port_free(port))
+			continue;
+		given[next++ % 256] = port;
+		return port;
+	}
+	{
+		struct sockaddr_in sa = { .sin_family = AF_INET,
+					  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+		socklen_t len = sizeof(sa);
+		int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+		if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) ||
+		    getsockname(fd, (struct sockaddr *)&sa, &len))
+			fail_msg("cannot find a free port: %s", strerror(errno));
+		close(fd);
+		return ntohs(sa.sin_port);
+	}
 }
 
 char *th_write_file(const char *name, const char *text)

@@ -146,13 +146,16 @@ json_t *th_mock_log(const struct th_mock *m)
 		char *nl = strchr(line, '\n');
 		json_t *j;
 
-		if (nl)
-			*nl = '\0';
+		/* The mock may be writing its last line right now: a line
+		 * without its newline is not there yet. */
+		if (!nl)
+			break;
+		*nl = '\0';
 		j = json_loads(line, 0, NULL);
 		if (!j)
 			fail_msg("log line is not JSON: %s", line);
 		json_array_append_new(all, j);
-		line = nl ? nl + 1 : NULL;
+		line = nl + 1;
 	}
 	free(text);
 	return all;

@@ -634,7 +634,9 @@ static void start_auth(struct gw_conn *c, const struct proto_hello *h)
 
 static void handle_ready(struct gw_conn *c, const struct proto_frame *f)
 {
-	struct proto_frame pong = { .type = PROTO_PONG };
+	/* Filled in only for a PING: "= { .type = ... }" would zero its 4 KiB
+	 * for every frame. */
+	struct proto_frame pong;
 
 	switch (f->type) {
 	case PROTO_SEND:
@@ -647,6 +649,7 @@ static void handle_ready(struct gw_conn *c, const struct proto_frame *f)
 		gw_receipt_read(c, &f->u.receipt);
 		break;
 	case PROTO_PING:
+		pong.type = PROTO_PONG;
 		pong.u.nonce = f->u.nonce;
 		gw_conn_send_frame(c, &pong);
 		break;

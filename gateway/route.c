@@ -68,24 +68,27 @@ void gw_env_unref(struct gw_env *env)
 
 void gw_send_ack(struct gw_conn *c, uint64_t client_id, uint64_t server_id, int stored)
 {
-	struct proto_frame f = { .type = PROTO_ACK };
+	struct proto_frame f;
 
-	f.u.ack.client_id = client_id;
-	f.u.ack.server_id = server_id;
-	f.u.ack.status = stored ? PROTO_ACK_STORED : PROTO_ACK_DELIVERED;
+	/* Not "= { .type = ... }": that zeroes the whole 4 KiB frame. */
+	f.type = PROTO_ACK;
+	f.u.ack = (struct proto_ack){ .client_id = client_id,
+				      .server_id = server_id,
+				      .status = stored ? PROTO_ACK_STORED : PROTO_ACK_DELIVERED };
 	gw_conn_send_frame(c, &f);
 }
 
 void gw_send_nack(struct gw_conn *c, uint64_t client_id, unsigned reason, const char *text)
 {
-	struct proto_frame f = { .type = PROTO_NACK };
+	struct proto_frame f;
 
 	if (reason >= 1 && reason <= 5)
 		gw_stat(c->w, GW_ST_NACK + (int)reason - 1, 1);
-	f.u.nack.client_id = client_id;
-	f.u.nack.reason = reason;
-	f.u.nack.text.p = (const uint8_t *)text;
-	f.u.nack.text.len = strnlen(text, PROTO_MAX_TEXT);
+	f.type = PROTO_NACK;
+	f.u.nack = (struct proto_nack){ .client_id = client_id,
+					.reason = reason,
+					.text = { (const uint8_t *)text,
+						  strnlen(text, PROTO_MAX_TEXT) } };
 	gw_conn_send_frame(c, &f);
 }
 

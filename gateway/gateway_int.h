@@ -309,11 +309,14 @@ struct gw_cork {
 };
 
 struct gw_conn {
-	uv_tcp_t tcp;	      /* first: the handle's address is the connection's */
-	uv_timer_t timer;     /* handshake deadline, then the idle timeout */
-	uv_timer_t ack_timer; /* earliest DELIVER awaiting its ack */
+	uv_tcp_t tcp; /* first: the handle's address is the connection's */
+	/* One timer for every deadline (conn.c): the handshake's, then the
+	 * idle timeout; the earliest DELIVER awaiting its ack; a catch-up step
+	 * to retry; once closing, the flush deadline. */
+	uv_timer_t timer;
 	struct gw_worker *w;
 	uint64_t id;
+	uint64_t accepted; /* uv_now() at accept: the handshake deadline's start */
 	enum gw_conn_state state;
 	int64_t device_id;
 	char user[QUEUE_USER_MAX + 1];
@@ -521,6 +524,7 @@ void gw_conn_corks_free(struct gw_worker *w);
 void gw_conn_peer(struct gw_conn *c, struct gw_peer *peer);
 void gw_conn_ref(struct gw_conn *c);
 void gw_conn_unref(struct gw_conn *c);
+/* A deadline of deliver.c (ack, retry_at) changed: re-arm the timer. */
 void gw_conn_arm_ack_timer(struct gw_conn *c);
 /* The worker's loop is done: free connections still held. */
 void gw_conn_free_all(struct gw_worker *w);

@@ -70,7 +70,10 @@ static struct gw_cork *cork_get(struct gw_worker *w)
 	if (k) {
 		DL_DELETE(w->spare, k);
 		w->nspare--;
-	} else if (!(k = malloc(sizeof(*k)))) {
+	} else if ((k = malloc(sizeof(*k))) != NULL) {
+		k->data = NULL;
+		k->cap = 0;
+	} else {
 		return NULL;
 	}
 	k->len = 0;
@@ -80,6 +83,7 @@ static struct gw_cork *cork_get(struct gw_worker *w)
 static void cork_put(struct gw_worker *w, struct gw_cork *k)
 {
 	if (w->nspare >= GW_CORK_SPARE || w->stopping) {
+		free(k->data);
 		free(k);
 		return;
 	}
@@ -295,7 +299,11 @@ static void cork_flush(struct gw_conn *c)
 	if (c->ssl) {
 		cork_put(c->w, k);
 		flush_tls(c);
-	} else if (!k->len || !raw_write(c, k->data, k->len, NULL, k)) {
+	} else if (!k->len || !raw_write(c, k->data, k->len, NULL, k->data)) {
+		cork_put(c->w, k);
+	} else { /* the write queue has its buffer now */
+		k->data = NULL;
+		k->cap = 0;
 		cork_put(c->w, k);
 	}
 }
@@ -313,6 +321,7 @@ void gw_conn_corks_free(struct gw_worker *w)
 	DL_FOREACH_SAFE(w->spare, k, tmp)
 	{
 		DL_DELETE(w->spare, k);
+		free(k->data);
 		free(k);
 	}
 	w->nspare = 0;
@@ -339,6 +348,24 @@ static struct gw_cork *cork_of(struct gw_conn *c)
 	DL_APPEND(w->dirty, k);
 	w->ndirty++;
 	return k;
+}
+
+/* Room for @need (at most GW_CORK_SIZE) bytes in @k: 0, or -1 (no memory). */
+static int cork_grow(struct gw_cork *k, size_t need)
+{
+	size_t cap = k->cap ? k->cap : GW_CORK_FIRST;
+	uint8_t *data;
+
+	while (cap < need)
+		cap *= 2;
+	if (cap > GW_CORK_SIZE)
+		cap = GW_CORK_SIZE;
+	data = realloc(k->data, cap);
+	if (!data)
+		return -1;
+	k->data = data;
+	k->cap = cap;
+	return 0;
 }
 
 void gw_conn_write(struct gw_conn *c, const void *p, size_t len, struct gw_env *env)
@@ -370,6 +397,11 @@ void gw_conn_write(struct gw_conn *c, const void *p, size_t len, struct gw_env *
 		cork_flush(c);
 	k = cork_of(c);
 	if (!k) {
+		raw_write(c, p, len, env, NULL);
+		return;
+	}
+	if (k->len + len > k->cap && cork_grow(k, k->len + len)) {
+		cork_flush(c); /* what was written before goes first */
 		raw_write(c, p, len, env, NULL);
 		return;
 	}

@@ -70,7 +70,10 @@ static struct gw_cork *cork_get(struct gw_worker *w)
 	if (k) {
 		DL_DELETE(w->spare, k);
 		w->nspare--;
-	} else if (!(k = malloc(sizeof(*k)))) {
+	} else if ((k = malloc(sizeof(*k))) != NULL) {
+		k->data = NULL;
+		k->cap = 0;
+	} else {
 		return NULL;
 	}
 	k->len = 0;
@@ -80,6 +83,7 @@ static struct gw_cork *cork_get(struct gw_worker *w)
 static void cork_put(struct gw_worker *w, struct gw_cork *k)
 {
 	if (w->nspare >= GW_CORK_SPARE || w->stopping) {
+		free(k->data);
 		free(k);
 		return;
 	}
@@ -162,10 +166,9 @@ static void on_handle_closed(uv_handle_t *h)
 
 static void close_handles(struct gw_conn *c)
 {
-	uv_handle_t *hs[] = { (uv_handle_t *)&c->tcp, (uv_handle_t *)&c->timer,
-			      (uv_handle_t *)&c->ack_timer };
+	uv_handle_t *hs[] = { (uv_handle_t *)&c->tcp, (uv_handle_t *)&c->timer };
 
-	for (size_t i = 0; i < 3; i++)
+	for (size_t i = 0; i < 2; i++)
 		if (!uv_is_closing(hs[i]))
 			uv_close(hs[i], on_handle_closed);
 }
@@ -296,7 +299,11 @@ static void cork_flush(struct gw_conn *c)
 	if (c->ssl) {
 		cork_put(c->w, k);
 		flush_tls(c);
-	} else if (!k->len || !raw_write(c, k->data, k->len, NULL, k)) {
+	} else if (!k->len || !raw_write(c, k->data, k->len, NULL, k->data)) {
+		cork_put(c->w, k);
+	} else { /* the write queue has its buffer now */
+		k->data = NULL;
+		k->cap = 0;
 		cork_put(c->w, k);
 	}
 }
@@ -314,6 +321,7 @@ void gw_conn_corks_free(struct gw_worker *w)
 	DL_FOREACH_SAFE(w->spare, k, tmp)
 	{
 		DL_DELETE(w->spare, k);
+		free(k->data);
 		free(k);
 	}
 	w->nspare = 0;
@@ -340,6 +348,24 @@ static struct gw_cork *cork_of(struct gw_conn *c)
 	DL_APPEND(w->dirty, k);
 	w->ndirty++;
 	return k;
+}
+
+/* Room for @need (at most GW_CORK_SIZE) bytes in @k: 0, or -1 (no memory). */
+static int cork_grow(struct gw_cork *k, size_t need)
+{
+	size_t cap = k->cap ? k->cap : GW_CORK_FIRST;
+	uint8_t *data;
+
+	while (cap < need)
+		cap *= 2;
+	if (cap > GW_CORK_SIZE)
+		cap = GW_CORK_SIZE;
+	data = realloc(k->data, cap);
+	if (!data)
+		return -1;
+	k->data = data;
+	k->cap = cap;
+	return 0;
 }
 
 void gw_conn_write(struct gw_conn *c, const void *p, size_t len, struct gw_env *env)
@@ -371,6 +397,11 @@ void gw_conn_write(struct gw_conn *c, const void *p, size_t len, struct gw_env *
 		cork_flush(c);
 	k = cork_of(c);
 	if (!k) {
+		raw_write(c, p, len, env, NULL);
+		return;
+	}
+	if (k->len + len > k->cap && cork_grow(k, k->len + len)) {
+		cork_flush(c); /* what was written before goes first */
 		raw_write(c, p, len, env, NULL);
 		return;
 	}
@@ -451,7 +482,7 @@ void gw_conn_close(struct gw_conn *c, unsigned code, const char *text)
 	log_debug("event=conn_closed conn=%llu device=%lld code=%s", (unsigned long long)c->id,
 		  (long long)c->device_id, code ? proto_error_name(code) : "none");
 	uv_read_stop((uv_stream_t *)&c->tcp);
-	uv_timer_stop(&c->ack_timer);
+	uv_timer_stop(&c->timer);
 	gw_deliver_conn_closed(c);
 	gw_route_sender_closed(c);
 	/* What was written (the ERROR last) goes before the shutdown. */
@@ -482,12 +513,41 @@ void gw_conn_close(struct gw_conn *c, unsigned code, const char *text)
 
 /* ---- timers ---- */
 
-static void on_timer(uv_timer_t *t)
+/*
+ * One timer per connection (a uv_timer_t is 152 bytes: one fewer is an
+ * eighth of an idle connection). It is armed for the earliest of: the
+ * handshake deadline (until WELCOME) or the idle deadline (last_rx +
+ * idle_timeout, checked lazily: reads do not re-arm it), the earliest live
+ * DELIVER's ack deadline, and the next try of a catch-up step. Closing
+ * takes it over for the flush deadline.
+ */
+static uint64_t idle_deadline(const struct gw_conn *c)
 {
-	struct gw_conn *c = t->data;
 	const struct ferry_config *cfg = c->w->gw->cfg;
-	uint64_t now = uv_now(&c->w->loop);
 
+	if (c->state == GW_CONN_READY)
+		return c->last_rx + cfg->gateway.idle_timeout;
+	return c->accepted + cfg->gateway.handshake_timeout;
+}
+
+static void on_timer(uv_timer_t *t);
+
+static void arm_timer(struct gw_conn *c)
+{
+	uint64_t now = uv_now(&c->w->loop), at = idle_deadline(c);
+
+	if (c->state == GW_CONN_CLOSING)
+		return; /* the flush deadline's */
+	if (c->fifo && c->fifo->deadline < at)
+		at = c->fifo->deadline;
+	if (c->retry_at && c->retry_at < at)
+		at = c->retry_at;
+	uv_timer_start(&c->timer, on_timer, at > now ? at - now : 0, 0);
+}
+
+/* The handshake or idle deadline passed. */
+static void idle_expired(struct gw_conn *c)
+{
 	if (c->state == GW_CONN_AUTH && c->phase != GW_PH_NONE) {
 		/* Registered, the store slow to answer: WELCOME now (pending
 		 * unknown); stored envelopes follow when it answers. */
@@ -498,33 +558,32 @@ static void on_timer(uv_timer_t *t)
 		gw_conn_close(c, PROTO_ERR_TIMEOUT, "handshake not completed in time");
 		return;
 	}
-	if (now - c->last_rx >= cfg->gateway.idle_timeout) {
-		gw_conn_close(c, PROTO_ERR_TIMEOUT, "idle for too long");
-		return;
-	}
-	uv_timer_start(&c->timer, on_timer, c->last_rx + cfg->gateway.idle_timeout - now, 0);
+	gw_conn_close(c, PROTO_ERR_TIMEOUT, "idle for too long");
 }
 
-static void on_ack_timer(uv_timer_t *t)
+static void on_timer(uv_timer_t *t)
 {
-	gw_deliver_ack_timeout(t->data);
+	struct gw_conn *c = t->data;
+	uint64_t now = uv_now(&c->w->loop);
+
+	if (c->state == GW_CONN_CLOSING)
+		return;
+	if ((c->fifo && c->fifo->deadline <= now) || (c->retry_at && c->retry_at <= now)) {
+		gw_deliver_ack_timeout(c);
+		if (c->state == GW_CONN_CLOSING)
+			return;
+	}
+	if (idle_deadline(c) <= now) {
+		idle_expired(c);
+		if (c->state == GW_CONN_CLOSING)
+			return;
+	}
+	arm_timer(c);
 }
 
 void gw_conn_arm_ack_timer(struct gw_conn *c)
 {
-	uint64_t now = uv_now(&c->w->loop), at = UINT64_MAX;
-
-	/* One timer for both: the earliest live DELIVER's deadline, and the
-	 * next try of a catch-up step the store could not answer. */
-	if (c->fifo)
-		at = c->fifo->deadline;
-	if (c->retry_at && c->retry_at < at)
-		at = c->retry_at;
-	if (at == UINT64_MAX || c->state == GW_CONN_CLOSING) {
-		uv_timer_stop(&c->ack_timer);
-		return;
-	}
-	uv_timer_start(&c->ack_timer, on_ack_timer, at > now ? at - now : 0, 0);
+	arm_timer(c);
 }
 
 /* ---- the handshake ---- */
@@ -566,7 +625,7 @@ void gw_conn_welcome(struct gw_conn *c, uint64_t pending)
 		gw_conn_reconnect(c,
 				  (uint64_t)rand() % (atomic_load(&c->w->gw->drain_spread) + 1u));
 	c->last_rx = uv_now(&c->w->loop);
-	uv_timer_start(&c->timer, on_timer, cfg->gateway.idle_timeout, 0);
+	arm_timer(c);
 	log_debug("event=conn_ready conn=%llu device=%lld user=%s pending=%llu",
 		  (unsigned long long)c->id, (long long)c->device_id, c->user,
 		  (unsigned long long)pending);
@@ -634,7 +693,9 @@ static void start_auth(struct gw_conn *c, const struct proto_hello *h)
 
 static void handle_ready(struct gw_conn *c, const struct proto_frame *f)
 {
-	struct proto_frame pong = { .type = PROTO_PONG };
+	/* Filled in only for a PING: "= { .type = ... }" would zero its 4 KiB
+	 * for every frame. */
+	struct proto_frame pong;
 
 	switch (f->type) {
 	case PROTO_SEND:
@@ -647,6 +708,7 @@ static void handle_ready(struct gw_conn *c, const struct proto_frame *f)
 		gw_receipt_read(c, &f->u.receipt);
 		break;
 	case PROTO_PING:
+		pong.type = PROTO_PONG;
 		pong.u.nonce = f->u.nonce;
 		gw_conn_send_frame(c, &pong);
 		break;
@@ -831,13 +893,12 @@ void gw_conn_accept(struct gw_worker *w, uv_stream_t *listener, int tls)
 		return;
 	c->w = w;
 	c->id = atomic_fetch_add(&gw->next_conn_id, 1) + 1;
-	c->refs = 3;
-	c->tcp.data = c->timer.data = c->ack_timer.data = c;
+	c->refs = 2;
+	c->tcp.data = c->timer.data = c;
 	/* Room for the largest frame, its length prefix and one more read. */
 	buf_init(&c->in, cfg->gateway.max_frame + PROTO_MAX_LENGTH_PREFIX + GW_READ_CHUNK);
 	uv_tcp_init(&w->loop, &c->tcp);
 	uv_timer_init(&w->loop, &c->timer);
-	uv_timer_init(&w->loop, &c->ack_timer);
 	HASH_ADD(hh, w->conns, id, sizeof(c->id), c);
 	c->state = GW_CONN_HANDSHAKE;
 	if (uv_accept(listener, (uv_stream_t *)&c->tcp)) {
@@ -852,7 +913,7 @@ void gw_conn_accept(struct gw_worker *w, uv_stream_t *listener, int tls)
 	for (unsigned peak = atomic_load(&gw->peak_connections); n > peak;)
 		if (atomic_compare_exchange_weak(&gw->peak_connections, &peak, n))
 			break;
-	c->last_rx = uv_now(&w->loop);
+	c->accepted = c->last_rx = uv_now(&w->loop);
 	if (tls && setup_tls(c)) {
 		gw_conn_close(c, 0, NULL);
 		return;
@@ -863,7 +924,7 @@ void gw_conn_accept(struct gw_worker *w, uv_stream_t *listener, int tls)
 	}
 	uv_tcp_nodelay(&c->tcp, 1);
 	uv_tcp_keepalive(&c->tcp, 1, 60);
-	uv_timer_start(&c->timer, on_timer, cfg->gateway.handshake_timeout, 0);
+	arm_timer(c);
 	if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read))
 		gw_conn_close(c, 0, NULL);
 }

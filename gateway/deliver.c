@@ -328,7 +328,7 @@ static void write_held(struct gw_conn *c)
 void gw_deliver_pump(struct gw_conn *c)
 {
 	unsigned window = c->w->gw->cfg->gateway.drain_window;
-	struct proto_frame f = { .type = PROTO_QUEUE_EMPTY };
+	struct proto_frame f; /* not zeroed whole: it is 4 KiB, and rarely sent */
 
 	if (c->state != GW_CONN_READY || c->phase != GW_PH_CATCHUP)
 		return;
@@ -346,6 +346,7 @@ void gw_deliver_pump(struct gw_conn *c)
 	}
 	if (c->puts)
 		return; /* their answers pump again */
+	f.type = PROTO_QUEUE_EMPTY;
 	f.u.drained = c->drained;
 	gw_conn_send_frame(c, &f);
 	log_debug("event=caught_up conn=%llu device=%lld drained=%llu", (unsigned long long)c->id,

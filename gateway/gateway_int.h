@@ -61,12 +61,16 @@
 #define GW_DEDUP_TTL_MS (10 * 60 * 1000)
 #define GW_DEDUP_MAX 1000000
 /* Output coalescing (conn.c): frames written to a connection during one
- * loop iteration are copied into a cork of GW_CORK_SIZE bytes and written
- * with one system call after the iteration's I/O callbacks. Larger frames
- * go out on their own (after the cork). At most GW_CORK_DIRTY connections
- * of a worker hold a cork at once (past that, every cork is written at
- * once), and GW_CORK_SPARE free corks are kept for reuse. */
+ * loop iteration are copied into a cork of up to GW_CORK_SIZE bytes and
+ * written with one system call after the iteration's I/O callbacks. Larger
+ * frames go out on their own (after the cork). A cork's buffer starts at
+ * GW_CORK_FIRST bytes and doubles as needed: a turn that answers hundreds
+ * of handshakes touches that much per connection, not 16 KiB. At most
+ * GW_CORK_DIRTY connections of a worker hold a cork at once (past that,
+ * every cork is written at once), and GW_CORK_SPARE free corks are kept
+ * for reuse, with their buffers. */
 #define GW_CORK_SIZE (16 * 1024)
+#define GW_CORK_FIRST 1024
 #define GW_CORK_COPY_MAX (GW_CORK_SIZE / 2)
 #define GW_CORK_DIRTY 1024
 #define GW_CORK_SPARE 64
@@ -304,16 +308,19 @@ enum gw_phase {
 struct gw_cork {
 	struct gw_conn *c;
 	struct gw_cork *prev, *next; /* the worker's dirty list, or spare list */
-	size_t len;
-	uint8_t data[GW_CORK_SIZE];
+	size_t len, cap;
+	uint8_t *data; /* cap bytes (NULL: none yet) */
 };
 
 struct gw_conn {
-	uv_tcp_t tcp;	      /* first: the handle's address is the connection's */
-	uv_timer_t timer;     /* handshake deadline, then the idle timeout */
-	uv_timer_t ack_timer; /* earliest DELIVER awaiting its ack */
+	uv_tcp_t tcp; /* first: the handle's address is the connection's */
+	/* One timer for every deadline (conn.c): the handshake's, then the
+	 * idle timeout; the earliest DELIVER awaiting its ack; a catch-up step
+	 * to retry; once closing, the flush deadline. */
+	uv_timer_t timer;
 	struct gw_worker *w;
 	uint64_t id;
+	uint64_t accepted; /* uv_now() at accept: the handshake deadline's start */
 	enum gw_conn_state state;
 	int64_t device_id;
 	char user[QUEUE_USER_MAX + 1];
@@ -521,6 +528,7 @@ void gw_conn_corks_free(struct gw_worker *w);
 void gw_conn_peer(struct gw_conn *c, struct gw_peer *peer);
 void gw_conn_ref(struct gw_conn *c);
 void gw_conn_unref(struct gw_conn *c);
+/* A deadline of deliver.c (ack, retry_at) changed: re-arm the timer. */
 void gw_conn_arm_ack_timer(struct gw_conn *c);
 /* The worker's loop is done: free connections still held. */
 void gw_conn_free_all(struct gw_worker *w);

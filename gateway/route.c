@@ -68,31 +68,42 @@ void gw_env_unref(struct gw_env *env)
 
 void gw_send_ack(struct gw_conn *c, uint64_t client_id, uint64_t server_id, int stored)
 {
-	struct proto_frame f = { .type = PROTO_ACK };
+	struct proto_frame f;
 
-	f.u.ack.client_id = client_id;
-	f.u.ack.server_id = server_id;
-	f.u.ack.status = stored ? PROTO_ACK_STORED : PROTO_ACK_DELIVERED;
+	/* Not "= { .type = ... }": that zeroes the whole 4 KiB frame. */
+	f.type = PROTO_ACK;
+	f.u.ack = (struct proto_ack){ .client_id = client_id,
+				      .server_id = server_id,
+				      .status = stored ? PROTO_ACK_STORED : PROTO_ACK_DELIVERED };
 	gw_conn_send_frame(c, &f);
 }
 
 void gw_send_nack(struct gw_conn *c, uint64_t client_id, unsigned reason, const char *text)
 {
-	struct proto_frame f = { .type = PROTO_NACK };
+	struct proto_frame f;
 
 	if (reason >= 1 && reason <= 5)
 		gw_stat(c->w, GW_ST_NACK + (int)reason - 1, 1);
-	f.u.nack.client_id = client_id;
-	f.u.nack.reason = reason;
-	f.u.nack.text.p = (const uint8_t *)text;
-	f.u.nack.text.len = strnlen(text, PROTO_MAX_TEXT);
+	f.type = PROTO_NACK;
+	f.u.nack = (struct proto_nack){ .client_id = client_id,
+					.reason = reason,
+					.text = { (const uint8_t *)text,
+						  strnlen(text, PROTO_MAX_TEXT) } };
 	gw_conn_send_frame(c, &f);
+}
+
+/* Drop @p's envelopes (the ones it has: one, or one per named device). */
+static void pending_release(struct gw_pending *p)
+{
+	size_t n = p->ntargets ? p->ntargets : 1;
+
+	for (size_t i = 0; i < n; i++)
+		gw_env_unref(p->envs[i]);
 }
 
 static void pending_free(struct gw_pending *p)
 {
-	for (size_t i = 0; i < PROTO_MAX_TARGETS; i++)
-		gw_env_unref(p->envs[i]);
+	pending_release(p);
 	free(p);
 }
 
@@ -137,34 +148,36 @@ static unsigned check_send(struct gw_conn *c, const struct proto_send *s, const 
 	return 0;
 }
 
-static struct gw_pending *make_pending(struct gw_conn *c, const struct proto_send *s,
-				       uint64_t server_id)
+/* Fill @p from @s: everything but what the lookup fills (found, nfound),
+ * so that a SEND routed at once needs no zeroed 1 KiB of its own. -1: no
+ * memory (@p holds no envelope then). */
+static int pending_fill(struct gw_conn *c, const struct proto_send *s, uint64_t server_id,
+			struct gw_pending *p)
 {
-	struct gw_pending *p = calloc(1, sizeof(*p));
 	uint64_t now = gw_now_ms();
+	size_t n = s->ntargets ? s->ntargets : 1;
 
-	if (!p)
-		return NULL;
+	p->next = NULL;
 	p->client_id = s->client_id;
 	p->server_id = server_id;
 	memcpy(p->to_user, s->to_user.p, s->to_user.len);
+	p->to_user[s->to_user.len] = '\0';
 	p->ntargets = s->ntargets;
-	if (s->ntargets == 0) {
-		p->envs[0] = encode_deliver(c, s, server_id, now, s->payload);
-		if (!p->envs[0])
-			goto fail;
-		return p;
+	p->rc = FERRY_OK;
+	for (size_t i = 0; i < n; i++) {
+		struct proto_bytes payload = s->ntargets ? s->targets[i].payload : s->payload;
+
+		if (s->ntargets)
+			p->devices[i] = (int64_t)s->targets[i].device_id;
+		p->envs[i] = encode_deliver(c, s, server_id, now, payload);
+		if (!p->envs[i]) {
+			p->ntargets = i; /* release the ones made */
+			if (i)
+				pending_release(p);
+			return -1;
+		}
 	}
-	for (size_t i = 0; i < s->ntargets; i++) {
-		p->devices[i] = (int64_t)s->targets[i].device_id;
-		p->envs[i] = encode_deliver(c, s, server_id, now, s->targets[i].payload);
-		if (!p->envs[i])
-			goto fail;
-	}
-	return p;
-fail:
-	pending_free(p);
-	return NULL;
+	return 0;
 }
 
 static void start_lookup(struct gw_conn *c);
@@ -174,7 +187,7 @@ void gw_route_send(struct gw_conn *c, const struct proto_send *s)
 {
 	struct gateway *gw = c->w->gw;
 	const char *why = NULL;
-	struct gw_pending *p;
+	struct gw_pending *p, now;
 	uint64_t server_id, acked_id = 0;
 	unsigned reason = check_send(c, s, &why);
 
@@ -193,23 +206,35 @@ void gw_route_send(struct gw_conn *c, const struct proto_send *s)
 		break;
 	}
 	gw_stat(c->w, GW_ST_ENV_ACCEPTED, 1);
-	p = make_pending(c, s, server_id);
-	if (!p) {
-		gw_dedup_forget(gw, c->device_id, s->client_id, c->id);
-		gw_send_nack(c, s->client_id, PROTO_NACK_RETRY_LATER, "out of memory");
-		return;
+	/* Nothing ahead of it and the recipients known: route it now, from
+	 * the stack. */
+	if (!c->queue_head) {
+		memcpy(now.to_user, s->to_user.p, s->to_user.len);
+		now.to_user[s->to_user.len] = '\0';
+		if (gw_dir_get(gw, now.to_user, now.found, &now.nfound)) {
+			if (pending_fill(c, s, server_id, &now))
+				goto no_memory;
+			dispatch(c, &now);
+			pending_release(&now);
+			return;
+		}
 	}
-	/* Nothing ahead of it and the recipients known: route it now. */
-	if (!c->queue_head && gw_dir_get(gw, p->to_user, p->found, &p->nfound)) {
-		dispatch(c, p);
-		pending_free(p);
-		return;
+	p = malloc(sizeof(*p));
+	if (!p)
+		goto no_memory;
+	if (pending_fill(c, s, server_id, p)) {
+		free(p);
+		goto no_memory;
 	}
 	LL_APPEND2(c->queue_head, p, next);
 	if (++c->queued >= GW_MAX_QUEUED_SENDS)
 		gw_conn_pause(c);
 	if (!c->lookup_busy)
 		start_lookup(c);
+	return;
+no_memory:
+	gw_dedup_forget(gw, c->device_id, s->client_id, c->id);
+	gw_send_nack(c, s->client_id, PROTO_NACK_RETRY_LATER, "out of memory");
 }
 
 /* ---- recipients ---- */

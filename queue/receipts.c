@@ -11,6 +11,12 @@
  *
  * Ids within a key are found by a linear scan: a key holds at most
  * max_batch (<= 512) ids, and a batch is flushed when full.
+ *
+ * The hash of a key is computed over its meaningful bytes only (the device,
+ * the kind and the two names up to their NUL), not over the 144 bytes of
+ * the zero-padded struct: uthash's default hash of the whole struct was the
+ * largest single cost of a delivered receipt (about 1,100 instructions per
+ * lookup, two lookups per acknowledged message). Keys still compare whole.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -123,11 +129,28 @@ static int make_key(struct rkey *k, const struct receipt_add *a)
 	return 0;
 }
 
+/* FNV-1a over the key's own bytes. */
+static unsigned key_hash(const struct rkey *k)
+{
+	uint32_t h = 2166136261u;
+	uint64_t dev = (uint64_t)k->device;
+
+	for (int i = 0; i < 8; i++, dev >>= 8)
+		h = (h ^ (uint8_t)dev) * 16777619u;
+	h = (h ^ (uint8_t)k->kind) * 16777619u;
+	for (const char *p = k->target; *p; p++)
+		h = (h ^ (uint8_t)*p) * 16777619u;
+	h = (h ^ 0xffu) * 16777619u; /* ("ab", "c") and ("a", "bc") differ */
+	for (const char *p = k->peer; *p; p++)
+		h = (h ^ (uint8_t)*p) * 16777619u;
+	return h;
+}
+
 static struct batch *find(struct receipts *r, const struct rkey *k)
 {
 	struct batch *b;
 
-	HASH_FIND(hh, r->hash, k, sizeof(*k), b);
+	HASH_FIND_BYHASHVALUE(hh, r->hash, k, sizeof(*k), key_hash(k), b);
 	return b;
 }
 
@@ -142,7 +165,7 @@ static struct batch *get(struct receipts *r, const struct rkey *k, uint64_t now_
 		return NULL;
 	b->k = *k;
 	b->due = now_ms + r->o.flush_interval_ms;
-	HASH_ADD(hh, r->hash, k, sizeof(b->k), b);
+	HASH_ADD_KEYPTR_BYHASHVALUE(hh, r->hash, &b->k, sizeof(b->k), key_hash(&b->k), b);
 	DL_APPEND(r->age, b);
 	r->st.keys++;
 	return b;

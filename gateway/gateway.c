@@ -88,7 +88,7 @@ static void handle_msg(struct gw_worker *w, struct gw_msg *m)
 		gw_route_inject(w, m->job);
 		break;
 	case GW_MSG_RESULT:
-		gw_route_result(w, m->send_id, m->result);
+		gw_route_result(w, m->send_id, m->result, m->server_id);
 		break;
 	case GW_MSG_DRAIN:
 		drain_worker(w, m->code);

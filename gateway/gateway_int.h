@@ -549,7 +549,10 @@ void gw_route_send(struct gw_conn *c, const struct proto_send *s);
 int gw_ids_have(const int64_t *ids, size_t n, int64_t id);
 void gw_send_ack(struct gw_conn *c, uint64_t client_id, uint64_t server_id, int stored);
 void gw_send_nack(struct gw_conn *c, uint64_t client_id, unsigned reason, const char *text);
-void gw_route_result(struct gw_worker *w, uint64_t send_id, enum gw_result r);
+/* A target's result for SEND @send_id of this worker; @server_id non-zero:
+ * the store had the envelope already under that id (GW_MSG_RESULT carries
+ * it from other workers). */
+void gw_route_result(struct gw_worker *w, uint64_t send_id, enum gw_result r, uint64_t server_id);
 /* The same, for a target the store already had under @server_id (a
  * retransmission after a restart): the ACK names that id. */
 void gw_route_result_dup(struct gw_worker *w, unsigned origin, uint64_t send_id,

@@ -440,8 +440,8 @@ static void fan_out(struct gw_worker *w, struct gw_send *s, const int64_t *dev,
 		if (post_deliver(w, s, dev[local[i]], env[local[i]], w->index, local_conn[i], 0))
 			fails++;
 	for (unsigned f = 0; f < fails; f++)
-		gw_route_result(w, s->id, GW_RES_FAILED);
-	gw_route_result(w, s->id, GW_RES_ACKED); /* the extra count */
+		gw_route_result(w, s->id, GW_RES_FAILED, 0);
+	gw_route_result(w, s->id, GW_RES_ACKED, 0); /* the extra count */
 }
 
 static struct gw_send *send_new(struct gw_worker *w)
@@ -576,9 +576,9 @@ static void finish(struct gw_worker *w, struct gw_send *s)
 	free(s);
 }
 
-void gw_route_result(struct gw_worker *w, uint64_t send_id, enum gw_result r)
+void gw_route_result(struct gw_worker *w, uint64_t send_id, enum gw_result r, uint64_t server_id)
 {
-	result_apply(w, send_id, r, 0);
+	result_apply(w, send_id, r, server_id);
 }
 
 static void result_apply(struct gw_worker *w, uint64_t send_id, enum gw_result r,

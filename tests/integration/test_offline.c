@@ -34,6 +34,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <jansson.h>
 #include <libpq-fe.h>
 
 #include "tests/integration/harness.h"
@@ -1034,6 +1035,80 @@ static void test_dedup_across_restart(void **state)
 	fx.passed = 1;
 }
 
+/* Device @id's gateway worker now, or -1 when it is not connected. */
+static int worker_of(int64_t id)
+{
+	struct th_response r;
+	char url[128];
+	json_t *j, *p;
+	int w = -1;
+
+	snprintf(url, sizeof(url), "%s/v1/devices/%lld", fx.d.admin_url, (long long)id);
+	th_http(&r, "GET", url, TOKEN, NULL);
+	assert_int_equal(r.status, 200);
+	j = json_loads(r.body, 0, NULL);
+	p = json_object_get(j, "presence");
+	if (json_is_true(json_object_get(p, "online")))
+		w = (int)json_integer_value(json_object_get(p, "worker"));
+	json_decref(j);
+	th_response_release(&r);
+	return w;
+}
+
+/* The same after a restart when the store's answer comes through another
+ * worker: the recipient is connected on the other worker and catching up
+ * (it does not acknowledge, its drain window is full), so that worker
+ * stores the retransmission, finds the first copy, and reports its server
+ * id back to the sender's worker by mailbox. */
+static void test_dedup_across_restart_two_workers(void **state)
+{
+	enum { N = 20 };
+	struct rawdev *a1 = rawdev_new(), *b1 = rawdev_new();
+	uint64_t s1;
+	int wa = -1, wb = -1;
+
+	rawdev_login(b1, fx.port, fx.b1, fx.b1s);
+	send_env(b1, 1, "alice", 0);
+	s1 = expect_ack(b1, 1, PROTO_ACK_STORED);
+	for (uint64_t cid = 2; cid <= N; cid++) {
+		send_env(b1, cid, "alice", 0);
+		expect_ack(b1, cid, PROTO_ACK_STORED);
+	}
+	rawdev_close(b1);
+	assert_int_equal(th_ferryd_stop(&fx.d, SIGTERM), 0);
+	th_ferryd_start(&fx.d, fx.config, fx.admin_port);
+	wait_ready();
+
+	/* Alice takes her first DELIVERs and acknowledges none. */
+	assert_int_equal(rawdev_login_pending(a1, fx.port, fx.a1, fx.a1s), N);
+	for (unsigned i = 0; i < fx.window; i++)
+		rawdev_expect(a1, PROTO_DELIVER, WAIT_MS);
+	for (int i = 0; i < 200 && wa < 0; i++)
+		wa = worker_of(fx.a1);
+	assert_true(wa >= 0);
+	/* Bob on the other worker (SO_REUSEPORT picks one at random). */
+	for (int i = 0; i < 64; i++) {
+		rawdev_login(b1, fx.port, fx.b1, fx.b1s);
+		for (int k = 0; k < 200 && (wb = worker_of(fx.b1)) < 0; k++)
+			;
+		if (wb >= 0 && wb != wa)
+			break;
+		rawdev_close(b1);
+		wb = -1;
+		for (int k = 0; k < 200 && worker_of(fx.b1) >= 0; k++)
+			;
+	}
+	if (wb < 0)
+		fail_msg("bob never connected to the worker alice is not on");
+
+	send_env(b1, 1, "alice", 0);
+	assert_int_equal(expect_ack(b1, 1, PROTO_ACK_STORED), s1);
+	assert_int_equal(rows_for(fx.a1), N);
+	rawdev_free(a1);
+	rawdev_free(b1);
+	fx.passed = 1;
+}
+
 /* 300 stored; while the device works through them, acking slowly, 50 more
  * are sent: all 350 arrive once each, in order. */
 static void test_order_while_draining(void **state)
@@ -1334,6 +1409,7 @@ int main(void)
 		OFFLINE_TEST(test_ttl, defaults),
 		OFFLINE_TEST(test_queue_full, three_max),
 		OFFLINE_TEST(test_dedup_across_restart, defaults),
+		OFFLINE_TEST(test_dedup_across_restart_two_workers, small_window),
 		OFFLINE_TEST(test_order_while_draining, defaults),
 		OFFLINE_TEST(test_connect_while_sending, defaults),
 		OFFLINE_TEST(test_database_outage, defaults),

@@ -1139,6 +1139,7 @@ static void test_queues_live_and_disconnect(void **state)
 	path = th_write_file("admin-ops.ini", text);
 	assert_int_equal(th_ferryd_cmd(path, (const char *[]){ "migrate", NULL }, NULL), 0);
 	th_ferryd_start(&c.d, text, port);
+	th_ferryd_wait_ready(&c.d, 10000); /* the store connects in the background */
 	th_device_create(&c.d, TOKEN, "qa", &a, secret_c);
 	th_device_create(&c.d, TOKEN, "qb", &b, secret_c);
 	th_device_create(&c.d, TOKEN, "qc", &cdev, secret_c);

@@ -71,6 +71,7 @@ static int setup(void **state)
 	if (th_ferryd_cmd(path, (const char *[]){ "migrate", NULL }, NULL) != 0)
 		return -1;
 	th_ferryd_start(&fx.d, cfg, admin);
+	th_ferryd_wait_ready(&fx.d, 10000); /* the store connects in the background */
 	th_device_create(&fx.d, TOKEN, "alice", &fx.a1, fx.a1s);
 	th_device_create(&fx.d, TOKEN, "alice", &fx.a2, fx.a2s);
 	th_device_create(&fx.d, TOKEN, "bob", &fx.b1, fx.b1s);

@@ -85,6 +85,7 @@ static int setup(void **state)
 	if (th_ferryd_cmd(path, (const char *[]){ "migrate", NULL }, NULL) != 0)
 		return -1;
 	th_ferryd_start(&fx.d, cfg, admin);
+	th_ferryd_wait_ready(&fx.d, 10000); /* the store connects in the background */
 	snprintf(fx.url, sizeof(fx.url), "%s/v1/messages", fx.d.admin_url);
 	fx.pg = th_pg_connect(fx.conninfo);
 	unlink(path);

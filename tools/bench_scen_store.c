@@ -591,12 +591,17 @@ static size_t tail_log(FILE *f, const char *prefix, struct st *s, uint64_t *seen
 	clearerr(f);
 	while (fgets(line, sizeof(line), f)) {
 		const char *t = strstr(line, key);
+		char hex[9];
 		unsigned long idx;
 		char *end;
 
-		if (!t || !strstr(line, "\"status\":200"))
+		if (!t || !strstr(line, "\"status\":200") || strlen(t + kl) < 8)
 			continue;
-		idx = strtoul(t + kl, &end, 10);
+		memcpy(hex, t + kl, 8);
+		hex[8] = '\0';
+		idx = strtoul(hex, &end, 16);
+		if (*end)
+			continue;
 		if (idx < n && !seen_ns[idx]) {
 			seen_ns[idx] = fb_now_ns();
 			got++;
@@ -620,7 +625,8 @@ int fb_scen_push(struct fb_opts *o)
 	int rc = 1;
 
 	memset(&s, 0, sizeof(s));
-	snprintf(prefix, sizeof(prefix), "fbpush-%08x-",
+	/* APNs tokens are hexadecimal: this run's 8 digits, then the device's. */
+	snprintf(prefix, sizeof(prefix), "fb%08x",
 		 (unsigned)(fb_now_ns() / 1000) ^ ((unsigned)getpid() << 12));
 	creds = fb_get_creds(o, n + 1, n);
 	seen_ns = calloc(n, sizeof(*seen_ns));
@@ -630,7 +636,7 @@ int fb_scen_push(struct fb_opts *o)
 	if (!s.ack_ns)
 		goto out;
 	for (size_t i = 0; i < n; i++) {
-		snprintf(token, sizeof(token), "%s%zu", prefix, i);
+		snprintf(token, sizeof(token), "%s%08zx", prefix, i);
 		if (fb_admin_put_push(o, creds[i].device_id, token))
 			goto out;
 	}

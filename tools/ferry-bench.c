@@ -1456,7 +1456,7 @@ static int check_args(struct fb_opts *o)
 		why = "a scenario takes none of --idle, --offline, --receipts, --hold, --load";
 	else if (!!o->idle + !!o->offline + !!o->pairs > 1)
 		why = "--idle, --offline and --receipts are three modes: one at a time";
-	else if (!o->offline != !o->per_device)
+	else if (!o->scenario && !o->offline != !o->per_device)
 		why = "--offline N and --per-device K go together";
 	else if (!loopback_host(o->host) || (o->admin && !loopback_url(o->admin)))
 		why = "loopback only: --server and --admin must be on 127.0.0.0/8, ::1 or "

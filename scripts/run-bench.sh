@@ -8,17 +8,21 @@
 #      run-tests.sh does), a migrated database, and two release bin/ferryd on
 #      free 127.0.0.1 ports, log level warn: A with the default workers (one
 #      per core), B with one worker (see below);
-#   3. bin/ferry-bench --idle on A: VmRSS per idle authenticated connection;
-#   4. bin/ferry-bench online: latency on B (window 1), throughput on A
-#      (100-byte and 4 KiB payloads, 4 senders, 4 receivers), each the median
-#      of several runs on one set of connections, with ferryd's CPU time and
-#      RSS growth per envelope;
+#   3. bin/ferry-bench idle 19000 on A (fresh): ferryd's VmRSS per idle
+#      authenticated connection, and the kernel's slab memory per socket;
+#   4. bin/ferry-bench online (the older mode, libferry): latency on B
+#      (window 1), throughput on A (4 senders, 4 receivers), each the median
+#      of several runs, whose devices steps 5 and 6 reuse;
+#  4b. the scenarios on A (one epoll thread drives every connection):
+#      pairs 100 x window 4 and 1,000 x window 1, 100 pairs paced to half the
+#      first rate and to 100,000/s (end-to-end p99), fanout 100 users x 4
+#      devices; ferryd's and the generator's CPU per envelope side by side;
 #   5. system calls per envelope over a fixed number of envelopes: perf stat
 #      on the syscall tracepoints (no slow-down; ping-pong on B, under load on
 #      A) and strace -c -f -p (ping-pong on B); each skipped if missing;
 #   6. ferryd's user-space instructions per envelope: a third ferryd (one
 #      worker) under callgrind, the difference of two runs of different length;
-#   7. the offline store on A (ferry-bench --offline): envelopes stored/s for
+#   7. the offline store on A (ferry-bench offline): envelopes stored/s for
 #      devices that are away (every ACK must say stored), then drained/s as
 #      they reconnect, checked empty afterwards (protocol and SQL), with
 #      ferryd's and PostgreSQL's CPU per envelope and the store's statements
@@ -26,6 +30,10 @@
 #   8. the plain-INSERT ceiling (build/bench/bench_insert): the same rows,
 #      same batch size, plain multi-row INSERTs from one connection into a
 #      scratch database with ferry's schema, and the ratio of the two;
+#  8b. reconnect-storm: 10,000 devices on one more daemon, S, restarted under
+#      them: seconds until all are back, peak accepts/s, nothing lost;
+#  8c. wake-up pushes: 2,000 devices away with APNs tokens on one more daemon,
+#      W, pushing to the release mock APNs: pushes/s, ACK -> push latency;
 #   9. receipts (ferry-bench --receipts): two more daemons, R1 with receipts
 #      as shipped and R0 with [receipts] delivered = off; 1,000 sender ->
 #      reader pairs, every message read at once against R1 (one RECEIPT per
@@ -48,22 +56,24 @@
 # mailbox hops), so one pair's figures would change from run to run. With one
 # worker the path, and the counts, are the same every time.
 #
-# Figures are printed as they come (key=value lines and tables), then a
-# summary; every key=value line is saved to build/bench/last-run.txt (diff two
-# of them to compare commits). Everything started here is stopped by PID and
+# Figures are printed as they come (key=value lines, the scenarios' JSON
+# lines, tables), then a summary; every key=value line (the JSON lines too,
+# as LABEL.KEY=VALUE) is saved to build/bench/last-run.txt (diff two of them
+# to compare commits), and a full run writes bench/results/DATE-COMMIT.json:
+# the machine, every JSON line and every figure (docs/performance.md). Everything started here is stopped by PID and
 # the temporary directory removed, whatever happens (trap).
 #
-# Environment: FERRY_BENCH_IDLE (idle connections, default 5000),
+# Environment: FERRY_BENCH_IDLE (idle connections, default 19000),
 # FERRY_BENCH_QUICK=1 (fewer runs and envelopes: a smoke test),
 # FERRY_BENCH_CALLGRIND=0 (skip step 6), FERRY_BENCH_OFFLINE=0 (skip steps 7
 # and 8), FERRY_BENCH_RECEIPTS=0 (skip step 9), FERRY_BENCH_ADMIN=0 (skip step
 # 10), FERRY_BENCH_ADMIN_RUNS (step 10's runs, default 3, at most 6: more for
 # a figure to decide on), FERRY_BENCH_ONLY="NAME ..." (only those steps, step
-# 2 and the summary always: proto for 1, push for 1b, idle, online, syscalls,
-# callgrind for 6, offline for 7 and 8, receipts, admin; syscalls and
-# callgrind bring online, whose devices they reuse). Runtime: 4-4.5 minutes
-# on 2 cores, step 9 about 50 s of it and step 10 about 40 s; the target is
-# under 3 minutes.
+# 2 and the summary always: proto for 1, push for 1b, idle, online, pairs and
+# fanout for 4b, syscalls, callgrind for 6, offline for 7 and 8, storm, wake,
+# receipts, admin; syscalls and callgrind bring online, whose devices they
+# reuse), FERRY_BENCH_RESULTS=1 (write the results document even for a
+# partial or quick run).
 set -u
 top=$(cd "$(dirname "$0")/.." && pwd)
 . "$top/scripts/pg.sh"
@@ -210,7 +220,7 @@ fi
 
 if want push; then
 	section "APNs pushes: ferry's sender vs h2load, one connection to the mock"
-	push_n=100000 push_runs=3
+	push_n=20000 push_runs=3
 	[ "$quick" = 1 ] && push_n=5000 push_runs=1
 	"$pushb" --mock "$top/build/bench/mock_apns" --pushes "$push_n" --runs "$push_runs" | keep ||
 		note_failure bench_push
@@ -777,7 +787,7 @@ fi
 # unscheduled for longer than the default ack_timeout (250 ms), and ferryd
 # would then store its DELIVERs: both daemons get 5 s, so that what is
 # measured is online delivery and receipts, not the store.
-rc_pairs=1000 rc_window=4 rc_dur=2 rc_runs=2 rc_alt=2
+rc_pairs=1000 rc_window=4 rc_dur=2 rc_runs=2 rc_alt=1
 [ "$quick" = 1 ] && rc_pairs=100 rc_dur=1 rc_runs=1 rc_alt=1
 
 # medians PREFIX FILE...: PREFIX.KEY = the median over the FILEs of each
@@ -945,7 +955,7 @@ fi
 # runs; each phase's figures are medians over them, and its message p99 is
 # compared with the phase without load of the same run (ferry-bench prints
 # the median of those ratios).
-adm_hold=10000 adm_pairs=8 adm_rate=4000 adm_dur=1.25 adm_runs=${FERRY_BENCH_ADMIN_RUNS:-3}
+adm_hold=10000 adm_pairs=8 adm_rate=4000 adm_dur=1.25 adm_runs=${FERRY_BENCH_ADMIN_RUNS:-2}
 adm_delay=100
 [ "$quick" = 1 ] && adm_hold=1000 adm_dur=1 adm_runs=1
 adm_phases="stats metrics stats_sat metrics_sat"

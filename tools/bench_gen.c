@@ -24,6 +24,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
 
@@ -39,6 +40,21 @@
 #ifndef IP_BIND_ADDRESS_NO_PORT
 #define IP_BIND_ADDRESS_NO_PORT 24
 #endif
+
+/*
+ * The first client id of a connection: microseconds since the epoch. ferryd
+ * answers a SEND whose (device, client id) it has seen before as a
+ * retransmission, without delivering it again, so devices reused from an
+ * earlier run (--creds) must not start over at 1; no sender makes more than
+ * one SEND a microsecond, so a later run always starts past an earlier one.
+ */
+static uint64_t realtime_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
 
 int gen_init(struct gen *g, const char *host, const char *port, unsigned sources,
 	     const struct gen_ops *ops, void *arg)
@@ -96,7 +112,7 @@ void gen_conn_init(struct gen *g, struct gen_conn *c, const struct fb_cred *cred
 	c->arg = arg;
 	c->fd = -1;
 	c->index = index;
-	c->next_id = 1;
+	c->next_id = realtime_us();
 }
 
 static void free_buffers(struct gen_conn *c)

@@ -423,9 +423,12 @@ BENCH_TOOLS := bin/ferry-bench build/bench/bench_proto build/bench/bench_insert 
 	build/bench/bench_push build/bench/mock_apns
 
 FERRY_BENCH_SRCS := \
+	tools/bench_gen.c \
 	tools/bench_load.c \
 	tools/bench_offline.c \
 	tools/bench_receipts.c \
+	tools/bench_scen.c \
+	tools/bench_scen_store.c \
 	tools/bench_util.c \
 	tools/ferry-bench.c
 

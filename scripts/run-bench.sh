@@ -8,17 +8,21 @@
 #      run-tests.sh does), a migrated database, and two release bin/ferryd on
 #      free 127.0.0.1 ports, log level warn: A with the default workers (one
 #      per core), B with one worker (see below);
-#   3. bin/ferry-bench --idle on A: VmRSS per idle authenticated connection;
-#   4. bin/ferry-bench online: latency on B (window 1), throughput on A
-#      (100-byte and 4 KiB payloads, 4 senders, 4 receivers), each the median
-#      of several runs on one set of connections, with ferryd's CPU time and
-#      RSS growth per envelope;
+#   3. bin/ferry-bench idle 19000 on A (fresh): ferryd's VmRSS per idle
+#      authenticated connection, and the kernel's slab memory per socket;
+#   4. bin/ferry-bench online (the older mode, libferry): latency on B
+#      (window 1), throughput on A (4 senders, 4 receivers), each the median
+#      of several runs, whose devices steps 5 and 6 reuse;
+#  4b. the scenarios on A (one epoll thread drives every connection):
+#      pairs 100 x window 4 and 1,000 x window 1, 100 pairs paced to half the
+#      first rate and to 100,000/s (end-to-end p99), fanout 100 users x 4
+#      devices; ferryd's and the generator's CPU per envelope side by side;
 #   5. system calls per envelope over a fixed number of envelopes: perf stat
 #      on the syscall tracepoints (no slow-down; ping-pong on B, under load on
 #      A) and strace -c -f -p (ping-pong on B); each skipped if missing;
 #   6. ferryd's user-space instructions per envelope: a third ferryd (one
 #      worker) under callgrind, the difference of two runs of different length;
-#   7. the offline store on A (ferry-bench --offline): envelopes stored/s for
+#   7. the offline store on A (ferry-bench offline): envelopes stored/s for
 #      devices that are away (every ACK must say stored), then drained/s as
 #      they reconnect, checked empty afterwards (protocol and SQL), with
 #      ferryd's and PostgreSQL's CPU per envelope and the store's statements
@@ -26,6 +30,10 @@
 #   8. the plain-INSERT ceiling (build/bench/bench_insert): the same rows,
 #      same batch size, plain multi-row INSERTs from one connection into a
 #      scratch database with ferry's schema, and the ratio of the two;
+#  8b. reconnect-storm: 10,000 devices on one more daemon, S, restarted under
+#      them: seconds until all are back, peak accepts/s, nothing lost;
+#  8c. wake-up pushes: 2,000 devices away with APNs tokens on one more daemon,
+#      W, pushing to the release mock APNs: pushes/s, ACK -> push latency;
 #   9. receipts (ferry-bench --receipts): two more daemons, R1 with receipts
 #      as shipped and R0 with [receipts] delivered = off; 1,000 sender ->
 #      reader pairs, every message read at once against R1 (one RECEIPT per
@@ -48,22 +56,24 @@
 # mailbox hops), so one pair's figures would change from run to run. With one
 # worker the path, and the counts, are the same every time.
 #
-# Figures are printed as they come (key=value lines and tables), then a
-# summary; every key=value line is saved to build/bench/last-run.txt (diff two
-# of them to compare commits). Everything started here is stopped by PID and
+# Figures are printed as they come (key=value lines, the scenarios' JSON
+# lines, tables), then a summary; every key=value line (the JSON lines too,
+# as LABEL.KEY=VALUE) is saved to build/bench/last-run.txt (diff two of them
+# to compare commits), and a full run writes bench/results/DATE-COMMIT.json:
+# the machine, every JSON line and every figure (docs/performance.md). Everything started here is stopped by PID and
 # the temporary directory removed, whatever happens (trap).
 #
-# Environment: FERRY_BENCH_IDLE (idle connections, default 5000),
+# Environment: FERRY_BENCH_IDLE (idle connections, default 19000),
 # FERRY_BENCH_QUICK=1 (fewer runs and envelopes: a smoke test),
 # FERRY_BENCH_CALLGRIND=0 (skip step 6), FERRY_BENCH_OFFLINE=0 (skip steps 7
 # and 8), FERRY_BENCH_RECEIPTS=0 (skip step 9), FERRY_BENCH_ADMIN=0 (skip step
 # 10), FERRY_BENCH_ADMIN_RUNS (step 10's runs, default 3, at most 6: more for
 # a figure to decide on), FERRY_BENCH_ONLY="NAME ..." (only those steps, step
-# 2 and the summary always: proto for 1, push for 1b, idle, online, syscalls,
-# callgrind for 6, offline for 7 and 8, receipts, admin; syscalls and
-# callgrind bring online, whose devices they reuse). Runtime: 4-4.5 minutes
-# on 2 cores, step 9 about 50 s of it and step 10 about 40 s; the target is
-# under 3 minutes.
+# 2 and the summary always: proto for 1, push for 1b, idle, online, pairs and
+# fanout for 4b, syscalls, callgrind for 6, offline for 7 and 8, storm, wake,
+# receipts, admin; syscalls and callgrind bring online, whose devices they
+# reuse), FERRY_BENCH_RESULTS=1 (write the results document even for a
+# partial or quick run).
 set -u
 top=$(cd "$(dirname "$0")/.." && pwd)
 . "$top/scripts/pg.sh"
@@ -73,12 +83,12 @@ bench="$top/bin/ferry-bench"
 proto="$top/build/bench/bench_proto"
 insert="$top/build/bench/bench_insert"
 pushb="$top/build/bench/bench_push"
-idle=${FERRY_BENCH_IDLE:-5000}
+idle=${FERRY_BENCH_IDLE:-19000}
 quick=${FERRY_BENCH_QUICK:-0}
 only=${FERRY_BENCH_ONLY:-}
 results="$top/build/bench/last-run.txt"
 
-steps="proto push idle online syscalls callgrind offline receipts admin"
+steps="proto push idle online pairs fanout syscalls callgrind offline storm wake receipts admin"
 for s in $only; do
 	case " $steps " in
 	*" $s "*) ;;
@@ -108,7 +118,9 @@ done
 tmp=$(mktemp -d /tmp/ferry-bench.XXXXXX)
 chmod 755 "$tmp"
 figs="$tmp/figures.txt"
+jsonl="$tmp/results.jsonl"
 : >"$figs"
+: >"$jsonl"
 pids=""
 failed=""
 started=$(date +%s)
@@ -133,10 +145,38 @@ section() {
 	echo "==== $*"
 }
 
-# keep: print stdin and keep its key=value lines.
+# json2kv: each scenario's JSON line (flat: numbers, null, and strings
+# without commas) as LABEL.KEY=VALUE lines, nulls left out.
+json2kv() {
+	awk '/^\{"scenario"/ {
+		s = $0
+		sub(/^\{/, "", s)
+		sub(/\}$/, "", s)
+		n = split(s, kv, ",")
+		label = ""
+		for (i = 1; i <= n; i++) {
+			c = index(kv[i], ":")
+			k[i] = substr(kv[i], 1, c - 1)
+			v[i] = substr(kv[i], c + 1)
+			gsub(/"/, "", k[i])
+			if (k[i] == "label") {
+				label = v[i]
+				gsub(/"/, "", label)
+			}
+		}
+		for (i = 1; i <= n; i++)
+			if (k[i] != "label" && k[i] != "scenario" && v[i] != "null")
+				printf "%s.%s=%s\n", label, k[i], v[i]
+	}'
+}
+
+# keep: print stdin and keep its key=value lines, and its scenarios' JSON
+# lines (in the results file, and as key=value lines).
 keep() {
 	tee "$tmp/last.out"
 	grep -E '^[A-Za-z0-9_.]+=' "$tmp/last.out" >>"$figs"
+	grep -E '^\{"scenario"' "$tmp/last.out" >>"$jsonl"
+	json2kv <"$tmp/last.out" >>"$figs"
 }
 
 fig() {
@@ -180,7 +220,7 @@ fi
 
 if want push; then
 	section "APNs pushes: ferry's sender vs h2load, one connection to the mock"
-	push_n=100000 push_runs=3
+	push_n=20000 push_runs=3
 	[ "$quick" = 1 ] && push_n=5000 push_runs=1
 	"$pushb" --mock "$top/build/bench/mock_apns" --pushes "$push_n" --runs "$push_runs" | keep ||
 		note_failure bench_push
@@ -270,7 +310,7 @@ stop_pid() {
 # pair's latency and counts would change from one run to the next.
 ga=$("$bench" --free-port) && aa=$("$bench" --free-port) &&
 	gb=$("$bench" --free-port) && ab=$("$bench" --free-port) || exit 1
-write_config "$tmp/a.ini" "$ga" "$aa"
+write_config "$tmp/a.ini" "$ga" "$aa" "max_connections = $((idle + 500))"
 write_config "$tmp/b.ini" "$gb" "$ab" "workers = 1"
 "$ferryd" migrate -c "$tmp/a.ini" >"$tmp/migrate.log" 2>&1 || {
 	cat "$tmp/migrate.log" >&2
@@ -304,16 +344,16 @@ on_b="--server 127.0.0.1:$gb --admin http://127.0.0.1:$ab --token-file $tmp/admi
 
 if want idle; then
 	require_ferryd
-	section "idle connections (ferryd A): memory per authenticated idle connection"
+	section "idle connections (ferryd A, fresh): memory per authenticated idle connection"
 	# shellcheck disable=SC2086
-	"$bench" --idle "$idle" $on_a | keep || note_failure idle
+	"$bench" $on_a idle "$idle" | keep || note_failure idle
 fi
 
 # ---- 4. online delivery -------------------------------------------------------------
 
 if want online syscalls callgrind; then
-	runs=5 lat_count=5000 tp_count=20000 big_count=5000
-	[ "$quick" = 1 ] && runs=2 lat_count=300 tp_count=500 big_count=200
+	runs=3 lat_count=5000 tp_count=20000
+	[ "$quick" = 1 ] && runs=2 lat_count=300 tp_count=500
 
 	require_ferryd
 	section "online delivery (ferryd B, one worker): latency, one envelope at a time"
@@ -329,11 +369,43 @@ if want online syscalls callgrind; then
 		--count "$tp_count" --runs "$runs" --save-creds "$tmp/creds4.txt" | keep ||
 		note_failure throughput
 
+fi
+
+# ---- 4b. pairs and fan-out: the scenarios' targets ------------------------------------
+
+# ferry-bench's scenarios on A: one epoll thread drives every connection, so
+# that the generator is not the limit (its CPU per envelope is reported
+# beside ferryd's). 100 pairs at window 4 unpaced; 1,000 pairs at window 1
+# unpaced; 100 pairs paced to half the first run's rate and to 100,000/s
+# (the targets' p99); one sender's messages to 100 users of 4 devices.
+pr_dur=3 pr_warm=1
+[ "$quick" = 1 ] && pr_dur=1 pr_warm=0.5
+if want pairs; then
 	require_ferryd
-	section "online delivery (ferryd A): throughput, 4 KiB payloads"
+	section "pairs (ferryd A): 100 pairs x window 4, 1,000 x window 1, then paced; 100-byte payloads"
 	# shellcheck disable=SC2086
-	"$bench" $on_a --label throughput4k --senders 4 --receivers 4 --window 16 --size 4096 \
-		--count "$big_count" --runs "$runs" | keep || note_failure throughput4k
+	"$bench" $on_a --label pairs100 --save-creds "$tmp/creds_p100.txt" pairs 100 --window 4 \
+		--payload 100 --warmup "$pr_warm" --duration "$pr_dur" | keep || note_failure pairs100
+	# shellcheck disable=SC2086
+	"$bench" $on_a --label pairs1000 --save-creds "$tmp/creds_p1000.txt" pairs 1000 \
+		--window 1 --payload 100 --warmup "$pr_warm" --duration "$pr_dur" | keep ||
+		note_failure pairs1000
+	half=$(get pairs100.envelopes_per_s | awk '{ printf "%d", $1 / 2 }')
+	[ -n "$half" ] && [ "$half" -gt 0 ] || half=50000
+	for r in "half:$half" "100k:100000"; do
+		# shellcheck disable=SC2086
+		"$bench" $on_a --label "pairs100_${r%%:*}" --creds "$tmp/creds_p100.txt" pairs 100 \
+			--window 4 --payload 100 --rate "${r#*:}" --warmup "$pr_warm" \
+			--duration "$pr_dur" | keep || note_failure "pairs100 paced ${r#*:}"
+	done
+fi
+
+if want fanout; then
+	require_ferryd
+	section "fan-out (ferryd A): one sender to 100 users of 4 devices each"
+	# shellcheck disable=SC2086
+	"$bench" $on_a --label fanout fanout 100 --devices 4 --window 32 --payload 100 \
+		--warmup "$pr_warm" --duration "$pr_dur" | keep || note_failure fanout
 fi
 
 # ---- 5. system calls per envelope -------------------------------------------------
@@ -483,7 +555,7 @@ fi
 
 # N recipients x K envelopes a run (100 B payloads), 4 senders with 256 SENDs
 # each in flight: enough for the store to batch as it would under load.
-off_n=500 off_k=200 off_runs=5
+off_n=500 off_k=200 off_runs=3
 [ "$quick" = 1 ] && off_n=50 off_k=20 off_runs=1
 offline=${FERRY_BENCH_OFFLINE:-1}
 
@@ -533,8 +605,8 @@ if want offline && [ "$offline" != 0 ]; then
 	section "offline store (ferryd A): $off_n devices away x $off_k envelopes, then drained"
 	[ -n "$pss" ] && pg_q ferry_bench "SELECT pg_stat_statements_reset()" >/dev/null
 	# shellcheck disable=SC2086
-	"$bench" $on_a --offline "$off_n" --per-device "$off_k" --senders 4 --window 256 \
-		--runs "$off_runs" --pg-pid "$pg_pid" --save-creds "$tmp/creds_off.txt" | keep ||
+	"$bench" $on_a --pg-pid "$pg_pid" --save-creds "$tmp/creds_off.txt" --label offline \
+		offline "$off_n" --per-device "$off_k" --senders 4 --window 256 | keep ||
 		note_failure offline
 	for k in offline.store_errors offline.drain_errors; do
 		v=$(get "$k")
@@ -585,6 +657,119 @@ elif want offline; then
 	section "offline store and plain INSERT: skipped (FERRY_BENCH_OFFLINE=0)"
 fi
 
+# ---- 8b. a reconnect storm ---------------------------------------------------------
+
+# One more daemon, S (default workers), started detached (sh -c '... &') so
+# that the restart command, run by ferry-bench, can stop it and start the
+# next one with no shell waiting on either: storm_n devices connected and
+# 1,000 envelopes stored for 100 devices away, then S restarted (SIGTERM,
+# wait, start); every device reconnects at once. Nothing acknowledged may
+# be lost.
+storm_n=10000
+[ "$quick" = 1 ] && storm_n=1000
+
+# start_detached CONFIG LOG PIDFILE: ferryd in the background, not our child.
+start_detached() {
+	sh -c "exec \"$ferryd\" run -c \"$1\" >>\"$2\" 2>&1 </dev/null &
+echo \$! >\"$3\""
+}
+
+# wait_gone PID: until it has exited (at most 30 s).
+wait_gone() {
+	i=0
+	while kill -0 "$1" 2>/dev/null && [ $i -lt 600 ]; do
+		sleep 0.05
+		i=$((i + 1))
+	done
+}
+
+if want storm; then
+	require_ferryd
+	section "reconnect storm: $storm_n devices, ferryd S restarted under them"
+	gs=$("$bench" --free-port) && as=$("$bench" --free-port) || exit 1
+	write_config "$tmp/s.ini" "$gs" "$as" "max_connections = $((storm_n + 1000))"
+	cat >"$tmp/restart.sh" <<EOT
+p=\$(cat "$tmp/s.pid")
+kill -TERM "\$p"
+while kill -0 "\$p" 2>/dev/null; do sleep 0.02; done
+$(command -v sh) -c 'exec "$ferryd" run -c "$tmp/s.ini" >>"$tmp/s.log" 2>&1 </dev/null &
+echo \$! >"$tmp/s.pid"'
+EOT
+	start_detached "$tmp/s.ini" "$tmp/s.log" "$tmp/s.pid"
+	i=0
+	while ! curl -sf "http://127.0.0.1:$as/healthz" >/dev/null 2>&1 && [ $i -lt 300 ]; do
+		sleep 0.1
+		i=$((i + 1))
+	done
+	# shellcheck disable=SC2086
+	"$bench" --server "127.0.0.1:$gs" --admin "http://127.0.0.1:$as" \
+		--token-file "$tmp/admin.token" --label storm reconnect-storm "$storm_n" \
+		--stored 1000 --restart-cmd "sh $tmp/restart.sh" | keep || note_failure "reconnect storm"
+	p=$(cat "$tmp/s.pid")
+	kill -TERM "$p" 2>/dev/null
+	wait_gone "$p"
+fi
+
+# ---- 8c. wake-up pushes -------------------------------------------------------------
+
+# One more daemon, W, whose [push.apns] points at the release mock APNs
+# (build/bench/mock_apns, request log on): wake_n devices away with APNs
+# tokens get one envelope each; ferry-bench reads the mock's log as it grows
+# for each push's arrival.
+wake_n=2000
+[ "$quick" = 1 ] && wake_n=200
+
+if want wake; then
+	require_ferryd
+	section "wake-up pushes: $wake_n devices away with APNs tokens, ferryd W -> mock APNs"
+	mkdir -p "$tmp/push"
+	if openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+		-subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+		-keyout "$tmp/push/key.pem" -out "$tmp/push/cert.pem" 2>/dev/null &&
+		openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 \
+			-out "$tmp/push/AuthKey.p8" 2>/dev/null &&
+		openssl pkey -in "$tmp/push/AuthKey.p8" -pubout -out "$tmp/push/pub.pem" 2>/dev/null; then
+		: >"$tmp/push/mock.log"
+		"$top/build/bench/mock_apns" --port 0 --cert "$tmp/push/cert.pem" \
+			--key "$tmp/push/key.pem" --auth-key "$tmp/push/pub.pem" \
+			--key-id BENCHKEY01 --team-id BENCHTEAM1 --log "$tmp/push/mock.log" \
+			>"$tmp/push/mock.out" 2>&1 &
+		mock_pid=$!
+		pids="$mock_pid $pids"
+		i=0
+		while ! grep -q '^listening' "$tmp/push/mock.out" && [ $i -lt 100 ]; do
+			sleep 0.1
+			i=$((i + 1))
+		done
+		mport=$(sed -n 's/^listening //p' "$tmp/push/mock.out")
+		gw=$("$bench" --free-port) && aw=$("$bench" --free-port) || exit 1
+		write_config "$tmp/w.ini" "$gw" "$aw" "
+[push]
+ca_file = $tmp/push/cert.pem
+
+[push.apns]
+endpoint = https://127.0.0.1:$mport
+key_file = $tmp/push/AuthKey.p8
+key_id = BENCHKEY01
+team_id = BENCHTEAM1
+topic = dev.ferry.bench"
+		if [ -n "$mport" ] && start_ferryd "$tmp/w.ini" "$aw" "$tmp/w.log"; then
+			pid_w=$ferryd_pid
+			# shellcheck disable=SC2086
+			"$bench" --server "127.0.0.1:$gw" --admin "http://127.0.0.1:$aw" \
+				--token-file "$tmp/admin.token" --pid "$pid_w" --label wake \
+				--push-log "$tmp/push/mock.log" push "$wake_n" | keep ||
+				note_failure "wake-up pushes"
+			stop_pid "$pid_w"
+		else
+			note_failure "wake-up pushes (mock APNs or ferryd W)"
+		fi
+		stop_pid "$mock_pid"
+	else
+		note_failure "wake-up pushes (keys)"
+	fi
+fi
+
 # ---- 9. receipts --------------------------------------------------------------------
 
 # A chatty workload (ferry-bench --receipts): P sender -> reader pairs, each
@@ -602,7 +787,7 @@ fi
 # unscheduled for longer than the default ack_timeout (250 ms), and ferryd
 # would then store its DELIVERs: both daemons get 5 s, so that what is
 # measured is online delivery and receipts, not the store.
-rc_pairs=1000 rc_window=4 rc_dur=2 rc_runs=2 rc_alt=2
+rc_pairs=1000 rc_window=4 rc_dur=2 rc_runs=2 rc_alt=1
 [ "$quick" = 1 ] && rc_pairs=100 rc_dur=1 rc_runs=1 rc_alt=1
 
 # medians PREFIX FILE...: PREFIX.KEY = the median over the FILEs of each
@@ -770,7 +955,7 @@ fi
 # runs; each phase's figures are medians over them, and its message p99 is
 # compared with the phase without load of the same run (ferry-bench prints
 # the median of those ratios).
-adm_hold=10000 adm_pairs=8 adm_rate=4000 adm_dur=1.25 adm_runs=${FERRY_BENCH_ADMIN_RUNS:-3}
+adm_hold=10000 adm_pairs=8 adm_rate=4000 adm_dur=1.25 adm_runs=${FERRY_BENCH_ADMIN_RUNS:-2}
 adm_delay=100
 [ "$quick" = 1 ] && adm_hold=1000 adm_dur=1 adm_runs=1
 adm_phases="stats metrics stats_sat metrics_sat"
@@ -895,6 +1080,34 @@ mkdir -p "$(dirname "$results")"
 	cat "$figs"
 } >"$results"
 
+# The run's results as one JSON document, bench/results/DATE-COMMIT.json:
+# the machine, then every scenario's JSON line, then every key=value figure
+# (numbers as numbers). Not with FERRY_BENCH_ONLY or FERRY_BENCH_QUICK
+# unless FERRY_BENCH_RESULTS=1: a partial run is no reference.
+commit=$(git -C "$top" rev-parse --short HEAD 2>/dev/null || echo unknown)
+if { [ -z "$only" ] && [ "$quick" != 1 ]; } || [ "${FERRY_BENCH_RESULTS:-0}" = 1 ]; then
+	mkdir -p "$top/bench/results"
+	out="$top/bench/results/$(date -u +%Y-%m-%d)-$commit.json"
+	{
+		printf '{\n  "date": "%s",\n  "commit": "%s",\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$commit"
+		printf '  "quick": %s,\n  "only": "%s",\n  "failed": "%s",\n' \
+			"$([ "$quick" = 1 ] && echo true || echo false)" "$only" "${failed# }"
+		printf '  "machine": {"nproc": %s, "mem_total_kb": %s, "kernel": "%s", "cpu": "%s"},\n' \
+			"$(nproc)" "$(awk '/^MemTotal:/ { print $2 }' /proc/meminfo)" "$(uname -sr)" \
+			"$(sed -n 's/^model name[^:]*: *//p' /proc/cpuinfo | head -n 1 | tr -d '"\\')"
+		printf '  "results": [\n'
+		sed 's/^/    /; $!s/$/,/' "$jsonl"
+		printf '  ],\n  "figures": {\n'
+		awk -F= 'NF >= 2 {
+			k = $1; v = substr($0, length($1) + 2)
+			if (v !~ /^-?[0-9]+(\.[0-9]+)?$/) { gsub(/["\\]/, "", v); v = "\"" v "\"" }
+			printf "%s    \"%s\": %s", sep, k, v; sep = ",\n"
+		} END { print "" }' "$figs"
+		printf '  }\n}\n'
+	} >"$out"
+	echo "bench: results in ${out#"$top"/}"
+fi
+
 # row TEXT KEY...: one line of the summary, the figures separated by " / ";
 # with FERRY_BENCH_ONLY, none for a line without any figure.
 row() {
@@ -924,15 +1137,32 @@ row "throughput 100 B: envelopes acked/s" throughput.acked_per_s
 row "throughput 100 B: ACK p50 / p99 (us)" throughput.ack_p50_us throughput.ack_p99_us
 row "throughput 100 B: ferryd CPU per envelope (us)" throughput.ferryd_cpu_us_per_env
 row "throughput 100 B: ferryd RSS growth per envelope (B)" throughput.ferryd_rss_bytes_per_env
-row "throughput 4 KiB: envelopes acked/s" throughput4k.acked_per_s
-row "throughput 4 KiB: ferryd CPU per envelope (us)" throughput4k.ferryd_cpu_us_per_env
+row "pairs 100 x W4: envelopes/s (target >= 200,000)" pairs100.envelopes_per_s
+row "pairs 100 x W4: end to end p50 / p99 / p999 (us)" pairs100.p50_us pairs100.p99_us \
+	pairs100.p999_us
+row "pairs 1000 x W1: envelopes/s (target >= 100,000)" pairs1000.envelopes_per_s
+row "pairs 1000 x W1: end to end p50 / p99 (us)" pairs1000.p50_us pairs1000.p99_us
+row "pairs: ferryd / generator CPU per env, 100 (us)" pairs100.cpu_us_per_envelope \
+	pairs100.gen_cpu_us_per_envelope
+row "pairs: ferryd / generator cores busy, 100" pairs100.ferryd_busy pairs100.gen_busy
+row "pairs: ferryd / generator CPU per env, 1000 (us)" pairs1000.cpu_us_per_envelope \
+	pairs1000.gen_cpu_us_per_envelope
+row "paced at half: envelopes/s, e2e p99 (us, < 5000)" pairs100_half.envelopes_per_s \
+	pairs100_half.p99_us
+row "paced 100,000/s: envelopes/s, e2e p99 (us, < 5000)" pairs100_100k.envelopes_per_s \
+	pairs100_100k.p99_us
+row "fanout 100 users x 4: DELIVERs/s, e2e p99 (us)" fanout.envelopes_per_s fanout.p99_us
+row "reconnect storm: devices back / all back (s)" storm.back storm.all_back_s
+row "reconnect storm: peak accepts/s, lost" storm.peak_accepts_per_s storm.lost
+row "wake pushes/s, ACK -> mock p50 / p99 (us)" wake.pushes_per_s wake.p50_us wake.p99_us
 row "syscalls per envelope: ping-pong / under load" syscalls.pingpong.per_envelope \
 	syscalls.load.per_envelope
 row "writes per envelope: ping-pong / under load" syscalls.pingpong.write syscalls.load.write
 row "syscalls per envelope: strace ping-pong" syscalls.strace.per_envelope
 row "ferryd instructions per envelope (ping-pong)" ferryd.instructions_per_envelope
-row "idle: bytes per connection" idle.bytes_per_conn
-row "ferryd A VmHWM at the end (kB)" throughput4k.ferryd_hwm_kb
+row "idle: connections / ferryd bytes per connection" idle.connections \
+	idle.bytes_per_connection
+row "idle: kernel slab bytes per socket" idle.kernel_bytes_per_socket
 row "offline: envelopes stored/s / drained/s" offline.stored_per_s offline.drained_per_s
 row "offline: send -> ACK stored p50 / p99 (us)" offline.store_ack_p50_us \
 	offline.store_ack_p99_us

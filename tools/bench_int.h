@@ -53,6 +53,15 @@ struct fb_opts {
 	long pid;    /* ferryd */
 	long pg_pid; /* the PostgreSQL postmaster: its CPU and its children's */
 	int verbose;
+	/* Scenarios (tools/bench_scen.c): ferry-bench [options] SCENARIO N. */
+	const char *scenario;	 /* NULL: one of the modes above */
+	unsigned long n;	 /* the scenario's N (pairs, connections, users, devices) */
+	unsigned devices;	 /* fanout: devices per user; receivers are grouped so */
+	unsigned sources;	 /* source addresses 127.0.0.1 .. 127.0.0.S */
+	double warmup;		 /* pairs, fanout: seconds before measuring */
+	unsigned stored;	 /* reconnect-storm: envelopes stored before the restart */
+	const char *restart_cmd; /* reconnect-storm: restarts ferryd (sh -c) */
+	const char *push_log;	 /* push: the mock provider's request log */
 };
 
 /* A growable array of samples (nanoseconds). */
@@ -100,7 +109,8 @@ double fb_self_cpu_ns(void);
 
 /*
  * @n credentials: from o->creds, or fresh devices made through the admin API
- * (users fb-RUN-rI for the first @nrecv, fb-RUN-sI for the rest); written to
+ * (users fb-RUN-rI for the first @nrecv, fb-RUN-sI for the rest; with
+ * o->devices > 1 the receivers go o->devices to a user); written to
  * o->save_creds if set. A calloc'ed array (the caller frees it), or NULL
  * with a message on stderr.
  */
@@ -116,6 +126,47 @@ void fb_raise_nofile(void);
  * or without one when there is no admin URL or token.
  */
 int fb_admin_get(const struct fb_opts *o, const char *path, char **body);
+
+/*
+ * One JSON object on one line (a scenario's result), built in place:
+ * fb_json_begin(), members, fb_json_end() prints it to stdout. A NAN number
+ * is written null. Keys and strings are the program's own (no escaping
+ * beyond quotes and backslashes).
+ */
+struct fb_json {
+	char buf[4096];
+	size_t len;
+};
+
+void fb_json_begin(struct fb_json *j, const char *scenario, const char *label);
+void fb_json_num(struct fb_json *j, const char *key, double v, int prec);
+void fb_json_str(struct fb_json *j, const char *key, const char *v);
+void fb_json_end(struct fb_json *j);
+
+/* The members every scenario's line has, in this order (NAN: null). */
+struct fb_fixed {
+	double envelopes_per_s, p50_us, p99_us, p999_us;
+	double ferryd_rss_bytes, bytes_per_connection;
+	double cpu_us_per_envelope;	/* ferryd's */
+	double gen_cpu_us_per_envelope; /* ferry-bench's own */
+};
+
+void fb_fixed_init(struct fb_fixed *f);
+void fb_json_fixed(struct fb_json *j, const struct fb_fixed *f);
+
+/* ferry-bench [options] SCENARIO N ...: the exit status (tools/bench_scen.c). */
+int fb_run_scenario(struct fb_opts *o);
+
+/* The scenarios of tools/bench_scen_store.c: offline, reconnect-storm, push. */
+int fb_scen_offline(struct fb_opts *o);
+int fb_scen_storm(struct fb_opts *o);
+int fb_scen_push(struct fb_opts *o);
+
+/*
+ * PUT a push token for device @id (provider "apns", token @token) through
+ * the admin API; 0, or -1 with a message on stderr.
+ */
+int fb_admin_put_push(const struct fb_opts *o, uint64_t id, const char *token);
 
 /* The offline store mode (tools/bench_offline.c): the exit status. */
 int fb_run_offline(const struct fb_opts *o);

@@ -4,7 +4,8 @@
  * PostgreSQL's CPU time and memory from /proc, device credentials,
  * created through the admin API (a few requests in parallel, libcurl) or
  * read from a file of `user device_id secret` lines, and single GETs from
- * the admin API (GET /v1/stats).
+ * the admin API (GET /v1/stats, PUT a push token), and the scenarios' one
+ * JSON result line (fb_json_*).
  *
  * Nothing here keeps state between calls but fb_interrupted, which only the
  * signal handler sets.
@@ -15,6 +16,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -328,7 +330,10 @@ static int read_token(const struct fb_opts *o, char *out, size_t cap)
 	return n ? 0 : -1;
 }
 
-int fb_admin_get(const struct fb_opts *o, const char *path, char **body)
+/* @method @path (with @send as the body if not NULL) on the admin API; 0 and
+ * the body on HTTP @want, -1 with a message otherwise. */
+static int admin_request(const struct fb_opts *o, const char *method, const char *path,
+			 const char *send, long want, char **body)
 {
 	char token[1024], auth[1100], url[512];
 	struct body b = { NULL, 0 };
@@ -347,6 +352,8 @@ int fb_admin_get(const struct fb_opts *o, const char *path, char **body)
 	snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
 	h = curl_easy_init();
 	hdrs = curl_slist_append(hdrs, auth);
+	if (send)
+		hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
 	if (h && hdrs) {
 		curl_easy_setopt(h, CURLOPT_URL, url);
 		curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
@@ -354,6 +361,10 @@ int fb_admin_get(const struct fb_opts *o, const char *path, char **body)
 		curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
 		curl_easy_setopt(h, CURLOPT_TIMEOUT, 10L);
 		curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+		if (send) {
+			curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+			curl_easy_setopt(h, CURLOPT_POSTFIELDS, send);
+		}
 		rc = curl_easy_perform(h);
 		if (rc == CURLE_OK)
 			curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
@@ -361,14 +372,114 @@ int fb_admin_get(const struct fb_opts *o, const char *path, char **body)
 	curl_slist_free_all(hdrs);
 	if (h)
 		curl_easy_cleanup(h);
-	if (rc != CURLE_OK || status != 200 || !b.p) {
-		fprintf(stderr, "ferry-bench: GET %s: %s, HTTP %ld\n", url,
+	if (rc != CURLE_OK || status != want || !b.p) {
+		fprintf(stderr, "ferry-bench: %s %s: %s, HTTP %ld\n", method, url,
 			rc == CURLE_OK ? "done" : curl_easy_strerror(rc), status);
 		free(b.p);
 		return -1;
 	}
 	*body = b.p;
 	return 0;
+}
+
+int fb_admin_get(const struct fb_opts *o, const char *path, char **body)
+{
+	return admin_request(o, "GET", path, NULL, 200, body);
+}
+
+int fb_admin_put_push(const struct fb_opts *o, uint64_t id, const char *token)
+{
+	char path[64], send[256], *body;
+
+	snprintf(path, sizeof(path), "/v1/devices/%" PRIu64 "/push", id);
+	snprintf(send, sizeof(send), "{\"provider\":\"apns\",\"token\":\"%s\"}", token);
+	if (admin_request(o, "PUT", path, send, 200, &body))
+		return -1;
+	free(body);
+	return 0;
+}
+
+/* ---- scenario results: one JSON line ---- */
+
+static void json_add(struct fb_json *j, const char *fmt, ...) FERRY_PRINTF(2, 3);
+
+static void json_add(struct fb_json *j, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (j->len >= sizeof(j->buf))
+		return;
+	va_start(ap, fmt);
+	n = vsnprintf(j->buf + j->len, sizeof(j->buf) - j->len, fmt, ap);
+	va_end(ap);
+	if (n > 0)
+		j->len += (size_t)n;
+}
+
+static void json_key(struct fb_json *j, const char *key)
+{
+	json_add(j, "%s\"%s\":", j->len > 1 ? "," : "", key);
+}
+
+void fb_json_begin(struct fb_json *j, const char *scenario, const char *label)
+{
+	j->len = 0;
+	json_add(j, "{");
+	fb_json_str(j, "scenario", scenario);
+	fb_json_str(j, "label", label ? label : scenario);
+}
+
+void fb_json_num(struct fb_json *j, const char *key, double v, int prec)
+{
+	json_key(j, key);
+	if (isnan(v) || isinf(v))
+		json_add(j, "null");
+	else
+		json_add(j, "%.*f", prec, v);
+}
+
+void fb_json_str(struct fb_json *j, const char *key, const char *v)
+{
+	json_key(j, key);
+	if (!v) {
+		json_add(j, "null");
+		return;
+	}
+	json_add(j, "\"");
+	for (; *v; v++)
+		json_add(j, *v == '"' || *v == '\\' ? "\\%c" : "%c", *v);
+	json_add(j, "\"");
+}
+
+void fb_json_end(struct fb_json *j)
+{
+	json_add(j, "}");
+	if (j->len >= sizeof(j->buf)) { /* a program error: the line is ours */
+		fputs("ferry-bench: a result line is too long\n", stderr);
+		abort();
+	}
+	printf("%s\n", j->buf);
+	fflush(stdout);
+}
+
+void fb_fixed_init(struct fb_fixed *f)
+{
+	f->envelopes_per_s = f->p50_us = f->p99_us = f->p999_us = NAN;
+	f->ferryd_rss_bytes = f->bytes_per_connection = NAN;
+	f->cpu_us_per_envelope = f->gen_cpu_us_per_envelope = NAN;
+}
+
+void fb_json_fixed(struct fb_json *j, const struct fb_fixed *f)
+{
+	fb_json_num(j, "envelopes_per_s", f->envelopes_per_s, 0);
+	fb_json_num(j, "p50_us", f->p50_us, 0);
+	fb_json_num(j, "p99_us", f->p99_us, 0);
+	fb_json_num(j, "p999_us", f->p999_us, 0);
+	fb_json_num(j, "ferryd_rss_bytes", f->ferryd_rss_bytes, 0);
+	fb_json_num(j, "bytes_per_connection", f->bytes_per_connection, 0);
+	fb_json_num(j, "cpu_us_per_envelope", f->cpu_us_per_envelope, 2);
+	fb_json_num(j, "gen_cpu_us_per_envelope", f->gen_cpu_us_per_envelope, 2);
 }
 
 /* Create a device for each of @creds (users already named), ADMIN_THREADS at a time. */
@@ -476,7 +587,8 @@ struct fb_cred *fb_get_creds(const struct fb_opts *o, size_t n, size_t nrecv)
 	} else {
 		for (size_t i = 0; i < n; i++)
 			snprintf(creds[i].user, sizeof(creds[i].user), "fb-%08x-%c%zu", run,
-				 i < nrecv ? 'r' : 's', i < nrecv ? i : i - nrecv);
+				 i < nrecv ? 'r' : 's',
+				 i < nrecv ? i / (o->devices > 1 ? o->devices : 1) : i - nrecv);
 		rc = create_devices(o, creds, n);
 	}
 	if (rc == 0 && o->save_creds)

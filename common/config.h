@@ -77,11 +77,12 @@ struct ferry_config {
 	size_t npush_apps;
 
 	struct {
-		char *listen;	  /* host:port, "" disables the admin API */
-		char *token;	  /* bearer token (secret) */
-		char *token_file; /* or: a file holding it */
-		size_t max_body;  /* bytes */
-		unsigned threads; /* libmicrohttpd worker threads */
+		char *listen;		  /* host:port, "" disables the admin API */
+		char *token;		  /* bearer token (secret) */
+		char *token_file;	  /* or: a file holding it */
+		size_t max_body;	  /* bytes */
+		unsigned threads;	  /* libmicrohttpd worker threads */
+		unsigned request_timeout; /* seconds a connection may stay silent */
 	} admin;
 
 	struct {

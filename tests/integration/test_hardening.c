@@ -33,6 +33,7 @@
 #define TOKEN "hardening-test-token"
 #define MAX_FRAME (16 * 1024 * 1024)
 #define HANDSHAKE_MS 1500
+#define ADMIN_TIMEOUT_S 1
 
 struct fixture {
 	char *conninfo;
@@ -75,8 +76,9 @@ static int setup(void **state)
 		 "[gateway]\nlisten = 127.0.0.1:%d\ntls_listen = 127.0.0.1:%d\n"
 		 "tls_cert = %s\ntls_key = %s\nworkers = 2\n"
 		 "handshake_timeout = %d\nmax_frame = 16m\n\n"
+		 "[admin]\nrequest_timeout = %d\n\n"
 		 "[receipts]\ndelivered = off\n",
-		 fx.port, fx.tls_port, fx.cert, fx.key, HANDSHAKE_MS);
+		 fx.port, fx.tls_port, fx.cert, fx.key, HANDSHAKE_MS, ADMIN_TIMEOUT_S);
 	cfg = th_ferryd_config_ex(fx.conninfo, fx.admin_port, TOKEN, extra);
 	path = th_write_file("hard.ini", cfg);
 	if (th_ferryd_cmd(path, (const char *[]){ "migrate", NULL }, NULL) != 0)
@@ -248,10 +250,138 @@ static void test_oversized_prefix(void **state)
 		fail_msg("ferryd's RSS grew from %ld to %ld KiB", rss_before, rss_after);
 }
 
+/* ---- 2. silent and half-open connections ---- */
+
+enum { SL_SILENT, SL_PARTIAL, SL_TRICKLE };
+
+struct slow {
+	const char *what;
+	int port;
+	int kind;
+	const char *bytes; /* SL_PARTIAL: sent once; SL_TRICKLE: one byte at a time */
+	size_t len;
+	int limit_ms; /* closed within this */
+	int fd;
+	size_t sent;
+	long long closed_ms; /* -1: still open */
+};
+
+#define SLOW(w, p, k, b, l, lim)                                                                   \
+	{                                                                                          \
+		.what = (w), .port = (p), .kind = (k), .bytes = (b), .len = (l), .limit_ms = (lim) \
+	}
+
+/* Connect every @n peers, feed them as their kind says, and wait until
+ * each is closed or past its limit. */
+static void run_slow(struct slow *s, size_t n)
+{
+	long long start = now_ms(), last_trickle = 0;
+	size_t open = n;
+	int longest = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		s[i].fd = tcp_connect(s[i].port);
+		s[i].sent = 0;
+		s[i].closed_ms = -1;
+		if (s[i].limit_ms > longest)
+			longest = s[i].limit_ms;
+		if (s[i].kind == SL_PARTIAL && write(s[i].fd, s[i].bytes, s[i].len) < 0)
+			fail_msg("%s: write: %s", s[i].what, strerror(errno));
+	}
+	while (open && now_ms() - start < longest + 1000) {
+		struct pollfd pfd[16];
+
+		assert_true(n <= 16);
+		if (now_ms() - last_trickle >= 200) {
+			last_trickle = now_ms();
+			for (size_t i = 0; i < n; i++)
+				if (s[i].kind == SL_TRICKLE && s[i].closed_ms < 0 &&
+				    s[i].sent < s[i].len &&
+				    write(s[i].fd, s[i].bytes + s[i].sent, 1) == 1)
+					s[i].sent++;
+		}
+		for (size_t i = 0; i < n; i++) {
+			pfd[i].fd = s[i].closed_ms < 0 ? s[i].fd : -1;
+			pfd[i].events = POLLIN;
+			pfd[i].revents = 0;
+		}
+		poll(pfd, n, 50);
+		for (size_t i = 0; i < n; i++) {
+			char buf[4096];
+
+			if (s[i].closed_ms >= 0 || !pfd[i].revents)
+				continue;
+			if (read(s[i].fd, buf, sizeof(buf)) <= 0) {
+				s[i].closed_ms = now_ms() - start;
+				open--;
+			}
+		}
+	}
+	for (size_t i = 0; i < n; i++) {
+		close(s[i].fd);
+		if (s[i].closed_ms < 0 || s[i].closed_ms > s[i].limit_ms)
+			fail_msg("%s: closed after %lld ms (limit %d ms; -1: still open)",
+				 s[i].what, s[i].closed_ms, s[i].limit_ms);
+	}
+}
+
+/*
+ * Silent connections, half-sent HELLOs, ClientHellos and headers, and a
+ * HELLO trickled a byte at a time, on the device ports (plain and TLS) and
+ * the admin port: all closed within the handshake deadline or [admin]
+ * request_timeout, while a device and the admin API carry on.
+ */
+static void test_slowloris(void **state)
+{
+	static const char hello_part[] = { 0x20, PROTO_HELLO, 0x01 };
+	static const char tls_part[] = { 0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00 };
+	static const char http_part[] = "GET /v1/stats HTTP/1.1\r\nHost: localhost\r\n";
+	/* 32 bytes of HELLO, a byte every 200 ms: 6.4 s if the deadline let it. */
+	static const char hello_trickle[] = { 0x20, PROTO_HELLO, 0x01, 0x05, 0x1c, 'a', 'a', 'a',
+					      'a',  'a',	 'a',  'a',  'a',  'a', 'a', 'a',
+					      'a',  'a',	 'a',  'a',  'a',  'a', 'a', 'a',
+					      'a',  'a',	 'a',  'a',  'a',  'a', 'a', 'a' };
+	int dev_ms = HANDSHAKE_MS + 700, admin_ms = ADMIN_TIMEOUT_S * 1000 + 1500;
+	struct slow s[] = {
+		SLOW("device: silent", fx.port, SL_SILENT, NULL, 0, dev_ms),
+		SLOW("device: half a HELLO", fx.port, SL_PARTIAL, hello_part, sizeof(hello_part),
+		     dev_ms),
+		SLOW("device: trickled HELLO", fx.port, SL_TRICKLE, hello_trickle,
+		     sizeof(hello_trickle), dev_ms),
+		SLOW("tls: silent", fx.tls_port, SL_SILENT, NULL, 0, dev_ms),
+		SLOW("tls: half a ClientHello", fx.tls_port, SL_PARTIAL, tls_part, sizeof(tls_part),
+		     dev_ms),
+		SLOW("admin: silent", fx.admin_port, SL_SILENT, NULL, 0, admin_ms),
+		SLOW("admin: half a header", fx.admin_port, SL_PARTIAL, http_part,
+		     sizeof(http_part) - 1, admin_ms),
+	};
+
+	struct rawdev *a1 = rawdev_new();
+	struct proto_frame ping = { .type = PROTO_PING };
+	struct th_response r;
+
+	rawdev_login(a1, fx.port, fx.a1, fx.a1s);
+	run_slow(s, sizeof(s) / sizeof(s[0]));
+	/* Legitimate traffic is unaffected. */
+	ping.u.nonce = 77;
+	rawdev_send(a1, &ping);
+	assert_int_equal(rawdev_expect(a1, PROTO_PONG, 2000)->u.nonce, 77);
+	{
+		char url[128];
+
+		snprintf(url, sizeof(url), "%s/v1/stats", fx.d.admin_url);
+		th_http(&r, "GET", url, TOKEN, NULL);
+		assert_int_equal(r.status, 200);
+		th_response_release(&r);
+	}
+	rawdev_free(a1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_oversized_prefix),
+		cmocka_unit_test(test_slowloris),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

@@ -105,6 +105,17 @@ static const struct entry table[] = {
 	  NULL,
 	  "Stored envelopes sent to a reconnecting device ahead of its DELIVER_ACKs; the next page "
 	  "is read when half of them are acknowledged." },
+	{ "gateway", "max_frames_per_s", TYPE_UINT, "100", 1, 1000000,
+	  FIELD(gateway.max_frames_per_s), 0, "frames",
+	  "Per connection, the sustained rate of frames that cost work without carrying an "
+	  "envelope: PING, PONG, and DELIVER_ACKs naming an id not in flight on the connection "
+	  "(late acks of DELIVERs whose ack deadline passed excepted). Past it (and "
+	  "`frames_burst`) the connection is closed with ERROR rate_limited. SEND, RECEIPT and "
+	  "the acks of what the device was sent are never counted." },
+	{ "gateway", "frames_burst", TYPE_UINT, "500", 1, 1000000, FIELD(gateway.frames_burst), 0,
+	  "frames",
+	  "How many of the frames `max_frames_per_s` counts a connection may send at once, "
+	  "ahead of the rate." },
 	{ "store", "conninfo", TYPE_CONNINFO, "", 0, 0, FIELD(store.conninfo), 0, NULL,
 	  "libpq connection string (`key=value` pairs or a `postgresql://` URI). Empty: libpq "
 	  "defaults and the `PG*` environment variables." },

@@ -43,6 +43,8 @@ struct ferry_config {
 		unsigned handshake_timeout; /* ms from connect to a valid HELLO */
 		unsigned idle_timeout;	    /* ms without a frame before closing */
 		unsigned drain_window;	    /* stored DELIVERs un-acked at once */
+		unsigned max_frames_per_s;  /* PING, PONG, stray DELIVER_ACK */
+		unsigned frames_burst;	    /* of those, at once */
 	} gateway;
 
 	struct {

@@ -691,6 +691,36 @@ static void start_auth(struct gw_conn *c, const struct proto_hello *h)
 
 /* ---- frames ---- */
 
+/*
+ * Frames that cost work without carrying an envelope (PING, PONG, a
+ * DELIVER_ACK naming ids not in flight, which become DELETEs) take one
+ * token each from the connection's bucket: [gateway] frames_burst of them,
+ * refilled at max_frames_per_s. SEND and RECEIPT are not counted: they are
+ * paced by the store (GW_MAX_QUEUED_SENDS, NACK retry_later), and a fast
+ * sender must not be cut off. Returns 0, or -1 when the bucket is empty and
+ * the connection was closed (ERROR rate_limited).
+ */
+static int take_token(struct gw_conn *c)
+{
+	const struct ferry_config *cfg = c->w->gw->cfg;
+	uint64_t cap = (uint64_t)cfg->gateway.frames_burst * 1000;
+	uint32_t now = (uint32_t)uv_now(&c->w->loop);
+	uint64_t level = c->bucket +
+			 (uint64_t)(uint32_t)(now - c->bucket_at) * cfg->gateway.max_frames_per_s;
+
+	c->bucket_at = now;
+	if (level > cap)
+		level = cap;
+	if (level < 1000) {
+		log_info("event=conn_rate_limited conn=%llu device=%lld", (unsigned long long)c->id,
+			 (long long)c->device_id);
+		gw_conn_close(c, PROTO_ERR_RATE_LIMITED, "too many frames; slow down");
+		return -1;
+	}
+	c->bucket = (uint32_t)(level - 1000);
+	return 0;
+}
+
 static void handle_ready(struct gw_conn *c, const struct proto_frame *f)
 {
 	/* Filled in only for a PING: "= { .type = ... }" would zero its 4 KiB
@@ -702,17 +732,21 @@ static void handle_ready(struct gw_conn *c, const struct proto_frame *f)
 		gw_route_send(c, &f->u.send);
 		break;
 	case PROTO_DELIVER_ACK:
-		gw_deliver_acked(c, &f->u.ids);
+		if (gw_deliver_acked(c, &f->u.ids))
+			take_token(c);
 		break;
 	case PROTO_RECEIPT:
 		gw_receipt_read(c, &f->u.receipt);
 		break;
 	case PROTO_PING:
+		if (take_token(c))
+			break;
 		pong.type = PROTO_PONG;
 		pong.u.nonce = f->u.nonce;
 		gw_conn_send_frame(c, &pong);
 		break;
 	case PROTO_PONG:
+		take_token(c);
 		break;
 	case PROTO_ERROR:
 		log_info("event=conn_peer_error conn=%llu device=%lld code=%s",
@@ -914,6 +948,8 @@ void gw_conn_accept(struct gw_worker *w, uv_stream_t *listener, int tls)
 		if (atomic_compare_exchange_weak(&gw->peak_connections, &peak, n))
 			break;
 	c->accepted = c->last_rx = uv_now(&w->loop);
+	c->bucket_at = (uint32_t)c->accepted;
+	c->bucket = cfg->gateway.frames_burst * 1000u;
 	if (tls && setup_tls(c)) {
 		gw_conn_close(c, 0, NULL);
 		return;

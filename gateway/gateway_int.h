@@ -326,6 +326,14 @@ struct gw_conn {
 	char user[QUEUE_USER_MAX + 1];
 	int read_receipts; /* the user sends read receipts */
 	uint64_t last_rx;
+	/* Frames that cost work without carrying envelopes (conn.c): a token
+	 * bucket in thousandths of a frame, last filled at uv_now() (low 32
+	 * bits: a connection is never silent for 49 days). */
+	uint32_t bucket;
+	uint32_t bucket_at;
+	/* Live DELIVERs whose ack deadline passed (deliver.c): their acks may
+	 * still come, late, and are not counted in the bucket. */
+	uint32_t late_acks;
 	struct buf in;	      /* a partial frame; empty (no memory) between frames */
 	struct gw_cork *cork; /* output of this iteration, or NULL */
 	SSL *ssl;	      /* NULL: plain TCP */
@@ -575,7 +583,9 @@ void gw_deliver_msg(struct gw_worker *w, struct gw_msg *m); /* DELIVER, takes m 
 void gw_deliver_handover(struct gw_worker *w, struct gw_msg *m);
 void gw_deliver_takeover(struct gw_worker *w, uint64_t conn_id);
 void gw_deliver_release(struct gw_worker *w, int64_t device_id, uint64_t conn_id);
-void gw_deliver_acked(struct gw_conn *c, const struct proto_ids *ids);
+/* Returns how many of the ids matched nothing in flight on @c and were not
+ * late acks of DELIVERs whose deadline passed. */
+size_t gw_deliver_acked(struct gw_conn *c, const struct proto_ids *ids);
 /* The connection's timer: ack deadlines passed, catch-up steps to retry. */
 void gw_deliver_ack_timeout(struct gw_conn *c);
 /* There may be room in the output again. */

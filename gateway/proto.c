@@ -82,6 +82,7 @@ static const char *const error_names[] = {
 	[PROTO_ERR_NOT_IMPLEMENTED] = "not_implemented",
 	[PROTO_ERR_OVERLOADED] = "overloaded",
 	[PROTO_ERR_DISCONNECTED] = "disconnected",
+	[PROTO_ERR_RATE_LIMITED] = "rate_limited",
 };
 
 static const char *const nack_names[] = {

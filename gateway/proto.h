@@ -81,6 +81,7 @@ enum proto_error_code {
 	PROTO_ERR_NOT_IMPLEMENTED = 10,
 	PROTO_ERR_OVERLOADED = 11,
 	PROTO_ERR_DISCONNECTED = 12,
+	PROTO_ERR_RATE_LIMITED = 13,
 };
 
 /* A byte string inside a frame (borrowed; not NUL-terminated). */

@@ -34,6 +34,8 @@
 #define MAX_FRAME (16 * 1024 * 1024)
 #define HANDSHAKE_MS 1500
 #define ADMIN_TIMEOUT_S 1
+#define FRAMES_PER_S 50
+#define FRAMES_BURST 100
 
 struct fixture {
 	char *conninfo;
@@ -75,10 +77,12 @@ static int setup(void **state)
 	snprintf(extra, sizeof(extra),
 		 "[gateway]\nlisten = 127.0.0.1:%d\ntls_listen = 127.0.0.1:%d\n"
 		 "tls_cert = %s\ntls_key = %s\nworkers = 2\n"
-		 "handshake_timeout = %d\nmax_frame = 16m\n\n"
+		 "handshake_timeout = %d\nmax_frame = 16m\n"
+		 "max_frames_per_s = %d\nframes_burst = %d\n\n"
 		 "[admin]\nrequest_timeout = %d\n\n"
 		 "[receipts]\ndelivered = off\n",
-		 fx.port, fx.tls_port, fx.cert, fx.key, HANDSHAKE_MS, ADMIN_TIMEOUT_S);
+		 fx.port, fx.tls_port, fx.cert, fx.key, HANDSHAKE_MS, FRAMES_PER_S, FRAMES_BURST,
+		 ADMIN_TIMEOUT_S);
 	cfg = th_ferryd_config_ex(fx.conninfo, fx.admin_port, TOKEN, extra);
 	path = th_write_file("hard.ini", cfg);
 	if (th_ferryd_cmd(path, (const char *[]){ "migrate", NULL }, NULL) != 0)
@@ -377,11 +381,144 @@ static void test_slowloris(void **state)
 	rawdev_free(a1);
 }
 
+/* ---- 3. frame floods ---- */
+
+/*
+ * Send @f again and again, 50 at a time, reading what comes back between
+ * the rounds, until the server closes the connection. Returns the frames it
+ * answered (not ERROR); *code gets the ERROR's code (0: none).
+ */
+static int flood(struct rawdev *d, const struct proto_frame *f, unsigned *code)
+{
+	static uint8_t chunk[50 * 64];
+	size_t one, len = 0;
+	int answers = 0;
+
+	assert_int_equal(proto_encode(f, chunk, sizeof(chunk), &one), FERRY_OK);
+	for (int i = 1; i < 50; i++)
+		memcpy(chunk + i * one, chunk, one);
+	len = 50 * one;
+	*code = 0;
+	for (int round = 0; round < 100; round++) {
+		int r;
+
+		if (write(d->fd, chunk, len) != (ssize_t)len)
+			break; /* closed meanwhile */
+		while ((r = rawdev_read(d, round < 10 ? 100 : 20)) == 1) {
+			if (d->f.type == PROTO_ERROR) {
+				*code = (unsigned)d->f.u.error.code;
+				break;
+			}
+			answers++;
+		}
+		if (*code || r < 0)
+			break;
+	}
+	while (!*code && rawdev_read(d, 2000) == 1)
+		if (d->f.type == PROTO_ERROR)
+			*code = (unsigned)d->f.u.error.code;
+	return answers;
+}
+
+/*
+ * PINGs, PONGs and DELIVER_ACKs of ids never sent, as fast as the socket
+ * takes them: the connection is closed with ERROR rate_limited after about
+ * frames_burst of them. A device acknowledging every DELIVER on its own,
+ * and a sender sending many SENDs at once, are not limited.
+ */
+static void test_frame_flood(void **state)
+{
+	struct rawdev *a1 = rawdev_new(), *b1 = rawdev_new();
+	struct proto_frame f = { .type = PROTO_PING };
+	static uint8_t sends[400 * 64];
+	size_t len = 0, n;
+	unsigned code;
+	int answers, acks = 0, delivers = 0;
+
+	/* PING: answered up to the burst, then cut off. */
+	f.u.nonce = 5;
+	rawdev_login(a1, fx.port, fx.a1, fx.a1s);
+	answers = flood(a1, &f, &code);
+	assert_int_equal(code, PROTO_ERR_RATE_LIMITED);
+	assert_true(answers >= FRAMES_BURST - 10 && answers <= FRAMES_BURST + 50);
+	rawdev_close(a1);
+	/* PONG nobody asked for. */
+	f.type = PROTO_PONG;
+	rawdev_login(a1, fx.port, fx.a1, fx.a1s);
+	flood(a1, &f, &code);
+	assert_int_equal(code, PROTO_ERR_RATE_LIMITED);
+	rawdev_close(a1);
+	/* DELIVER_ACKs of ids this connection was never sent. */
+	f.type = PROTO_DELIVER_ACK;
+	f.u.ids.count = 1;
+	f.u.ids.ids[0] = 123456789;
+	rawdev_login(a1, fx.port, fx.a1, fx.a1s);
+	flood(a1, &f, &code);
+	assert_int_equal(code, PROTO_ERR_RATE_LIMITED);
+	rawdev_close(a1);
+
+	/* 400 SENDs in one write, each DELIVER acknowledged in a frame of its
+	 * own: four times the burst, nothing limited. */
+	rawdev_login(a1, fx.port, fx.a1, fx.a1s);
+	rawdev_login(b1, fx.port, fx.b1, fx.b1s);
+	for (int i = 0; i < 400; i++) {
+		struct proto_frame s = { .type = PROTO_SEND };
+
+		s.u.send.client_id = ++fx.next_client_id;
+		s.u.send.to_user.p = (const uint8_t *)"alice";
+		s.u.send.to_user.len = 5;
+		s.u.send.payload.p = (const uint8_t *)"flood";
+		s.u.send.payload.len = 5;
+		assert_int_equal(proto_encode(&s, sends + len, sizeof(sends) - len, &n), FERRY_OK);
+		len += n;
+	}
+	rawdev_write(b1, sends, len);
+	while (acks < 400) {
+		int progress = 0;
+
+		while (rawdev_read(a1, 0) == 1) {
+			if (a1->f.type == PROTO_ERROR)
+				fail_msg("receiver got ERROR %s",
+					 proto_error_name(a1->f.u.error.code));
+			if (a1->f.type == PROTO_DELIVER) {
+				rawdev_ack(a1, a1->f.u.deliver.server_id);
+				delivers++;
+				progress = 1;
+			}
+		}
+		while (rawdev_read(b1, 0) == 1) {
+			if (b1->f.type != PROTO_ACK)
+				fail_msg("sender got %s", proto_type_name(b1->f.type));
+			acks++;
+			progress = 1;
+		}
+		if (!progress && rawdev_read(b1, 3000) == 1) {
+			if (b1->f.type != PROTO_ACK)
+				fail_msg("sender got %s", proto_type_name(b1->f.type));
+			acks++;
+		} else if (!progress && rawdev_read(a1, 0) == 0 && rawdev_read(b1, 0) == 0) {
+			fail_msg("stalled after %d ACKs, %d DELIVERs", acks, delivers);
+		}
+	}
+	/* Both still connected: a PING is answered. */
+	f.type = PROTO_PING;
+	f.u.nonce = 9;
+	rawdev_send(a1, &f);
+	while (rawdev_read(a1, 3000) == 1 && a1->f.type == PROTO_DELIVER)
+		rawdev_ack(a1, a1->f.u.deliver.server_id);
+	assert_int_equal(a1->f.type, PROTO_PONG);
+	rawdev_send(b1, &f);
+	assert_int_equal(rawdev_expect(b1, PROTO_PONG, 3000)->u.nonce, 9);
+	rawdev_free(a1);
+	rawdev_free(b1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_oversized_prefix),
 		cmocka_unit_test(test_slowloris),
+		cmocka_unit_test(test_frame_flood),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

@@ -1128,11 +1128,13 @@ static void test_names(void **state)
 	static const char *const types[] = { "unknown", "hello",   "welcome",	  "send",    "ack",
 					     "nack",	"deliver", "deliver_ack", "receipt", "ping",
 					     "pong",	"error",   "reconnect" };
-	static const char *const errs[] = { "unknown",	   "bad_frame",	      "unsupported_version",
-					    "auth_failed", "replaced",	      "too_large",
-					    "timeout",	   "shutting_down",   "device_deleted",
-					    "internal",	   "not_implemented", "overloaded",
-					    "disconnected" };
+	static const char *const errs[] = {
+		"unknown",	"bad_frame",	   "unsupported_version",
+		"auth_failed",	"replaced",	   "too_large",
+		"timeout",	"shutting_down",   "device_deleted",
+		"internal",	"not_implemented", "overloaded",
+		"disconnected", "rate_limited"
+	};
 	static const char *const nacks[] = { "unknown",	   "unknown_recipient", "too_large",
 					     "queue_full", "retry_later",	"invalid" };
 
@@ -1145,7 +1147,7 @@ static void test_names(void **state)
 	assert_string_equal(proto_type_name(14), "deliver_receipt");
 	assert_string_equal(proto_type_name(15), "unknown");
 	assert_string_equal(proto_type_name(0xffffffffu), "unknown");
-	assert_string_equal(proto_error_name(13), "unknown");
+	assert_string_equal(proto_error_name(14), "unknown");
 	assert_string_equal(proto_error_name(UINT64_MAX), "unknown");
 	assert_string_equal(proto_nack_name(6), "unknown");
 	assert_string_equal(proto_nack_name(UINT64_C(1) << 32), "unknown");

@@ -32,6 +32,7 @@
 #include <string.h>
 
 #include <arpa/inet.h>
+#include <unistd.h>
 
 #include <openssl/err.h>
 #include <utlist.h>
@@ -916,15 +917,17 @@ static int setup_tls(struct gw_conn *c)
 	return 0;
 }
 
-void gw_conn_accept(struct gw_worker *w, uv_stream_t *listener, int tls)
+void gw_conn_accept(struct gw_worker *w, int fd, int tls)
 {
 	struct gateway *gw = w->gw;
 	const struct ferry_config *cfg = gw->cfg;
 	struct gw_conn *c = calloc(1, sizeof(*c));
 	unsigned n;
 
-	if (!c)
+	if (!c) {
+		close(fd);
 		return;
+	}
 	c->w = w;
 	c->id = atomic_fetch_add(&gw->next_conn_id, 1) + 1;
 	c->refs = 2;
@@ -935,7 +938,8 @@ void gw_conn_accept(struct gw_worker *w, uv_stream_t *listener, int tls)
 	uv_timer_init(&w->loop, &c->timer);
 	HASH_ADD(hh, w->conns, id, sizeof(c->id), c);
 	c->state = GW_CONN_HANDSHAKE;
-	if (uv_accept(listener, (uv_stream_t *)&c->tcp)) {
+	if (uv_tcp_open(&c->tcp, fd)) {
+		close(fd);
 		c->state = GW_CONN_CLOSING;
 		close_handles(c);
 		return;

@@ -377,10 +377,15 @@ struct gw_worker {
 	uv_thread_t thread;
 	uv_loop_t loop;
 	struct mailbox mbox;
-	uv_tcp_t listeners[2];
-	int listen_fd[2]; /* -1: none */
-	int listening[2]; /* the handle owns listen_fd */
+	uv_poll_t listeners[2];	 /* gateway.c accepts itself */
+	int listen_fd[2];	 /* -1: none */
+	int listening[2];	 /* the handle's close callback closes listen_fd */
+	int spare_fd;		 /* for shedding connections on EMFILE; -1: none */
+	uv_timer_t accept_timer; /* accepting again after EMFILE */
+	int accept_timer_on;	 /* initialised, not yet closed */
 	int mbox_ok;
+	uint64_t accept_logged_at; /* uv_now() of the last event=accept_failed */
+	uint64_t accept_failures;  /* since then */
 	uv_timer_t seen_timer;	   /* worker 0 only */
 	struct receipts *receipts; /* this worker's receipt batcher */
 	int delivered_receipts;	   /* [receipts] delivered = on */
@@ -489,6 +494,10 @@ struct gateway {
 	atomic_uint_fast64_t next_conn_id;
 	atomic_uint_fast64_t next_server_id;
 
+	/* Accepting takes it shared; a worker shedding connections with its
+	 * spare descriptor takes it alone (gateway.c). */
+	pthread_rwlock_t accept_lock;
+
 	pthread_mutex_t presence_lock;
 	struct gw_presence *presence;
 	struct gw_seen *seen; /* devices to flush to last_seen; same lock */
@@ -518,7 +527,8 @@ void gw_worker_maybe_done(struct gw_worker *w);
 
 /* ---- conn.c ---- */
 
-void gw_conn_accept(struct gw_worker *w, uv_stream_t *listener, int tls);
+/* A connection was accepted on socket @fd (taken: closed on failure). */
+void gw_conn_accept(struct gw_worker *w, int fd, int tls);
 struct gw_conn *gw_conn_find(struct gw_worker *w, uint64_t id);
 /* Queue bytes for the peer; @env (may be NULL) is referenced while they are
  * in flight instead of copying them. Closes the connection (overloaded) when

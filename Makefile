@@ -93,6 +93,7 @@ PUSH_SRCS := \
 	push/wake.c
 
 GATEWAY_SRCS := \
+	gateway/authfail.c \
 	gateway/conn.c \
 	gateway/deliver.c \
 	gateway/directory.c \

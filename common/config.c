@@ -116,6 +116,20 @@ static const struct entry table[] = {
 	  "frames",
 	  "How many of the frames `max_frames_per_s` counts a connection may send at once, "
 	  "ahead of the rate." },
+	{ "gateway", "auth_failures_per_addr", TYPE_UINT, "60", 0, 1000000,
+	  FIELD(gateway.auth_failures_per_addr), 0, "handshakes",
+	  "Failed handshakes (unknown device or wrong secret) from one address (IPv4, or an IPv6 "
+	  "/64) in `auth_failure_window`; past it every HELLO from there is answered ERROR "
+	  "rate_limited, unchecked, until the window ends. Mind devices behind a shared NAT. 0: "
+	  "no limit." },
+	{ "gateway", "auth_failures_per_device", TYPE_UINT, "10", 0, 1000000,
+	  FIELD(gateway.auth_failures_per_device), 0, "handshakes",
+	  "Failed handshakes naming one device in `auth_failure_window`; past it that device's "
+	  "HELLOs are answered ERROR rate_limited, unchecked, until the window ends. 0: no "
+	  "limit." },
+	{ "gateway", "auth_failure_window", TYPE_UINT, "60", 1, 86400,
+	  FIELD(gateway.auth_failure_window), 0, "seconds",
+	  "The window in which failed handshakes are counted." },
 	{ "store", "conninfo", TYPE_CONNINFO, "", 0, 0, FIELD(store.conninfo), 0, NULL,
 	  "libpq connection string (`key=value` pairs or a `postgresql://` URI). Empty: libpq "
 	  "defaults and the `PG*` environment variables." },

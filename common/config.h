@@ -45,6 +45,9 @@ struct ferry_config {
 		unsigned drain_window;	    /* stored DELIVERs un-acked at once */
 		unsigned max_frames_per_s;  /* PING, PONG, stray DELIVER_ACK */
 		unsigned frames_burst;	    /* of those, at once */
+		unsigned auth_failures_per_addr;   /* in a window; 0: no limit */
+		unsigned auth_failures_per_device; /* in a window; 0: no limit */
+		unsigned auth_failure_window;	   /* seconds */
 	} gateway;
 
 	struct {

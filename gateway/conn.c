@@ -41,6 +41,11 @@
 #include "gateway/gateway_int.h"
 #include "common/banned.h"
 
+/* The one answer to a HELLO that names an unknown device or the wrong
+ * secret: the two must not be told apart, by text or by time (both look
+ * the device up and hash the secret, queue_device_auth()). */
+#define AUTH_FAILED_TEXT "unknown device or wrong secret"
+
 /* How long a closing connection may take to flush its last frames. */
 #define CLOSE_FLUSH_MS 2000
 
@@ -54,6 +59,7 @@ struct wreq {
 struct auth_job {
 	uv_work_t req;
 	struct gw_conn *c;
+	struct gw_peer peer; /* where the HELLO came from */
 	int64_t device_id;
 	size_t secret_len;
 	uint8_t secret[PROTO_MAX_SECRET];
@@ -642,7 +648,8 @@ static void auth_done(uv_work_t *req, int status)
 	} else if (job->rc == FERRY_EAUTH) {
 		log_info("event=auth_failed conn=%llu device=%lld", (unsigned long long)c->id,
 			 (long long)job->device_id);
-		gw_conn_close(c, PROTO_ERR_AUTH_FAILED, "unknown device or wrong secret");
+		gw_authfail_record(c->w->gw, &job->peer, job->device_id);
+		gw_conn_close(c, PROTO_ERR_AUTH_FAILED, AUTH_FAILED_TEXT);
 	} else if (job->rc) {
 		log_warn("event=auth_unavailable conn=%llu reason=\"%s\"",
 			 (unsigned long long)c->id, ferry_strerror(job->rc));
@@ -667,18 +674,24 @@ static void start_auth(struct gw_conn *c, const struct proto_hello *h)
 		gw_conn_close(c, PROTO_ERR_UNSUPPORTED_VERSION, "this server speaks version 1");
 		return;
 	}
-	if (h->device_id > INT64_MAX) {
-		gw_conn_close(c, PROTO_ERR_AUTH_FAILED, "unknown device or wrong secret");
-		return;
-	}
 	job = calloc(1, sizeof(*job));
 	if (!job) {
 		gw_conn_close(c, PROTO_ERR_INTERNAL, "out of memory");
 		return;
 	}
+	/* An id no device can have is looked up as 0, which none has: the
+	 * answer, and the time it takes, are those of any unknown device. */
+	job->device_id = h->device_id > INT64_MAX ? 0 : (int64_t)h->device_id;
+	gw_conn_peer(c, &job->peer);
+	if (gw_authfail_blocked(c->w->gw, &job->peer, job->device_id)) {
+		log_info("event=auth_rate_limited conn=%llu device=%lld", (unsigned long long)c->id,
+			 (long long)job->device_id);
+		free(job);
+		gw_conn_close(c, PROTO_ERR_RATE_LIMITED, "too many failed handshakes; retry later");
+		return;
+	}
 	job->req.data = job;
 	job->c = c;
-	job->device_id = (int64_t)h->device_id;
 	job->secret_len = h->secret.len;
 	memcpy(job->secret, h->secret.p, h->secret.len);
 	c->state = GW_CONN_AUTH;

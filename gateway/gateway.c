@@ -494,6 +494,8 @@ static void gateway_free(struct gateway *gw)
 	pthread_mutex_destroy(&gw->presence_lock);
 	pthread_mutex_destroy(&gw->dedup_lock);
 	pthread_rwlock_destroy(&gw->accept_lock);
+	gw_authfail_release(gw);
+	pthread_mutex_destroy(&gw->authfail_lock);
 	SSL_CTX_free(gw->tls);
 	free(gw->workers);
 	free(gw);
@@ -519,6 +521,7 @@ static struct gateway *gateway_new(const struct ferry_config *cfg, struct queue_
 	pthread_mutex_init(&gw->dedup_lock, NULL);
 	pthread_mutex_init(&gw->dir_lock, NULL);
 	pthread_rwlock_init(&gw->accept_lock, NULL);
+	pthread_mutex_init(&gw->authfail_lock, NULL);
 	gw->workers = calloc(gw->nworkers, sizeof(*gw->workers));
 	if (!gw->workers) {
 		gateway_free(gw);

@@ -10,6 +10,7 @@
  *   receipt.c   delivered and read receipts: each worker's batcher, and a
  *               flushed batch's way to the devices of the user it is for
  *   presence.c  device -> (worker, connection); duplicate SENDs; last seen
+ *   authfail.c  failed handshakes per address and per device
  *   tls.c       the server's TLS context
  *
  * Threads: each worker runs its own loop and owns its connections and its
@@ -468,6 +469,23 @@ struct gw_seen {
 	UT_hash_handle hh;
 };
 
+/* Failed handshakes of one device, or from one address (authfail.c). */
+struct gw_authfail_key {
+	uint8_t kind;	  /* a device, or an address */
+	uint8_t addr[16]; /* the device id, an IPv4 address, an IPv6 /64 */
+};
+
+struct gw_authfail {
+	struct gw_authfail_key key;
+	uint32_t count;			 /* failures in the window */
+	uint64_t since_ms;		 /* the window's start, gw_now_ms() */
+	struct gw_authfail *prev, *next; /* by since_ms (utlist DL) */
+	UT_hash_handle hh;
+};
+
+/* Most addresses and devices whose failed handshakes are counted at once. */
+#define GW_AUTHFAIL_MAX 100000
+
 struct gw_dir {
 	char user[QUEUE_USER_MAX + 1];
 	uint64_t fetched_ms;
@@ -497,6 +515,10 @@ struct gateway {
 	/* Accepting takes it shared; a worker shedding connections with its
 	 * spare descriptor takes it alone (gateway.c). */
 	pthread_rwlock_t accept_lock;
+
+	pthread_mutex_t authfail_lock;
+	struct gw_authfail *authfail;	     /* by key */
+	struct gw_authfail *authfail_oldest; /* by window start */
 
 	pthread_mutex_t presence_lock;
 	struct gw_presence *presence;
@@ -679,6 +701,15 @@ int gw_dir_get(struct gateway *gw, const char *user, int64_t *ids, size_t *n);
 void gw_dir_put(struct gateway *gw, const char *user, const int64_t *ids, size_t n);
 void gw_dir_forget(struct gateway *gw, const char *user);
 void gw_dir_release(struct gateway *gw);
+
+/* ---- authfail.c ---- */
+
+/* 1 if handshakes of @device, or from @peer's address, have failed too often
+ * in the current window: refuse this one without checking it. */
+int gw_authfail_blocked(struct gateway *gw, const struct gw_peer *peer, int64_t device);
+/* A handshake of @device from @peer failed (unknown device or wrong secret). */
+void gw_authfail_record(struct gateway *gw, const struct gw_peer *peer, int64_t device);
+void gw_authfail_release(struct gateway *gw);
 
 /* ---- tls.c ---- */
 

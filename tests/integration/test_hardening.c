@@ -38,6 +38,9 @@
 #define ADMIN_TIMEOUT_S 1
 #define FRAMES_PER_S 50
 #define FRAMES_BURST 100
+#define FAILS_PER_ADDR 30
+#define FAILS_PER_DEVICE 5
+#define FAIL_WINDOW_S 2
 
 struct fixture {
 	char *conninfo;
@@ -80,11 +83,13 @@ static int setup(void **state)
 		 "[gateway]\nlisten = 127.0.0.1:%d\ntls_listen = 127.0.0.1:%d\n"
 		 "tls_cert = %s\ntls_key = %s\nworkers = 2\n"
 		 "handshake_timeout = %d\nmax_frame = 16m\n"
-		 "max_frames_per_s = %d\nframes_burst = %d\n\n"
+		 "max_frames_per_s = %d\nframes_burst = %d\n"
+		 "auth_failures_per_addr = %d\nauth_failures_per_device = %d\n"
+		 "auth_failure_window = %d\n\n"
 		 "[admin]\nrequest_timeout = %d\n\n"
 		 "[receipts]\ndelivered = off\n",
 		 fx.port, fx.tls_port, fx.cert, fx.key, HANDSHAKE_MS, FRAMES_PER_S, FRAMES_BURST,
-		 ADMIN_TIMEOUT_S);
+		 FAILS_PER_ADDR, FAILS_PER_DEVICE, FAIL_WINDOW_S, ADMIN_TIMEOUT_S);
 	cfg = th_ferryd_config_ex(fx.conninfo, fx.admin_port, TOKEN, extra);
 	path = th_write_file("hard.ini", cfg);
 	if (th_ferryd_cmd(path, (const char *[]){ "migrate", NULL }, NULL) != 0)
@@ -602,13 +607,110 @@ static void test_out_of_descriptors(void **state)
 	assert_int_equal(th_ferryd_stop(&d, SIGTERM), 0);
 }
 
+/* ---- 5. failed handshakes ---- */
+
+/* HELLO as @device with @secret; the ERROR's code and text in @text (and
+ * the ms it took), or 0 for WELCOME. */
+static unsigned hello_result(int64_t device, const char *secret, char text[300], long long *ms)
+{
+	struct rawdev *d = rawdev_new();
+	long long t0;
+	unsigned code = 0;
+
+	rawdev_connect(d, fx.port, NULL);
+	t0 = now_ms();
+	rawdev_hello(d, PROTO_VERSION, device, secret);
+	if (rawdev_read(d, 5000) != 1)
+		fail_msg("no answer to HELLO");
+	if (ms)
+		*ms = now_ms() - t0;
+	if (d->f.type == PROTO_ERROR) {
+		code = (unsigned)d->f.u.error.code;
+		snprintf(text, 300, "%.*s", (int)d->f.u.error.text.len,
+			 (const char *)d->f.u.error.text.p);
+	} else if (d->f.type != PROTO_WELCOME) {
+		fail_msg("HELLO answered %s", proto_type_name(d->f.type));
+	}
+	rawdev_free(d);
+	return code;
+}
+
+static int cmp_ll(const void *a, const void *b)
+{
+	long long x = *(const long long *)a, y = *(const long long *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * An unknown device and a wrong secret: the same ERROR, text and all, in
+ * about the same time. Too many failures for one device, then from one
+ * address, and HELLOs are refused unchecked (rate_limited) until the window
+ * ends, when they work again.
+ */
+static void test_auth_failures(void **state)
+{
+	long long wrong_ms[FAILS_PER_DEVICE], unknown_ms[FAILS_PER_DEVICE], hi, lo;
+	char text[300], first[300];
+	int failures = 0;
+
+	/* Uniform answers: FAILS_PER_DEVICE wrong secrets for A1, as many
+	 * unknown devices, and an id no device can have. */
+	for (int i = 0; i < FAILS_PER_DEVICE; i++) {
+		assert_int_equal(hello_result(fx.a1, "wrong-secret-wrong-secret-wrong-secre", text,
+					      &wrong_ms[i]),
+				 PROTO_ERR_AUTH_FAILED);
+		if (i == 0)
+			snprintf(first, sizeof(first), "%s", text);
+		assert_string_equal(text, first);
+		assert_int_equal(hello_result(900000 + i, fx.a1s, text, &unknown_ms[i]),
+				 PROTO_ERR_AUTH_FAILED);
+		assert_string_equal(text, first);
+		failures += 2;
+	}
+	assert_int_equal(hello_result((int64_t)INT64_MAX, fx.a1s, text, NULL),
+			 PROTO_ERR_AUTH_FAILED);
+	assert_string_equal(text, first);
+	failures++;
+	qsort(wrong_ms, FAILS_PER_DEVICE, sizeof(long long), cmp_ll);
+	qsort(unknown_ms, FAILS_PER_DEVICE, sizeof(long long), cmp_ll);
+	hi = wrong_ms[FAILS_PER_DEVICE / 2];
+	lo = unknown_ms[FAILS_PER_DEVICE / 2];
+	if (lo > hi) {
+		long long t = lo;
+
+		lo = hi;
+		hi = t;
+	}
+	/* The same work: medians within a loose factor (a shared machine). */
+	if (hi > 3 * lo + 20)
+		fail_msg("median answers: wrong secret %lld ms, unknown device %lld ms",
+			 wrong_ms[FAILS_PER_DEVICE / 2], unknown_ms[FAILS_PER_DEVICE / 2]);
+
+	/* A1 had its FAILS_PER_DEVICE: refused even with its secret. B1 not. */
+	assert_int_equal(hello_result(fx.a1, fx.a1s, text, NULL), PROTO_ERR_RATE_LIMITED);
+	assert_int_equal(hello_result(fx.b1, fx.b1s, text, NULL), 0);
+	sleep(FAIL_WINDOW_S);
+	usleep(300 * 1000);
+	assert_int_equal(hello_result(fx.a1, fx.a1s, text, NULL), 0);
+
+	/* The address: FAILS_PER_ADDR failures, each for a device of its own. */
+	for (int i = 0; i < FAILS_PER_ADDR; i++)
+		assert_int_equal(hello_result(800000 + i, fx.a1s, text, NULL),
+				 PROTO_ERR_AUTH_FAILED);
+	assert_int_equal(hello_result(fx.b1, fx.b1s, text, NULL), PROTO_ERR_RATE_LIMITED);
+	sleep(FAIL_WINDOW_S);
+	usleep(300 * 1000);
+	assert_int_equal(hello_result(fx.b1, fx.b1s, text, NULL), 0);
+	assert_true(failures > FAILS_PER_DEVICE);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_oversized_prefix),
-		cmocka_unit_test(test_slowloris),
-		cmocka_unit_test(test_frame_flood),
-		cmocka_unit_test(test_out_of_descriptors),
+		cmocka_unit_test(test_oversized_prefix), cmocka_unit_test(test_slowloris),
+		cmocka_unit_test(test_frame_flood),	 cmocka_unit_test(test_out_of_descriptors),
+		cmocka_unit_test(test_auth_failures),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

@@ -554,8 +554,9 @@ static void test_out_of_descriptors(void **state)
 	struct rawdev *a1 = rawdev_new(), *b1 = rawdev_new();
 	struct proto_frame ping = { .type = PROTO_PING };
 	struct rlimit rl;
-	char extra[256], *cfg;
+	char extra[256], *cfg, es[64];
 	long long t0, t1;
+	int64_t e1;
 	int used;
 
 	snprintf(extra, sizeof(extra),
@@ -564,7 +565,9 @@ static void test_out_of_descriptors(void **state)
 	cfg = th_ferryd_config_ex(fx.conninfo, admin, TOKEN, extra);
 	th_ferryd_start(&d, cfg, admin);
 	free(cfg);
-	rawdev_login(a1, port, fx.a1, fx.a1s);
+	/* A device of its own: earlier tests may have left A1 envelopes. */
+	th_device_create(&fx.d, TOKEN, "erin", &e1, es);
+	rawdev_login(a1, port, e1, es);
 	used = count_fds(d.pid);
 	rl.rlim_cur = rl.rlim_max = (rlim_t)used + 20;
 	if (prlimit(d.pid, RLIMIT_NOFILE, &rl, NULL))

@@ -93,6 +93,7 @@ PUSH_SRCS := \
 	push/wake.c
 
 GATEWAY_SRCS := \
+	gateway/authfail.c \
 	gateway/conn.c \
 	gateway/deliver.c \
 	gateway/directory.c \
@@ -165,6 +166,7 @@ INTEGRATION_TESTS := \
 	tests/integration/test_daemon \
 	tests/integration/test_ferryctl \
 	tests/integration/test_gateway \
+	tests/integration/test_hardening \
 	tests/integration/test_messages \
 	tests/integration/test_migrate \
 	tests/integration/test_offline \

@@ -41,6 +41,12 @@
  * "Connection: close", for up to ADMIN_CONN_TIMEOUT seconds, and only then
  * is libmicrohttpd stopped, which drops whatever connections remain.
  *
+ * Slow and silent clients: a connection that sends nothing for [admin]
+ * request_timeout seconds, whether before its request, inside its headers
+ * or body, or between requests, is closed by libmicrohttpd; at most
+ * ADMIN_CONN_LIMIT are open at once, and a request's headers must fit in
+ * libmicrohttpd's per-connection memory (32 KiB; past it, 431).
+ *
  * Diagnostics: one event=admin_request line per answered request (method,
  * escaped path, status, peer, body size, duration); never a header, a body
  * or the token.
@@ -73,7 +79,8 @@
 #include "queue/queue.h"
 #include "common/banned.h"
 
-/* Most clients served at once, and how long an idle connection may stay. */
+/* Most clients served at once; how long stopping waits for the requests in
+ * flight. How long a silent connection may stay is [admin] request_timeout. */
 #define ADMIN_CONN_LIMIT 256
 #define ADMIN_CONN_TIMEOUT 30 /* seconds */
 #define ADMIN_LISTEN_BACKLOG 128
@@ -860,7 +867,7 @@ static uint16_t bound_port(struct MHD_Daemon *d, int fd)
 }
 
 static struct MHD_Daemon *daemon_start(struct admin_server *srv, int fd, int family,
-				       unsigned threads)
+				       unsigned threads, unsigned timeout)
 {
 	/* MHD_USE_ITC: needed by MHD_quiesce_daemon() in admin_stop(). */
 	unsigned int flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_USE_ITC;
@@ -870,7 +877,7 @@ static struct MHD_Daemon *daemon_start(struct admin_server *srv, int fd, int fam
 	return MHD_start_daemon(flags, 0, NULL, NULL, on_access, srv, MHD_OPTION_EXTERNAL_LOGGER,
 				on_mhd_log, srv, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
 				MHD_OPTION_CONNECTION_LIMIT, (unsigned int)ADMIN_CONN_LIMIT,
-				MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)ADMIN_CONN_TIMEOUT,
+				MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)timeout,
 				MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)(threads ? threads : 1),
 				MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
 				MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped, srv, MHD_OPTION_END);
@@ -919,7 +926,7 @@ enum ferry_err admin_start(const struct ferry_config *cfg, const char *token,
 	rc = listen_on(cfg->admin.listen, &fd, &family, err, errlen);
 	if (rc)
 		goto free_srv;
-	srv->daemon = daemon_start(srv, fd, family, cfg->admin.threads);
+	srv->daemon = daemon_start(srv, fd, family, cfg->admin.threads, cfg->admin.request_timeout);
 	if (!srv->daemon) {
 		snprintf(err, errlen, "cannot start the admin HTTP server on '%s'",
 			 cfg->admin.listen);

@@ -105,6 +105,31 @@ static const struct entry table[] = {
 	  NULL,
 	  "Stored envelopes sent to a reconnecting device ahead of its DELIVER_ACKs; the next page "
 	  "is read when half of them are acknowledged." },
+	{ "gateway", "max_frames_per_s", TYPE_UINT, "100", 1, 1000000,
+	  FIELD(gateway.max_frames_per_s), 0, "frames",
+	  "Per connection, the sustained rate of frames that cost work without carrying an "
+	  "envelope: PING, PONG, and DELIVER_ACKs naming an id not in flight on the connection "
+	  "(late acks of DELIVERs whose ack deadline passed excepted). Past it (and "
+	  "`frames_burst`) the connection is closed with ERROR rate_limited. SEND, RECEIPT and "
+	  "the acks of what the device was sent are never counted." },
+	{ "gateway", "frames_burst", TYPE_UINT, "500", 1, 1000000, FIELD(gateway.frames_burst), 0,
+	  "frames",
+	  "How many of the frames `max_frames_per_s` counts a connection may send at once, "
+	  "ahead of the rate." },
+	{ "gateway", "auth_failures_per_addr", TYPE_UINT, "60", 0, 1000000,
+	  FIELD(gateway.auth_failures_per_addr), 0, "handshakes",
+	  "Failed handshakes (unknown device or wrong secret) from one address (IPv4, or an IPv6 "
+	  "/64) in `auth_failure_window`; past it every HELLO from there is answered ERROR "
+	  "rate_limited, unchecked, until the window ends. Mind devices behind a shared NAT. 0: "
+	  "no limit." },
+	{ "gateway", "auth_failures_per_device", TYPE_UINT, "10", 0, 1000000,
+	  FIELD(gateway.auth_failures_per_device), 0, "handshakes",
+	  "Failed handshakes naming one device in `auth_failure_window`; past it that device's "
+	  "HELLOs are answered ERROR rate_limited, unchecked, until the window ends. 0: no "
+	  "limit." },
+	{ "gateway", "auth_failure_window", TYPE_UINT, "60", 1, 86400,
+	  FIELD(gateway.auth_failure_window), 0, "seconds",
+	  "The window in which failed handshakes are counted." },
 	{ "store", "conninfo", TYPE_CONNINFO, "", 0, 0, FIELD(store.conninfo), 0, NULL,
 	  "libpq connection string (`key=value` pairs or a `postgresql://` URI). Empty: libpq "
 	  "defaults and the `PG*` environment variables." },
@@ -209,6 +234,10 @@ static const struct entry table[] = {
 	  "Largest request body the admin API accepts." },
 	{ "admin", "threads", TYPE_UINT, "2", 1, 64, FIELD(admin.threads), 0, NULL,
 	  "Threads serving admin API requests." },
+	{ "admin", "request_timeout", TYPE_UINT, "15", 1, 3600, FIELD(admin.request_timeout), 0,
+	  "seconds",
+	  "A client connection that sends nothing for this long, before or within a request "
+	  "(a half-sent header, a stalled body), or between requests, is closed." },
 	{ "receipts", "max_batch", TYPE_UINT, "512", 1, 512, FIELD(receipts.max_batch), 0, NULL,
 	  "Receipt ids gathered for one (device, peer user, kind) before they go out at once, "
 	  "as one DELIVER_RECEIPT." },

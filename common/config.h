@@ -43,6 +43,11 @@ struct ferry_config {
 		unsigned handshake_timeout; /* ms from connect to a valid HELLO */
 		unsigned idle_timeout;	    /* ms without a frame before closing */
 		unsigned drain_window;	    /* stored DELIVERs un-acked at once */
+		unsigned max_frames_per_s;  /* PING, PONG, stray DELIVER_ACK */
+		unsigned frames_burst;	    /* of those, at once */
+		unsigned auth_failures_per_addr;   /* in a window; 0: no limit */
+		unsigned auth_failures_per_device; /* in a window; 0: no limit */
+		unsigned auth_failure_window;	   /* seconds */
 	} gateway;
 
 	struct {
@@ -77,11 +82,12 @@ struct ferry_config {
 	size_t npush_apps;
 
 	struct {
-		char *listen;	  /* host:port, "" disables the admin API */
-		char *token;	  /* bearer token (secret) */
-		char *token_file; /* or: a file holding it */
-		size_t max_body;  /* bytes */
-		unsigned threads; /* libmicrohttpd worker threads */
+		char *listen;		  /* host:port, "" disables the admin API */
+		char *token;		  /* bearer token (secret) */
+		char *token_file;	  /* or: a file holding it */
+		size_t max_body;	  /* bytes */
+		unsigned threads;	  /* libmicrohttpd worker threads */
+		unsigned request_timeout; /* seconds a connection may stay silent */
 	} admin;
 
 	struct {

@@ -32,6 +32,7 @@
 #include <string.h>
 
 #include <arpa/inet.h>
+#include <unistd.h>
 
 #include <openssl/err.h>
 #include <utlist.h>
@@ -39,6 +40,11 @@
 #include "common/log.h"
 #include "gateway/gateway_int.h"
 #include "common/banned.h"
+
+/* The one answer to a HELLO that names an unknown device or the wrong
+ * secret: the two must not be told apart, by text or by time (both look
+ * the device up and hash the secret, queue_device_auth()). */
+#define AUTH_FAILED_TEXT "unknown device or wrong secret"
 
 /* How long a closing connection may take to flush its last frames. */
 #define CLOSE_FLUSH_MS 2000
@@ -53,6 +59,7 @@ struct wreq {
 struct auth_job {
 	uv_work_t req;
 	struct gw_conn *c;
+	struct gw_peer peer; /* where the HELLO came from */
 	int64_t device_id;
 	size_t secret_len;
 	uint8_t secret[PROTO_MAX_SECRET];
@@ -641,7 +648,8 @@ static void auth_done(uv_work_t *req, int status)
 	} else if (job->rc == FERRY_EAUTH) {
 		log_info("event=auth_failed conn=%llu device=%lld", (unsigned long long)c->id,
 			 (long long)job->device_id);
-		gw_conn_close(c, PROTO_ERR_AUTH_FAILED, "unknown device or wrong secret");
+		gw_authfail_record(c->w->gw, &job->peer, job->device_id);
+		gw_conn_close(c, PROTO_ERR_AUTH_FAILED, AUTH_FAILED_TEXT);
 	} else if (job->rc) {
 		log_warn("event=auth_unavailable conn=%llu reason=\"%s\"",
 			 (unsigned long long)c->id, ferry_strerror(job->rc));
@@ -666,18 +674,24 @@ static void start_auth(struct gw_conn *c, const struct proto_hello *h)
 		gw_conn_close(c, PROTO_ERR_UNSUPPORTED_VERSION, "this server speaks version 1");
 		return;
 	}
-	if (h->device_id > INT64_MAX) {
-		gw_conn_close(c, PROTO_ERR_AUTH_FAILED, "unknown device or wrong secret");
-		return;
-	}
 	job = calloc(1, sizeof(*job));
 	if (!job) {
 		gw_conn_close(c, PROTO_ERR_INTERNAL, "out of memory");
 		return;
 	}
+	/* An id no device can have is looked up as 0, which none has: the
+	 * answer, and the time it takes, are those of any unknown device. */
+	job->device_id = h->device_id > INT64_MAX ? 0 : (int64_t)h->device_id;
+	gw_conn_peer(c, &job->peer);
+	if (gw_authfail_blocked(c->w->gw, &job->peer, job->device_id)) {
+		log_info("event=auth_rate_limited conn=%llu device=%lld", (unsigned long long)c->id,
+			 (long long)job->device_id);
+		free(job);
+		gw_conn_close(c, PROTO_ERR_RATE_LIMITED, "too many failed handshakes; retry later");
+		return;
+	}
 	job->req.data = job;
 	job->c = c;
-	job->device_id = (int64_t)h->device_id;
 	job->secret_len = h->secret.len;
 	memcpy(job->secret, h->secret.p, h->secret.len);
 	c->state = GW_CONN_AUTH;
@@ -691,6 +705,36 @@ static void start_auth(struct gw_conn *c, const struct proto_hello *h)
 
 /* ---- frames ---- */
 
+/*
+ * Frames that cost work without carrying an envelope (PING, PONG, a
+ * DELIVER_ACK naming ids not in flight, which become DELETEs) take one
+ * token each from the connection's bucket: [gateway] frames_burst of them,
+ * refilled at max_frames_per_s. SEND and RECEIPT are not counted: they are
+ * paced by the store (GW_MAX_QUEUED_SENDS, NACK retry_later), and a fast
+ * sender must not be cut off. Returns 0, or -1 when the bucket is empty and
+ * the connection was closed (ERROR rate_limited).
+ */
+static int take_token(struct gw_conn *c)
+{
+	const struct ferry_config *cfg = c->w->gw->cfg;
+	uint64_t cap = (uint64_t)cfg->gateway.frames_burst * 1000;
+	uint32_t now = (uint32_t)uv_now(&c->w->loop);
+	uint64_t level = c->bucket +
+			 (uint64_t)(uint32_t)(now - c->bucket_at) * cfg->gateway.max_frames_per_s;
+
+	c->bucket_at = now;
+	if (level > cap)
+		level = cap;
+	if (level < 1000) {
+		log_info("event=conn_rate_limited conn=%llu device=%lld", (unsigned long long)c->id,
+			 (long long)c->device_id);
+		gw_conn_close(c, PROTO_ERR_RATE_LIMITED, "too many frames; slow down");
+		return -1;
+	}
+	c->bucket = (uint32_t)(level - 1000);
+	return 0;
+}
+
 static void handle_ready(struct gw_conn *c, const struct proto_frame *f)
 {
 	/* Filled in only for a PING: "= { .type = ... }" would zero its 4 KiB
@@ -702,17 +746,21 @@ static void handle_ready(struct gw_conn *c, const struct proto_frame *f)
 		gw_route_send(c, &f->u.send);
 		break;
 	case PROTO_DELIVER_ACK:
-		gw_deliver_acked(c, &f->u.ids);
+		if (gw_deliver_acked(c, &f->u.ids))
+			take_token(c);
 		break;
 	case PROTO_RECEIPT:
 		gw_receipt_read(c, &f->u.receipt);
 		break;
 	case PROTO_PING:
+		if (take_token(c))
+			break;
 		pong.type = PROTO_PONG;
 		pong.u.nonce = f->u.nonce;
 		gw_conn_send_frame(c, &pong);
 		break;
 	case PROTO_PONG:
+		take_token(c);
 		break;
 	case PROTO_ERROR:
 		log_info("event=conn_peer_error conn=%llu device=%lld code=%s",
@@ -882,15 +930,17 @@ static int setup_tls(struct gw_conn *c)
 	return 0;
 }
 
-void gw_conn_accept(struct gw_worker *w, uv_stream_t *listener, int tls)
+void gw_conn_accept(struct gw_worker *w, int fd, int tls)
 {
 	struct gateway *gw = w->gw;
 	const struct ferry_config *cfg = gw->cfg;
 	struct gw_conn *c = calloc(1, sizeof(*c));
 	unsigned n;
 
-	if (!c)
+	if (!c) {
+		close(fd);
 		return;
+	}
 	c->w = w;
 	c->id = atomic_fetch_add(&gw->next_conn_id, 1) + 1;
 	c->refs = 2;
@@ -901,7 +951,8 @@ void gw_conn_accept(struct gw_worker *w, uv_stream_t *listener, int tls)
 	uv_timer_init(&w->loop, &c->timer);
 	HASH_ADD(hh, w->conns, id, sizeof(c->id), c);
 	c->state = GW_CONN_HANDSHAKE;
-	if (uv_accept(listener, (uv_stream_t *)&c->tcp)) {
+	if (uv_tcp_open(&c->tcp, fd)) {
+		close(fd);
 		c->state = GW_CONN_CLOSING;
 		close_handles(c);
 		return;
@@ -914,6 +965,8 @@ void gw_conn_accept(struct gw_worker *w, uv_stream_t *listener, int tls)
 		if (atomic_compare_exchange_weak(&gw->peak_connections, &peak, n))
 			break;
 	c->accepted = c->last_rx = uv_now(&w->loop);
+	c->bucket_at = (uint32_t)c->accepted;
+	c->bucket = cfg->gateway.frames_burst * 1000u;
 	if (tls && setup_tls(c)) {
 		gw_conn_close(c, 0, NULL);
 		return;

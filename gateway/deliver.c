@@ -613,15 +613,20 @@ static void acked_message(struct gw_conn *c, const struct gw_inflight *in)
 	gw_receipt_delivered(c, in->env);
 }
 
-void gw_deliver_acked(struct gw_conn *c, const struct proto_ids *ids)
+size_t gw_deliver_acked(struct gw_conn *c, const struct proto_ids *ids)
 {
 	struct gw_inflight *in;
+	size_t unknown = 0;
 	int head = 0;
 
 	for (size_t i = 0; i < ids->count; i++) {
 		HASH_FIND(hh, c->inflight, &ids->ids[i], sizeof(uint64_t), in);
 		if (!in) {
 			add_acked(c, ids->ids[i], 0);
+			if (c->late_acks)
+				c->late_acks--;
+			else
+				unknown++;
 			continue;
 		}
 		if (in->stored) {
@@ -638,6 +643,7 @@ void gw_deliver_acked(struct gw_conn *c, const struct proto_ids *ids)
 		gw_conn_arm_ack_timer(c);
 	flush_deletes(c, 0);
 	gw_deliver_pump(c);
+	return unknown;
 }
 
 void gw_deliver_ack_timeout(struct gw_conn *c)
@@ -656,6 +662,8 @@ void gw_deliver_ack_timeout(struct gw_conn *c)
 		store_for(c->w, c, in->env, c->device_id, in->origin, in->send_id,
 			  GW_WAKE_SUSPENDED);
 		inflight_free(c, in);
+		if (c->late_acks < UINT32_MAX)
+			c->late_acks++;
 		fired = 1;
 	}
 	if (c->retry_at && c->retry_at <= now) {

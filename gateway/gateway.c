@@ -4,9 +4,10 @@
  *
  * Listening: every worker has its own socket on each address, bound with
  * SO_REUSEPORT, and the kernel spreads new connections over them; no accept
- * lock, no hand-off between threads. The sockets are made on the calling
- * thread, so that a bad address fails gateway_start() with a clear message
- * before any thread runs.
+ * lock, no hand-off between threads. Workers poll their sockets and accept
+ * themselves (on_listener()), to handle running out of descriptors. The
+ * sockets are made on the calling thread, so that a bad address fails
+ * gateway_start() with a clear message before any thread runs.
  *
  * Stopping: a STOP message makes each worker close its listeners and
  * connections (ERROR shutting_down) and its mailbox; its loop then runs out
@@ -14,6 +15,7 @@
  * (uv_run waits for them).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <arpa/inet.h>
 #include <stdio.h>
@@ -28,6 +30,12 @@
 #include "common/banned.h"
 
 #define LISTEN_BACKLOG 1024
+/* At most one event=accept_failed line per worker in this many ms. */
+#define ACCEPT_LOG_MS 10000
+/* Connections accepted in one go before the loop's other work gets a turn. */
+#define ACCEPT_BATCH 64
+/* How long a worker out of descriptors stops accepting. */
+#define ACCEPT_PAUSE_MS 100
 #define MAX_WORKERS 64
 
 uint64_t gw_now_ms(void)
@@ -152,15 +160,107 @@ static void on_seen_timer(uv_timer_t *t)
 
 /* ---- listening ---- */
 
-static void on_connection(uv_stream_t *server, int status)
+/*
+ * Accepting. Each listener is polled for readability and accepted from here
+ * (not uv_listen()), so that running out of descriptors is ours to handle:
+ * a listener with a pending connection stays readable, and a loop that
+ * cannot accept it would spin. On EMFILE or ENFILE the worker closes the
+ * spare descriptor it keeps for this, accepts and closes every pending
+ * connection (those peers see their connection closed at once, instead of
+ * waiting in the backlog), and opens the spare again. Connections already
+ * open carry on. The log line is written at most once per ACCEPT_LOG_MS per
+ * worker, with how many connections it stands for: a flood must not flood
+ * the log too.
+ */
+static void accept_failed(struct gw_worker *w, int err, unsigned shed)
 {
-	struct gw_worker *w = server->data;
+	uint64_t now = uv_now(&w->loop);
 
-	if (status < 0) {
-		log_warn("event=accept_failed reason=\"%s\"", uv_strerror(status));
+	w->accept_failures += shed ? shed : 1;
+	if (w->accept_logged_at && now - w->accept_logged_at < ACCEPT_LOG_MS)
+		return;
+	log_warn("event=accept_failed worker=%u reason=\"%s\" refused=%llu%s", w->index,
+		 strerror(err), (unsigned long long)w->accept_failures,
+		 err == EMFILE || err == ENFILE
+			 ? " action=\"pending connections closed; raise the open-file limit "
+			   "(LimitNOFILE) or lower [gateway] max_connections\""
+			 : "");
+	w->accept_logged_at = now;
+	w->accept_failures = 0;
+}
+
+static void on_listener(uv_poll_t *h, int status, int events);
+
+/* Accepting again after a pause; the spare back first if it was lost. */
+static void on_accept_resume(uv_timer_t *t)
+{
+	struct gw_worker *w = t->data;
+
+	if (w->spare_fd < 0)
+		w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	for (int i = 0; i < 2; i++)
+		if (w->listening[i] && !uv_is_closing((uv_handle_t *)&w->listeners[i]))
+			uv_poll_start(&w->listeners[i], UV_READABLE, on_listener);
+}
+
+/*
+ * Out of descriptors: shed what waits on @fd with the spare's help, then
+ * stop accepting for ACCEPT_PAUSE_MS. The pause is what bounds the work
+ * when the spare cannot be had back (another thread took the descriptor
+ * first): the listener is not polled meanwhile, so a backlog that stays
+ * full cannot make the loop spin.
+ */
+static void shed_pending(struct gw_worker *w, int fd, int err)
+{
+	unsigned shed = 0;
+	int cfd;
+
+	if (w->spare_fd >= 0) {
+		/* No worker accepts while the spare is down: the descriptor it
+		 * frees must not become another worker's connection. */
+		pthread_rwlock_wrlock(&w->gw->accept_lock);
+		close(w->spare_fd);
+		w->spare_fd = -1;
+		while ((cfd = accept4(fd, NULL, NULL, SOCK_CLOEXEC)) >= 0) {
+			close(cfd);
+			shed++;
+		}
+		w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		pthread_rwlock_unlock(&w->gw->accept_lock);
+	}
+	accept_failed(w, err, shed);
+	if (w->stopping)
+		return;
+	for (int i = 0; i < 2; i++)
+		if (w->listening[i] && !uv_is_closing((uv_handle_t *)&w->listeners[i]))
+			uv_poll_stop(&w->listeners[i]);
+	uv_timer_start(&w->accept_timer, on_accept_resume, ACCEPT_PAUSE_MS, 0);
+}
+
+static void on_listener(uv_poll_t *h, int status, int events)
+{
+	struct gw_worker *w = h->data;
+	int tls = h == &w->listeners[GW_TLS], fd, cfd;
+
+	if (status < 0 || uv_fileno((uv_handle_t *)h, &fd))
+		return;
+	/* A bounded batch per wake-up: the loop's other work takes turns. */
+	for (int i = 0; i < ACCEPT_BATCH; i++) {
+		pthread_rwlock_rdlock(&w->gw->accept_lock);
+		cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		pthread_rwlock_unlock(&w->gw->accept_lock);
+		if (cfd >= 0) {
+			gw_conn_accept(w, cfd, tls);
+			continue;
+		}
+		if (errno == EINTR || errno == ECONNABORTED)
+			continue;
+		if (errno == EMFILE || errno == ENFILE)
+			shed_pending(w, fd, errno);
+		else if (errno != EAGAIN && errno != EWOULDBLOCK)
+			accept_failed(w, errno, 0);
 		return;
 	}
-	gw_conn_accept(w, server, server == (uv_stream_t *)&w->listeners[GW_TLS]);
 }
 
 /* A listening socket on @addr with SO_REUSEPORT; *port in: the port to use
@@ -211,11 +311,21 @@ static void on_closed_noop(uv_handle_t *h)
 {
 }
 
+/* A listener's handle is closed: its socket may go now. */
+static void on_listener_closed(uv_handle_t *h)
+{
+	struct gw_worker *w = h->data;
+	int i = h == (uv_handle_t *)&w->listeners[GW_TLS];
+
+	close(w->listen_fd[i]);
+	w->listen_fd[i] = -1;
+}
+
 static void close_listeners(struct gw_worker *w)
 {
 	for (int i = 0; i < 2; i++)
 		if (w->listening[i] && !uv_is_closing((uv_handle_t *)&w->listeners[i]))
-			uv_close((uv_handle_t *)&w->listeners[i], on_closed_noop);
+			uv_close((uv_handle_t *)&w->listeners[i], on_listener_closed);
 }
 
 /* GW_MSG_DRAIN: no new devices here; those connected leave, spread out. */
@@ -243,6 +353,10 @@ static void begin_stop(struct gw_worker *w)
 		return;
 	w->stopping = 1;
 	close_listeners(w);
+	if (w->accept_timer_on) {
+		uv_close((uv_handle_t *)&w->accept_timer, on_closed_noop);
+		w->accept_timer_on = 0;
+	}
 	if (w->index == 0 && uv_is_active((uv_handle_t *)&w->seen_timer))
 		uv_close((uv_handle_t *)&w->seen_timer, on_closed_noop);
 	gw_receipts_stop(w);
@@ -285,6 +399,14 @@ static enum ferry_err worker_setup(struct gw_worker *w)
 {
 	if (uv_loop_init(&w->loop))
 		return FERRY_EIO;
+	/* The spare descriptor that lets on_listener() shed connections when
+	 * the process is out of them. */
+	w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (w->spare_fd < 0)
+		return FERRY_EIO;
+	uv_timer_init(&w->loop, &w->accept_timer);
+	w->accept_timer.data = w;
+	w->accept_timer_on = 1;
 	uv_check_init(&w->loop, &w->flush_check);
 	uv_prepare_init(&w->loop, &w->flush_prepare);
 	w->flush_check.data = w->flush_prepare.data = w;
@@ -299,11 +421,11 @@ static enum ferry_err worker_setup(struct gw_worker *w)
 	for (int i = 0; i < 2; i++) {
 		if (w->listen_fd[i] < 0)
 			continue;
-		uv_tcp_init(&w->loop, &w->listeners[i]);
+		if (uv_poll_init(&w->loop, &w->listeners[i], w->listen_fd[i]))
+			return FERRY_EIO;
 		w->listeners[i].data = w;
 		w->listening[i] = 1;
-		if (uv_tcp_open(&w->listeners[i], w->listen_fd[i]) ||
-		    uv_listen((uv_stream_t *)&w->listeners[i], LISTEN_BACKLOG, on_connection))
+		if (uv_poll_start(&w->listeners[i], UV_READABLE, on_listener))
 			return FERRY_EIO;
 	}
 	if (w->index == 0) {
@@ -329,6 +451,8 @@ static void worker_main(void *arg)
 	gw_conn_corks_free(w);
 	gw_receipts_free(w);
 	uv_loop_close(&w->loop);
+	if (w->spare_fd >= 0)
+		close(w->spare_fd);
 }
 
 static enum ferry_err make_listeners(struct gateway *gw, char *err, size_t errlen)
@@ -369,6 +493,9 @@ static void gateway_free(struct gateway *gw)
 	pthread_mutex_destroy(&gw->dir_lock);
 	pthread_mutex_destroy(&gw->presence_lock);
 	pthread_mutex_destroy(&gw->dedup_lock);
+	pthread_rwlock_destroy(&gw->accept_lock);
+	gw_authfail_release(gw);
+	pthread_mutex_destroy(&gw->authfail_lock);
 	SSL_CTX_free(gw->tls);
 	free(gw->workers);
 	free(gw);
@@ -393,6 +520,8 @@ static struct gateway *gateway_new(const struct ferry_config *cfg, struct queue_
 	pthread_mutex_init(&gw->presence_lock, NULL);
 	pthread_mutex_init(&gw->dedup_lock, NULL);
 	pthread_mutex_init(&gw->dir_lock, NULL);
+	pthread_rwlock_init(&gw->accept_lock, NULL);
+	pthread_mutex_init(&gw->authfail_lock, NULL);
 	gw->workers = calloc(gw->nworkers, sizeof(*gw->workers));
 	if (!gw->workers) {
 		gateway_free(gw);
@@ -404,6 +533,7 @@ static struct gateway *gateway_new(const struct ferry_config *cfg, struct queue_
 		w->gw = gw;
 		w->index = i;
 		w->listen_fd[0] = w->listen_fd[1] = -1;
+		w->spare_fd = -1;
 		hist_init(&w->delivery, hist_latency_us, hist_latency_us_n);
 		w->rbuf = malloc(GW_READ_CHUNK);
 		w->plain = malloc(GW_READ_CHUNK);

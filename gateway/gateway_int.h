@@ -10,6 +10,7 @@
  *   receipt.c   delivered and read receipts: each worker's batcher, and a
  *               flushed batch's way to the devices of the user it is for
  *   presence.c  device -> (worker, connection); duplicate SENDs; last seen
+ *   authfail.c  failed handshakes per address and per device
  *   tls.c       the server's TLS context
  *
  * Threads: each worker runs its own loop and owns its connections and its
@@ -329,6 +330,14 @@ struct gw_conn {
 	char user[QUEUE_USER_MAX + 1];
 	int read_receipts; /* the user sends read receipts */
 	uint64_t last_rx;
+	/* Frames that cost work without carrying envelopes (conn.c): a token
+	 * bucket in thousandths of a frame, last filled at uv_now() (low 32
+	 * bits: a connection is never silent for 49 days). */
+	uint32_t bucket;
+	uint32_t bucket_at;
+	/* Live DELIVERs whose ack deadline passed (deliver.c): their acks may
+	 * still come, late, and are not counted in the bucket. */
+	uint32_t late_acks;
 	struct buf in;	      /* a partial frame; empty (no memory) between frames */
 	struct gw_cork *cork; /* output of this iteration, or NULL */
 	SSL *ssl;	      /* NULL: plain TCP */
@@ -372,10 +381,15 @@ struct gw_worker {
 	uv_thread_t thread;
 	uv_loop_t loop;
 	struct mailbox mbox;
-	uv_tcp_t listeners[2];
-	int listen_fd[2]; /* -1: none */
-	int listening[2]; /* the handle owns listen_fd */
+	uv_poll_t listeners[2];	 /* gateway.c accepts itself */
+	int listen_fd[2];	 /* -1: none */
+	int listening[2];	 /* the handle's close callback closes listen_fd */
+	int spare_fd;		 /* for shedding connections on EMFILE; -1: none */
+	uv_timer_t accept_timer; /* accepting again after EMFILE */
+	int accept_timer_on;	 /* initialised, not yet closed */
 	int mbox_ok;
+	uint64_t accept_logged_at; /* uv_now() of the last event=accept_failed */
+	uint64_t accept_failures;  /* since then */
 	uv_timer_t seen_timer;	   /* worker 0 only */
 	struct receipts *receipts; /* this worker's receipt batcher */
 	int delivered_receipts;	   /* [receipts] delivered = on */
@@ -453,6 +467,23 @@ struct gw_dedup {
 	UT_hash_handle hh;
 };
 
+/* Failed handshakes of one device, or from one address (authfail.c). */
+struct gw_authfail_key {
+	uint8_t kind;	  /* a device, or an address */
+	uint8_t addr[16]; /* the device id, an IPv4 address, an IPv6 /64 */
+};
+
+struct gw_authfail {
+	struct gw_authfail_key key;
+	uint32_t count;			 /* failures in the window */
+	uint64_t since_ms;		 /* the window's start, gw_now_ms() */
+	struct gw_authfail *prev, *next; /* by since_ms (utlist DL) */
+	UT_hash_handle hh;
+};
+
+/* Most addresses and devices whose failed handshakes are counted at once. */
+#define GW_AUTHFAIL_MAX 100000
+
 struct gw_dir {
 	char user[QUEUE_USER_MAX + 1];
 	uint64_t fetched_ms;
@@ -478,6 +509,14 @@ struct gateway {
 	uint64_t started_ms; /* gw_now_ms() at start */
 	atomic_uint_fast64_t next_conn_id;
 	atomic_uint_fast64_t next_server_id;
+
+	/* Accepting takes it shared; a worker shedding connections with its
+	 * spare descriptor takes it alone (gateway.c). */
+	pthread_rwlock_t accept_lock;
+
+	pthread_mutex_t authfail_lock;
+	struct gw_authfail *authfail;	     /* by key */
+	struct gw_authfail *authfail_oldest; /* by window start */
 
 	pthread_mutex_t presence_lock;
 	struct gw_presence *presence;
@@ -511,7 +550,8 @@ void gw_worker_maybe_done(struct gw_worker *w);
 
 /* ---- conn.c ---- */
 
-void gw_conn_accept(struct gw_worker *w, uv_stream_t *listener, int tls);
+/* A connection was accepted on socket @fd (taken: closed on failure). */
+void gw_conn_accept(struct gw_worker *w, int fd, int tls);
 struct gw_conn *gw_conn_find(struct gw_worker *w, uint64_t id);
 /* Queue bytes for the peer; @env (may be NULL) is referenced while they are
  * in flight instead of copying them. Closes the connection (overloaded) when
@@ -576,7 +616,9 @@ void gw_deliver_msg(struct gw_worker *w, struct gw_msg *m); /* DELIVER, takes m 
 void gw_deliver_handover(struct gw_worker *w, struct gw_msg *m);
 void gw_deliver_takeover(struct gw_worker *w, uint64_t conn_id);
 void gw_deliver_release(struct gw_worker *w, int64_t device_id, uint64_t conn_id);
-void gw_deliver_acked(struct gw_conn *c, const struct proto_ids *ids);
+/* Returns how many of the ids matched nothing in flight on @c and were not
+ * late acks of DELIVERs whose deadline passed. */
+size_t gw_deliver_acked(struct gw_conn *c, const struct proto_ids *ids);
 /* The connection's timer: ack deadlines passed, catch-up steps to retry. */
 void gw_deliver_ack_timeout(struct gw_conn *c);
 /* There may be room in the output again. */
@@ -660,6 +702,15 @@ int gw_dir_get(struct gateway *gw, const char *user, int64_t *ids, size_t *n);
 void gw_dir_put(struct gateway *gw, const char *user, const int64_t *ids, size_t n);
 void gw_dir_forget(struct gateway *gw, const char *user);
 void gw_dir_release(struct gateway *gw);
+
+/* ---- authfail.c ---- */
+
+/* 1 if handshakes of @device, or from @peer's address, have failed too often
+ * in the current window: refuse this one without checking it. */
+int gw_authfail_blocked(struct gateway *gw, const struct gw_peer *peer, int64_t device);
+/* A handshake of @device from @peer failed (unknown device or wrong secret). */
+void gw_authfail_record(struct gateway *gw, const struct gw_peer *peer, int64_t device);
+void gw_authfail_release(struct gateway *gw);
 
 /* ---- tls.c ---- */
 

@@ -6,7 +6,9 @@
  * incomplete prefix or body means "need more" (FERRY_OK, *consumed == 0), and
  * a length over max_frame is refused (FERRY_ETOOBIG) as soon as the prefix is
  * complete, before the body is waited for, so a peer can never make its
- * connection buffer more than max_frame. Then the body, through a reader
+ * connection buffer more than max_frame. A well-formed varint longer than
+ * that (2^32 - 1 takes 5 bytes) says 2^28 or more: too large as well, not
+ * malformed, so the peer learns why. Then the body, through a reader
  * (struct rd) bounded by the frame's end, with a sticky error flag: a read
  * past the end or of a malformed varint sets the flag, moves the reader to the
  * end and yields 0, so each per-type decoder reads its fields straight through
@@ -80,6 +82,7 @@ static const char *const error_names[] = {
 	[PROTO_ERR_NOT_IMPLEMENTED] = "not_implemented",
 	[PROTO_ERR_OVERLOADED] = "overloaded",
 	[PROTO_ERR_DISCONNECTED] = "disconnected",
+	[PROTO_ERR_RATE_LIMITED] = "rate_limited",
 };
 
 static const char *const nack_names[] = {
@@ -352,23 +355,34 @@ static void dec_error(struct rd *r, struct proto_error *e)
 /*
  * The length prefix when it is not a single byte: 1 and its value and size
  * if complete, 0 if @buf ends inside it, -1 if malformed (non-minimal, or
- * longer than PROTO_MAX_LENGTH_PREFIX bytes).
+ * not a varint), 2 if it is a well-formed varint longer than
+ * PROTO_MAX_LENGTH_PREFIX bytes: a length of 2^28 or more, over any
+ * max_frame, refused as too large as soon as its last byte is in (no more
+ * of the frame is read, nothing is allocated for it).
  */
 static int prefix_get(const uint8_t *buf, size_t len, uint64_t *v, size_t *size)
 {
-	size_t n = len < PROTO_MAX_LENGTH_PREFIX ? len : PROTO_MAX_LENGTH_PREFIX;
+	size_t n = len < PROTO_MAX_VARINT ? len : PROTO_MAX_VARINT;
 
 	*v = 0;
 	for (size_t i = 0; i < n; i++) {
-		*v |= (uint64_t)(buf[i] & 0x7f) << (7 * i);
-		if (buf[i] & 0x80)
+		if (i < PROTO_MAX_LENGTH_PREFIX)
+			*v |= (uint64_t)(buf[i] & 0x7f) << (7 * i);
+		if (buf[i] & 0x80) {
+			if (i + 1 == PROTO_MAX_VARINT)
+				return -1;
 			continue;
+		}
 		if (i > 0 && buf[i] == 0)
 			return -1;
+		if (i + 1 == PROTO_MAX_VARINT && buf[i] > 1)
+			return -1;
+		if (i >= PROTO_MAX_LENGTH_PREFIX)
+			return 2;
 		*size = i + 1;
 		return 1;
 	}
-	return len >= PROTO_MAX_LENGTH_PREFIX ? -1 : 0;
+	return 0;
 }
 
 /* Decode the body between r->p and r->end as a frame of @type. */
@@ -434,6 +448,8 @@ enum ferry_err proto_decode(const uint8_t *buf, size_t len, size_t max_frame, st
 	} else {
 		int rc = prefix_get(buf, len, &flen, &n);
 
+		if (rc == 2)
+			return FERRY_ETOOBIG;
 		if (rc <= 0)
 			return rc < 0 ? FERRY_EPROTO : FERRY_OK;
 	}

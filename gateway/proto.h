@@ -81,6 +81,7 @@ enum proto_error_code {
 	PROTO_ERR_NOT_IMPLEMENTED = 10,
 	PROTO_ERR_OVERLOADED = 11,
 	PROTO_ERR_DISCONNECTED = 12,
+	PROTO_ERR_RATE_LIMITED = 13,
 };
 
 /* A byte string inside a frame (borrowed; not NUL-terminated). */
@@ -187,7 +188,9 @@ struct proto_frame {
  * Decode the frame at the front of @buf.
  *   FERRY_OK, *consumed > 0:  one frame decoded into @f (pointing into @buf)
  *   FERRY_OK, *consumed == 0: @buf holds only part of a frame; read more
- *   FERRY_ETOOBIG:            the frame's length is over @max_frame
+ *   FERRY_ETOOBIG:            the frame's length is over @max_frame, or
+ *                             needs more than PROTO_MAX_LENGTH_PREFIX bytes
+ *                             (known as soon as the prefix is in)
  *   FERRY_EPROTO:             malformed (see docs/protocol.md)
  * After an error the stream cannot be resynchronised: close it.
  */

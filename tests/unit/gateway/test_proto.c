@@ -532,6 +532,9 @@ static void test_length_prefix(void **state)
 	static const uint8_t nm[] = { 0x82, 0x00, 0x09, 0x00 },
 			     five[] = { 0x81, 0x80, 0x80, 0x80, 0x00, 0x09, 0x00 },
 			     five2[] = { 0x80, 0x80, 0x80, 0x80, 0x01 }, zero[] = { 0x00, 0x09 },
+			     u32max[] = { 0xff, 0xff, 0xff, 0xff, 0x0f },
+			     eleven[] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+					  0xff, 0xff, 0xff, 0xff, 0x01 },
 			     ok[] = { 0x82, 0x00 };
 	static uint8_t big[4 + BIG];
 	size_t used = 9;
@@ -539,7 +542,13 @@ static void test_length_prefix(void **state)
 
 	assert_eproto(nm, sizeof(nm));
 	assert_eproto(five, sizeof(five));
-	assert_eproto(five2, sizeof(five2));
+	/* A minimal 5-byte length (2^28, 2^32 - 1) is too large, not malformed,
+	 * and known to be before any of the body. */
+	assert_int_equal(decode_rc(five2, sizeof(five2), &used), FERRY_ETOOBIG);
+	assert_int_equal(decode_rc(u32max, sizeof(u32max), &used), FERRY_ETOOBIG);
+	assert_int_equal(decode_rc(u32max, 4, &used), FERRY_OK);
+	assert_int_equal(used, 0);
+	assert_eproto(eleven, sizeof(eleven));
 	assert_eproto(zero, sizeof(zero));
 	/* a lone 82 is not known to be bad until its next byte comes */
 	assert_int_equal(decode_rc(ok, 1, &used), FERRY_OK);
@@ -1119,11 +1128,13 @@ static void test_names(void **state)
 	static const char *const types[] = { "unknown", "hello",   "welcome",	  "send",    "ack",
 					     "nack",	"deliver", "deliver_ack", "receipt", "ping",
 					     "pong",	"error",   "reconnect" };
-	static const char *const errs[] = { "unknown",	   "bad_frame",	      "unsupported_version",
-					    "auth_failed", "replaced",	      "too_large",
-					    "timeout",	   "shutting_down",   "device_deleted",
-					    "internal",	   "not_implemented", "overloaded",
-					    "disconnected" };
+	static const char *const errs[] = {
+		"unknown",	"bad_frame",	   "unsupported_version",
+		"auth_failed",	"replaced",	   "too_large",
+		"timeout",	"shutting_down",   "device_deleted",
+		"internal",	"not_implemented", "overloaded",
+		"disconnected", "rate_limited"
+	};
 	static const char *const nacks[] = { "unknown",	   "unknown_recipient", "too_large",
 					     "queue_full", "retry_later",	"invalid" };
 
@@ -1136,7 +1147,7 @@ static void test_names(void **state)
 	assert_string_equal(proto_type_name(14), "deliver_receipt");
 	assert_string_equal(proto_type_name(15), "unknown");
 	assert_string_equal(proto_type_name(0xffffffffu), "unknown");
-	assert_string_equal(proto_error_name(13), "unknown");
+	assert_string_equal(proto_error_name(14), "unknown");
 	assert_string_equal(proto_error_name(UINT64_MAX), "unknown");
 	assert_string_equal(proto_nack_name(6), "unknown");
 	assert_string_equal(proto_nack_name(UINT64_C(1) << 32), "unknown");

@@ -207,7 +207,9 @@ static json_t *drain_state(const struct admin_req *req)
 	gateway_store_stats(req->gw, &ss, &commits);
 	return json_pack("{s:b,s:I,s:I,s:b}", "draining", draining, "connections",
 			 (json_int_t)gs.connections, "queued_puts", (json_int_t)ss.queued_puts,
-			 "done", draining && gs.connections == 0 && ss.queued_puts == 0);
+			 "done",
+			 draining && gs.connections == 0 && ss.queued_puts == 0 &&
+				 gateway_listeners_open(req->gw) == 0);
 }
 
 void admin_route_drain_get(const struct admin_req *req, struct admin_reply *rep)

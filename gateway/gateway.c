@@ -319,6 +319,7 @@ static void on_listener_closed(uv_handle_t *h)
 
 	close(w->listen_fd[i]);
 	w->listen_fd[i] = -1;
+	atomic_fetch_sub(&w->gw->listeners_open, 1);
 }
 
 static void close_listeners(struct gw_worker *w)
@@ -425,6 +426,7 @@ static enum ferry_err worker_setup(struct gw_worker *w)
 			return FERRY_EIO;
 		w->listeners[i].data = w;
 		w->listening[i] = 1;
+		atomic_fetch_add(&w->gw->listeners_open, 1);
 		if (uv_poll_start(&w->listeners[i], UV_READABLE, on_listener))
 			return FERRY_EIO;
 	}
@@ -784,6 +786,11 @@ void gateway_drain(struct gateway *gw, unsigned spread_ms)
 int gateway_draining(const struct gateway *gw)
 {
 	return gw && atomic_load(&gw->draining);
+}
+
+unsigned gateway_listeners_open(const struct gateway *gw)
+{
+	return gw ? atomic_load(&gw->listeners_open) : 0;
 }
 
 int gateway_ready(const struct gateway *gw)

@@ -164,6 +164,9 @@ void gateway_drain(struct gateway *gw, unsigned spread_ms);
 
 /* 1 once gateway_drain() was called. */
 int gateway_draining(const struct gateway *gw);
+/* Listening sockets of the workers not closed yet (0 once a drain has
+ * closed them all: no device can connect). @gw may be NULL (0). */
+unsigned gateway_listeners_open(const struct gateway *gw);
 
 /* 1 when every listener is up and the gateway is not stopping. */
 int gateway_ready(const struct gateway *gw);

@@ -506,7 +506,8 @@ struct gateway {
 	atomic_int draining;	  /* gateway_drain() was called */
 	atomic_uint drain_spread; /* its spread, ms */
 	atomic_uint peak_connections;
-	uint64_t started_ms; /* gw_now_ms() at start */
+	uint64_t started_ms;	    /* gw_now_ms() at start */
+	atomic_uint listeners_open; /* listening sockets not yet closed */
 	atomic_uint_fast64_t next_conn_id;
 	atomic_uint_fast64_t next_server_id;
 

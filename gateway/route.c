@@ -29,6 +29,7 @@
 
 #include <utlist.h>
 
+#include "common/fault.h"
 #include "common/log.h"
 #include "gateway/gateway_int.h"
 #include "common/banned.h"
@@ -572,6 +573,7 @@ static void finish(struct gw_worker *w, struct gw_send *s)
 		if (s->conn)
 			gw_send_ack(s->conn, s->client_id, s->dup_id ? s->dup_id : s->server_id,
 				    s->stored > 0);
+		FAULT_POINT("route_after_ack");
 	}
 	free(s);
 }

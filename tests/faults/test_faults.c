@@ -292,7 +292,6 @@ static void test_pg_outage(void **state)
 	}
 	/* fr0's device stays online (live delivery goes on); fr1's comes back
 	 * only for the final drain (everything for it needs the store). */
-	fh_start_threads(NULL, NULL);
 	assert_int_equal(pthread_create(&fx.rcv[0].thread, NULL, fh_lf_receiver, &fx.rcv[0]), 0);
 	for (int i = 0; i < 2; i++)
 		assert_int_equal(pthread_create(&fx.snd[i].thread, NULL, fh_lf_sender, &fx.snd[i]),

@@ -5,9 +5,10 @@
 #                   test), build everything under ASan+UBSan with -Werror, run
 #                   unit tests, then integration tests against a throwaway
 #                   PostgreSQL cluster
-#   make check-long the crash-safety test in its long form (100 kills of ferryd
-#                   and 20 PostgreSQL restarts under traffic; `make test` runs
-#                   5 and 2), same set-up as make test
+#   make check-faults the fault suite (tests/faults/) in its long form: 100
+#                   kills of ferryd, 20 PostgreSQL restarts, a 3-minute outage
+#                   under traffic (`make test` runs 5, 2 and 20 s); same set-up
+#                   as make test. `make check-long` is the same.
 #   make run        install missing packages, build, start a private PostgreSQL
 #                   under var/, migrate, run ferryd in the foreground
 #   make check      clang-format and banned.h checks on the tree
@@ -37,8 +38,9 @@ WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat
 BASE_CFLAGS := -std=c17 -D_GNU_SOURCE -MMD -MP -I. -Ibuild/gen $(WARN) \
 	-DFERRY_VERSION='"$(VERSION)"'
 REL_CFLAGS := -O2 -g
+# The tests' build has the crash points of common/fault.h; release builds never do.
 ASAN_CFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
-	-fno-sanitize-recover=undefined -Werror
+	-fno-sanitize-recover=undefined -Werror -DFERRY_FAULTS
 TSAN_CFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=thread -Werror
 CFLAGS ?=
 LDFLAGS ?=
@@ -57,6 +59,7 @@ COMMON_SRCS := \
 	common/config_ref.c \
 	common/conninfo.c \
 	common/err.c \
+	common/fault.c \
 	common/hist.c \
 	common/log.c \
 	common/mailbox.c
@@ -162,7 +165,7 @@ UNIT_TESTS := \
 
 INTEGRATION_TESTS := \
 	tests/integration/test_cli \
-	tests/integration/test_crash \
+	tests/faults/test_faults \
 	tests/integration/test_daemon \
 	tests/integration/test_ferryctl \
 	tests/integration/test_gateway \
@@ -211,7 +214,7 @@ asan_obj = $(patsubst %.c,build/asan/%.o,$(1))
 REL_LIB_OBJS := $(call rel_obj,$(LIB_SRCS) $(GEN_SRCS))
 ASAN_LIB_OBJS := $(call asan_obj,$(LIB_SRCS) $(GEN_SRCS))
 
-.PHONY: all test check-long unit integration check fuzz run install uninstall clean deps docs bench
+.PHONY: all test check-faults check-long unit integration check fuzz run install uninstall clean deps docs bench
 .DEFAULT_GOAL := all
 .SECONDARY:
 
@@ -323,6 +326,13 @@ build/asan/tests/integration/test_push_http: build/asan/tests/integration/test_p
 	@echo "  LD      $@"
 	$(Q)$(CC) $(ASAN_CFLAGS) -o $@ $^ $(PKG_LIBS) $(YAML_LIBS) $(CMOCKA_LIBS) -lnghttp2
 
+# The fault suite (tests/faults/, docs/internals/faults.md): its shared
+# recorder and checker, the integration harness, libferry.
+build/asan/tests/faults/%: build/asan/tests/faults/%.o build/asan/tests/faults/faults.o \
+		$(call asan_obj,$(TEST_SUPPORT_SRCS) $(CLIENT_SRCS)) $(ASAN_LIB_OBJS)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(ASAN_CFLAGS) -o $@ $^ $(PKG_LIBS) $(YAML_LIBS) $(CMOCKA_LIBS)
+
 build/asan/tests/integration/%: build/asan/tests/integration/%.o \
 		$(call asan_obj,$(TEST_SUPPORT_SRCS) $(CLIENT_SRCS)) $(ASAN_LIB_OBJS)
 	@echo "  LD      $@"
@@ -404,11 +414,12 @@ test: deps-test
 		$(addprefix build/asan/,$(UNIT_TESTS)) -- \
 		$(addprefix build/asan/,$(INTEGRATION_TESTS)) -- $(FUZZ_BINS)
 
-# tests/integration/test_crash reads FERRY_CRASH_CYCLES (kills of ferryd).
-check-long: deps
-	$(Q)$(MAKE) --no-print-directory build/asan/ferryd build/asan/tests/integration/test_crash
-	$(Q)FERRY_CRASH_CYCLES=100 FERRY_CRASH_PG_RESTARTS=20 sh scripts/run-tests.sh -- \
-		build/asan/tests/integration/test_crash
+# The fault suite in its long form (FERRY_FAULTS_LONG: 100 kills, 20
+# PostgreSQL restarts, a 3-minute outage...); `make test` runs the short one.
+# check-long is its old name.
+check-faults check-long: deps
+	$(Q)$(MAKE) --no-print-directory build/asan/ferryd build/asan/tests/faults/test_faults
+	$(Q)FERRY_FAULTS_LONG=1 sh scripts/run-tests.sh -- build/asan/tests/faults/test_faults
 
 unit: build/asan/ferryd $(addprefix build/asan/,$(UNIT_TESTS))
 	$(Q)sh scripts/run-tests.sh $(addprefix build/asan/,$(UNIT_TESTS)) --

@@ -162,6 +162,13 @@ static const struct entry table[] = {
 	  FIELD(store.expire_interval), 0, "ms", "Time between sweeps for expired envelopes." },
 	{ "store", "expire_batch", TYPE_UINT, "1000", 1, 1000000, FIELD(store.expire_batch), 0,
 	  "rows", "Expired envelopes deleted by one statement of a sweep." },
+	{ "store", "require_durable", TYPE_CHOICE, "on", 0, 0, FIELD(store.require_durable), 0,
+	  NULL,
+	  "What `ferryd run` does when the database has `fsync` or `synchronous_commit` off, so "
+	  "that a commit, and the ACK that follows it, does not survive a crash of the database "
+	  "host: `on` refuses to start (exit code 5), `warn` starts and logs a warning, `off` "
+	  "does not look. Only for throwaway test and benchmark databases is it anything but "
+	  "`on`." },
 	{ "push", "mode", TYPE_CHOICE, "background", 0, 0, FIELD(push.mode), FLAG_RELOADABLE, NULL,
 	  "What a wake-up push is: `background`, a silent push that lets the app wake and "
 	  "connect; or `alert`, a visible notification showing `alert_text`." },
@@ -258,6 +265,7 @@ static const struct {
 } choices[] = {
 	{ "push", "mode", { "background", "alert", NULL } },
 	{ "receipts", "delivered", { "on", "off", NULL } },
+	{ "store", "require_durable", { "on", "warn", "off", NULL } },
 };
 
 static const struct section sections[] = {

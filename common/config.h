@@ -61,6 +61,7 @@ struct ferry_config {
 		unsigned default_ttl;		 /* seconds */
 		unsigned expire_interval;	 /* ms between expiry sweeps */
 		unsigned expire_batch;		 /* rows per sweep statement */
+		char *require_durable; /* "on", "warn" or "off": fsync, synchronous_commit */
 	} store;
 
 	struct {

@@ -693,7 +693,9 @@ enum gw_dedup_verdict {
 };
 enum gw_dedup_verdict gw_dedup_begin(struct gateway *gw, int64_t device_id, uint64_t client_id,
 				     uint64_t conn_id, uint64_t server_id, uint64_t *acked_id);
-void gw_dedup_acked(struct gateway *gw, int64_t device_id, uint64_t client_id);
+/* The SEND was ACKed with @server_id (the store's first one for a
+ * retransmission it had): later copies get that one again. */
+void gw_dedup_acked(struct gateway *gw, int64_t device_id, uint64_t client_id, uint64_t server_id);
 void gw_dedup_forget(struct gateway *gw, int64_t device_id, uint64_t client_id, uint64_t conn_id);
 
 /* ---- directory.c ---- */

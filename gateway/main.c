@@ -8,7 +8,9 @@
  *   ferryd version
  *
  * Exit codes (docs/operations.md): 0 success, 1 runtime failure, 2 usage or
- * configuration error, 3 database schema mismatch, 4 database unreachable.
+ * configuration error, 3 database schema mismatch, 4 database unreachable,
+ * 5 database not durable (fsync or synchronous_commit off, [store]
+ * require_durable = on).
  *
  * The main thread runs a libuv loop that owns the signals: handlers only
  * wake the loop; SIGINT/SIGTERM stop it, SIGHUP reloads the configuration
@@ -36,6 +38,7 @@ enum exit_code {
 	EXIT_USAGE = 2,
 	EXIT_SCHEMA = 3,
 	EXIT_DB_DOWN = 4,
+	EXIT_NOT_DURABLE = 5,
 };
 
 #define ERRLEN 1024
@@ -114,6 +117,42 @@ static int validate_for_run(const struct ferry_config *cfg)
 		return EXIT_USAGE;
 	}
 	return EXIT_OK;
+}
+
+/*
+ * An ACK(stored) means "committed": with fsync or synchronous_commit off, a
+ * crash of the database host can lose what was acknowledged. [store]
+ * require_durable says whether that stops ferryd (on), is logged (warn) or
+ * is not looked at (off).
+ */
+static int check_durable(const struct ferry_config *cfg)
+{
+	const char *mode = cfg->store.require_durable;
+	char bad[128], err[ERRLEN];
+	enum ferry_err rc;
+
+	if (strcmp(mode, "off") == 0)
+		return EXIT_OK;
+	rc = queue_durability_check(cfg->store.conninfo, cfg->store.connect_timeout, bad,
+				    sizeof(bad), err, sizeof(err));
+	if (rc) {
+		fprintf(stderr, "ferryd: %s\n", err);
+		return exit_for(rc);
+	}
+	if (!bad[0])
+		return EXIT_OK;
+	if (strcmp(mode, "warn") == 0) {
+		log_warn("event=store_not_durable settings=\"%s\" reason=\"a crash of the "
+			 "database host can lose acknowledged envelopes\"",
+			 bad);
+		return EXIT_OK;
+	}
+	fprintf(stderr,
+		"ferryd: the database is not durable (%s): an acknowledged envelope would not "
+		"survive a crash of the database host; turn the setting on, or set [store] "
+		"require_durable = warn for a throwaway database\n",
+		bad);
+	return EXIT_NOT_DURABLE;
 }
 
 static void report_change(const char *section, const char *key, int reloadable, void *arg)
@@ -293,6 +332,9 @@ static int cmd_run(const char *path)
 		code = exit_for(rc);
 		goto out_cfg;
 	}
+	code = check_durable(d.cfg);
+	if (code)
+		goto out_cfg;
 	/* Admin threads and the gateway's threadpool jobs share the registry. */
 	d.reg = queue_registry_new(d.cfg->store.conninfo, d.cfg->store.connect_timeout,
 				   d.cfg->admin.threads + 6);

@@ -270,14 +270,16 @@ static struct gw_dedup *dedup_find(struct gateway *gw, int64_t device_id, uint64
 	return d;
 }
 
-void gw_dedup_acked(struct gateway *gw, int64_t device_id, uint64_t client_id)
+void gw_dedup_acked(struct gateway *gw, int64_t device_id, uint64_t client_id, uint64_t server_id)
 {
 	struct gw_dedup *d;
 
 	pthread_mutex_lock(&gw->dedup_lock);
 	d = dedup_find(gw, device_id, client_id);
-	if (d)
+	if (d) {
 		d->acked = 1;
+		d->server_id = server_id;
+	}
 	pthread_mutex_unlock(&gw->dedup_lock);
 }
 

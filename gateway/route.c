@@ -29,6 +29,7 @@
 
 #include <utlist.h>
 
+#include "common/fault.h"
 #include "common/log.h"
 #include "gateway/gateway_int.h"
 #include "common/banned.h"
@@ -568,10 +569,12 @@ static void finish(struct gw_worker *w, struct gw_send *s)
 			gw_send_nack(s->conn, s->client_id, PROTO_NACK_QUEUE_FULL, why);
 		}
 	} else {
-		gw_dedup_acked(gw, s->device_id, s->client_id);
+		uint64_t id = s->dup_id ? s->dup_id : s->server_id;
+
+		gw_dedup_acked(gw, s->device_id, s->client_id, id);
 		if (s->conn)
-			gw_send_ack(s->conn, s->client_id, s->dup_id ? s->dup_id : s->server_id,
-				    s->stored > 0);
+			gw_send_ack(s->conn, s->client_id, id, s->stored > 0);
+		FAULT_POINT("route_after_ack");
 	}
 	free(s);
 }

@@ -202,3 +202,35 @@ enum ferry_err queue_schema_check(const char *conninfo, unsigned connect_timeout
 	}
 	return FERRY_OK;
 }
+
+enum ferry_err queue_durability_check(const char *conninfo, unsigned connect_timeout, char *bad,
+				      size_t badlen, char *err, size_t errlen)
+{
+	static const char *const settings[] = { "fsync", "synchronous_commit" };
+	PGconn *conn;
+	size_t n = 0;
+	enum ferry_err rc = FERRY_OK;
+
+	bad[0] = '\0';
+	conn = queue_pg_connect(conninfo, connect_timeout, err, errlen);
+	if (!conn)
+		return FERRY_EUNAVAIL;
+	for (size_t i = 0; i < sizeof(settings) / sizeof(settings[0]) && !rc; i++) {
+		PGresult *res = PQexecParams(conn, "SELECT current_setting($1)", 1, NULL,
+					     &settings[i], NULL, NULL, 0);
+
+		if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+			queue_pg_message(err, errlen, "cannot read the database's settings",
+					 PQerrorMessage(conn));
+			rc = FERRY_EDB;
+		} else if (strcmp(PQgetvalue(res, 0, 0), "off") == 0 && n < badlen) {
+			int w = snprintf(bad + n, badlen - n, "%s%s=off", n ? " " : "",
+					 settings[i]);
+
+			n += w > 0 ? (size_t)w : 0;
+		}
+		PQclear(res);
+	}
+	PQfinish(conn);
+	return rc;
+}

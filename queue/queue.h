@@ -44,6 +44,17 @@ enum ferry_err queue_migrate(const char *conninfo, unsigned connect_timeout, int
 enum ferry_err queue_schema_check(const char *conninfo, unsigned connect_timeout, int *version,
 				  char *err, size_t errlen) FERRY_WUR;
 
+/*
+ * Ask the database whether a COMMIT it answers survives a crash of its host:
+ * `fsync` and `synchronous_commit` (as this connection sees them, per
+ * database and role settings included) must not be off. @bad gets "" when
+ * they are not, else the offending settings ("fsync=off
+ * synchronous_commit=off"). FERRY_EUNAVAIL if the database cannot be
+ * reached, FERRY_EDB if it cannot be asked; messages go to @err.
+ */
+enum ferry_err queue_durability_check(const char *conninfo, unsigned connect_timeout, char *bad,
+				      size_t badlen, char *err, size_t errlen) FERRY_WUR;
+
 /* ---- secrets ---- */
 
 #define QUEUE_SECRET_BYTES 32

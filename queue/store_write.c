@@ -54,6 +54,7 @@
 #include <string.h>
 
 #include "common/buf.h"
+#include "common/fault.h"
 #include "common/log.h"
 #include "queue/store_int.h"
 #include "common/banned.h"
@@ -494,6 +495,7 @@ static void on_batch_done(struct store_seg *seg, enum ferry_err rc)
 	w->busy = 0;
 	st->batches_inflight--;
 	if (ok) {
+		FAULT_POINT("store_after_commit");
 		record_commit(w, seg);
 	} else {
 		rc = rc ? rc : FERRY_EDB;
@@ -646,6 +648,7 @@ static enum ferry_err send_batch(struct store_writer *w, struct store_conn *c)
 	fmts[A_PAYLOADS] = 1;
 	rc = rc ? rc : store_seg_query(c, &w->seg, STMT_N, "BEGIN", 0, NULL, NULL, NULL, 0);
 	rc = rc ? rc : store_seg_query(c, &w->seg, STMT_PUT, NULL, A_N + 1, vals, lens, fmts, 0);
+	FAULT_POINT("store_before_commit");
 	rc = rc ? rc : store_seg_query(c, &w->seg, STMT_N, "COMMIT", 0, NULL, NULL, NULL, 0);
 	for (int i = 0; i < A_N; i++)
 		buf_release(&a[i]);

@@ -258,6 +258,8 @@ listen = 127.0.0.1:$2
 ${4:-}
 [store]
 conninfo = "host=$tmp/sock dbname=ferry_bench user=$(pg_owner)"
+# the cluster runs with fsync = off, for speed
+require_durable = off
 
 [admin]
 listen = 127.0.0.1:$3

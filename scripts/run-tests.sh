@@ -70,8 +70,10 @@ if [ -n "$integration" ]; then
 	}
 	trap cleanup EXIT
 	trap 'exit 130' INT TERM
-	if pg_init "$tmp/pgdata" && pg_start "$tmp/pgdata" "$tmp/sock" -c fsync=off \
-		-c max_connections=200; then
+	# fsync off for speed: the daemons' configs say require_durable = off.
+	# The fault suite stops and starts the cluster with the same options.
+	export FERRY_TEST_PGOPTS="-c fsync=off -c max_connections=200"
+	if pg_init "$tmp/pgdata" && pg_start "$tmp/pgdata" "$tmp/sock" $FERRY_TEST_PGOPTS; then
 		export FERRY_TEST_PGHOST="$tmp/sock"
 		export FERRY_TEST_PGUSER="$(pg_owner)"
 		export FERRY_TEST_TMPDIR="$tmp"

@@ -263,7 +263,9 @@ char *th_ferryd_config_ex(const char *conninfo, int admin_port, const char *toke
 	/* The device listener is off unless @extra configures it. */
 	const char *gateway = strstr(extra, "[gateway]") ? "" : "[gateway]\nlisten = \"\"\n\n";
 
-	return xasprintf("[store]\nconninfo = \"%s\"\n\n[admin]\nlisten = 127.0.0.1:%d\n"
+	/* The test cluster runs with fsync = off (scripts/run-tests.sh): say so. */
+	return xasprintf("[store]\nconninfo = \"%s\"\nrequire_durable = off\n\n"
+			 "[admin]\nlisten = 127.0.0.1:%d\n"
 			 "token = \"%s\"\n\n%s[log]\nlevel = debug\n%s",
 			 conninfo, admin_port, token, gateway, extra);
 }

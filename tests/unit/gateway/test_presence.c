@@ -107,9 +107,15 @@ static void test_dedup_verdicts(void **state)
 	gw_dedup_forget(&gw, 5, 42, 1000);
 	assert_int_equal(gw_dedup_begin(&gw, 5, 42, 2000, 9005, &acked), GW_DEDUP_IGNORE);
 	/* ...its success is remembered, with the server id of the newer one. */
-	gw_dedup_acked(&gw, 5, 42);
+	gw_dedup_acked(&gw, 5, 42, 9004);
 	assert_int_equal(gw_dedup_begin(&gw, 5, 42, 3000, 9006, &acked), GW_DEDUP_ACKED);
 	assert_int_equal(acked, 9004);
+	/* A retransmission the store had from before a restart was ACKed with
+	 * the store's first id: later copies get that one, not the new one. */
+	assert_int_equal(gw_dedup_begin(&gw, 7, 1, 4000, 9100, &acked), GW_DEDUP_NEW);
+	gw_dedup_acked(&gw, 7, 1, 8800);
+	assert_int_equal(gw_dedup_begin(&gw, 7, 1, 4001, 9101, &acked), GW_DEDUP_ACKED);
+	assert_int_equal(acked, 8800);
 	/* An acknowledged SEND is not forgotten by a late failure report. */
 	gw_dedup_forget(&gw, 5, 42, 2000);
 	assert_int_equal(gw_dedup_begin(&gw, 5, 42, 3000, 9007, &acked), GW_DEDUP_ACKED);

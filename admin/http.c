@@ -704,15 +704,41 @@ static enum MHD_Result collect_query(void *cls, enum MHD_ValueKind kind, const c
 	return MHD_YES;
 }
 
+/*
+ * The name of a query argument that looks like a credential, or NULL. A
+ * token in a URL ends up in proxies' and browsers' logs and histories: such
+ * a request is refused whether or not its header is right, so that the
+ * habit never works.
+ */
+static const char *token_in_query(const struct request *rq)
+{
+	static const char *const names[] = { "token", "access_token",  "api_key", "apikey",
+					     "auth",  "authorization", "bearer",  NULL };
+
+	for (size_t i = 0; i < rq->nquery && i < ADMIN_MAX_QUERY; i++)
+		for (size_t k = 0; names[k]; k++)
+			if (strcasecmp(rq->query[i].key, names[k]) == 0)
+				return names[k];
+	return NULL;
+}
+
 static enum MHD_Result request_finish(struct admin_server *srv, struct MHD_Connection *conn,
 				      const char *path, const char *method, struct request *rq)
 {
 	struct admin_reply rep = { 0 };
 
+	const char *leaked;
+
 	if (rq->too_big)
 		return refuse_body(srv, conn, rq, method, path);
-	if (rq->auth == AUTH_OK || rq->auth == AUTH_NOT_NEEDED) {
-		MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, collect_query, rq);
+	MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, collect_query, rq);
+	leaked = rq->auth == AUTH_NOT_NEEDED ? NULL : token_in_query(rq);
+	if (leaked) {
+		admin_reply_error(&rep, MHD_HTTP_UNAUTHORIZED,
+				  "the admin token goes in the Authorization header, never in the "
+				  "query string (query parameter '%s')",
+				  leaked);
+	} else if (rq->auth == AUTH_OK || rq->auth == AUTH_NOT_NEEDED) {
 		dispatch(srv, rq, path, method, &rep);
 	} else {
 		reply_unauthorized(&rep, rq->auth);

@@ -17,10 +17,12 @@
  * (parsed and validated whole, then swapped; keys that need a restart are
  * named in the log). The admin API runs on libmicrohttpd's threads.
  */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include <uv.h>
 
@@ -311,6 +313,16 @@ static int start_admin(struct daemon *d)
 	return EXIT_OK;
 }
 
+/* No core file: one would hold the admin token, push credentials and the
+ * envelopes in memory at the time. */
+static void no_core_dumps(void)
+{
+	struct rlimit none = { 0, 0 };
+
+	if (setrlimit(RLIMIT_CORE, &none))
+		log_warn("event=core_dumps_not_disabled reason=\"%s\"", strerror(errno));
+}
+
 static int cmd_run(const char *path)
 {
 	struct daemon d = { .config_path = path };
@@ -318,6 +330,7 @@ static int cmd_run(const char *path)
 	enum ferry_err rc;
 	int code;
 
+	no_core_dumps();
 	code = load_config(path, &d.cfg);
 	if (code)
 		return code;

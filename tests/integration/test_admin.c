@@ -433,6 +433,21 @@ static void test_auth_required(void **state)
 	th_http_hdr(&r, "GET", url, "Authorization: bearer " TOKEN, NULL);
 	assert_int_equal(r.status, 200);
 	th_response_release(&r);
+
+	/* A token in the query string is refused, even with a good header,
+	 * and the log keeps the path without the query. */
+	url_of(c, "/v1/stats?access_token=" TOKEN, url, sizeof(url));
+	th_http(&r, "GET", url, TOKEN, NULL);
+	assert_error(&r, 401, "unauthorized", "never in the query string");
+	th_response_release(&r);
+	url_of(c, "/v1/users/alice/devices?Token=x", url, sizeof(url));
+	th_http(&r, "GET", url, NULL, NULL);
+	assert_error(&r, 401, "unauthorized", "query parameter 'token'");
+	th_response_release(&r);
+	url_of(c, "/healthz?token=x", url, sizeof(url));
+	th_http(&r, "GET", url, NULL, NULL);
+	assert_int_equal(r.status, 200); /* needs no token: nothing to refuse */
+	th_response_release(&r);
 }
 
 static void test_device_create_list_get(void **state)

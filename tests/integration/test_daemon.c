@@ -174,7 +174,7 @@ static void test_sighup_reload(void **state)
 	free(conninfo);
 }
 
-/* SIGINT stops as cleanly as SIGTERM (exit 0, sanitizers quiet). */
+/* SIGINT stops as cleanly as SIGTERM (exit 0, sanitizers quiet); no core dumps. */
 static void test_sigint_stops(void **state)
 {
 	char *conninfo = th_db_new("int");
@@ -185,6 +185,21 @@ static void test_sigint_stops(void **state)
 
 	assert_int_equal(th_ferryd_cmd(path, (const char *[]){ "migrate", NULL }, NULL), 0);
 	th_ferryd_start(&d, text, port);
+	/* While it runs: no core file may be written (the admin token, push
+	 * credentials and envelopes are in its memory). */
+	{
+		char lp[64], soft[32], hard[32], *limits, *line;
+
+		snprintf(lp, sizeof(lp), "/proc/%d/limits", (int)d.pid);
+		limits = th_read_file(lp);
+		line = strstr(limits, "Max core file size");
+		assert_non_null(line);
+		/* Both limits: a soft 0 alone (a common default) could be raised. */
+		assert_int_equal(sscanf(line + 18, "%31s %31s", soft, hard), 2);
+		if (strcmp(soft, "0") || strcmp(hard, "0"))
+			fail_msg("core dumps not disabled: soft %s, hard %s", soft, hard);
+		free(limits);
+	}
 	assert_int_equal(th_ferryd_stop(&d, SIGINT), 0);
 	unlink(path);
 	free(path);

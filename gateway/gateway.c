@@ -164,10 +164,10 @@ static void on_seen_timer(uv_timer_t *t)
  * Accepting. Each listener is polled for readability and accepted from here
  * (not uv_listen()), so that running out of descriptors is ours to handle:
  * a listener with a pending connection stays readable, and a loop that
- * cannot accept it would spin. On EMFILE or ENFILE the worker closes the
- * spare descriptor it keeps for this, accepts and closes every pending
- * connection (those peers see their connection closed at once, instead of
- * waiting in the backlog), and opens the spare again. Connections already
+ * cannot accept it would spin. On EMFILE or ENFILE the worker closes one of
+ * the spare descriptors the gateway keeps for this, accepts and closes every
+ * pending connection (those peers see their connection closed at once,
+ * instead of waiting in the backlog), and opens the spare again. Connections already
  * open carry on. The log line is written at most once per ACCEPT_LOG_MS per
  * worker, with how many connections it stands for: a flood must not flood
  * the log too.
@@ -191,43 +191,60 @@ static void accept_failed(struct gw_worker *w, int err, unsigned shed)
 
 static void on_listener(uv_poll_t *h, int status, int events);
 
-/* Accepting again after a pause; the spare back first if it was lost. */
+/* Spare descriptors lost to another thread are opened again if they can
+ * be. accept_lock held for writing. */
+static void spares_refill(struct gateway *gw)
+{
+	for (int i = 0; i < GW_SPARES; i++)
+		if (gw->spare_fd[i] < 0)
+			gw->spare_fd[i] = open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
+/* Accepting again after a pause; the spares back first if one was lost. */
 static void on_accept_resume(uv_timer_t *t)
 {
 	struct gw_worker *w = t->data;
 
-	if (w->spare_fd < 0)
-		w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	pthread_rwlock_wrlock(&w->gw->accept_lock);
+	spares_refill(w->gw);
+	pthread_rwlock_unlock(&w->gw->accept_lock);
 	for (int i = 0; i < 2; i++)
 		if (w->listening[i] && !uv_is_closing((uv_handle_t *)&w->listeners[i]))
 			uv_poll_start(&w->listeners[i], UV_READABLE, on_listener);
 }
 
 /*
- * Out of descriptors: shed what waits on @fd with the spare's help, then
- * stop accepting for ACCEPT_PAUSE_MS. The pause is what bounds the work
- * when the spare cannot be had back (another thread took the descriptor
- * first): the listener is not polled meanwhile, so a backlog that stays
+ * Out of descriptors: shed what waits on @fd with a spare's help, then stop
+ * accepting for ACCEPT_PAUSE_MS. The spares belong to the gateway, not to
+ * the worker: a descriptor freed for a moment can be taken by any thread
+ * (a log line's time zone file, a database connection), and a spare lost
+ * that way must not leave one worker's backlog unshed for good while
+ * another's spare is there. The pause is what bounds the work when no spare
+ * can be had: the listener is not polled meanwhile, so a backlog that stays
  * full cannot make the loop spin.
  */
 static void shed_pending(struct gw_worker *w, int fd, int err)
 {
+	struct gateway *gw = w->gw;
 	unsigned shed = 0;
 	int cfd;
 
-	if (w->spare_fd >= 0) {
-		/* No worker accepts while the spare is down: the descriptor it
-		 * frees must not become another worker's connection. */
-		pthread_rwlock_wrlock(&w->gw->accept_lock);
-		close(w->spare_fd);
-		w->spare_fd = -1;
+	/* No worker accepts while a spare is down: the descriptor it frees
+	 * must not become another worker's connection. */
+	pthread_rwlock_wrlock(&gw->accept_lock);
+	for (int i = 0; i < GW_SPARES; i++) {
+		if (gw->spare_fd[i] < 0)
+			continue;
+		close(gw->spare_fd[i]);
+		gw->spare_fd[i] = -1;
 		while ((cfd = accept4(fd, NULL, NULL, SOCK_CLOEXEC)) >= 0) {
 			close(cfd);
 			shed++;
 		}
-		w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-		pthread_rwlock_unlock(&w->gw->accept_lock);
+		break;
 	}
+	spares_refill(gw);
+	pthread_rwlock_unlock(&gw->accept_lock);
 	accept_failed(w, err, shed);
 	if (w->stopping)
 		return;
@@ -400,11 +417,6 @@ static enum ferry_err worker_setup(struct gw_worker *w)
 {
 	if (uv_loop_init(&w->loop))
 		return FERRY_EIO;
-	/* The spare descriptor that lets on_listener() shed connections when
-	 * the process is out of them. */
-	w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-	if (w->spare_fd < 0)
-		return FERRY_EIO;
 	uv_timer_init(&w->loop, &w->accept_timer);
 	w->accept_timer.data = w;
 	w->accept_timer_on = 1;
@@ -453,8 +465,6 @@ static void worker_main(void *arg)
 	gw_conn_corks_free(w);
 	gw_receipts_free(w);
 	uv_loop_close(&w->loop);
-	if (w->spare_fd >= 0)
-		close(w->spare_fd);
 }
 
 static enum ferry_err make_listeners(struct gateway *gw, char *err, size_t errlen)
@@ -496,6 +506,9 @@ static void gateway_free(struct gateway *gw)
 	pthread_mutex_destroy(&gw->presence_lock);
 	pthread_mutex_destroy(&gw->dedup_lock);
 	pthread_rwlock_destroy(&gw->accept_lock);
+	for (int i = 0; i < GW_SPARES; i++)
+		if (gw->spare_fd[i] >= 0)
+			close(gw->spare_fd[i]);
 	gw_authfail_release(gw);
 	pthread_mutex_destroy(&gw->authfail_lock);
 	SSL_CTX_free(gw->tls);
@@ -524,6 +537,8 @@ static struct gateway *gateway_new(const struct ferry_config *cfg, struct queue_
 	pthread_mutex_init(&gw->dir_lock, NULL);
 	pthread_rwlock_init(&gw->accept_lock, NULL);
 	pthread_mutex_init(&gw->authfail_lock, NULL);
+	for (int i = 0; i < GW_SPARES; i++)
+		gw->spare_fd[i] = -1;
 	gw->workers = calloc(gw->nworkers, sizeof(*gw->workers));
 	if (!gw->workers) {
 		gateway_free(gw);
@@ -535,7 +550,6 @@ static struct gateway *gateway_new(const struct ferry_config *cfg, struct queue_
 		w->gw = gw;
 		w->index = i;
 		w->listen_fd[0] = w->listen_fd[1] = -1;
-		w->spare_fd = -1;
 		hist_init(&w->delivery, hist_latency_us, hist_latency_us_n);
 		w->rbuf = malloc(GW_READ_CHUNK);
 		w->plain = malloc(GW_READ_CHUNK);
@@ -605,6 +619,14 @@ enum ferry_err gateway_start(const struct ferry_config *cfg, struct queue_regist
 			gateway_free(gw);
 			return FERRY_ECONFIG;
 		}
+	}
+	/* The descriptors that let on_listener() shed connections when the
+	 * process is out of them. */
+	spares_refill(gw);
+	if (gw->spare_fd[GW_SPARES - 1] < 0) {
+		snprintf(err, errlen, "cannot open /dev/null: %s", strerror(errno));
+		gateway_free(gw);
+		return FERRY_EIO;
 	}
 	rc = make_listeners(gw, err, errlen);
 	if (rc) {

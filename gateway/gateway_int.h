@@ -375,6 +375,8 @@ struct gw_conn {
 	UT_hash_handle hh; /* worker's table, by id */
 };
 
+#define GW_SPARES 2
+
 struct gw_worker {
 	struct gateway *gw;
 	unsigned index;
@@ -384,7 +386,6 @@ struct gw_worker {
 	uv_poll_t listeners[2];	 /* gateway.c accepts itself */
 	int listen_fd[2];	 /* -1: none */
 	int listening[2];	 /* the handle's close callback closes listen_fd */
-	int spare_fd;		 /* for shedding connections on EMFILE; -1: none */
 	uv_timer_t accept_timer; /* accepting again after EMFILE */
 	int accept_timer_on;	 /* initialised, not yet closed */
 	int mbox_ok;
@@ -511,9 +512,13 @@ struct gateway {
 	atomic_uint_fast64_t next_conn_id;
 	atomic_uint_fast64_t next_server_id;
 
-	/* Accepting takes it shared; a worker shedding connections with its
+	/* Accepting takes it shared; a worker shedding connections with a
 	 * spare descriptor takes it alone (gateway.c). */
 	pthread_rwlock_t accept_lock;
+	/* Descriptors kept open (on /dev/null) so that a worker out of them
+	 * can shed connections; -1: lost to another thread, opened again when
+	 * one is free. Any worker may use any of them; under accept_lock. */
+	int spare_fd[GW_SPARES];
 
 	pthread_mutex_t authfail_lock;
 	struct gw_authfail *authfail;	     /* by key */

@@ -33,6 +33,16 @@
 #include "tests/integration/openapi.h"
 #include "common/banned.h"
 
+/* FERRY_TEST_FILTER=PATTERN runs only the tests whose names match (cmocka's
+ * glob, e.g. "test_out_of_*"): for chasing one test without the others. */
+__attribute__((constructor)) static void th_test_filter(void)
+{
+	const char *f = getenv("FERRY_TEST_FILTER");
+
+	if (f && *f)
+		cmocka_set_test_filter(f);
+}
+
 static const char *env_or_fail(const char *name)
 {
 	const char *v = getenv(name);

@@ -166,6 +166,7 @@ UNIT_TESTS := \
 INTEGRATION_TESTS := \
 	tests/integration/test_cli \
 	tests/faults/test_faults \
+	tests/faults/test_receipt_faults \
 	tests/integration/test_daemon \
 	tests/integration/test_ferryctl \
 	tests/integration/test_gateway \
@@ -418,8 +419,10 @@ test: deps-test
 # PostgreSQL restarts, a 3-minute outage...); `make test` runs the short one.
 # check-long is its old name.
 check-faults check-long: deps
-	$(Q)$(MAKE) --no-print-directory build/asan/ferryd build/asan/tests/faults/test_faults
-	$(Q)FERRY_FAULTS_LONG=1 sh scripts/run-tests.sh -- build/asan/tests/faults/test_faults
+	$(Q)$(MAKE) --no-print-directory build/asan/ferryd build/asan/tests/faults/test_faults \
+		build/asan/tests/faults/test_receipt_faults
+	$(Q)FERRY_FAULTS_LONG=1 sh scripts/run-tests.sh -- build/asan/tests/faults/test_faults \
+		build/asan/tests/faults/test_receipt_faults
 
 unit: build/asan/ferryd $(addprefix build/asan/,$(UNIT_TESTS))
 	$(Q)sh scripts/run-tests.sh $(addprefix build/asan/,$(UNIT_TESTS)) --

@@ -25,8 +25,8 @@
  *                   across 50 reconnects per receiving device
  *   require_durable ferryd against databases with synchronous_commit off
  *
- * Not here yet: receipts across kill -9, and the push-provider faults (503
- * and 429 bursts, GOAWAY, a provider down).
+ * Receipts across kill -9 are scored in test_receipt_faults.c; the push
+ * providers' faults in tests/integration/test_push*.c.
  */
 #include <signal.h>
 #include <stdarg.h>

@@ -164,6 +164,7 @@ UNIT_TESTS := \
 	tests/unit/queue/test_validate
 
 INTEGRATION_TESTS := \
+	tests/integration/test_backpressure \
 	tests/integration/test_cli \
 	tests/faults/test_faults \
 	tests/faults/test_receipt_faults \

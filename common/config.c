@@ -101,6 +101,11 @@ static const struct entry table[] = {
 	  FIELD(gateway.idle_timeout), 0, "ms",
 	  "A connection that sends nothing for this long is closed (announced in WELCOME; "
 	  "devices PING well within it)." },
+	{ "gateway", "write_timeout", TYPE_UINT, "30000", 1000, 3600000,
+	  FIELD(gateway.write_timeout), 0, "ms",
+	  "A connection whose output waits this long without the device reading any of it is "
+	  "closed: a device that stops reading while it keeps sending (PINGs, say) must not hold "
+	  "its envelopes and memory for ever. What it had not acknowledged stays stored." },
 	{ "gateway", "drain_window", TYPE_UINT, "256", 1, 10000, FIELD(gateway.drain_window), 0,
 	  NULL,
 	  "Stored envelopes sent to a reconnecting device ahead of its DELIVER_ACKs; the next page "

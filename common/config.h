@@ -42,6 +42,7 @@ struct ferry_config {
 		unsigned ack_timeout;	    /* ms a DELIVER may wait for its ack */
 		unsigned handshake_timeout; /* ms from connect to a valid HELLO */
 		unsigned idle_timeout;	    /* ms without a frame before closing */
+		unsigned write_timeout;	    /* ms output may wait without progress */
 		unsigned drain_window;	    /* stored DELIVERs un-acked at once */
 		unsigned max_frames_per_s;  /* PING, PONG, stray DELIVER_ACK */
 		unsigned frames_burst;	    /* of those, at once */

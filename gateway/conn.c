@@ -190,10 +190,25 @@ struct gw_conn *gw_conn_find(struct gw_worker *w, uint64_t id)
 
 /* ---- writing ---- */
 
+static void arm_timer(struct gw_conn *c);
+
+/* Output waits in user space: the write timeout runs from now unless it
+ * already runs. */
+static void mark_stalled(struct gw_conn *c)
+{
+	if (c->stalled_at || c->state == GW_CONN_CLOSING)
+		return;
+	c->stalled_at = (uint32_t)uv_now(&c->w->loop) | 1u;
+	arm_timer(c);
+}
+
 static void on_written(uv_write_t *req, int status)
 {
 	struct wreq *wr = (struct wreq *)req;
 	struct gw_conn *c = wr->c;
+
+	/* The socket took something: the timeout starts again, or stops. */
+	c->stalled_at = c->tcp.write_queue_size ? (uint32_t)uv_now(&c->w->loop) | 1u : 0;
 
 	if (wr->env)
 		gw_env_unref(wr->env);
@@ -260,7 +275,10 @@ static int raw_write(struct gw_conn *c, const uint8_t *p, size_t len, struct gw_
 		free(wr->owned);
 		free(wr);
 		gw_conn_close(c, 0, NULL);
+		return 1;
 	}
+	if (c->tcp.write_queue_size)
+		mark_stalled(c);
 	return 1;
 drop:
 	return 0;
@@ -537,11 +555,26 @@ static uint64_t idle_deadline(const struct gw_conn *c)
 	return c->accepted + cfg->gateway.handshake_timeout;
 }
 
+/* When the write timeout of output that waits without progress runs out;
+ * UINT64_MAX: none waits. */
+static uint64_t write_deadline(const struct gw_conn *c, uint64_t now)
+{
+	uint32_t waited = (uint32_t)now - c->stalled_at;
+	unsigned timeout = c->w->gw->cfg->gateway.write_timeout;
+
+	if (!c->stalled_at)
+		return UINT64_MAX;
+	return waited >= timeout ? now : now + (timeout - waited);
+}
+
 static void on_timer(uv_timer_t *t);
 
 static void arm_timer(struct gw_conn *c)
 {
 	uint64_t now = uv_now(&c->w->loop), at = idle_deadline(c);
+
+	if (write_deadline(c, now) < at)
+		at = write_deadline(c, now);
 
 	if (c->state == GW_CONN_CLOSING)
 		return; /* the flush deadline's */
@@ -584,6 +617,14 @@ static void on_timer(uv_timer_t *t)
 		idle_expired(c);
 		if (c->state == GW_CONN_CLOSING)
 			return;
+	}
+	if (write_deadline(c, now) <= now) {
+		/* No ERROR: it would wait behind what is not read either. */
+		log_info("event=conn_write_timeout conn=%llu device=%lld queued=%zu",
+			 (unsigned long long)c->id, (long long)c->device_id,
+			 c->tcp.write_queue_size);
+		gw_conn_close(c, 0, NULL);
+		return;
 	}
 	arm_timer(c);
 }

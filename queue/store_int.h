@@ -172,6 +172,7 @@ struct store_writer {
 	size_t solo; /* PUTs to send one per batch (after a batch failed) */
 	int busy;
 	int committed;
+	enum ferry_err build_rc; /* the batch could not be built (ENOMEM, ETOOBIG) */
 	int rollback_busy;
 	struct store_seg seg, rollback;
 };

@@ -498,7 +498,9 @@ static void on_batch_done(struct store_seg *seg, enum ferry_err rc)
 		FAULT_POINT("store_after_commit");
 		record_commit(w, seg);
 	} else {
-		rc = rc ? rc : FERRY_EDB;
+		/* A batch that could not be built says why; one the database
+		 * refused says so. */
+		rc = rc ? rc : w->build_rc ? w->build_rc : FERRY_EDB;
 		STAT_ADD(st, batch_failures, 1);
 		log_warn("event=store_batch_failed conn=%s puts=%zu envelopes=%zu error=%s",
 			 w->conn->name, w->batch_puts, w->batch_envelopes, ferry_strerror(rc));
@@ -679,6 +681,7 @@ static void kick_one(struct store_writer *w)
 	w->busy = 1;
 	st->batches_inflight++;
 	w->committed = 0;
+	w->build_rc = FERRY_OK;
 	store_seg_begin(c, &w->seg);
 	rc = send_batch(w, c);
 	if (rc == FERRY_ENOMEM || rc == FERRY_ETOOBIG) {
@@ -687,6 +690,7 @@ static void kick_one(struct store_writer *w)
 			  ferry_strerror(rc));
 		w->seg.on_result = NULL;
 		w->committed = 0;
+		w->build_rc = rc;
 	}
 	store_seg_end(c, &w->seg);
 }

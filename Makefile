@@ -155,6 +155,7 @@ UNIT_TESTS := \
 	tests/unit/common/test_buf \
 	tests/unit/common/test_config \
 	tests/unit/common/test_hist \
+	tests/unit/gateway/test_codec_allocfail \
 	tests/unit/gateway/test_presence \
 	tests/unit/gateway/test_proto \
 	tests/unit/push/test_jwt \
@@ -183,6 +184,7 @@ INTEGRATION_TESTS := \
 	tests/integration/test_receipts \
 	tests/integration/test_metrics \
 	tests/integration/test_store \
+	tests/integration/test_store_allocfail \
 	tests/integration/test_admin \
 	tests/integration/test_ui
 
@@ -197,6 +199,7 @@ TEST_SUPPORT_SRCS := \
 	tests/integration/mockenv.c \
 	$(OPENAPI_SRCS) \
 	tests/integration/rawdev.c \
+	tests/integration/storeclient.c \
 	tests/integration/webdriver.c
 
 # libFuzzer harnesses: tests/fuzz/NAME.c, seeds in tests/fuzz/corpus/NAME/.
@@ -317,6 +320,25 @@ build/asan/tests/unit/admin/test_openapi: build/asan/tests/unit/admin/test_opena
 		$(call asan_obj,$(OPENAPI_SRCS))
 	@echo "  LD      $@"
 	$(Q)$(CC) $(ASAN_CFLAGS) -o $@ $^ $(YAML_LIBS) $(CMOCKA_LIBS)
+
+# Allocation-failure tests: every malloc, calloc, realloc, reallocarray,
+# strdup and strndup in ferry's objects goes through tests/support/allocfail.c.
+ALLOCFAIL_LDFLAGS := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=reallocarray \
+	-Wl,--wrap=strdup,--wrap=strndup
+
+build/asan/tests/unit/gateway/test_codec_allocfail: \
+		build/asan/tests/unit/gateway/test_codec_allocfail.o \
+		build/asan/tests/support/allocfail.o $(ASAN_LIB_OBJS)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(ASAN_CFLAGS) $(ALLOCFAIL_LDFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
+
+build/asan/tests/integration/test_store_allocfail: \
+		build/asan/tests/integration/test_store_allocfail.o \
+		build/asan/tests/support/allocfail.o \
+		$(call asan_obj,$(TEST_SUPPORT_SRCS) $(CLIENT_SRCS)) $(ASAN_LIB_OBJS)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(ASAN_CFLAGS) $(ALLOCFAIL_LDFLAGS) -o $@ $^ $(PKG_LIBS) $(YAML_LIBS) \
+		$(CMOCKA_LIBS)
 
 build/asan/tests/unit/%: build/asan/tests/unit/%.o $(ASAN_LIB_OBJS)
 	@echo "  LD      $@"

@@ -26,163 +26,17 @@
 #include "common/mailbox.h"
 #include "queue/queue.h"
 #include "tests/integration/harness.h"
+#include "tests/integration/storeclient.h"
 #include "common/banned.h"
 
-#define MAX_RCPT 4
-#define WAIT_MS 20000
-
-/* ---- a reply sink: one per submitting thread ---- */
-
-struct client {
-	uv_loop_t loop;
-	struct mailbox mb;
-	uv_timer_t tick;
-	unsigned replies;
-};
-
-struct treq {
-	struct queue_req req;
-	struct mailbox_msg msg;
-	struct queue_put puts[MAX_RCPT];
-	unsigned order; /* 0: not answered yet; else the reply's rank */
-	uint8_t payload[600];
-};
-
-static void on_reply(struct mailbox *mb, struct mailbox_msg *msg, void *arg)
-{
-	struct client *cl = arg;
-	struct treq *t = (struct treq *)(void *)((char *)msg - offsetof(struct treq, msg));
-
-	t->order = ++cl->replies;
-}
-
-static void on_tick(uv_timer_t *t)
-{
-}
-
-static void client_init(struct client *cl)
-{
-	memset(cl, 0, sizeof(*cl));
-	if (uv_loop_init(&cl->loop) || mailbox_init(&cl->mb, &cl->loop, on_reply, cl) ||
-	    uv_timer_init(&cl->loop, &cl->tick))
-		abort();
-	/* Wakes uv_run now and then so that deadlines are checked. */
-	uv_timer_start(&cl->tick, on_tick, 20, 20);
-}
-
-static void client_release(struct client *cl)
-{
-	mailbox_close(&cl->mb, NULL);
-	uv_close((uv_handle_t *)&cl->tick, NULL);
-	uv_run(&cl->loop, UV_RUN_DEFAULT);
-	if (uv_loop_close(&cl->loop))
-		abort();
-}
-
-static uint64_t now_ms(void)
-{
-	return uv_hrtime() / 1000000;
-}
-
-/* Run @cl's loop until it has @n replies in all; 0 on timeout. */
-static int client_wait(struct client *cl, unsigned n, unsigned timeout_ms)
-{
-	uint64_t end = now_ms() + timeout_ms;
-
-	while (cl->replies < n && now_ms() < end)
-		uv_run(&cl->loop, UV_RUN_ONCE);
-	return cl->replies >= n;
-}
-
-/* ---- requests ---- */
-
-static void treq_init(struct treq *t, struct client *cl, enum queue_req_type type)
-{
-	memset(t, 0, sizeof(*t));
-	t->req.reply = &t->msg;
-	t->req.reply_to = &cl->mb;
-	t->req.type = type;
-	t->req.puts = t->puts;
-}
-
-static void put_init(struct treq *t, struct client *cl, uint64_t server_id, int64_t sender_device,
-		     uint64_t client_id, const int64_t *rcpt, size_t n, const char *text)
-{
-	treq_init(t, cl, QUEUE_REQ_PUT);
-	t->req.server_id = server_id;
-	t->req.sender_user = "bob";
-	t->req.sender_device = sender_device;
-	t->req.client_id = client_id;
-	t->req.kind = QUEUE_KIND_MESSAGE;
-	t->req.len = strlen(text);
-	memcpy(t->payload, text, t->req.len);
-	t->req.payload = t->payload;
-	t->req.created_ms = (uint64_t)time(NULL) * 1000;
-	t->req.nputs = n;
-	for (size_t i = 0; i < n; i++)
-		t->puts[i].recipient = rcpt[i];
-}
-
-/* Submit @t and wait for its reply; returns its rc. */
-static enum ferry_err run_req(struct queue_store *st, struct client *cl, struct treq *t)
-{
-	unsigned before = cl->replies;
-
-	queue_store_submit(st, &t->req);
-	if (!client_wait(cl, before + 1, WAIT_MS))
-		fail_msg("no reply from the store within %d ms", WAIT_MS);
-	assert_true(t->order > 0);
-	return t->req.rc;
-}
-
-static enum ferry_err put(struct queue_store *st, struct client *cl, struct treq *t,
-			  uint64_t server_id, int64_t sender_device, uint64_t client_id,
-			  const int64_t *rcpt, size_t n, const char *text)
-{
-	put_init(t, cl, server_id, sender_device, client_id, rcpt, n, text);
-	return run_req(st, cl, t);
-}
-
-/* FETCH into @t (free t->req.rows afterwards). */
-static enum ferry_err fetch(struct queue_store *st, struct client *cl, struct treq *t,
-			    int64_t device, int64_t after, size_t limit)
-{
-	treq_init(t, cl, QUEUE_REQ_FETCH);
-	t->req.device = device;
-	t->req.after_seq = after;
-	t->req.limit = limit;
-	return run_req(st, cl, t);
-}
-
-static uint64_t count(struct queue_store *st, struct client *cl, int64_t device)
-{
-	struct treq t;
-
-	treq_init(&t, cl, QUEUE_REQ_COUNT);
-	t.req.device = device;
-	assert_int_equal(run_req(st, cl, &t), FERRY_OK);
-	return t.req.count;
-}
-
-static uint64_t del(struct queue_store *st, struct client *cl, int64_t device, const uint64_t *ids,
-		    size_t n)
-{
-	struct treq t;
-
-	treq_init(&t, cl, QUEUE_REQ_DELETE);
-	t.req.device = device;
-	t.req.ids = ids; /* borrowed until the reply: we wait for it */
-	t.req.nids = n;
-	assert_int_equal(run_req(st, cl, &t), FERRY_OK);
-	return t.req.count;
-}
+#define WAIT_MS SC_WAIT_MS
 
 /* ---- fixture ---- */
 
 struct fixture {
 	char *conninfo;
 	PGconn *conn;
-	struct client cl;
+	struct sc_client cl;
 };
 
 static struct queue_store_opts opts_for(const char *conninfo)
@@ -202,11 +56,11 @@ static struct queue_store *start(const struct queue_store_opts *o)
 {
 	char err[256];
 	struct queue_store *st = queue_store_start(o, err, sizeof(err));
-	uint64_t end = now_ms() + 10000;
+	uint64_t end = sc_now_ms() + 10000;
 
 	if (!st)
 		fail_msg("queue_store_start: %s", err);
-	while (!queue_store_ready(st) && now_ms() < end)
+	while (!queue_store_ready(st) && sc_now_ms() < end)
 		usleep(5000);
 	assert_true(queue_store_ready(st));
 	return st;
@@ -235,7 +89,7 @@ static int setup(void **state)
 		return -1;
 	}
 	f->conn = th_pg_connect(f->conninfo);
-	client_init(&f->cl);
+	sc_client_init(&f->cl);
 	*state = f;
 	return 0;
 }
@@ -244,7 +98,7 @@ static int teardown(void **state)
 {
 	struct fixture *f = *state;
 
-	client_release(&f->cl);
+	sc_client_release(&f->cl);
 	PQfinish(f->conn);
 	free(f->conninfo);
 	free(f);
@@ -260,32 +114,33 @@ static void test_put_fetch_delete(void **state)
 	struct queue_store_opts o = opts_for(f->conninfo);
 	struct queue_store *st = start(&o);
 	int64_t a = device_new(f->conn), b = device_new(f->conn), c = device_new(f->conn);
-	struct treq t;
+	struct sc_treq t;
 	uint64_t ids[2] = { 101, 103 };
 	uint64_t created = (uint64_t)time(NULL) * 1000 - 877;
 
-	assert_int_equal(put(st, &f->cl, &t, 101, 7, 1, (int64_t[]){ a, b }, 2, "one"), FERRY_OK);
+	assert_int_equal(sc_put(st, &f->cl, &t, 101, 7, 1, (int64_t[]){ a, b }, 2, "one"),
+			 FERRY_OK);
 	assert_int_equal(t.puts[0].result, QUEUE_PUT_STORED);
 	assert_int_equal(t.puts[0].seq, 1);
 	assert_int_equal(t.puts[0].server_id, 101);
 	assert_int_equal(t.puts[1].result, QUEUE_PUT_STORED);
 	assert_int_equal(t.puts[1].seq, 1);
-	assert_int_equal(put(st, &f->cl, &t, 102, 7, 2, (int64_t[]){ a, b, c }, 3, "two"),
+	assert_int_equal(sc_put(st, &f->cl, &t, 102, 7, 2, (int64_t[]){ a, b, c }, 3, "two"),
 			 FERRY_OK);
 	assert_int_equal(t.puts[0].seq, 2);
 	assert_int_equal(t.puts[1].seq, 2);
 	assert_int_equal(t.puts[2].seq, 1);
 	/* A receipt with bytes a C string could not carry. */
-	put_init(&t, &f->cl, 103, 8, 1, (int64_t[]){ a }, 1, "x");
+	sc_put_init(&t, &f->cl, 103, 8, 1, (int64_t[]){ a }, 1, "x");
 	memcpy(t.payload, "\0\1\2\377", 4);
 	t.req.len = 4;
 	t.req.kind = QUEUE_KIND_RECEIPT;
 	t.req.sender_user = "carol";
 	t.req.created_ms = created;
-	assert_int_equal(run_req(st, &f->cl, &t), FERRY_OK);
+	assert_int_equal(sc_run_req(st, &f->cl, &t), FERRY_OK);
 	assert_int_equal(t.puts[0].seq, 3);
 
-	assert_int_equal(fetch(st, &f->cl, &t, a, 0, 2), FERRY_OK);
+	assert_int_equal(sc_fetch(st, &f->cl, &t, a, 0, 2), FERRY_OK);
 	assert_int_equal(t.req.nrows, 2);
 	assert_int_equal(t.req.rows[0].seq, 1);
 	assert_int_equal(t.req.rows[0].server_id, 101);
@@ -298,7 +153,7 @@ static void test_put_fetch_delete(void **state)
 	assert_int_equal(t.req.rows[1].seq, 2);
 	assert_memory_equal(t.req.rows[1].payload, "two", 3);
 	queue_rows_free(t.req.rows, t.req.nrows);
-	assert_int_equal(fetch(st, &f->cl, &t, a, 2, 10), FERRY_OK);
+	assert_int_equal(sc_fetch(st, &f->cl, &t, a, 2, 10), FERRY_OK);
 	assert_int_equal(t.req.nrows, 1);
 	assert_int_equal(t.req.rows[0].seq, 3);
 	assert_int_equal(t.req.rows[0].kind, QUEUE_KIND_RECEIPT);
@@ -307,20 +162,20 @@ static void test_put_fetch_delete(void **state)
 	assert_int_equal(t.req.rows[0].len, 4);
 	assert_memory_equal(t.req.rows[0].payload, "\0\1\2\377", 4);
 	queue_rows_free(t.req.rows, t.req.nrows);
-	assert_int_equal(fetch(st, &f->cl, &t, a, 3, 10), FERRY_OK);
+	assert_int_equal(sc_fetch(st, &f->cl, &t, a, 3, 10), FERRY_OK);
 	assert_int_equal(t.req.nrows, 0);
-	assert_int_equal(count(st, &f->cl, a), 3);
-	assert_int_equal(count(st, &f->cl, c), 1);
+	assert_int_equal(sc_count(st, &f->cl, a), 3);
+	assert_int_equal(sc_count(st, &f->cl, c), 1);
 
 	/* The device acknowledged the first and the third. */
-	assert_int_equal(del(st, &f->cl, a, ids, 2), 2);
-	assert_int_equal(del(st, &f->cl, a, ids, 2), 0);
-	assert_int_equal(fetch(st, &f->cl, &t, a, 0, 10), FERRY_OK);
+	assert_int_equal(sc_del(st, &f->cl, a, ids, 2), 2);
+	assert_int_equal(sc_del(st, &f->cl, a, ids, 2), 0);
+	assert_int_equal(sc_fetch(st, &f->cl, &t, a, 0, 10), FERRY_OK);
 	assert_int_equal(t.req.nrows, 1);
 	assert_int_equal(t.req.rows[0].server_id, 102);
 	queue_rows_free(t.req.rows, t.req.nrows);
-	assert_int_equal(count(st, &f->cl, a), 1);
-	assert_int_equal(count(st, &f->cl, b), 2);
+	assert_int_equal(sc_count(st, &f->cl, a), 1);
+	assert_int_equal(sc_count(st, &f->cl, b), 2);
 	assert_int_equal(
 		th_pg_int(f->conn, "SELECT pending FROM devices WHERE id = %lld", (long long)a), 1);
 	queue_store_stop(st);
@@ -333,18 +188,18 @@ static void test_barrier(void **state)
 	struct queue_store_opts o = opts_for(f->conninfo);
 	struct queue_store *st = start(&o);
 	int64_t b = device_new(f->conn);
-	struct treq p, bar;
+	struct sc_treq p, bar;
 
-	put_init(&p, &f->cl, 104, 7, 3, (int64_t[]){ b }, 1, "four");
-	treq_init(&bar, &f->cl, QUEUE_REQ_BARRIER);
+	sc_put_init(&p, &f->cl, 104, 7, 3, (int64_t[]){ b }, 1, "four");
+	sc_treq_init(&bar, &f->cl, QUEUE_REQ_BARRIER);
 	queue_store_submit(st, &p.req);
 	queue_store_submit(st, &bar.req);
-	assert_true(client_wait(&f->cl, f->cl.replies + 2, WAIT_MS));
+	assert_true(sc_client_wait(&f->cl, f->cl.replies + 2, WAIT_MS));
 	assert_int_equal(p.req.rc, FERRY_OK);
 	assert_int_equal(bar.req.rc, FERRY_OK);
 	assert_true(p.order < bar.order);
-	treq_init(&bar, &f->cl, QUEUE_REQ_BARRIER);
-	assert_int_equal(run_req(st, &f->cl, &bar), FERRY_OK);
+	sc_treq_init(&bar, &f->cl, QUEUE_REQ_BARRIER);
+	assert_int_equal(sc_run_req(st, &f->cl, &bar), FERRY_OK);
 	queue_store_stop(st);
 }
 
@@ -369,7 +224,7 @@ static void test_split_results(void **state)
 	struct queue_store_opts o = opts_for(f->conninfo);
 	struct queue_store *st;
 	int64_t d[4];
-	struct treq t;
+	struct sc_treq t;
 
 	o.connections = 4;
 	o.writers = 3;
@@ -378,10 +233,10 @@ static void test_split_results(void **state)
 	d[1] = device_on(f->conn, 3, 0);
 	d[2] = device_on(f->conn, 3, 2);
 	d[3] = device_on(f->conn, 3, 1);
-	assert_int_equal(put(st, &f->cl, &t, 50, 7, 1, (int64_t[]){ d[2], d[0] }, 2, "a"),
+	assert_int_equal(sc_put(st, &f->cl, &t, 50, 7, 1, (int64_t[]){ d[2], d[0] }, 2, "a"),
 			 FERRY_OK);
 	assert_int_equal(
-		put(st, &f->cl, &t, 51, 7, 2, (int64_t[]){ d[0], d[1], d[2], d[3] }, 4, "b"),
+		sc_put(st, &f->cl, &t, 51, 7, 2, (int64_t[]){ d[0], d[1], d[2], d[3] }, 4, "b"),
 		FERRY_OK);
 	for (int i = 0; i < 4; i++) {
 		assert_int_equal(t.puts[i].recipient, d[i]);
@@ -390,9 +245,9 @@ static void test_split_results(void **state)
 		assert_int_equal(t.puts[i].seq, i == 0 || i == 2 ? 2 : 1);
 	}
 	/* A device twice, between devices of other writers; an unknown one. */
-	assert_int_equal(
-		put(st, &f->cl, &t, 52, 7, 3, (int64_t[]){ d[3], d[0], 987654321, d[0] }, 4, "c"),
-		FERRY_OK);
+	assert_int_equal(sc_put(st, &f->cl, &t, 52, 7, 3,
+				(int64_t[]){ d[3], d[0], 987654321, d[0] }, 4, "c"),
+			 FERRY_OK);
 	assert_int_equal(t.puts[0].result, QUEUE_PUT_STORED);
 	assert_int_equal(t.puts[0].seq, 2);
 	assert_int_equal(t.puts[1].result, QUEUE_PUT_STORED);
@@ -402,14 +257,14 @@ static void test_split_results(void **state)
 	assert_int_equal(t.puts[3].server_id, 52);
 	assert_int_equal(t.puts[3].seq, 3);
 	assert_int_equal(t.puts[3].recipient, d[0]);
-	assert_int_equal(fetch(st, &f->cl, &t, d[0], 0, 10), FERRY_OK);
+	assert_int_equal(sc_fetch(st, &f->cl, &t, d[0], 0, 10), FERRY_OK);
 	assert_int_equal(t.req.nrows, 3);
 	for (int i = 0; i < 3; i++)
 		assert_int_equal(t.req.rows[i].server_id, 50 + i);
 	queue_rows_free(t.req.rows, t.req.nrows);
-	assert_int_equal(count(st, &f->cl, d[1]), 1);
-	assert_int_equal(count(st, &f->cl, d[2]), 2);
-	assert_int_equal(count(st, &f->cl, d[3]), 2);
+	assert_int_equal(sc_count(st, &f->cl, d[1]), 1);
+	assert_int_equal(sc_count(st, &f->cl, d[2]), 2);
+	assert_int_equal(sc_count(st, &f->cl, d[3]), 2);
 	queue_store_stop(st);
 }
 
@@ -421,7 +276,7 @@ static void test_barrier_writers(void **state)
 	struct fixture *f = *state;
 	struct queue_store_opts o = opts_for(f->conninfo);
 	struct queue_store *st;
-	static struct treq p[N + 1], bar;
+	static struct sc_treq p[N + 1], bar;
 	unsigned base = f->cl.replies;
 	int64_t d[3];
 
@@ -434,17 +289,17 @@ static void test_barrier_writers(void **state)
 	for (int i = 0; i < N; i++) {
 		/* Alone on each writer in turn, or on all three. */
 		if (i % 4 == 3)
-			put_init(&p[i], &f->cl, (uint64_t)i + 1, 7, (uint64_t)i + 1, d, 3, "b");
+			sc_put_init(&p[i], &f->cl, (uint64_t)i + 1, 7, (uint64_t)i + 1, d, 3, "b");
 		else
-			put_init(&p[i], &f->cl, (uint64_t)i + 1, 7, (uint64_t)i + 1, &d[i % 4], 1,
-				 "b");
+			sc_put_init(&p[i], &f->cl, (uint64_t)i + 1, 7, (uint64_t)i + 1, &d[i % 4],
+				    1, "b");
 		queue_store_submit(st, &p[i].req);
 	}
-	treq_init(&bar, &f->cl, QUEUE_REQ_BARRIER);
+	sc_treq_init(&bar, &f->cl, QUEUE_REQ_BARRIER);
 	queue_store_submit(st, &bar.req);
-	put_init(&p[N], &f->cl, N + 1, 7, N + 1, d, 3, "after");
+	sc_put_init(&p[N], &f->cl, N + 1, 7, N + 1, d, 3, "after");
 	queue_store_submit(st, &p[N].req);
-	assert_true(client_wait(&f->cl, base + N + 2, WAIT_MS));
+	assert_true(sc_client_wait(&f->cl, base + N + 2, WAIT_MS));
 	assert_int_equal(bar.req.rc, FERRY_OK);
 	for (int i = 0; i <= N; i++) {
 		assert_int_equal(p[i].req.rc, FERRY_OK);
@@ -452,10 +307,10 @@ static void test_barrier_writers(void **state)
 			assert_true(p[i].order < bar.order);
 	}
 	for (unsigned w = 0; w < 3; w++)
-		assert_int_equal(p[N].puts[w].seq, (int64_t)count(st, &f->cl, d[w]));
+		assert_int_equal(p[N].puts[w].seq, (int64_t)sc_count(st, &f->cl, d[w]));
 	/* Nothing in flight: answered at once. */
-	treq_init(&bar, &f->cl, QUEUE_REQ_BARRIER);
-	assert_int_equal(run_req(st, &f->cl, &bar), FERRY_OK);
+	sc_treq_init(&bar, &f->cl, QUEUE_REQ_BARRIER);
+	assert_int_equal(sc_run_req(st, &f->cl, &bar), FERRY_OK);
 	queue_store_stop(st);
 }
 
@@ -471,7 +326,7 @@ static void test_part_fails(void **state)
 	struct queue_store *st;
 	struct queue_store_stats s;
 	int64_t a, x;
-	struct treq t;
+	struct sc_treq t;
 
 	o.writers = 2;
 	st = start(&o);
@@ -483,7 +338,7 @@ static void test_part_fails(void **state)
 				    "created, expires) SELECT max(id), 1, 999, 'bob', 8, 1, "
 				    "'message', '\\x00', now(), now() + interval '1 hour' FROM "
 				    "devices"));
-	assert_int_equal(put(st, &f->cl, &t, 60, 7, 60, (int64_t[]){ x, a }, 2, "p"),
+	assert_int_equal(sc_put(st, &f->cl, &t, 60, 7, 60, (int64_t[]){ x, a }, 2, "p"),
 			 FERRY_EUNAVAIL);
 	assert_int_equal(th_pg_int(f->conn,
 				   "SELECT count(*) FROM envelopes WHERE recipient_device = %lld",
@@ -497,7 +352,7 @@ static void test_part_fails(void **state)
 
 	/* The retransmission, once x can take it. */
 	PQclear(th_pg_exec(f->conn, "DELETE FROM envelopes WHERE server_id = 999"));
-	assert_int_equal(put(st, &f->cl, &t, 61, 7, 60, (int64_t[]){ x, a }, 2, "p"), FERRY_OK);
+	assert_int_equal(sc_put(st, &f->cl, &t, 61, 7, 60, (int64_t[]){ x, a }, 2, "p"), FERRY_OK);
 	assert_int_equal(t.puts[0].result, QUEUE_PUT_STORED);
 	assert_int_equal(t.puts[0].server_id, 61);
 	assert_int_equal(t.puts[0].seq, 1);
@@ -506,12 +361,12 @@ static void test_part_fails(void **state)
 	assert_int_equal(t.puts[1].seq, 1);
 
 	/* Refused by both writers: nothing committed, EDB. */
-	put_init(&t, &f->cl, 62, 7, 62, (int64_t[]){ a, x }, 2, "p");
+	sc_put_init(&t, &f->cl, 62, 7, 62, (int64_t[]){ a, x }, 2, "p");
 	t.req.created_ms = 1ULL << 62;
-	assert_int_equal(run_req(st, &f->cl, &t), FERRY_EDB);
+	assert_int_equal(sc_run_req(st, &f->cl, &t), FERRY_EDB);
 	assert_int_equal(th_pg_int(f->conn, "SELECT count(*) FROM envelopes"), 2);
 	/* Both writers go on. */
-	assert_int_equal(put(st, &f->cl, &t, 63, 7, 63, (int64_t[]){ a, x }, 2, "p"), FERRY_OK);
+	assert_int_equal(sc_put(st, &f->cl, &t, 63, 7, 63, (int64_t[]){ a, x }, 2, "p"), FERRY_OK);
 	assert_int_equal(t.puts[0].seq, 2);
 	assert_int_equal(t.puts[1].seq, 2);
 	queue_store_stats(st, &s);
@@ -528,38 +383,40 @@ static void test_duplicate_restart(void **state)
 	struct queue_store_opts o = opts_for(f->conninfo);
 	struct queue_store *st = start(&o);
 	int64_t a = device_new(f->conn), b = device_new(f->conn);
-	struct treq t;
+	struct sc_treq t;
 
-	assert_int_equal(put(st, &f->cl, &t, 1000, 7, 55, (int64_t[]){ a }, 1, "m"), FERRY_OK);
+	assert_int_equal(sc_put(st, &f->cl, &t, 1000, 7, 55, (int64_t[]){ a }, 1, "m"), FERRY_OK);
 	assert_int_equal(t.puts[0].result, QUEUE_PUT_STORED);
-	assert_int_equal(put(st, &f->cl, &t, 1001, 7, 55, (int64_t[]){ a }, 1, "m"), FERRY_OK);
+	assert_int_equal(sc_put(st, &f->cl, &t, 1001, 7, 55, (int64_t[]){ a }, 1, "m"), FERRY_OK);
 	assert_int_equal(t.puts[0].result, QUEUE_PUT_DUPLICATE);
 	assert_int_equal(t.puts[0].server_id, 1000);
 	assert_int_equal(t.puts[0].seq, 1);
 	/* Same client id from another sender device: a different envelope. */
-	assert_int_equal(put(st, &f->cl, &t, 1002, 8, 55, (int64_t[]){ a }, 1, "m"), FERRY_OK);
+	assert_int_equal(sc_put(st, &f->cl, &t, 1002, 8, 55, (int64_t[]){ a }, 1, "m"), FERRY_OK);
 	assert_int_equal(t.puts[0].result, QUEUE_PUT_STORED);
 	assert_int_equal(t.puts[0].seq, 2);
 	queue_store_stop(st);
 
 	st = start(&o);
-	assert_int_equal(put(st, &f->cl, &t, 1003, 7, 55, (int64_t[]){ a, b }, 2, "m"), FERRY_OK);
+	assert_int_equal(sc_put(st, &f->cl, &t, 1003, 7, 55, (int64_t[]){ a, b }, 2, "m"),
+			 FERRY_OK);
 	assert_int_equal(t.puts[0].result, QUEUE_PUT_DUPLICATE);
 	assert_int_equal(t.puts[0].server_id, 1000);
 	assert_int_equal(t.puts[1].result, QUEUE_PUT_STORED);
 	assert_int_equal(t.puts[1].server_id, 1003);
 	/* Duplicates took no sequence number and count no envelope. */
-	assert_int_equal(put(st, &f->cl, &t, 1004, 7, 56, (int64_t[]){ a }, 1, "m"), FERRY_OK);
+	assert_int_equal(sc_put(st, &f->cl, &t, 1004, 7, 56, (int64_t[]){ a }, 1, "m"), FERRY_OK);
 	assert_int_equal(t.puts[0].seq, 3);
-	assert_int_equal(count(st, &f->cl, a), 3);
+	assert_int_equal(sc_count(st, &f->cl, a), 3);
 	/* Ids with the top bit set survive the trip through bigint. */
 	assert_int_equal(
-		put(st, &f->cl, &t, UINT64_MAX - 1, 7, UINT64_MAX, (int64_t[]){ b }, 1, "m"),
+		sc_put(st, &f->cl, &t, UINT64_MAX - 1, 7, UINT64_MAX, (int64_t[]){ b }, 1, "m"),
 		FERRY_OK);
-	assert_int_equal(put(st, &f->cl, &t, 5, 7, UINT64_MAX, (int64_t[]){ b }, 1, "m"), FERRY_OK);
+	assert_int_equal(sc_put(st, &f->cl, &t, 5, 7, UINT64_MAX, (int64_t[]){ b }, 1, "m"),
+			 FERRY_OK);
 	assert_int_equal(t.puts[0].result, QUEUE_PUT_DUPLICATE);
 	assert_true(t.puts[0].server_id == UINT64_MAX - 1);
-	assert_int_equal(fetch(st, &f->cl, &t, b, 1, 10), FERRY_OK);
+	assert_int_equal(sc_fetch(st, &f->cl, &t, b, 1, 10), FERRY_OK);
 	assert_int_equal(t.req.nrows, 1);
 	assert_true(t.req.rows[0].server_id == UINT64_MAX - 1);
 	assert_true(t.req.rows[0].client_id == UINT64_MAX);
@@ -578,31 +435,32 @@ static void test_full(void **state)
 	struct queue_store_opts o = opts_for(f->conninfo);
 	struct queue_store *st;
 	int64_t a = device_new(f->conn), b = device_new(f->conn);
-	struct treq t;
+	struct sc_treq t;
 	uint64_t first = 1;
 
 	o.max_pending_per_device = 3;
 	st = start(&o);
 	for (uint64_t i = 1; i <= 3; i++) {
-		assert_int_equal(put(st, &f->cl, &t, i, 7, i, (int64_t[]){ a }, 1, "p"), FERRY_OK);
+		assert_int_equal(sc_put(st, &f->cl, &t, i, 7, i, (int64_t[]){ a }, 1, "p"),
+				 FERRY_OK);
 		assert_int_equal(t.puts[0].result, QUEUE_PUT_STORED);
 	}
-	assert_int_equal(put(st, &f->cl, &t, 4, 7, 4, (int64_t[]){ a, b }, 2, "p"), FERRY_OK);
+	assert_int_equal(sc_put(st, &f->cl, &t, 4, 7, 4, (int64_t[]){ a, b }, 2, "p"), FERRY_OK);
 	assert_int_equal(t.puts[0].result, QUEUE_PUT_FULL);
 	assert_int_equal(t.puts[1].result, QUEUE_PUT_STORED);
 	/* A retransmission of a stored one is still DUPLICATE, not FULL. */
-	assert_int_equal(put(st, &f->cl, &t, 9, 7, 2, (int64_t[]){ a }, 1, "p"), FERRY_OK);
+	assert_int_equal(sc_put(st, &f->cl, &t, 9, 7, 2, (int64_t[]){ a }, 1, "p"), FERRY_OK);
 	assert_int_equal(t.puts[0].result, QUEUE_PUT_DUPLICATE);
 	assert_int_equal(t.puts[0].server_id, 2);
 
-	assert_int_equal(fetch(st, &f->cl, &t, a, 0, 10), FERRY_OK);
+	assert_int_equal(sc_fetch(st, &f->cl, &t, a, 0, 10), FERRY_OK);
 	assert_int_equal(t.req.nrows, 3);
 	for (size_t i = 0; i < 3; i++)
 		assert_int_equal(t.req.rows[i].server_id, i + 1);
 	queue_rows_free(t.req.rows, t.req.nrows);
 
-	assert_int_equal(del(st, &f->cl, a, &first, 1), 1);
-	assert_int_equal(put(st, &f->cl, &t, 5, 7, 5, (int64_t[]){ a }, 1, "p"), FERRY_OK);
+	assert_int_equal(sc_del(st, &f->cl, a, &first, 1), 1);
+	assert_int_equal(sc_put(st, &f->cl, &t, 5, 7, 5, (int64_t[]){ a }, 1, "p"), FERRY_OK);
 	assert_int_equal(t.puts[0].result, QUEUE_PUT_STORED);
 	assert_int_equal(t.puts[0].seq, 4);
 	assert_int_equal(
@@ -612,10 +470,11 @@ static void test_full(void **state)
 
 /* A receipt PUT for @rcpt: peer @peer read (kind 2) or received (1) the
  * messages of sending device @dev whose client ids are @ids (one byte each). */
-static void receipt_init(struct treq *t, struct client *cl, uint64_t server_id, const char *peer,
-			 int64_t dev, int kind, int64_t rcpt, const char *ids, size_t len)
+static void receipt_init(struct sc_treq *t, struct sc_client *cl, uint64_t server_id,
+			 const char *peer, int64_t dev, int kind, int64_t rcpt, const char *ids,
+			 size_t len)
 {
-	put_init(t, cl, server_id, dev, (uint64_t)kind, &rcpt, 1, "");
+	sc_put_init(t, cl, server_id, dev, (uint64_t)kind, &rcpt, 1, "");
 	t->req.sender_user = peer;
 	t->req.kind = QUEUE_KIND_RECEIPT;
 	memcpy(t->payload, ids, len);
@@ -630,28 +489,28 @@ static void test_receipts_merge(void **state)
 	struct queue_store_opts o = opts_for(f->conninfo);
 	struct queue_store *st;
 	int64_t a = device_new(f->conn);
-	static struct treq p[4];
-	struct treq t;
+	static struct sc_treq p[4];
+	struct sc_treq t;
 	static char big[510];
 	uint64_t id;
 	unsigned base;
 
 	st = start(&o);
-	assert_int_equal(put(st, &f->cl, &t, 1, 7, 1, (int64_t[]){ a }, 1, "m1"), FERRY_OK);
+	assert_int_equal(sc_put(st, &f->cl, &t, 1, 7, 1, (int64_t[]){ a }, 1, "m1"), FERRY_OK);
 	receipt_init(&t, &f->cl, 100, "carol", 7, 2, a, "\x01\x02", 2);
-	assert_int_equal(run_req(st, &f->cl, &t), FERRY_OK);
+	assert_int_equal(sc_run_req(st, &f->cl, &t), FERRY_OK);
 	assert_int_equal(t.puts[0].result, QUEUE_PUT_STORED);
 	assert_int_equal(t.puts[0].seq, 2);
 	/* One batch: a message, a receipt merged into the row above, a receipt
 	 * of the other kind (a row of its own), another peer's (also). */
 	base = f->cl.replies;
-	put_init(&p[0], &f->cl, 2, 7, 2, (int64_t[]){ a }, 1, "m2");
+	sc_put_init(&p[0], &f->cl, 2, 7, 2, (int64_t[]){ a }, 1, "m2");
 	receipt_init(&p[1], &f->cl, 101, "carol", 7, 2, a, "\x03", 1);
 	receipt_init(&p[2], &f->cl, 102, "carol", 7, 1, a, "\x05", 1);
 	receipt_init(&p[3], &f->cl, 103, "dave", 7, 2, a, "\x01", 1);
 	for (int i = 0; i < 4; i++)
 		queue_store_submit(st, &p[i].req);
-	assert_true(client_wait(&f->cl, base + 4, WAIT_MS));
+	assert_true(sc_client_wait(&f->cl, base + 4, WAIT_MS));
 	for (int i = 0; i < 4; i++) {
 		assert_int_equal(p[i].req.rc, FERRY_OK);
 		assert_int_equal(p[i].puts[0].result, QUEUE_PUT_STORED);
@@ -662,9 +521,9 @@ static void test_receipts_merge(void **state)
 	assert_int_equal(p[1].puts[0].seq, 4);
 	assert_int_equal(p[2].puts[0].seq, 5);
 	assert_int_equal(p[3].puts[0].seq, 6);
-	assert_int_equal(count(st, &f->cl, a), 5);
+	assert_int_equal(sc_count(st, &f->cl, a), 5);
 
-	assert_int_equal(fetch(st, &f->cl, &t, a, 0, 10), FERRY_OK);
+	assert_int_equal(sc_fetch(st, &f->cl, &t, a, 0, 10), FERRY_OK);
 	assert_int_equal(t.req.nrows, 5);
 	assert_int_equal(t.req.rows[0].kind, QUEUE_KIND_MESSAGE);
 	assert_int_equal(t.req.rows[1].kind, QUEUE_KIND_MESSAGE);
@@ -682,20 +541,20 @@ static void test_receipts_merge(void **state)
 
 	/* The late ack of the row's first server id deletes nothing. */
 	id = 100;
-	assert_int_equal(del(st, &f->cl, a, &id, 1), 0);
+	assert_int_equal(sc_del(st, &f->cl, a, &id, 1), 0);
 	id = 101;
-	assert_int_equal(del(st, &f->cl, a, &id, 1), 1);
-	assert_int_equal(count(st, &f->cl, a), 4);
+	assert_int_equal(sc_del(st, &f->cl, a, &id, 1), 1);
+	assert_int_equal(sc_count(st, &f->cl, a), 4);
 
 	/* Past 512 bytes of ids a new row starts. */
 	memset(big, 0x7f, sizeof(big));
 	receipt_init(&t, &f->cl, 200, "erin", 7, 2, a, big, sizeof(big));
-	assert_int_equal(run_req(st, &f->cl, &t), FERRY_OK);
+	assert_int_equal(sc_run_req(st, &f->cl, &t), FERRY_OK);
 	receipt_init(&t, &f->cl, 201, "erin", 7, 2, a, "\x01\x02\x03", 3);
-	assert_int_equal(run_req(st, &f->cl, &t), FERRY_OK);
+	assert_int_equal(sc_run_req(st, &f->cl, &t), FERRY_OK);
 	assert_int_equal(t.puts[0].result, QUEUE_PUT_STORED);
 	receipt_init(&t, &f->cl, 202, "erin", 7, 2, a, "\x04\x05", 2);
-	assert_int_equal(run_req(st, &f->cl, &t), FERRY_OK);
+	assert_int_equal(sc_run_req(st, &f->cl, &t), FERRY_OK);
 	assert_int_equal(
 		th_pg_int(f->conn,
 			  "SELECT count(*) * 1000 + max(octet_length(payload)) FROM envelopes "
@@ -709,7 +568,7 @@ static void test_receipts_merge(void **state)
 			 5);
 	/* A receipt for an unknown device is GONE. */
 	receipt_init(&t, &f->cl, 300, "erin", 7, 2, 987654321, "\x01", 1);
-	assert_int_equal(run_req(st, &f->cl, &t), FERRY_OK);
+	assert_int_equal(sc_run_req(st, &f->cl, &t), FERRY_OK);
 	assert_int_equal(t.puts[0].result, QUEUE_PUT_GONE);
 	assert_int_equal(
 		th_pg_int(f->conn, "SELECT pending FROM devices WHERE id = %lld", (long long)a), 6);
@@ -724,17 +583,17 @@ static void test_gone(void **state)
 	struct queue_store *st = start(&o);
 	int64_t a = device_new(f->conn), b = device_new(f->conn);
 	char sql[128];
-	struct treq t;
+	struct sc_treq t;
 
 	snprintf(sql, sizeof(sql), "DELETE FROM devices WHERE id = %lld", (long long)a);
 	PQclear(th_pg_exec(f->conn, sql));
-	assert_int_equal(put(st, &f->cl, &t, 1, 7, 1, (int64_t[]){ a, 987654321, b }, 3, "g"),
+	assert_int_equal(sc_put(st, &f->cl, &t, 1, 7, 1, (int64_t[]){ a, 987654321, b }, 3, "g"),
 			 FERRY_OK);
 	assert_int_equal(t.puts[0].result, QUEUE_PUT_GONE);
 	assert_int_equal(t.puts[1].result, QUEUE_PUT_GONE);
 	assert_int_equal(t.puts[2].result, QUEUE_PUT_STORED);
-	assert_int_equal(count(st, &f->cl, a), 0);
-	assert_int_equal(del(st, &f->cl, a, (uint64_t[]){ 1 }, 1), 0);
+	assert_int_equal(sc_count(st, &f->cl, a), 0);
+	assert_int_equal(sc_del(st, &f->cl, a, (uint64_t[]){ 1 }, 1), 0);
 	queue_store_stop(st);
 }
 
@@ -746,29 +605,30 @@ static void test_gone(void **state)
  */
 static void test_delete_while_storing(void **state)
 {
-	enum { N = 1500, DOOMED = MAX_RCPT - 1 };
+	enum { N = 1500, DOOMED = SC_MAX_RCPT - 1 };
 	struct fixture *f = *state;
 	struct queue_store_opts o = opts_for(f->conninfo);
 	struct queue_store *st = start(&o);
 	struct queue_registry *reg = queue_registry_new(f->conninfo, 5, 1);
-	struct treq *t = calloc(N, sizeof(*t));
-	int64_t rcpt[MAX_RCPT];
+	struct sc_treq *t = calloc(N, sizeof(*t));
+	int64_t rcpt[SC_MAX_RCPT];
 	unsigned base = f->cl.replies;
 
 	assert_non_null(reg);
 	assert_non_null(t);
-	for (int d = 0; d < MAX_RCPT; d++)
+	for (int d = 0; d < SC_MAX_RCPT; d++)
 		rcpt[d] = device_new(f->conn);
 	for (int i = 0; i < N; i++) {
-		put_init(&t[i], &f->cl, (uint64_t)i + 1, 9, (uint64_t)i + 1, rcpt, MAX_RCPT, "x");
+		sc_put_init(&t[i], &f->cl, (uint64_t)i + 1, 9, (uint64_t)i + 1, rcpt, SC_MAX_RCPT,
+			    "x");
 		queue_store_submit(st, &t[i].req);
 		/* The doomed devices go one after another, batches in flight. */
 		if (i % 400 == 399 && i / 400 < DOOMED)
 			assert_int_equal(queue_device_delete(reg, rcpt[i / 400]), FERRY_OK);
 		if (i % 100 == 99)
-			assert_true(client_wait(&f->cl, base + (unsigned)i + 1 - 50, WAIT_MS));
+			assert_true(sc_client_wait(&f->cl, base + (unsigned)i + 1 - 50, WAIT_MS));
 	}
-	assert_true(client_wait(&f->cl, base + N, 60000));
+	assert_true(sc_client_wait(&f->cl, base + N, 60000));
 	for (int d = 0; d < DOOMED; d++) {
 		int gone = 0;
 
@@ -805,38 +665,38 @@ static void test_ttl(void **state)
 	struct queue_store *st = start(&o);
 	int64_t a = device_new(f->conn);
 	struct queue_store_stats s;
-	struct treq t;
+	struct sc_treq t;
 	uint64_t end;
 
-	put_init(&t, &f->cl, 1, 7, 1, (int64_t[]){ a }, 1, "short");
+	sc_put_init(&t, &f->cl, 1, 7, 1, (int64_t[]){ a }, 1, "short");
 	t.req.created_ms = 0;
 	t.req.ttl = 1;
-	assert_int_equal(run_req(st, &f->cl, &t), FERRY_OK);
-	put_init(&t, &f->cl, 2, 7, 2, (int64_t[]){ a }, 1, "long");
+	assert_int_equal(sc_run_req(st, &f->cl, &t), FERRY_OK);
+	sc_put_init(&t, &f->cl, 2, 7, 2, (int64_t[]){ a }, 1, "long");
 	t.req.ttl = 1000000; /* capped at default_ttl */
-	assert_int_equal(run_req(st, &f->cl, &t), FERRY_OK);
+	assert_int_equal(sc_run_req(st, &f->cl, &t), FERRY_OK);
 	assert_int_equal(th_pg_int(f->conn,
 				   "SELECT extract(epoch FROM expires - created)::bigint FROM "
 				   "envelopes WHERE server_id = 2"),
 			 3600);
 	usleep(2100 * 1000);
-	assert_int_equal(fetch(st, &f->cl, &t, a, 0, 10), FERRY_OK);
+	assert_int_equal(sc_fetch(st, &f->cl, &t, a, 0, 10), FERRY_OK);
 	assert_int_equal(t.req.nrows, 1);
 	assert_int_equal(t.req.rows[0].server_id, 2);
 	queue_rows_free(t.req.rows, t.req.nrows);
 
-	end = now_ms() + 5000;
+	end = sc_now_ms() + 5000;
 	do {
 		usleep(20000);
 		queue_store_stats(st, &s);
-	} while (s.expired_rows < 1 && now_ms() < end);
+	} while (s.expired_rows < 1 && sc_now_ms() < end);
 	assert_int_equal(s.expired_rows, 1);
 	assert_true(s.expire_sweeps >= 1);
 	assert_int_equal(th_pg_int(f->conn,
 				   "SELECT count(*) FROM envelopes WHERE recipient_device = %lld",
 				   (long long)a),
 			 1);
-	assert_int_equal(count(st, &f->cl, a), 1);
+	assert_int_equal(sc_count(st, &f->cl, a), 1);
 	queue_store_stop(st);
 }
 
@@ -864,11 +724,11 @@ static void test_expire_batches(void **state)
 	o.expire_batch = 100;
 	o.expire_interval = 50;
 	st = start(&o);
-	end = now_ms() + 5000;
+	end = sc_now_ms() + 5000;
 	do {
 		usleep(20000);
 		queue_store_stats(st, &s);
-	} while (s.expired_rows < 250 && now_ms() < end);
+	} while (s.expired_rows < 250 && sc_now_ms() < end);
 	assert_int_equal(s.expired_rows, 250);
 	assert_true(s.expire_sweeps >= 3);
 	assert_int_equal(th_pg_int(f->conn, "SELECT count(*) FROM envelopes"), 5);
@@ -887,21 +747,21 @@ static void test_batch_semantics(void **state)
 	struct queue_store_opts o = opts_for(f->conninfo);
 	struct queue_store *st;
 	int64_t a = device_new(f->conn), b = device_new(f->conn);
-	static struct treq p[7];
+	static struct sc_treq p[7];
 	unsigned base = f->cl.replies;
 
 	o.max_pending_per_device = 3;
 	st = start(&o);
-	put_init(&p[0], &f->cl, 10, 7, 1, (int64_t[]){ a }, 1, "p0");
-	put_init(&p[1], &f->cl, 11, 7, 1, (int64_t[]){ a }, 1, "p1");
-	put_init(&p[2], &f->cl, 12, 7, 2, (int64_t[]){ a, a }, 2, "p2");
-	put_init(&p[3], &f->cl, 13, 7, 3, (int64_t[]){ a, 987654321 }, 2, "p3");
-	put_init(&p[4], &f->cl, 14, 7, 4, (int64_t[]){ a }, 1, "p4");
-	put_init(&p[5], &f->cl, 15, 7, 4, (int64_t[]){ b, a }, 2, "p5");
-	put_init(&p[6], &f->cl, 16, 7, 4, (int64_t[]){ a }, 1, "p6");
+	sc_put_init(&p[0], &f->cl, 10, 7, 1, (int64_t[]){ a }, 1, "p0");
+	sc_put_init(&p[1], &f->cl, 11, 7, 1, (int64_t[]){ a }, 1, "p1");
+	sc_put_init(&p[2], &f->cl, 12, 7, 2, (int64_t[]){ a, a }, 2, "p2");
+	sc_put_init(&p[3], &f->cl, 13, 7, 3, (int64_t[]){ a, 987654321 }, 2, "p3");
+	sc_put_init(&p[4], &f->cl, 14, 7, 4, (int64_t[]){ a }, 1, "p4");
+	sc_put_init(&p[5], &f->cl, 15, 7, 4, (int64_t[]){ b, a }, 2, "p5");
+	sc_put_init(&p[6], &f->cl, 16, 7, 4, (int64_t[]){ a }, 1, "p6");
 	for (int i = 0; i < 7; i++)
 		queue_store_submit(st, &p[i].req);
-	assert_true(client_wait(&f->cl, base + 7, WAIT_MS));
+	assert_true(sc_client_wait(&f->cl, base + 7, WAIT_MS));
 	for (int i = 0; i < 7; i++)
 		assert_int_equal(p[i].req.rc, FERRY_OK);
 	assert_int_equal(p[0].puts[0].result, QUEUE_PUT_STORED);
@@ -927,7 +787,7 @@ static void test_batch_semantics(void **state)
 				   "WHERE id = %lld",
 				   (long long)a),
 			 403);
-	assert_int_equal(count(st, &f->cl, b), 1);
+	assert_int_equal(sc_count(st, &f->cl, b), 1);
 	queue_store_stop(st);
 }
 
@@ -937,42 +797,42 @@ static void test_batch_semantics(void **state)
 struct drain_sender {
 	struct queue_store *st;
 	const int64_t *devs;
-	struct treq *reqs;
+	struct sc_treq *reqs;
 	int n, ok;
 };
 
 static void *drain_sender_main(void *arg)
 {
 	struct drain_sender *s = arg;
-	struct client cl;
+	struct sc_client cl;
 
-	client_init(&cl);
+	sc_client_init(&cl);
 	for (int i = 0; i < s->n; i++) {
 		int64_t rcpt[2] = { s->devs[i % 4], s->devs[(i + 1) % 4] };
 
-		put_init(&s->reqs[i], &cl, (uint64_t)i + 1, 9, (uint64_t)i + 1, rcpt, 2, "d");
+		sc_put_init(&s->reqs[i], &cl, (uint64_t)i + 1, 9, (uint64_t)i + 1, rcpt, 2, "d");
 		queue_store_submit(s->st, &s->reqs[i].req);
 		if (i % 100 == 99)
-			client_wait(&cl, (unsigned)i + 1 - 50, WAIT_MS);
+			sc_client_wait(&cl, (unsigned)i + 1 - 50, WAIT_MS);
 	}
-	s->ok = client_wait(&cl, (unsigned)s->n, 60000);
+	s->ok = sc_client_wait(&cl, (unsigned)s->n, 60000);
 	for (int i = 0; i < s->n && s->ok; i++)
 		s->ok = s->reqs[i].req.rc == FERRY_OK &&
 			s->reqs[i].puts[0].result == QUEUE_PUT_STORED &&
 			s->reqs[i].puts[1].result == QUEUE_PUT_STORED;
-	client_release(&cl);
+	sc_client_release(&cl);
 	return NULL;
 }
 
 /* One FETCH of device @d after *last, then DELETE of what came; returns
  * how many rows came. */
-static size_t drain_once(struct queue_store *st, struct client *cl, int64_t d, int64_t *last)
+static size_t drain_once(struct queue_store *st, struct sc_client *cl, int64_t d, int64_t *last)
 {
-	struct treq t;
+	struct sc_treq t;
 	uint64_t ids[100];
 	size_t n;
 
-	assert_int_equal(fetch(st, cl, &t, d, *last, 100), FERRY_OK);
+	assert_int_equal(sc_fetch(st, cl, &t, d, *last, 100), FERRY_OK);
 	n = t.req.nrows;
 	for (size_t i = 0; i < n; i++) {
 		assert_int_equal(t.req.rows[i].seq, *last + 1);
@@ -981,7 +841,7 @@ static size_t drain_once(struct queue_store *st, struct client *cl, int64_t d, i
 	}
 	queue_rows_free(t.req.rows, t.req.nrows);
 	if (n)
-		assert_int_equal(del(st, cl, d, ids, n), n);
+		assert_int_equal(sc_del(st, cl, d, ids, n), n);
 	return n;
 }
 
@@ -1002,11 +862,11 @@ static void test_put_while_draining(void **state)
 	for (int d = 0; d < 4; d++)
 		devs[d] = device_new(f->conn);
 	s = (struct drain_sender){ .st = st, .devs = devs, .n = 3000 };
-	s.reqs = calloc((size_t)s.n, sizeof(struct treq));
+	s.reqs = calloc((size_t)s.n, sizeof(struct sc_treq));
 	assert_non_null(s.reqs);
 	assert_int_equal(pthread_create(&th, NULL, drain_sender_main, &s), 0);
-	end = now_ms() + 60000;
-	while (got < (size_t)s.n * 2 && now_ms() < end)
+	end = sc_now_ms() + 60000;
+	while (got < (size_t)s.n * 2 && sc_now_ms() < end)
 		for (int d = 0; d < 4; d++)
 			got += drain_once(st, &f->cl, devs[d], &last[d]);
 	pthread_join(th, NULL);
@@ -1034,7 +894,7 @@ struct sender {
 	int idx;
 	struct queue_store *st;
 	const int64_t *devs;
-	struct treq *reqs;
+	struct sc_treq *reqs;
 	int ok; /* every reply OK and STORED */
 	char why[160];
 };
@@ -1042,24 +902,25 @@ struct sender {
 static void *sender_main(void *arg)
 {
 	struct sender *s = arg;
-	struct client cl;
+	struct sc_client cl;
 
-	client_init(&cl);
+	sc_client_init(&cl);
 	for (int i = 0; i < PER_THREAD; i++) {
 		int64_t rcpt[2] = { s->devs[i % NDEV], s->devs[(i + 1 + s->idx) % NDEV] };
 		uint64_t id = (uint64_t)s->idx * 1000000 + (uint64_t)i + 1;
 
-		put_init(&s->reqs[i], &cl, id, 100 + s->idx, id, rcpt, rcpt[0] == rcpt[1] ? 1 : 2,
-			 "0123456789012345678901234567890123456789012345678901234567890123456789"
-			 "012345678901234567890123456789");
+		sc_put_init(&s->reqs[i], &cl, id, 100 + s->idx, id, rcpt,
+			    rcpt[0] == rcpt[1] ? 1 : 2,
+			    "0123456789012345678901234567890123456789012345678901234567890123456789"
+			    "012345678901234567890123456789");
 		queue_store_submit(s->st, &s->reqs[i].req);
 	}
-	s->ok = client_wait(&cl, PER_THREAD, 60000);
+	s->ok = sc_client_wait(&cl, PER_THREAD, 60000);
 	if (!s->ok)
 		snprintf(s->why, sizeof(s->why), "thread %d: %u of %d replies", s->idx, cl.replies,
 			 PER_THREAD);
 	for (int i = 0; i < PER_THREAD && s->ok; i++) {
-		struct treq *t = &s->reqs[i];
+		struct sc_treq *t = &s->reqs[i];
 
 		for (size_t k = 0; k < t->req.nputs && s->ok; k++)
 			if (t->req.rc != FERRY_OK || t->puts[k].result != QUEUE_PUT_STORED) {
@@ -1069,7 +930,7 @@ static void *sender_main(void *arg)
 					 (int)t->req.rc, (int)t->puts[k].result);
 			}
 	}
-	client_release(&cl);
+	sc_client_release(&cl);
 	return NULL;
 }
 
@@ -1146,17 +1007,17 @@ static void concurrent_puts(struct fixture *f, unsigned connections, unsigned wr
 	st = start(&o);
 	for (int d = 0; d < NDEV; d++)
 		devs[d] = device_new(f->conn);
-	t0 = now_ms();
+	t0 = sc_now_ms();
 	for (int i = 0; i < THREADS; i++) {
 		senders[i] = (struct sender){ .idx = i, .st = st, .devs = devs };
-		senders[i].reqs = calloc(PER_THREAD, sizeof(struct treq));
+		senders[i].reqs = calloc(PER_THREAD, sizeof(struct sc_treq));
 		assert_non_null(senders[i].reqs);
 		assert_int_equal(pthread_create(&senders[i].thread, NULL, sender_main, &senders[i]),
 				 0);
 	}
 	for (int i = 0; i < THREADS; i++)
 		pthread_join(senders[i].thread, NULL);
-	ms = now_ms() - t0;
+	ms = sc_now_ms() - t0;
 	for (int i = 0; i < THREADS; i++)
 		if (!senders[i].ok)
 			fail_msg("%s", senders[i].why);
@@ -1216,7 +1077,7 @@ static void test_unreachable(void **state)
 	struct queue_store_opts o = opts_for("host=/nonexistent dbname=x");
 	char err[256];
 	struct queue_store *st;
-	struct treq t;
+	struct sc_treq t;
 	uint64_t t0;
 
 	o.connect_timeout = 1;
@@ -1224,15 +1085,15 @@ static void test_unreachable(void **state)
 	assert_non_null(st);
 	usleep(300 * 1000);
 	assert_int_equal(queue_store_ready(st), 0);
-	t0 = now_ms();
-	assert_int_equal(put(st, &f->cl, &t, 1, 7, 1, (int64_t[]){ 1 }, 1, "x"), FERRY_EUNAVAIL);
-	assert_int_equal(fetch(st, &f->cl, &t, 1, 0, 10), FERRY_EUNAVAIL);
+	t0 = sc_now_ms();
+	assert_int_equal(sc_put(st, &f->cl, &t, 1, 7, 1, (int64_t[]){ 1 }, 1, "x"), FERRY_EUNAVAIL);
+	assert_int_equal(sc_fetch(st, &f->cl, &t, 1, 0, 10), FERRY_EUNAVAIL);
 	assert_null(t.req.rows);
-	treq_init(&t, &f->cl, QUEUE_REQ_COUNT);
-	assert_int_equal(run_req(st, &f->cl, &t), FERRY_EUNAVAIL);
-	treq_init(&t, &f->cl, QUEUE_REQ_BARRIER);
-	assert_int_equal(run_req(st, &f->cl, &t), FERRY_EUNAVAIL);
-	assert_true(now_ms() - t0 < 1000);
+	sc_treq_init(&t, &f->cl, QUEUE_REQ_COUNT);
+	assert_int_equal(sc_run_req(st, &f->cl, &t), FERRY_EUNAVAIL);
+	sc_treq_init(&t, &f->cl, QUEUE_REQ_BARRIER);
+	assert_int_equal(sc_run_req(st, &f->cl, &t), FERRY_EUNAVAIL);
+	assert_true(sc_now_ms() - t0 < 1000);
 	queue_store_stop(st);
 
 	/* Bad options are refused with a reason. */
@@ -1253,18 +1114,18 @@ static void test_reconnect(void **state)
 	struct queue_store *st = start(&o);
 	int64_t a = device_new(f->conn);
 	struct queue_store_stats s;
-	struct treq t;
+	struct sc_treq t;
 	uint64_t end, id = 1;
 	enum ferry_err rc;
 
-	assert_int_equal(put(st, &f->cl, &t, id, 7, id, (int64_t[]){ a }, 1, "r"), FERRY_OK);
+	assert_int_equal(sc_put(st, &f->cl, &t, id, 7, id, (int64_t[]){ a }, 1, "r"), FERRY_OK);
 	id++;
 	PQclear(th_pg_exec(f->conn,
 			   "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
 			   "application_name = 'ferryd-store' AND datname = current_database()"));
-	end = now_ms() + 10000;
+	end = sc_now_ms() + 10000;
 	do {
-		rc = put(st, &f->cl, &t, id, 7, id, (int64_t[]){ a }, 1, "r");
+		rc = sc_put(st, &f->cl, &t, id, 7, id, (int64_t[]){ a }, 1, "r");
 		if (rc == FERRY_OK) {
 			assert_int_equal(t.puts[0].result, QUEUE_PUT_STORED);
 		} else {
@@ -1272,17 +1133,17 @@ static void test_reconnect(void **state)
 			usleep(20000);
 		}
 		id++;
-	} while (rc != FERRY_OK && now_ms() < end);
+	} while (rc != FERRY_OK && sc_now_ms() < end);
 	assert_int_equal(rc, FERRY_OK);
 	/* Every connection comes back: three at start, three again. */
-	end = now_ms() + 10000;
+	end = sc_now_ms() + 10000;
 	do {
 		usleep(10000);
 		queue_store_stats(st, &s);
-	} while (s.connects < 6 && now_ms() < end);
+	} while (s.connects < 6 && sc_now_ms() < end);
 	assert_true(s.connects >= 6);
 	assert_true(queue_store_ready(st));
-	assert_int_equal(count(st, &f->cl, a), 2);
+	assert_int_equal(sc_count(st, &f->cl, a), 2);
 	assert_true(s.connect_failures >= 3);
 	queue_store_stop(st);
 }
@@ -1294,24 +1155,24 @@ static void test_inflight_limit(void **state)
 	struct queue_store_opts o = opts_for(f->conninfo);
 	struct queue_store *st;
 	int64_t a = device_new(f->conn);
-	static struct treq many[50];
+	static struct sc_treq many[50];
 	struct queue_store_stats s;
-	struct treq t;
+	struct sc_treq t;
 	unsigned stored = 0, limited = 0, base;
 
 	o.max_inflight_bytes = 100;
 	st = start(&o);
-	put_init(&t, &f->cl, 1, 7, 1, (int64_t[]){ a }, 1, "x");
+	sc_put_init(&t, &f->cl, 1, 7, 1, (int64_t[]){ a }, 1, "x");
 	t.req.len = 101;
-	assert_int_equal(run_req(st, &f->cl, &t), FERRY_ELIMIT);
+	assert_int_equal(sc_run_req(st, &f->cl, &t), FERRY_ELIMIT);
 
 	base = f->cl.replies;
 	for (int i = 0; i < 50; i++) {
-		put_init(&many[i], &f->cl, 10 + i, 7, 10 + i, (int64_t[]){ a }, 1, "y");
+		sc_put_init(&many[i], &f->cl, 10 + i, 7, 10 + i, (int64_t[]){ a }, 1, "y");
 		many[i].req.len = 60;
 		queue_store_submit(st, &many[i].req);
 	}
-	assert_true(client_wait(&f->cl, base + 50, WAIT_MS));
+	assert_true(sc_client_wait(&f->cl, base + 50, WAIT_MS));
 	for (int i = 0; i < 50; i++) {
 		if (many[i].req.rc == FERRY_OK && many[i].puts[0].result == QUEUE_PUT_STORED)
 			stored++;
@@ -1321,7 +1182,7 @@ static void test_inflight_limit(void **state)
 	assert_int_equal(stored + limited, 50);
 	assert_true(stored >= 1);
 	assert_true(limited >= 1);
-	assert_int_equal(count(st, &f->cl, a), stored);
+	assert_int_equal(sc_count(st, &f->cl, a), stored);
 	queue_store_stats(st, &s);
 	assert_int_equal(s.put_limit, limited + 1);
 	assert_int_equal(s.inflight_bytes, 0);
@@ -1335,29 +1196,29 @@ static void test_invalid_and_isolation(void **state)
 	struct queue_store_opts o = opts_for(f->conninfo);
 	struct queue_store *st = start(&o);
 	int64_t a = device_new(f->conn);
-	static struct treq many[11];
-	struct treq t;
+	static struct sc_treq many[11];
+	struct sc_treq t;
 	unsigned base;
 
-	put_init(&t, &f->cl, 1, 7, 1, (int64_t[]){ a }, 1, "x");
+	sc_put_init(&t, &f->cl, 1, 7, 1, (int64_t[]){ a }, 1, "x");
 	t.req.sender_user = "not valid";
-	assert_int_equal(run_req(st, &f->cl, &t), FERRY_EINVAL);
-	put_init(&t, &f->cl, 1, 7, 1, (int64_t[]){ a }, 1, "x");
+	assert_int_equal(sc_run_req(st, &f->cl, &t), FERRY_EINVAL);
+	sc_put_init(&t, &f->cl, 1, 7, 1, (int64_t[]){ a }, 1, "x");
 	t.req.kind = 3;
-	assert_int_equal(run_req(st, &f->cl, &t), FERRY_EINVAL);
-	put_init(&t, &f->cl, 1, 7, 1, (int64_t[]){ a }, 0, "x");
-	assert_int_equal(run_req(st, &f->cl, &t), FERRY_EINVAL);
+	assert_int_equal(sc_run_req(st, &f->cl, &t), FERRY_EINVAL);
+	sc_put_init(&t, &f->cl, 1, 7, 1, (int64_t[]){ a }, 0, "x");
+	assert_int_equal(sc_run_req(st, &f->cl, &t), FERRY_EINVAL);
 
 	/* The 6th has a creation time PostgreSQL cannot represent: its batch
 	 * fails, its neighbours are retried alone and stored. */
 	base = f->cl.replies;
 	for (int i = 0; i < 11; i++) {
-		put_init(&many[i], &f->cl, 100 + i, 7, 100 + i, (int64_t[]){ a }, 1, "z");
+		sc_put_init(&many[i], &f->cl, 100 + i, 7, 100 + i, (int64_t[]){ a }, 1, "z");
 		if (i == 5)
 			many[i].req.created_ms = 1ULL << 62;
 		queue_store_submit(st, &many[i].req);
 	}
-	assert_true(client_wait(&f->cl, base + 11, WAIT_MS));
+	assert_true(sc_client_wait(&f->cl, base + 11, WAIT_MS));
 	for (int i = 0; i < 11; i++) {
 		if (i == 5) {
 			assert_int_equal(many[i].req.rc, FERRY_EDB);
@@ -1366,9 +1227,9 @@ static void test_invalid_and_isolation(void **state)
 		assert_int_equal(many[i].req.rc, FERRY_OK);
 		assert_int_equal(many[i].puts[0].result, QUEUE_PUT_STORED);
 	}
-	assert_int_equal(count(st, &f->cl, a), 10);
+	assert_int_equal(sc_count(st, &f->cl, a), 10);
 	/* The writer goes on normally. */
-	assert_int_equal(put(st, &f->cl, &t, 200, 7, 200, (int64_t[]){ a }, 1, "x"), FERRY_OK);
+	assert_int_equal(sc_put(st, &f->cl, &t, 200, 7, 200, (int64_t[]){ a }, 1, "x"), FERRY_OK);
 	assert_int_equal(t.puts[0].seq, 11);
 	queue_store_stop(st);
 }
@@ -1380,17 +1241,17 @@ static void test_stop_answers_everything(void **state)
 	struct queue_store_opts o = opts_for(f->conninfo);
 	struct queue_store *st;
 	int64_t a = device_new(f->conn);
-	static struct treq many[1000];
+	static struct sc_treq many[1000];
 	unsigned base = f->cl.replies, ok = 0;
 
 	o.batch_max = 50;
 	st = start(&o);
 	for (int i = 0; i < 1000; i++) {
-		put_init(&many[i], &f->cl, 1 + i, 7, 1 + i, (int64_t[]){ a }, 1, "s");
+		sc_put_init(&many[i], &f->cl, 1 + i, 7, 1 + i, (int64_t[]){ a }, 1, "s");
 		queue_store_submit(st, &many[i].req);
 	}
 	queue_store_stop(st);
-	assert_true(client_wait(&f->cl, base + 1000, WAIT_MS));
+	assert_true(sc_client_wait(&f->cl, base + 1000, WAIT_MS));
 	/* No reply twice: the loop drained everything, nothing more arrives. */
 	uv_run(&f->cl.loop, UV_RUN_NOWAIT);
 	assert_int_equal(f->cl.replies, base + 1000);

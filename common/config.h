@@ -43,6 +43,7 @@ struct ferry_config {
 		unsigned handshake_timeout; /* ms from connect to a valid HELLO */
 		unsigned idle_timeout;	    /* ms without a frame before closing */
 		unsigned write_timeout;	    /* ms output may wait without progress */
+		unsigned max_handshakes;    /* per worker, connections not yet WELCOMEd */
 		unsigned drain_window;	    /* stored DELIVERs un-acked at once */
 		unsigned max_frames_per_s;  /* PING, PONG, stray DELIVER_ACK */
 		unsigned frames_burst;	    /* of those, at once */

@@ -500,6 +500,8 @@ void gw_conn_close(struct gw_conn *c, unsigned code, const char *text)
 
 	if (c->state == GW_CONN_CLOSING)
 		return;
+	if (c->state == GW_CONN_HANDSHAKE || c->state == GW_CONN_AUTH)
+		gw_handshake_done(c->w);
 	/* First, so that a failure while sending the ERROR cannot re-enter. */
 	c->state = GW_CONN_CLOSING;
 	if (code && !uv_is_closing((uv_handle_t *)&c->tcp))
@@ -658,6 +660,8 @@ void gw_conn_welcome(struct gw_conn *c, uint64_t pending)
 	const struct ferry_config *cfg = c->w->gw->cfg;
 	struct proto_frame f = { .type = PROTO_WELCOME };
 
+	if (c->state != GW_CONN_READY)
+		gw_handshake_done(c->w);
 	c->state = GW_CONN_READY;
 	if (!c->authed) {
 		c->authed = 1;
@@ -991,13 +995,14 @@ void gw_conn_accept(struct gw_worker *w, int fd, int tls)
 	uv_tcp_init(&w->loop, &c->tcp);
 	uv_timer_init(&w->loop, &c->timer);
 	HASH_ADD(hh, w->conns, id, sizeof(c->id), c);
-	c->state = GW_CONN_HANDSHAKE;
 	if (uv_tcp_open(&c->tcp, fd)) {
 		close(fd);
 		c->state = GW_CONN_CLOSING;
 		close_handles(c);
 		return;
 	}
+	c->state = GW_CONN_HANDSHAKE;
+	w->handshaking++;
 	n = atomic_fetch_add(&gw->connections, 1) + 1;
 	c->counted = 1;
 	gw_stat(w, GW_ST_CONNS, 1);

@@ -191,6 +191,57 @@ static void accept_failed(struct gw_worker *w, int err, unsigned shed)
 
 static void on_listener(uv_poll_t *h, int status, int events);
 
+/* Poll the listeners unless accepting is paused (too many handshakes, out
+ * of descriptors) or they are closing. */
+static void listeners_update(struct gw_worker *w)
+{
+	int on = !w->hs_paused && !w->emfile_paused && !w->stopping;
+
+	for (int i = 0; i < 2; i++) {
+		if (!w->listening[i] || uv_is_closing((uv_handle_t *)&w->listeners[i]))
+			continue;
+		if (on)
+			uv_poll_start(&w->listeners[i], UV_READABLE, on_listener);
+		else
+			uv_poll_stop(&w->listeners[i]);
+	}
+}
+
+/*
+ * Admission: a worker with [gateway] max_handshakes connections in their
+ * handshake accepts no more until a quarter of them are through. A
+ * reconnect storm then waits in the kernel's listen backlog (and in the
+ * devices' SYN retries) instead of in a threadpool queue of secret checks
+ * and database lookups, where it would delay every device's traffic; the
+ * log says so at most once per ACCEPT_LOG_MS.
+ */
+static void admission_check(struct gw_worker *w)
+{
+	unsigned limit = w->gw->cfg->gateway.max_handshakes;
+	uint64_t now = uv_now(&w->loop);
+
+	if (w->hs_paused || w->handshaking < limit)
+		return;
+	w->hs_paused = 1;
+	listeners_update(w);
+	if (!w->hs_logged_at || now - w->hs_logged_at >= ACCEPT_LOG_MS) {
+		log_info("event=accept_paused worker=%u handshakes=%u reason=\"max_handshakes\"",
+			 w->index, w->handshaking);
+		w->hs_logged_at = now;
+	}
+}
+
+void gw_handshake_done(struct gw_worker *w)
+{
+	unsigned limit = w->gw->cfg->gateway.max_handshakes;
+
+	w->handshaking--;
+	if (w->hs_paused && w->handshaking <= limit - (limit + 3) / 4) {
+		w->hs_paused = 0;
+		listeners_update(w);
+	}
+}
+
 /* Spare descriptors lost to another thread are opened again if they can
  * be. accept_lock held for writing. */
 static void spares_refill(struct gateway *gw)
@@ -208,9 +259,8 @@ static void on_accept_resume(uv_timer_t *t)
 	pthread_rwlock_wrlock(&w->gw->accept_lock);
 	spares_refill(w->gw);
 	pthread_rwlock_unlock(&w->gw->accept_lock);
-	for (int i = 0; i < 2; i++)
-		if (w->listening[i] && !uv_is_closing((uv_handle_t *)&w->listeners[i]))
-			uv_poll_start(&w->listeners[i], UV_READABLE, on_listener);
+	w->emfile_paused = 0;
+	listeners_update(w);
 }
 
 /*
@@ -248,9 +298,8 @@ static void shed_pending(struct gw_worker *w, int fd, int err)
 	accept_failed(w, err, shed);
 	if (w->stopping)
 		return;
-	for (int i = 0; i < 2; i++)
-		if (w->listening[i] && !uv_is_closing((uv_handle_t *)&w->listeners[i]))
-			uv_poll_stop(&w->listeners[i]);
+	w->emfile_paused = 1;
+	listeners_update(w);
 	uv_timer_start(&w->accept_timer, on_accept_resume, ACCEPT_PAUSE_MS, 0);
 }
 
@@ -268,6 +317,9 @@ static void on_listener(uv_poll_t *h, int status, int events)
 		pthread_rwlock_unlock(&w->gw->accept_lock);
 		if (cfd >= 0) {
 			gw_conn_accept(w, cfd, tls);
+			admission_check(w);
+			if (w->hs_paused)
+				return;
 			continue;
 		}
 		if (errno == EINTR || errno == ECONNABORTED)

@@ -666,8 +666,9 @@ fi
 # next one with no shell waiting on either: storm_n devices connected and
 # 1,000 envelopes stored for 100 devices away, then S restarted (SIGTERM,
 # wait, start); every device reconnects at once. Nothing acknowledged may
-# be lost.
-storm_n=10000
+# be lost. FERRY_BENCH_MAX_HANDSHAKES sets S's [gateway] max_handshakes (to
+# compare the admission limit with none: 100000).
+storm_n=19000
 [ "$quick" = 1 ] && storm_n=1000
 
 # start_detached CONFIG LOG PIDFILE: ferryd in the background, not our child.
@@ -689,7 +690,8 @@ if want storm; then
 	require_ferryd
 	section "reconnect storm: $storm_n devices, ferryd S restarted under them"
 	gs=$("$bench" --free-port) && as=$("$bench" --free-port) || exit 1
-	write_config "$tmp/s.ini" "$gs" "$as" "max_connections = $((storm_n + 1000))"
+	write_config "$tmp/s.ini" "$gs" "$as" "max_connections = $((storm_n + 1000))
+${FERRY_BENCH_MAX_HANDSHAKES:+max_handshakes = $FERRY_BENCH_MAX_HANDSHAKES}"
 	cat >"$tmp/restart.sh" <<EOT
 p=\$(cat "$tmp/s.pid")
 kill -TERM "\$p"

@@ -453,8 +453,39 @@ static unsigned peak_bucket(const struct st *s)
 	return m;
 }
 
+/*
+ * The reconnect curve into @out: devices back in all at the end of each
+ * 100 ms from the first one back to the last, comma-separated ("" if none
+ * came back, truncated with "..." past @cap).
+ */
+static void storm_curve(const struct st *s, char *out, size_t cap)
+{
+	size_t first = ST_MAX_BUCKETS, last = 0, len = 0;
+	unsigned long sum = 0;
+
+	out[0] = '\0';
+	for (size_t b = 0; b < ST_MAX_BUCKETS; b++) {
+		if (!s->buckets[b])
+			continue;
+		first = b < first ? b : first;
+		last = b;
+	}
+	for (size_t b = first; b <= last && b < ST_MAX_BUCKETS; b++) {
+		int n;
+
+		sum += s->buckets[b];
+		n = snprintf(out + len, cap - len, "%s%lu", b == first ? "" : ",", sum);
+		if (n < 0 || (size_t)n >= cap - len) {
+			snprintf(out + (cap > 4 ? cap - 4 : 0), cap > 4 ? 4 : cap, "...");
+			return;
+		}
+		len += (size_t)n;
+	}
+}
+
 int fb_scen_storm(struct fb_opts *o)
 {
+	static char curve[8192];
 	struct st s;
 	struct fb_load restart = { .name = "restart", .cmd = o->restart_cmd, .pid = 0 };
 	struct fb_fixed fx;
@@ -542,6 +573,8 @@ int fb_scen_storm(struct fb_opts *o)
 	fb_json_num(&j, "delivered_after", (double)s.delivers, 0);
 	fb_json_num(&j, "duplicates", (double)s.dups, 0);
 	fb_json_num(&j, "lost", (double)lost, 0);
+	storm_curve(&s, curve, sizeof(curve));
+	fb_json_str(&j, "curve_back_per_100ms", curve);
 	fb_json_end(&j);
 	printf("\nreconnect-storm: %zu of %zu devices back after the restart\n", s.back, n + 1);
 	printf("  first back %.3f s, all back %.3f s after the restart began (the storm: %.3f s)\n",
@@ -553,6 +586,7 @@ int fb_scen_storm(struct fb_opts *o)
 	printf("  stored before: %" PRIu64 ", delivered after: %" PRIu64 " (%" PRIu64
 	       " duplicates), lost: %" PRIu64 "\n",
 	       s.stored_acks, s.delivers, s.dups, lost);
+	printf("  devices back, in all, every 100 ms from the first: %s\n", curve);
 	rc = s.back == n + 1 && !lost && s.stored_acks == k ? 0 : 1;
 out:
 	if (restart.pid)

@@ -91,6 +91,8 @@ char *th_read_file(const char *path);
 
 /* How many times @needle occurs in the daemon's log so far. */
 int th_log_count(const struct th_ferryd *d, const char *needle);
+/* A plain TCP connection to 127.0.0.1:@port (blocking), or the test fails. */
+int th_tcp_connect(int port);
 
 /* Wait up to 10 s until @needle occurs at least @n times in the log; fails the
  * test (printing the log) otherwise. */

@@ -11,6 +11,10 @@
  * has waited write_timeout without the device taking any of it, the
  * connection is closed. Nothing is lost: connecting again as a normal
  * device, every one of the 10,000 envelopes comes, each once, in order.
+ *
+ * Admission: a worker with [gateway] max_handshakes connections in their
+ * handshake accepts no more until some are through; the others wait in the
+ * listen backlog and are taken, in turn, as places free up.
  */
 #include <poll.h>
 #include <signal.h>
@@ -24,6 +28,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <jansson.h>
 
 #include "tests/integration/harness.h"
 #include "tests/integration/rawdev.h"
@@ -230,10 +235,83 @@ static void test_slow_consumer(void **state)
 	rawdev_free(d);
 }
 
+/* ---- admission ---- */
+
+#define ADMIT 4
+#define SILENT 12
+#define HS_MS 1500
+
+/* connections.now of @d's /v1/stats. */
+static long connections_now(const struct th_ferryd *d)
+{
+	struct th_response r;
+	char url[128];
+	json_t *j;
+	long n;
+
+	snprintf(url, sizeof(url), "%s/v1/stats", d->admin_url);
+	th_http(&r, "GET", url, TOKEN, NULL);
+	assert_int_equal(r.status, 200);
+	j = json_loads(r.body, 0, NULL);
+	assert_non_null(j);
+	n = (long)json_integer_value(json_object_get(json_object_get(j, "connections"), "now"));
+	json_decref(j);
+	th_response_release(&r);
+	return n;
+}
+
+/*
+ * One worker that takes 4 handshakes at a time, and 12 connections that
+ * never say HELLO: the daemon holds 4 of them (the kernel's backlog the
+ * rest), says so once in the log, and after each handshake_timeout takes
+ * the next ones; a device that connects behind them gets its WELCOME once
+ * its turn comes, and the silent ones are all closed in the end.
+ */
+static void test_handshake_admission(void **state)
+{
+	struct th_ferryd d;
+	int port = th_free_port(), admin = th_free_port(), fds[SILENT], closed = 0;
+	struct rawdev *dev = rawdev_new();
+	long long t0;
+	char extra[256], *cfg;
+
+	snprintf(extra, sizeof(extra),
+		 "[gateway]\nlisten = 127.0.0.1:%d\ntls_listen = \"\"\nworkers = 1\n"
+		 "max_handshakes = %d\nhandshake_timeout = %d\n",
+		 port, ADMIT, HS_MS);
+	cfg = th_ferryd_config_ex(fx.conninfo, admin, TOKEN, extra);
+	th_ferryd_start(&d, cfg, admin);
+	free(cfg);
+	for (int i = 0; i < SILENT; i++)
+		fds[i] = th_tcp_connect(port);
+	usleep(500 * 1000);
+	/* Held: the limit, not the 12 that connected. */
+	assert_int_equal(connections_now(&d), ADMIT);
+	th_log_wait(&d, "event=accept_paused", 1);
+	/* Behind 12 silent ones: admitted in the third round at the latest. */
+	t0 = now_ms();
+	rawdev_login(dev, port, fx.slow, fx.slow_s);
+	assert_true(now_ms() - t0 >= HS_MS / 2);
+	assert_int_equal(th_log_count(&d, "event=accept_paused"), 1);
+	/* Every silent connection was taken in its turn and timed out. */
+	for (int i = 0; i < SILENT; i++) {
+		struct pollfd pfd = { .fd = fds[i], .events = POLLIN };
+		char c;
+
+		if (poll(&pfd, 1, 4 * HS_MS) == 1 && read(fds[i], &c, 1) >= 0)
+			closed++;
+		close(fds[i]);
+	}
+	assert_int_equal(closed, SILENT);
+	rawdev_free(dev);
+	assert_int_equal(th_ferryd_stop(&d, SIGTERM), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_slow_consumer),
+		cmocka_unit_test(test_handshake_admission),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

@@ -23,10 +23,14 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include "tests/integration/harness.h"
 #include "tests/integration/rawdev.h"
@@ -54,18 +58,29 @@ struct fixture {
 
 static struct fixture fx;
 
-/* A self-signed certificate for "localhost" into @cert and @key (paths). */
-static void make_cert_at(const char *cert, const char *key, const char *cn)
+#define EC_KEY_ARGS "ec -pkeyopt ec_paramgen_curve:P-256"
+
+/* A self-signed certificate for "localhost" with subject CN=@cn and a new
+ * key (@newkey: openssl req -newkey's argument) into @cert and @key
+ * (paths); the key file is made 0600, as ferryd expects of a key. */
+static void make_cert_kind(const char *cert, const char *key, const char *cn, const char *newkey)
 {
 	char cmd[1024];
 
 	snprintf(cmd, sizeof(cmd),
-		 "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+		 "openssl req -x509 -newkey %s -nodes "
 		 "-days 1 -subj /CN=%s -addext subjectAltName=DNS:localhost "
 		 "-keyout '%s' -out '%s' 2>/dev/null",
-		 cn, key, cert);
+		 newkey, cn, key, cert);
 	if (system(cmd) != 0)
 		fail_msg("cannot make a test certificate with openssl");
+	if (chmod(key, 0600))
+		fail_msg("chmod '%s': %s", key, strerror(errno));
+}
+
+static void make_cert_at(const char *cert, const char *key, const char *cn)
+{
+	make_cert_kind(cert, key, cn, EC_KEY_ARGS);
 }
 
 static int setup(void **state)
@@ -712,12 +727,245 @@ static void test_auth_failures(void **state)
 	assert_true(failures > FAILS_PER_DEVICE);
 }
 
+/* ---- 6. TLS: versions, ciphers, certificate reloads ---- */
+
+/* What one handshake showed. */
+struct hs {
+	int ok;		  /* the handshake completed */
+	int hello_sent;	  /* a ClientHello went out */
+	int alert;	  /* the first alert the server sent (its description), -1: none */
+	int version;	  /* negotiated, when ok */
+	char vname[16];	  /* its name, "TLSv1.3" */
+	char cipher[64];  /* negotiated, when ok */
+	char subject[64]; /* of the server's certificate, "/CN=first", when ok */
+};
+
+/* Records as they pass: the ClientHello we send, the alerts we get. */
+static void on_tls_msg(int write_p, int version, int content_type, const void *buf, size_t len,
+		       SSL *ssl, void *arg)
+{
+	struct hs *h = arg;
+	const unsigned char *p = buf;
+
+	if (write_p && content_type == SSL3_RT_HANDSHAKE && len && p[0] == SSL3_MT_CLIENT_HELLO)
+		h->hello_sent = 1;
+	if (!write_p && content_type == SSL3_RT_ALERT && len == 2 && h->alert < 0)
+		h->alert = p[1];
+}
+
+/* A client at security level 0, offering versions @min to @max, the TLS 1.2
+ * ciphers @ciphers and the TLS 1.3 suites @suites (NULL: OpenSSL's own), so
+ * that whatever is refused is refused by the server. The certificate is not
+ * verified here: the handshakes that rely on it go through rawdev. */
+static SSL *tls_client(int fd, int min, int max, const char *ciphers, const char *suites,
+		       struct hs *h)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	SSL *ssl;
+
+	assert_non_null(ctx);
+	SSL_CTX_set_security_level(ctx, 0);
+	assert_int_equal(SSL_CTX_set_min_proto_version(ctx, min), 1);
+	assert_int_equal(SSL_CTX_set_max_proto_version(ctx, max), 1);
+	if (ciphers && SSL_CTX_set_cipher_list(ctx, ciphers) != 1)
+		fail_msg("this OpenSSL does not know the ciphers '%s'", ciphers);
+	if (suites && SSL_CTX_set_ciphersuites(ctx, suites) != 1)
+		fail_msg("this OpenSSL does not know the suites '%s'", suites);
+	ssl = SSL_new(ctx);
+	SSL_CTX_free(ctx); /* the SSL holds it */
+	assert_non_null(ssl);
+	memset(h, 0, sizeof(*h));
+	h->alert = -1;
+	SSL_set_msg_callback(ssl, on_tls_msg);
+	SSL_set_msg_callback_arg(ssl, h);
+	SSL_set_fd(ssl, fd);
+	SSL_set_tlsext_host_name(ssl, "localhost");
+	return ssl;
+}
+
+/* Handshake with @ssl; what it showed into @h. */
+static void tls_handshake(SSL *ssl, struct hs *h)
+{
+	h->ok = SSL_connect(ssl) == 1;
+	if (h->ok) {
+		X509 *x = SSL_get1_peer_certificate(ssl);
+
+		assert_non_null(x);
+		X509_NAME_oneline(X509_get_subject_name(x), h->subject, sizeof(h->subject));
+		X509_free(x);
+		h->version = SSL_version(ssl);
+		snprintf(h->vname, sizeof(h->vname), "%s", SSL_get_version(ssl));
+		snprintf(h->cipher, sizeof(h->cipher), "%s", SSL_get_cipher_name(ssl));
+	}
+	ERR_clear_error();
+}
+
+/* A connection to the TLS port that gives up on a silent server. */
+static int tls_connect_fd(void)
+{
+	struct timeval tv = { 5, 0 };
+	int fd = tcp_connect(fx.tls_port);
+
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	return fd;
+}
+
+/* One handshake with the TLS port (see tls_client()). */
+static void tls_try(int min, int max, const char *ciphers, const char *suites, struct hs *h)
+{
+	int fd = tls_connect_fd();
+	SSL *ssl = tls_client(fd, min, max, ciphers, suites, h);
+
+	tls_handshake(ssl, h);
+	SSL_free(ssl);
+	close(fd);
+}
+
+/* The server saw our ClientHello and refused it with alert @alert. */
+static void expect_refused(const struct hs *h, int alert, const char *what)
+{
+	if (h->ok)
+		fail_msg("%s: accepted (%s, %s)", what, h->vname, h->cipher);
+	if (!h->hello_sent)
+		fail_msg("%s: the client sent no ClientHello: refused on our side", what);
+	if (h->alert != alert)
+		fail_msg("%s: server alert %d, expected %d", what, h->alert, alert);
+}
+
+static void expect_accepted(const struct hs *h, int version, const char *cipher, const char *what)
+{
+	if (!h->ok)
+		fail_msg("%s: refused (server alert %d)", what, h->alert);
+	assert_int_equal(h->version, version);
+	assert_string_equal(h->cipher, cipher);
+}
+
+/* Offered alone in TLS 1.2, each is refused whatever the certificate: CBC
+ * and SHA-1, RSA key exchange (no forward secrecy), DHE (not in Mozilla's
+ * intermediate since guideline 6.0), CCM, ARIA, Camellia. (3DES cannot be
+ * offered: Debian builds OpenSSL without its suites.) */
+static const char *const weak_tls12[] = {
+	"ECDHE-ECDSA-AES128-SHA",
+	"ECDHE-ECDSA-AES256-SHA384",
+	"ECDHE-RSA-AES128-SHA",
+	"ECDHE-RSA-AES256-SHA384",
+	"AES128-SHA",
+	"AES256-GCM-SHA384",
+	"DHE-RSA-AES128-GCM-SHA256",
+	"DHE-RSA-CHACHA20-POLY1305",
+	"ECDHE-ECDSA-AES128-CCM",
+	"ECDHE-ECDSA-ARIA128-GCM-SHA256",
+	"ECDHE-RSA-CAMELLIA128-SHA256",
+};
+
+/* Mozilla's intermediate TLS 1.2 ciphers for an ECDSA and an RSA key; the
+ * ChaCha20 one last. */
+static const char *const good_ecdsa[] = { "ECDHE-ECDSA-AES128-GCM-SHA256",
+					  "ECDHE-ECDSA-AES256-GCM-SHA384",
+					  "ECDHE-ECDSA-CHACHA20-POLY1305" };
+static const char *const good_rsa[] = { "ECDHE-RSA-AES128-GCM-SHA256",
+					"ECDHE-RSA-AES256-GCM-SHA384",
+					"ECDHE-RSA-CHACHA20-POLY1305" };
+
+static const char *const tls13_suites[] = { "TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384",
+					    "TLS_CHACHA20_POLY1305_SHA256" };
+
+#define N_OF(a) (sizeof(a) / sizeof((a)[0]))
+
+/* TLS 1.0 and 1.1 are refused by the server: alert protocol_version, after
+ * our ClientHello went out. */
+static void check_old_versions(void)
+{
+	struct hs h;
+
+	tls_try(TLS1_VERSION, TLS1_VERSION, "ALL:@SECLEVEL=0", NULL, &h);
+	expect_refused(&h, SSL_AD_PROTOCOL_VERSION, "TLS 1.0");
+	tls_try(TLS1_1_VERSION, TLS1_1_VERSION, "ALL:@SECLEVEL=0", NULL, &h);
+	expect_refused(&h, SSL_AD_PROTOCOL_VERSION, "TLS 1.1");
+	tls_try(TLS1_VERSION, TLS1_1_VERSION, "ALL:@SECLEVEL=0", NULL, &h);
+	expect_refused(&h, SSL_AD_PROTOCOL_VERSION, "TLS 1.0 to 1.1");
+	/* A client that offers 1.0 to 1.3 gets the newest. */
+	tls_try(TLS1_VERSION, TLS1_3_VERSION, "ALL:@SECLEVEL=0", NULL, &h);
+	if (!h.ok || h.version != TLS1_3_VERSION)
+		fail_msg("TLS 1.0 to 1.3 offered: %s", h.ok ? h.vname : "refused");
+}
+
+/*
+ * What the TLS port takes with the certificate it serves now, whose key is
+ * ECDSA (@ecdsa 1) or RSA: the old versions refused; in TLS 1.2 each
+ * intermediate cipher for the key taken, each weak one refused (alert
+ * handshake_failure); TLS 1.3 with each of its three suites, not with CCM;
+ * and the client's order wins, in both versions.
+ */
+static void check_tls_policy(int ecdsa)
+{
+	const char *const *good = ecdsa ? good_ecdsa : good_rsa;
+	char chacha_first[128];
+	struct hs h;
+
+	check_old_versions();
+	for (size_t i = 0; i < N_OF(good_ecdsa); i++) {
+		tls_try(TLS1_2_VERSION, TLS1_2_VERSION, good[i], NULL, &h);
+		expect_accepted(&h, TLS1_2_VERSION, good[i], good[i]);
+	}
+	for (size_t i = 0; i < N_OF(weak_tls12); i++) {
+		tls_try(TLS1_2_VERSION, TLS1_2_VERSION, weak_tls12[i], NULL, &h);
+		expect_refused(&h, SSL_AD_HANDSHAKE_FAILURE, weak_tls12[i]);
+	}
+	/* Server preference off: the client's first choice, not our list's. */
+	snprintf(chacha_first, sizeof(chacha_first), "%s:%s", good[2], good[0]);
+	tls_try(TLS1_2_VERSION, TLS1_2_VERSION, chacha_first, NULL, &h);
+	expect_accepted(&h, TLS1_2_VERSION, good[2], "TLS 1.2, ChaCha20 first");
+
+	for (size_t i = 0; i < N_OF(tls13_suites); i++) {
+		tls_try(TLS1_3_VERSION, TLS1_3_VERSION, NULL, tls13_suites[i], &h);
+		expect_accepted(&h, TLS1_3_VERSION, tls13_suites[i], tls13_suites[i]);
+	}
+	tls_try(TLS1_3_VERSION, TLS1_3_VERSION, NULL, "TLS_AES_128_CCM_SHA256", &h);
+	expect_refused(&h, SSL_AD_HANDSHAKE_FAILURE, "TLS 1.3, AES-CCM");
+	tls_try(TLS1_3_VERSION, TLS1_3_VERSION, NULL,
+		"TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256", &h);
+	expect_accepted(&h, TLS1_3_VERSION, "TLS_CHACHA20_POLY1305_SHA256",
+			"TLS 1.3, ChaCha20 first");
+}
+
+/* The TLS port as the fixture started it (an ECDSA certificate). */
+static void test_tls_policy(void **state)
+{
+	check_tls_policy(1);
+}
+
+/* A client's renegotiation is answered with alert no_renegotiation. */
+static void test_tls_no_renegotiation(void **state)
+{
+	int fd = tls_connect_fd();
+	struct hs h;
+	SSL *ssl = tls_client(fd, TLS1_2_VERSION, TLS1_2_VERSION, NULL, NULL, &h);
+
+	tls_handshake(ssl, &h);
+	if (!h.ok)
+		fail_msg("TLS 1.2 refused (server alert %d)", h.alert);
+	h.hello_sent = 0;
+	assert_int_equal(SSL_renegotiate(ssl), 1);
+	if (SSL_do_handshake(ssl) == 1)
+		fail_msg("the server renegotiated");
+	assert_true(h.hello_sent);
+	assert_int_equal(h.alert, SSL_AD_NO_RENEGOTIATION);
+	ERR_clear_error();
+	SSL_free(ssl);
+	close(fd);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_oversized_prefix), cmocka_unit_test(test_slowloris),
-		cmocka_unit_test(test_frame_flood),	 cmocka_unit_test(test_out_of_descriptors),
+		cmocka_unit_test(test_oversized_prefix),
+		cmocka_unit_test(test_slowloris),
+		cmocka_unit_test(test_frame_flood),
+		cmocka_unit_test(test_out_of_descriptors),
 		cmocka_unit_test(test_auth_failures),
+		cmocka_unit_test(test_tls_policy),
+		cmocka_unit_test(test_tls_no_renegotiation),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

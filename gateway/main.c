@@ -114,10 +114,6 @@ static int validate_for_run(const struct ferry_config *cfg)
 		fprintf(stderr, "ferryd: warning: no [admin] token or token_file: the admin API "
 				"stays off\n");
 	free(token);
-	if (!*cfg->gateway.tls_cert != !*cfg->gateway.tls_key) {
-		fprintf(stderr, "ferryd: TLS needs both [gateway] tls_cert and tls_key\n");
-		return EXIT_USAGE;
-	}
 	return EXIT_OK;
 }
 

@@ -1,6 +1,6 @@
 /*
  * tls.c - the device port's TLS context: OpenSSL 3 with Mozilla's
- * "intermediate" configuration.
+ * "intermediate" configuration, and its reload on SIGHUP.
  *
  * Policy (Mozilla Server Side TLS, guideline 6.0): TLS 1.2 and 1.3 only; in
  * TLS 1.2 only ECDHE key exchange with AES-GCM or ChaCha20-Poly1305 (6.0
@@ -14,14 +14,29 @@
  * OpenSSL's defaults nor the system's openssl.cnf can widen it.
  * SSL_MODE_RELEASE_BUFFERS: an idle connection keeps no TLS buffers.
  *
+ * Reload: SIGHUP builds a new context from the files (the key must match the
+ * certificate, the chain must load) on the main thread; only if that works is
+ * it swapped in. gw->tls is the context new connections start from, under
+ * gw->tls_lock: a worker takes a reference under the lock and makes its SSL
+ * from it after, so the lock is held for two pointer operations. An SSL
+ * holds a reference to the context it was made from, so established
+ * connections keep the old certificate and never notice; OpenSSL frees the
+ * old context when the last of them closes.
+ *
  * Connections drive OpenSSL through memory BIOs (conn.c): libuv moves the
  * ciphertext, OpenSSL never touches a socket.
  */
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
 
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 
+#include "common/log.h"
 #include "gateway/gateway_int.h"
 #include "common/banned.h"
 
@@ -31,6 +46,14 @@
 	"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 #define TLS13_SUITES "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
 #define TLS_GROUPS "X25519:prime256v1:secp384r1"
+
+/* What the log says of a certificate: subject, expiry, fingerprint. */
+#define ABOUT_MAX 512
+
+struct gateway_tls {
+	SSL_CTX *ctx;
+	char about[ABOUT_MAX];
+};
 
 static void ssl_reason(char *err, size_t errlen, const char *what, const char *file)
 {
@@ -87,4 +110,105 @@ SSL_CTX *gw_tls_context(const char *cert_file, const char *key_file, char *err, 
 fail:
 	SSL_CTX_free(ctx);
 	return NULL;
+}
+
+/* "subject=\"CN=x\" not_after=2026-01-31T12:00:00Z sha256=AB01..." for @ctx's
+ * certificate. RFC 2253 escaping keeps quotes and control characters of a
+ * subject out of the log line. */
+static void describe(SSL_CTX *ctx, char *out, size_t n)
+{
+	X509 *x = SSL_CTX_get0_certificate(ctx);
+	unsigned char md[EVP_MAX_MD_SIZE];
+	char subject[256] = "?", expiry[32] = "?", hex[2 * EVP_MAX_MD_SIZE + 1] = "";
+	unsigned mdlen = 0;
+	BIO *b = BIO_new(BIO_s_mem());
+	struct tm tm;
+
+	if (b && X509_NAME_print_ex(b, X509_get_subject_name(x), 0, XN_FLAG_RFC2253) >= 0) {
+		int len = BIO_read(b, subject, (int)sizeof(subject) - 1);
+
+		subject[len > 0 ? len : 0] = '\0';
+	}
+	BIO_free(b);
+	if (ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm) == 1)
+		strftime(expiry, sizeof(expiry), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	if (X509_digest(x, EVP_sha256(), md, &mdlen) == 1)
+		for (unsigned i = 0; i < mdlen; i++)
+			snprintf(hex + 2 * i, 3, "%02X", md[i]);
+	snprintf(out, n, "subject=\"%s\" not_after=%s sha256=%s", subject, expiry, hex);
+	ERR_clear_error();
+}
+
+void gw_tls_log_loaded(SSL_CTX *ctx)
+{
+	char about[ABOUT_MAX];
+
+	describe(ctx, about, sizeof(about));
+	log_info("event=tls_certificate %s", about);
+}
+
+SSL *gw_tls_new_ssl(struct gateway *gw)
+{
+	SSL_CTX *ctx;
+	SSL *ssl;
+
+	pthread_mutex_lock(&gw->tls_lock);
+	ctx = gw->tls;
+	if (ctx && SSL_CTX_up_ref(ctx) != 1)
+		ctx = NULL;
+	pthread_mutex_unlock(&gw->tls_lock);
+	if (!ctx)
+		return NULL;
+	ssl = SSL_new(ctx); /* holds a reference of its own */
+	SSL_CTX_free(ctx);
+	return ssl;
+}
+
+enum ferry_err gateway_tls_load(const struct gateway *gw, const struct ferry_config *cfg,
+				struct gateway_tls **out, char *err, size_t errlen)
+{
+	struct gateway_tls *tls;
+
+	*out = NULL;
+	/* gw->tls changes on this thread only (gateway_tls_swap()): no lock. A
+	 * gateway that started without TLS has no listener to serve it on. */
+	if (!gw || !gw->tls || !*cfg->gateway.tls_cert || !*cfg->gateway.tls_key)
+		return FERRY_OK;
+	tls = calloc(1, sizeof(*tls));
+	if (!tls) {
+		snprintf(err, errlen, "cannot load the TLS certificate: out of memory");
+		return FERRY_ENOMEM;
+	}
+	tls->ctx = gw_tls_context(cfg->gateway.tls_cert, cfg->gateway.tls_key, err, errlen);
+	if (!tls->ctx) {
+		free(tls);
+		return FERRY_ECONFIG;
+	}
+	describe(tls->ctx, tls->about, sizeof(tls->about));
+	*out = tls;
+	return FERRY_OK;
+}
+
+void gateway_tls_swap(struct gateway *gw, struct gateway_tls *tls)
+{
+	SSL_CTX *old;
+
+	if (!tls)
+		return;
+	pthread_mutex_lock(&gw->tls_lock);
+	old = gw->tls;
+	gw->tls = tls->ctx;
+	pthread_mutex_unlock(&gw->tls_lock);
+	/* Our reference only: connections made from it hold theirs. */
+	SSL_CTX_free(old);
+	log_info("event=tls_reloaded %s", tls->about);
+	free(tls);
+}
+
+void gateway_tls_free(struct gateway_tls *tls)
+{
+	if (!tls)
+		return;
+	SSL_CTX_free(tls->ctx);
+	free(tls);
 }

@@ -12,9 +12,12 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -59,6 +62,7 @@ struct fixture {
 static struct fixture fx;
 
 #define EC_KEY_ARGS "ec -pkeyopt ec_paramgen_curve:P-256"
+#define RSA_KEY_ARGS "rsa:2048"
 
 /* A self-signed certificate for "localhost" with subject CN=@cn and a new
  * key (@newkey: openssl req -newkey's argument) into @cert and @key
@@ -956,6 +960,319 @@ static void test_tls_no_renegotiation(void **state)
 	close(fd);
 }
 
+/* The subject of the certificate a new handshake gets now. */
+static void expect_subject(const char *want)
+{
+	struct hs h;
+
+	tls_try(TLS1_2_VERSION, TLS1_3_VERSION, NULL, NULL, &h);
+	if (!h.ok)
+		fail_msg("TLS handshake refused (server alert %d)", h.alert);
+	assert_string_equal(h.subject, want);
+}
+
+/* Connect over TLS, checking the certificate against @ca, and log in. */
+static void tls_login(struct rawdev *d, const char *ca, int64_t id, const char *secret)
+{
+	rawdev_connect(d, fx.tls_port, ca);
+	rawdev_hello(d, PROTO_VERSION, id, secret);
+	assert_int_equal(rawdev_expect(d, PROTO_WELCOME, 5000)->u.welcome.pending, 0);
+	rawdev_expect(d, PROTO_QUEUE_EMPTY, 5000);
+}
+
+/* @from sends @text to @to_user, whose one device @to gets it and
+ * acknowledges it; @from gets ACK(delivered). Then @to answers a PING. */
+static void round_trip(struct rawdev *from, const char *to_user, struct rawdev *to,
+		       const char *text)
+{
+	uint64_t cid = ++fx.next_client_id;
+	struct proto_frame ping = { .type = PROTO_PING };
+	const struct proto_frame *f;
+
+	rawdev_send_text(from, cid, to_user, text);
+	f = rawdev_expect(to, PROTO_DELIVER, 5000);
+	assert_int_equal(f->u.deliver.client_id, cid);
+	assert_int_equal(f->u.deliver.payload.len, strlen(text));
+	assert_memory_equal(f->u.deliver.payload.p, text, strlen(text));
+	rawdev_ack(to, f->u.deliver.server_id);
+	f = rawdev_expect(from, PROTO_ACK, 5000);
+	assert_int_equal(f->u.ack.client_id, cid);
+	assert_int_equal(f->u.ack.status, PROTO_ACK_DELIVERED);
+	ping.u.nonce = cid;
+	rawdev_send(to, &ping);
+	assert_int_equal(rawdev_expect(to, PROTO_PONG, 5000)->u.nonce, cid);
+}
+
+/* Write @text to @path the way a renewal should: a new file of mode @mode
+ * renamed over the old one, so that ferryd never reads half a file. */
+static void replace_file(const char *path, const char *text, mode_t mode)
+{
+	char tmp[4096];
+	size_t len = strlen(text);
+	int fd;
+
+	snprintf(tmp, sizeof(tmp), "%s.new", path);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, mode);
+	if (fd < 0 || write(fd, text, len) != (ssize_t)len || fchmod(fd, mode) || close(fd))
+		fail_msg("cannot write '%s': %s", tmp, strerror(errno));
+	if (rename(tmp, path))
+		fail_msg("cannot rename '%s': %s", tmp, strerror(errno));
+}
+
+/* Send SIGHUP to the fixture's daemon and wait until the log has @event
+ * once more. */
+static void sighup_wait(const char *event)
+{
+	int n = th_log_count(&fx.d, event);
+
+	kill(fx.d.pid, SIGHUP);
+	th_log_wait(&fx.d, event, n + 1);
+}
+
+/* Fail if the log holds the first base64 line of @pem (key material). */
+static void expect_not_logged(const char *pem)
+{
+	const char *p = strchr(pem, '\n');
+	char line[65];
+
+	assert_non_null(p);
+	snprintf(line, sizeof(line), "%.*s", (int)strcspn(p + 1, "\n"), p + 1);
+	assert_true(strlen(line) >= 16);
+	if (th_log_count(&fx.d, line))
+		fail_msg("the log holds key material");
+}
+
+/* A renewed certificate: a new key (RSA, where the first one is ECDSA) and
+ * subject, the same paths. */
+static void renew_to_second(void)
+{
+	char *cert = th_write_file("second.pem", ""), *key = th_write_file("second.key", "");
+	char *text;
+
+	make_cert_kind(cert, key, "second", RSA_KEY_ARGS);
+	text = th_read_file(cert);
+	replace_file(fx.cert, text, 0644);
+	free(text);
+	text = th_read_file(key);
+	replace_file(fx.key, text, 0600);
+	sighup_wait("event=tls_reloaded");
+	assert_int_equal(th_log_count(&fx.d, "event=tls_reloaded subject=\"CN=second\""), 1);
+	expect_not_logged(text);
+	free(text);
+	unlink(cert);
+	unlink(key);
+	free(cert);
+	free(key);
+}
+
+/* Broken files: a garbage key, then a good key that is not the
+ * certificate's. Each reload fails, says why, and changes nothing. */
+static void reload_broken(const char *first_key)
+{
+	char *cert = th_write_file("third.pem", ""), *key = th_write_file("third.key", "");
+	char *text, want[4200];
+	int done = th_log_count(&fx.d, "event=reload_done");
+
+	replace_file(fx.key,
+		     "-----BEGIN PRIVATE KEY-----\nZ2FyYmFnZS1rZXktbWF0ZXJpYWw=\n"
+		     "-----END PRIVATE KEY-----\n",
+		     0600);
+	sighup_wait("event=reload_failed");
+	snprintf(want, sizeof(want), "cannot load TLS key '%s'", fx.key);
+	assert_int_equal(th_log_count(&fx.d, want), 1);
+	assert_int_equal(th_log_count(&fx.d, "Z2FyYmFnZS1rZXktbWF0ZXJpYWw"), 0);
+	expect_subject("/CN=second");
+
+	make_cert_kind(cert, key, "third", EC_KEY_ARGS);
+	text = th_read_file(cert);
+	replace_file(fx.cert, text, 0644);
+	free(text);
+	replace_file(fx.key, first_key, 0600);
+	sighup_wait("event=reload_failed");
+	assert_int_equal(th_log_count(&fx.d, "key values mismatch"), 1);
+	expect_subject("/CN=second");
+	assert_int_equal(th_log_count(&fx.d, "event=reload_done"), done);
+	unlink(cert);
+	unlink(key);
+	free(cert);
+	free(key);
+}
+
+/*
+ * SIGHUP with renewed files at the same paths: a device connected before
+ * carries on, new handshakes get the new certificate, with the same policy.
+ * Broken files keep the last good certificate, and the log says why without
+ * key material. Last, the first certificate again: the devices connected on
+ * either carry on.
+ */
+static void test_tls_reload(void **state)
+{
+	struct rawdev *carol = rawdev_new(), *dave = rawdev_new();
+	char *first_cert = th_read_file(fx.cert), *first_key = th_read_file(fx.key);
+	char cs[64], ds[64];
+	int64_t c, d;
+
+	th_device_create(&fx.d, TOKEN, "carol", &c, cs);
+	th_device_create(&fx.d, TOKEN, "dave", &d, ds);
+	expect_subject("/CN=first");
+	tls_login(carol, fx.cert, c, cs);
+
+	renew_to_second();
+	expect_subject("/CN=second");
+	/* Checked against the new certificate alone. */
+	tls_login(dave, fx.cert, d, ds);
+	round_trip(dave, "carol", carol, "after the reload");
+	round_trip(carol, "dave", dave, "from before the reload");
+	check_tls_policy(0);
+
+	reload_broken(first_key);
+	round_trip(dave, "carol", carol, "after a failed reload");
+	expect_not_logged(first_key);
+
+	replace_file(fx.cert, first_cert, 0644);
+	replace_file(fx.key, first_key, 0600);
+	sighup_wait("event=tls_reloaded");
+	expect_subject("/CN=first");
+	round_trip(carol, "dave", dave, "both carry on");
+	round_trip(dave, "carol", carol, "both carry on");
+	rawdev_free(carol);
+	rawdev_free(dave);
+	free(first_cert);
+	free(first_key);
+}
+
+/* Handshakes in a loop until told to stop (a thread of its own). */
+struct hammer {
+	atomic_int stop;
+	int ok, failed;
+};
+
+static void *hammer_main(void *arg)
+{
+	struct hammer *hm = arg;
+
+	while (!atomic_load(&hm->stop)) {
+		struct hs h;
+
+		tls_try(TLS1_2_VERSION, TLS1_3_VERSION, NULL, NULL, &h);
+		if (h.ok && strcmp(h.subject, "/CN=first") == 0)
+			hm->ok++;
+		else
+			hm->failed++;
+	}
+	return NULL;
+}
+
+/*
+ * Reloads while workers make SSLs from the context for new connections:
+ * every handshake completes, with the certificate of the files. (The swap
+ * against the workers is what the ThreadSanitizer run of this test looks
+ * at; a context freed under a worker crashes the ASan build.)
+ */
+static void test_tls_reload_under_load(void **state)
+{
+	struct hammer hm = { .ok = 0 };
+	pthread_t t;
+
+	atomic_init(&hm.stop, 0);
+	assert_int_equal(pthread_create(&t, NULL, hammer_main, &hm), 0);
+	for (int i = 0; i < 10; i++)
+		sighup_wait("event=tls_reloaded");
+	atomic_store(&hm.stop, 1);
+	pthread_join(t, NULL);
+	if (hm.failed || !hm.ok)
+		fail_msg("%d handshakes failed, %d completed", hm.failed, hm.ok);
+	print_message("%d handshakes during 10 reloads\n", hm.ok);
+}
+
+/* @cfg without its line that starts with @key (malloc'ed). */
+static char *without_line(const char *cfg, const char *key)
+{
+	const char *p = strstr(cfg, key);
+	const char *end;
+	char *out;
+
+	assert_non_null(p);
+	end = p + strcspn(p, "\n") + 1;
+	out = malloc(strlen(cfg) + 1);
+	assert_non_null(out);
+	memcpy(out, cfg, (size_t)(p - cfg));
+	memcpy(out + (p - cfg), end, strlen(end) + 1);
+	return out;
+}
+
+static void write_config(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+
+	if (!f || fputs(text, f) < 0 || fclose(f))
+		fail_msg("cannot write '%s': %s", path, strerror(errno));
+}
+
+/* Nothing listens on 127.0.0.1:@port. */
+static void expect_port_closed(int port)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_true(fd >= 0);
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 || errno != ECONNREFUSED)
+		fail_msg("port %d: connected, or %s", port, strerror(errno));
+	close(fd);
+}
+
+/*
+ * Turning TLS on or off opens or closes a listener: a restart. A SIGHUP that
+ * takes tls_cert and tls_key away reloads the rest and says so, and the TLS
+ * port keeps serving its certificate; a daemon that started without TLS
+ * does not open the TLS port on a SIGHUP that adds them.
+ */
+static void test_tls_on_off_needs_restart(void **state)
+{
+	char *cfg = th_read_file(fx.d.config_path), *a, *b, extra[512];
+	int port = th_free_port(), tls_port = th_free_port(), admin = th_free_port();
+	int tls_reloads = th_log_count(&fx.d, "event=tls_reloaded");
+	struct th_ferryd d;
+
+	a = without_line(cfg, "tls_cert = ");
+	b = without_line(a, "tls_key = ");
+	write_config(fx.d.config_path, b);
+	sighup_wait("event=reload_done");
+	assert_int_equal(
+		th_log_count(&fx.d, "event=config_needs_restart key=gateway.tls_cert reason="), 1);
+	assert_int_equal(
+		th_log_count(&fx.d, "event=config_needs_restart key=gateway.tls_key reason="), 1);
+	assert_int_equal(th_log_count(&fx.d, "event=tls_reloaded"), tls_reloads);
+	expect_subject("/CN=first");
+	write_config(fx.d.config_path, cfg);
+	sighup_wait("event=tls_reloaded");
+	free(a);
+	free(b);
+	free(cfg);
+
+	snprintf(extra, sizeof(extra),
+		 "[gateway]\nlisten = 127.0.0.1:%d\ntls_listen = 127.0.0.1:%d\nworkers = 1\n", port,
+		 tls_port);
+	cfg = th_ferryd_config_ex(fx.conninfo, admin, TOKEN, extra);
+	th_ferryd_start(&d, cfg, admin);
+	free(cfg);
+	snprintf(extra, sizeof(extra),
+		 "[gateway]\nlisten = 127.0.0.1:%d\ntls_listen = 127.0.0.1:%d\nworkers = 1\n"
+		 "tls_cert = %s\ntls_key = %s\n",
+		 port, tls_port, fx.cert, fx.key);
+	cfg = th_ferryd_config_ex(fx.conninfo, admin, TOKEN, extra);
+	write_config(d.config_path, cfg);
+	free(cfg);
+	kill(d.pid, SIGHUP);
+	th_log_wait(&d, "event=reload_done", 1);
+	assert_int_equal(
+		th_log_count(&d, "event=config_needs_restart key=gateway.tls_cert reason="), 1);
+	assert_int_equal(th_log_count(&d, "event=tls_reloaded"), 0);
+	expect_port_closed(tls_port);
+	assert_int_equal(th_ferryd_stop(&d, SIGTERM), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -966,6 +1283,9 @@ int main(void)
 		cmocka_unit_test(test_auth_failures),
 		cmocka_unit_test(test_tls_policy),
 		cmocka_unit_test(test_tls_no_renegotiation),
+		cmocka_unit_test(test_tls_reload),
+		cmocka_unit_test(test_tls_reload_under_load),
+		cmocka_unit_test(test_tls_on_off_needs_restart),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

@@ -71,11 +71,17 @@ static const struct entry table[] = {
 	{ "gateway", "tls_listen", TYPE_ADDR, "0.0.0.0:7223", 0, 0, FIELD(gateway.tls_listen), 0,
 	  NULL,
 	  "Address devices connect to over TLS; used when `tls_cert` and `tls_key` are set." },
-	{ "gateway", "tls_cert", TYPE_STRING, "", 0, 0, FIELD(gateway.tls_cert), 0, NULL,
-	  "PEM file with the server certificate (and its chain). With `tls_key`, enables the TLS "
-	  "listener (TLS 1.2 or later, ECDHE with AES-GCM or ChaCha20)." },
-	{ "gateway", "tls_key", TYPE_STRING, "", 0, 0, FIELD(gateway.tls_key), 0, NULL,
-	  "PEM file with the private key of `tls_cert`." },
+	{ "gateway", "tls_cert", TYPE_STRING, "", 0, 0, FIELD(gateway.tls_cert),
+	  FLAG_RELOADABLE | FLAG_TOGETHER, NULL,
+	  "PEM file with the server certificate (and its chain). `tls_cert` and `tls_key` go "
+	  "together and enable the TLS listener: TLS 1.2 and 1.3, Mozilla's intermediate ciphers. "
+	  "Both files are read again on every SIGHUP, also when the paths did not change (a "
+	  "renewed certificate); connections made before keep theirs. Turning TLS on or off "
+	  "needs a restart." },
+	{ "gateway", "tls_key", TYPE_STRING, "", 0, 0, FIELD(gateway.tls_key),
+	  FLAG_RELOADABLE | FLAG_TOGETHER, NULL,
+	  "PEM file with the private key of `tls_cert`; a SIGHUP with a key that does not match "
+	  "the certificate keeps the old pair." },
 	{ "gateway", "workers", TYPE_UINT, "0", 0, 64, FIELD(gateway.workers), 0, NULL,
 	  "Worker threads, each with its own event loop and connections. 0: one per core." },
 	{ "gateway", "max_frame", TYPE_SIZE, "64k", 1 * KIB, 16 * MIB, FIELD(gateway.max_frame), 0,

@@ -962,7 +962,7 @@ void gw_conn_resume(struct gw_conn *c)
 
 static int setup_tls(struct gw_conn *c)
 {
-	c->ssl = SSL_new(c->w->gw->tls);
+	c->ssl = gw_tls_new_ssl(c->w->gw);
 	c->rbio = BIO_new(BIO_s_mem());
 	c->wbio = BIO_new(BIO_s_mem());
 	if (!c->ssl || !c->rbio || !c->wbio) {

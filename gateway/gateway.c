@@ -564,6 +564,7 @@ static void gateway_free(struct gateway *gw)
 	gw_authfail_release(gw);
 	pthread_mutex_destroy(&gw->authfail_lock);
 	SSL_CTX_free(gw->tls);
+	pthread_mutex_destroy(&gw->tls_lock);
 	free(gw->workers);
 	free(gw);
 }
@@ -589,6 +590,7 @@ static struct gateway *gateway_new(const struct ferry_config *cfg, struct queue_
 	pthread_mutex_init(&gw->dir_lock, NULL);
 	pthread_rwlock_init(&gw->accept_lock, NULL);
 	pthread_mutex_init(&gw->authfail_lock, NULL);
+	pthread_mutex_init(&gw->tls_lock, NULL);
 	for (int i = 0; i < GW_SPARES; i++)
 		gw->spare_fd[i] = -1;
 	gw->workers = calloc(gw->nworkers, sizeof(*gw->workers));
@@ -671,6 +673,7 @@ enum ferry_err gateway_start(const struct ferry_config *cfg, struct queue_regist
 			gateway_free(gw);
 			return FERRY_ECONFIG;
 		}
+		gw_tls_log_loaded(gw->tls);
 	}
 	/* The descriptors that let on_listener() shed connections when the
 	 * process is out of them. */

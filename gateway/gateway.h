@@ -6,8 +6,9 @@
  * loop and its own listening sockets on the same addresses (SO_REUSEPORT:
  * the kernel spreads connections). A connection lives on one worker for its
  * whole life. Workers talk to each other only through mailboxes; what they
- * share is the presence table and the duplicate-SEND table (each behind its
- * own mutex) and atomic counters.
+ * share is the presence table, the duplicate-SEND table and the TLS context
+ * new connections start from (each behind its own mutex) and atomic
+ * counters.
  *
  * The functions here may be called from any thread.
  */
@@ -174,6 +175,36 @@ int gateway_ready(const struct gateway *gw);
 /* 1 when the offline store is connected to the database (SENDs to offline
  * devices can be acknowledged). */
 int gateway_store_ready(const struct gateway *gw);
+
+/* A certificate and key loaded for the TLS listener, not yet in use. */
+struct gateway_tls;
+
+/*
+ * SIGHUP, first step: load @cfg's [gateway] tls_cert and tls_key into a new
+ * TLS context with the same versions and ciphers, checking that the key
+ * matches the certificate and the chain loads. The files are read again
+ * even when their paths did not change: a renewal rewrites them. *out gets
+ * the context, the caller's to hand to gateway_tls_swap() or to
+ * gateway_tls_free(); it is NULL when there is nothing to reload: no
+ * gateway (@gw NULL), a gateway that started without TLS, or @cfg without
+ * the two keys (turning TLS on or off opens or closes a listener: a restart).
+ * FERRY_ECONFIG (the files cannot be used) or FERRY_ENOMEM, and @err, which
+ * names the file and OpenSSL's reason, never key material. Call it on the
+ * thread that calls gateway_tls_swap().
+ */
+enum ferry_err gateway_tls_load(const struct gateway *gw, const struct ferry_config *cfg,
+				struct gateway_tls **out, char *err, size_t errlen) FERRY_WUR;
+
+/*
+ * SIGHUP, second step: handshakes that start from now on use @tls (taken;
+ * NULL: no-op). Connections made before keep the certificate they started
+ * with until they close. Logs event=tls_reloaded with the certificate's
+ * subject, expiry and SHA-256 fingerprint.
+ */
+void gateway_tls_swap(struct gateway *gw, struct gateway_tls *tls);
+
+/* Free @tls without using it; NULL is a no-op. */
+void gateway_tls_free(struct gateway_tls *tls);
 
 /* Stop: close listeners and connections (ERROR shutting_down), join the
  * workers, free everything. NULL is a no-op. */

@@ -507,6 +507,9 @@ struct gateway {
 	struct queue_registry *reg;
 	struct queue_store *store;
 	struct push_service *push; /* NULL: no wake-ups */
+	/* The context new TLS connections start from (NULL: no TLS), under
+	 * tls_lock: SIGHUP swaps it (tls.c). */
+	pthread_mutex_t tls_lock;
 	SSL_CTX *tls;
 	unsigned nworkers;
 	struct gw_worker *workers;
@@ -733,6 +736,13 @@ void gw_authfail_release(struct gateway *gw);
 
 /* ---- tls.c ---- */
 
+/* A new server context with ferry's TLS policy, @cert_file's chain and
+ * @key_file's key, checked to match; NULL and @err on failure. */
 SSL_CTX *gw_tls_context(const char *cert_file, const char *key_file, char *err, size_t errlen);
+/* Log which certificate @ctx serves (subject, expiry, fingerprint). */
+void gw_tls_log_loaded(SSL_CTX *ctx);
+/* An SSL for a new connection, from the context in force now; NULL: no
+ * memory. Any worker may call it. */
+SSL *gw_tls_new_ssl(struct gateway *gw);
 
 #endif

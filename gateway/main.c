@@ -15,7 +15,9 @@
  * The main thread runs a libuv loop that owns the signals: handlers only
  * wake the loop; SIGINT/SIGTERM stop it, SIGHUP reloads the configuration
  * (parsed and validated whole, then swapped; keys that need a restart are
- * named in the log). The admin API runs on libmicrohttpd's threads.
+ * named in the log) and reads the TLS certificate and key again, so that a
+ * renewed certificate needs no restart. The admin API runs on
+ * libmicrohttpd's threads.
  */
 #include <errno.h>
 #include <signal.h>
@@ -114,10 +116,6 @@ static int validate_for_run(const struct ferry_config *cfg)
 		fprintf(stderr, "ferryd: warning: no [admin] token or token_file: the admin API "
 				"stays off\n");
 	free(token);
-	if (!*cfg->gateway.tls_cert != !*cfg->gateway.tls_key) {
-		fprintf(stderr, "ferryd: TLS needs both [gateway] tls_cert and tls_key\n");
-		return EXIT_USAGE;
-	}
 	return EXIT_OK;
 }
 
@@ -157,17 +155,44 @@ static int check_durable(const struct ferry_config *cfg)
 	return EXIT_NOT_DURABLE;
 }
 
+/* What a reload did, for report_change(). */
+struct reload_report {
+	int tls_loaded; /* the TLS files were loaded for the listener */
+};
+
+static int is_tls_file(const char *section, const char *key)
+{
+	return strcmp(section, "gateway") == 0 &&
+	       (strcmp(key, "tls_cert") == 0 || strcmp(key, "tls_key") == 0);
+}
+
 static void report_change(const char *section, const char *key, int reloadable, void *arg)
 {
+	const struct reload_report *r = arg;
+
+	/* The TLS files reload into a listener that is open; opening or
+	 * closing one is a restart. */
+	if (is_tls_file(section, key) && !r->tls_loaded) {
+		log_warn("event=config_needs_restart key=%s.%s reason=\"the TLS listener opens "
+			 "or closes only on a restart\"",
+			 section, key);
+		return;
+	}
 	if (reloadable)
 		log_info("event=config_reloaded key=%s.%s", section, key);
 	else
 		log_warn("event=config_needs_restart key=%s.%s", section, key);
 }
 
-/* SIGHUP: load and validate everything first; apply only if all of it is good. */
+/*
+ * SIGHUP: load and validate everything first; apply only if all of it is
+ * good. What is loaded from files (the TLS certificate, push credentials)
+ * is loaded whole before anything is swapped.
+ */
 static void reload(struct daemon *d)
 {
+	struct reload_report report = { 0 };
+	struct gateway_tls *tls = NULL;
 	struct ferry_config *next;
 	char err[ERRLEN];
 	char *token = NULL;
@@ -179,31 +204,38 @@ static void reload(struct daemon *d)
 	if (d->admin && (config_admin_token(next, &token, err, sizeof(err)) || !*token)) {
 		log_error("event=reload_failed reason=\"%s\" action=kept_old_config",
 			  token ? "admin token is empty" : err);
-		free(token);
-		config_free(next);
-		return;
+		goto out_next;
+	}
+	if (gateway_tls_load(d->gw, next, &tls, err, sizeof(err))) {
+		log_error("event=reload_failed reason=\"%s\" action=kept_old_config", err);
+		goto out_next;
 	}
 	/* Loads and checks every credential file; applied only if all are good,
 	 * and the last check that can fail for a reason of the file's. */
 	if (d->push && push_reload(d->push, next, err, sizeof(err))) {
 		log_error("event=reload_failed reason=\"%s\" action=kept_old_config", err);
-		free(token);
-		config_free(next);
-		return;
+		goto out_tls;
 	}
 	if (d->admin && admin_set_token(d->admin, token)) {
 		log_error("event=reload_failed reason=\"cannot set admin token\"");
-		free(token);
-		config_free(next);
-		return;
+		goto out_tls;
 	}
 	free(token);
-	config_diff(d->cfg, next, report_change, NULL);
+	report.tls_loaded = tls != NULL;
+	gateway_tls_swap(d->gw, tls);
+	config_diff(d->cfg, next, report_change, &report);
 	log_set_level((enum log_level)next->log.level);
 	if (d->cfg != d->boot_cfg)
 		config_free(d->cfg);
 	d->cfg = next;
 	log_info("event=reload_done");
+	return;
+
+out_tls:
+	gateway_tls_free(tls);
+out_next:
+	free(token);
+	config_free(next);
 }
 
 static void on_signal(uv_signal_t *h, int signum)

@@ -12,9 +12,12 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -23,10 +26,14 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include "tests/integration/harness.h"
 #include "tests/integration/rawdev.h"
@@ -54,18 +61,30 @@ struct fixture {
 
 static struct fixture fx;
 
-/* A self-signed certificate for "localhost" into @cert and @key (paths). */
-static void make_cert_at(const char *cert, const char *key, const char *cn)
+#define EC_KEY_ARGS "ec -pkeyopt ec_paramgen_curve:P-256"
+#define RSA_KEY_ARGS "rsa:2048"
+
+/* A self-signed certificate for "localhost" with subject CN=@cn and a new
+ * key (@newkey: openssl req -newkey's argument) into @cert and @key
+ * (paths); the key file is made 0600, as ferryd expects of a key. */
+static void make_cert_kind(const char *cert, const char *key, const char *cn, const char *newkey)
 {
 	char cmd[1024];
 
 	snprintf(cmd, sizeof(cmd),
-		 "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+		 "openssl req -x509 -newkey %s -nodes "
 		 "-days 1 -subj /CN=%s -addext subjectAltName=DNS:localhost "
 		 "-keyout '%s' -out '%s' 2>/dev/null",
-		 cn, key, cert);
+		 newkey, cn, key, cert);
 	if (system(cmd) != 0)
 		fail_msg("cannot make a test certificate with openssl");
+	if (chmod(key, 0600))
+		fail_msg("chmod '%s': %s", key, strerror(errno));
+}
+
+static void make_cert_at(const char *cert, const char *key, const char *cn)
+{
+	make_cert_kind(cert, key, cn, EC_KEY_ARGS);
 }
 
 static int setup(void **state)
@@ -712,12 +731,561 @@ static void test_auth_failures(void **state)
 	assert_true(failures > FAILS_PER_DEVICE);
 }
 
+/* ---- 6. TLS: versions, ciphers, certificate reloads ---- */
+
+/* What one handshake showed. */
+struct hs {
+	int ok;		  /* the handshake completed */
+	int hello_sent;	  /* a ClientHello went out */
+	int alert;	  /* the first alert the server sent (its description), -1: none */
+	int version;	  /* negotiated, when ok */
+	char vname[16];	  /* its name, "TLSv1.3" */
+	char cipher[64];  /* negotiated, when ok */
+	char subject[64]; /* of the server's certificate, "/CN=first", when ok */
+};
+
+/* Records as they pass: the ClientHello we send, the alerts we get. */
+static void on_tls_msg(int write_p, int version, int content_type, const void *buf, size_t len,
+		       SSL *ssl, void *arg)
+{
+	struct hs *h = arg;
+	const unsigned char *p = buf;
+
+	if (write_p && content_type == SSL3_RT_HANDSHAKE && len && p[0] == SSL3_MT_CLIENT_HELLO)
+		h->hello_sent = 1;
+	if (!write_p && content_type == SSL3_RT_ALERT && len == 2 && h->alert < 0)
+		h->alert = p[1];
+}
+
+/* A client at security level 0, offering versions @min to @max, the TLS 1.2
+ * ciphers @ciphers and the TLS 1.3 suites @suites (NULL: OpenSSL's own), so
+ * that whatever is refused is refused by the server. The certificate is not
+ * verified here: the handshakes that rely on it go through rawdev. */
+static SSL *tls_client(int fd, int min, int max, const char *ciphers, const char *suites,
+		       struct hs *h)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	SSL *ssl;
+
+	assert_non_null(ctx);
+	SSL_CTX_set_security_level(ctx, 0);
+	assert_int_equal(SSL_CTX_set_min_proto_version(ctx, min), 1);
+	assert_int_equal(SSL_CTX_set_max_proto_version(ctx, max), 1);
+	if (ciphers && SSL_CTX_set_cipher_list(ctx, ciphers) != 1)
+		fail_msg("this OpenSSL does not know the ciphers '%s'", ciphers);
+	if (suites && SSL_CTX_set_ciphersuites(ctx, suites) != 1)
+		fail_msg("this OpenSSL does not know the suites '%s'", suites);
+	ssl = SSL_new(ctx);
+	SSL_CTX_free(ctx); /* the SSL holds it */
+	assert_non_null(ssl);
+	memset(h, 0, sizeof(*h));
+	h->alert = -1;
+	SSL_set_msg_callback(ssl, on_tls_msg);
+	SSL_set_msg_callback_arg(ssl, h);
+	SSL_set_fd(ssl, fd);
+	SSL_set_tlsext_host_name(ssl, "localhost");
+	return ssl;
+}
+
+/* Handshake with @ssl; what it showed into @h. */
+static void tls_handshake(SSL *ssl, struct hs *h)
+{
+	h->ok = SSL_connect(ssl) == 1;
+	if (h->ok) {
+		X509 *x = SSL_get1_peer_certificate(ssl);
+
+		assert_non_null(x);
+		X509_NAME_oneline(X509_get_subject_name(x), h->subject, sizeof(h->subject));
+		X509_free(x);
+		h->version = SSL_version(ssl);
+		snprintf(h->vname, sizeof(h->vname), "%s", SSL_get_version(ssl));
+		snprintf(h->cipher, sizeof(h->cipher), "%s", SSL_get_cipher_name(ssl));
+	}
+	ERR_clear_error();
+}
+
+/* A connection to the TLS port that gives up on a silent server. */
+static int tls_connect_fd(void)
+{
+	struct timeval tv = { 5, 0 };
+	int fd = tcp_connect(fx.tls_port);
+
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	return fd;
+}
+
+/* One handshake with the TLS port (see tls_client()). */
+static void tls_try(int min, int max, const char *ciphers, const char *suites, struct hs *h)
+{
+	int fd = tls_connect_fd();
+	SSL *ssl = tls_client(fd, min, max, ciphers, suites, h);
+
+	tls_handshake(ssl, h);
+	SSL_free(ssl);
+	close(fd);
+}
+
+/* The server saw our ClientHello and refused it with alert @alert. */
+static void expect_refused(const struct hs *h, int alert, const char *what)
+{
+	if (h->ok)
+		fail_msg("%s: accepted (%s, %s)", what, h->vname, h->cipher);
+	if (!h->hello_sent)
+		fail_msg("%s: the client sent no ClientHello: refused on our side", what);
+	if (h->alert != alert)
+		fail_msg("%s: server alert %d, expected %d", what, h->alert, alert);
+}
+
+static void expect_accepted(const struct hs *h, int version, const char *cipher, const char *what)
+{
+	if (!h->ok)
+		fail_msg("%s: refused (server alert %d)", what, h->alert);
+	assert_int_equal(h->version, version);
+	assert_string_equal(h->cipher, cipher);
+}
+
+/* Offered alone in TLS 1.2, each is refused whatever the certificate: CBC
+ * and SHA-1, RSA key exchange (no forward secrecy), DHE (not in Mozilla's
+ * intermediate since guideline 6.0), CCM, ARIA, Camellia. (3DES cannot be
+ * offered: Debian builds OpenSSL without its suites.) */
+static const char *const weak_tls12[] = {
+	"ECDHE-ECDSA-AES128-SHA",
+	"ECDHE-ECDSA-AES256-SHA384",
+	"ECDHE-RSA-AES128-SHA",
+	"ECDHE-RSA-AES256-SHA384",
+	"AES128-SHA",
+	"AES256-GCM-SHA384",
+	"DHE-RSA-AES128-GCM-SHA256",
+	"DHE-RSA-CHACHA20-POLY1305",
+	"ECDHE-ECDSA-AES128-CCM",
+	"ECDHE-ECDSA-ARIA128-GCM-SHA256",
+	"ECDHE-RSA-CAMELLIA128-SHA256",
+};
+
+/* Mozilla's intermediate TLS 1.2 ciphers for an ECDSA and an RSA key; the
+ * ChaCha20 one last. */
+static const char *const good_ecdsa[] = { "ECDHE-ECDSA-AES128-GCM-SHA256",
+					  "ECDHE-ECDSA-AES256-GCM-SHA384",
+					  "ECDHE-ECDSA-CHACHA20-POLY1305" };
+static const char *const good_rsa[] = { "ECDHE-RSA-AES128-GCM-SHA256",
+					"ECDHE-RSA-AES256-GCM-SHA384",
+					"ECDHE-RSA-CHACHA20-POLY1305" };
+
+static const char *const tls13_suites[] = { "TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384",
+					    "TLS_CHACHA20_POLY1305_SHA256" };
+
+#define N_OF(a) (sizeof(a) / sizeof((a)[0]))
+
+/* TLS 1.0 and 1.1 are refused by the server: alert protocol_version, after
+ * our ClientHello went out. */
+static void check_old_versions(void)
+{
+	struct hs h;
+
+	tls_try(TLS1_VERSION, TLS1_VERSION, "ALL:@SECLEVEL=0", NULL, &h);
+	expect_refused(&h, SSL_AD_PROTOCOL_VERSION, "TLS 1.0");
+	tls_try(TLS1_1_VERSION, TLS1_1_VERSION, "ALL:@SECLEVEL=0", NULL, &h);
+	expect_refused(&h, SSL_AD_PROTOCOL_VERSION, "TLS 1.1");
+	tls_try(TLS1_VERSION, TLS1_1_VERSION, "ALL:@SECLEVEL=0", NULL, &h);
+	expect_refused(&h, SSL_AD_PROTOCOL_VERSION, "TLS 1.0 to 1.1");
+	/* A client that offers 1.0 to 1.3 gets the newest. */
+	tls_try(TLS1_VERSION, TLS1_3_VERSION, "ALL:@SECLEVEL=0", NULL, &h);
+	if (!h.ok || h.version != TLS1_3_VERSION)
+		fail_msg("TLS 1.0 to 1.3 offered: %s", h.ok ? h.vname : "refused");
+}
+
+/*
+ * What the TLS port takes with the certificate it serves now, whose key is
+ * ECDSA (@ecdsa 1) or RSA: the old versions refused; in TLS 1.2 each
+ * intermediate cipher for the key taken, each weak one refused (alert
+ * handshake_failure); TLS 1.3 with each of its three suites, not with CCM;
+ * and the client's order wins, in both versions.
+ */
+static void check_tls_policy(int ecdsa)
+{
+	const char *const *good = ecdsa ? good_ecdsa : good_rsa;
+	char chacha_first[128];
+	struct hs h;
+
+	check_old_versions();
+	for (size_t i = 0; i < N_OF(good_ecdsa); i++) {
+		tls_try(TLS1_2_VERSION, TLS1_2_VERSION, good[i], NULL, &h);
+		expect_accepted(&h, TLS1_2_VERSION, good[i], good[i]);
+	}
+	for (size_t i = 0; i < N_OF(weak_tls12); i++) {
+		tls_try(TLS1_2_VERSION, TLS1_2_VERSION, weak_tls12[i], NULL, &h);
+		expect_refused(&h, SSL_AD_HANDSHAKE_FAILURE, weak_tls12[i]);
+	}
+	/* Server preference off: the client's first choice, not our list's. */
+	snprintf(chacha_first, sizeof(chacha_first), "%s:%s", good[2], good[0]);
+	tls_try(TLS1_2_VERSION, TLS1_2_VERSION, chacha_first, NULL, &h);
+	expect_accepted(&h, TLS1_2_VERSION, good[2], "TLS 1.2, ChaCha20 first");
+
+	for (size_t i = 0; i < N_OF(tls13_suites); i++) {
+		tls_try(TLS1_3_VERSION, TLS1_3_VERSION, NULL, tls13_suites[i], &h);
+		expect_accepted(&h, TLS1_3_VERSION, tls13_suites[i], tls13_suites[i]);
+	}
+	tls_try(TLS1_3_VERSION, TLS1_3_VERSION, NULL, "TLS_AES_128_CCM_SHA256", &h);
+	expect_refused(&h, SSL_AD_HANDSHAKE_FAILURE, "TLS 1.3, AES-CCM");
+	tls_try(TLS1_3_VERSION, TLS1_3_VERSION, NULL,
+		"TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256", &h);
+	expect_accepted(&h, TLS1_3_VERSION, "TLS_CHACHA20_POLY1305_SHA256",
+			"TLS 1.3, ChaCha20 first");
+}
+
+/* The TLS port as the fixture started it (an ECDSA certificate). */
+static void test_tls_policy(void **state)
+{
+	check_tls_policy(1);
+}
+
+/* A client's renegotiation is answered with alert no_renegotiation. */
+static void test_tls_no_renegotiation(void **state)
+{
+	int fd = tls_connect_fd();
+	struct hs h;
+	SSL *ssl = tls_client(fd, TLS1_2_VERSION, TLS1_2_VERSION, NULL, NULL, &h);
+
+	tls_handshake(ssl, &h);
+	if (!h.ok)
+		fail_msg("TLS 1.2 refused (server alert %d)", h.alert);
+	h.hello_sent = 0;
+	assert_int_equal(SSL_renegotiate(ssl), 1);
+	if (SSL_do_handshake(ssl) == 1)
+		fail_msg("the server renegotiated");
+	assert_true(h.hello_sent);
+	assert_int_equal(h.alert, SSL_AD_NO_RENEGOTIATION);
+	ERR_clear_error();
+	SSL_free(ssl);
+	close(fd);
+}
+
+/* The subject of the certificate a new handshake gets now. */
+static void expect_subject(const char *want)
+{
+	struct hs h;
+
+	tls_try(TLS1_2_VERSION, TLS1_3_VERSION, NULL, NULL, &h);
+	if (!h.ok)
+		fail_msg("TLS handshake refused (server alert %d)", h.alert);
+	assert_string_equal(h.subject, want);
+}
+
+/* Connect over TLS, checking the certificate against @ca, and log in. */
+static void tls_login(struct rawdev *d, const char *ca, int64_t id, const char *secret)
+{
+	rawdev_connect(d, fx.tls_port, ca);
+	rawdev_hello(d, PROTO_VERSION, id, secret);
+	assert_int_equal(rawdev_expect(d, PROTO_WELCOME, 5000)->u.welcome.pending, 0);
+	rawdev_expect(d, PROTO_QUEUE_EMPTY, 5000);
+}
+
+/* @from sends @text to @to_user, whose one device @to gets it and
+ * acknowledges it; @from gets ACK(delivered). Then @to answers a PING. */
+static void round_trip(struct rawdev *from, const char *to_user, struct rawdev *to,
+		       const char *text)
+{
+	uint64_t cid = ++fx.next_client_id;
+	struct proto_frame ping = { .type = PROTO_PING };
+	const struct proto_frame *f;
+
+	rawdev_send_text(from, cid, to_user, text);
+	f = rawdev_expect(to, PROTO_DELIVER, 5000);
+	assert_int_equal(f->u.deliver.client_id, cid);
+	assert_int_equal(f->u.deliver.payload.len, strlen(text));
+	assert_memory_equal(f->u.deliver.payload.p, text, strlen(text));
+	rawdev_ack(to, f->u.deliver.server_id);
+	f = rawdev_expect(from, PROTO_ACK, 5000);
+	assert_int_equal(f->u.ack.client_id, cid);
+	assert_int_equal(f->u.ack.status, PROTO_ACK_DELIVERED);
+	ping.u.nonce = cid;
+	rawdev_send(to, &ping);
+	assert_int_equal(rawdev_expect(to, PROTO_PONG, 5000)->u.nonce, cid);
+}
+
+/* Write @text to @path the way a renewal should: a new file of mode @mode
+ * renamed over the old one, so that ferryd never reads half a file. */
+static void replace_file(const char *path, const char *text, mode_t mode)
+{
+	char tmp[4096];
+	size_t len = strlen(text);
+	int fd;
+
+	snprintf(tmp, sizeof(tmp), "%s.new", path);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, mode);
+	if (fd < 0 || write(fd, text, len) != (ssize_t)len || fchmod(fd, mode) || close(fd))
+		fail_msg("cannot write '%s': %s", tmp, strerror(errno));
+	if (rename(tmp, path))
+		fail_msg("cannot rename '%s': %s", tmp, strerror(errno));
+}
+
+/* Send SIGHUP to the fixture's daemon and wait until the log has @event
+ * once more. */
+static void sighup_wait(const char *event)
+{
+	int n = th_log_count(&fx.d, event);
+
+	kill(fx.d.pid, SIGHUP);
+	th_log_wait(&fx.d, event, n + 1);
+}
+
+/* Fail if the log holds the first base64 line of @pem (key material). */
+static void expect_not_logged(const char *pem)
+{
+	const char *p = strchr(pem, '\n');
+	char line[65];
+
+	assert_non_null(p);
+	snprintf(line, sizeof(line), "%.*s", (int)strcspn(p + 1, "\n"), p + 1);
+	assert_true(strlen(line) >= 16);
+	if (th_log_count(&fx.d, line))
+		fail_msg("the log holds key material");
+}
+
+/* A renewed certificate: a new key (RSA, where the first one is ECDSA) and
+ * subject, the same paths. */
+static void renew_to_second(void)
+{
+	char *cert = th_write_file("second.pem", ""), *key = th_write_file("second.key", "");
+	char *text;
+
+	make_cert_kind(cert, key, "second", RSA_KEY_ARGS);
+	text = th_read_file(cert);
+	replace_file(fx.cert, text, 0644);
+	free(text);
+	text = th_read_file(key);
+	replace_file(fx.key, text, 0600);
+	sighup_wait("event=tls_reloaded");
+	assert_int_equal(th_log_count(&fx.d, "event=tls_reloaded subject=\"CN=second\""), 1);
+	expect_not_logged(text);
+	free(text);
+	unlink(cert);
+	unlink(key);
+	free(cert);
+	free(key);
+}
+
+/* Broken files: a garbage key, then a good key that is not the
+ * certificate's. Each reload fails, says why, and changes nothing. */
+static void reload_broken(const char *first_key)
+{
+	char *cert = th_write_file("third.pem", ""), *key = th_write_file("third.key", "");
+	char *text, want[4200];
+	int done = th_log_count(&fx.d, "event=reload_done");
+
+	replace_file(fx.key,
+		     "-----BEGIN PRIVATE KEY-----\nZ2FyYmFnZS1rZXktbWF0ZXJpYWw=\n"
+		     "-----END PRIVATE KEY-----\n",
+		     0600);
+	sighup_wait("event=reload_failed");
+	snprintf(want, sizeof(want), "cannot load TLS key '%s'", fx.key);
+	assert_int_equal(th_log_count(&fx.d, want), 1);
+	assert_int_equal(th_log_count(&fx.d, "Z2FyYmFnZS1rZXktbWF0ZXJpYWw"), 0);
+	expect_subject("/CN=second");
+
+	make_cert_kind(cert, key, "third", EC_KEY_ARGS);
+	text = th_read_file(cert);
+	replace_file(fx.cert, text, 0644);
+	free(text);
+	replace_file(fx.key, first_key, 0600);
+	sighup_wait("event=reload_failed");
+	assert_int_equal(th_log_count(&fx.d, "key values mismatch"), 1);
+	expect_subject("/CN=second");
+	assert_int_equal(th_log_count(&fx.d, "event=reload_done"), done);
+	unlink(cert);
+	unlink(key);
+	free(cert);
+	free(key);
+}
+
+/*
+ * SIGHUP with renewed files at the same paths: a device connected before
+ * carries on, new handshakes get the new certificate, with the same policy.
+ * Broken files keep the last good certificate, and the log says why without
+ * key material. Last, the first certificate again: the devices connected on
+ * either carry on.
+ */
+static void test_tls_reload(void **state)
+{
+	struct rawdev *carol = rawdev_new(), *dave = rawdev_new();
+	char *first_cert = th_read_file(fx.cert), *first_key = th_read_file(fx.key);
+	char cs[64], ds[64];
+	int64_t c, d;
+
+	th_device_create(&fx.d, TOKEN, "carol", &c, cs);
+	th_device_create(&fx.d, TOKEN, "dave", &d, ds);
+	expect_subject("/CN=first");
+	tls_login(carol, fx.cert, c, cs);
+
+	renew_to_second();
+	expect_subject("/CN=second");
+	/* Checked against the new certificate alone. */
+	tls_login(dave, fx.cert, d, ds);
+	round_trip(dave, "carol", carol, "after the reload");
+	round_trip(carol, "dave", dave, "from before the reload");
+	check_tls_policy(0);
+
+	reload_broken(first_key);
+	round_trip(dave, "carol", carol, "after a failed reload");
+	expect_not_logged(first_key);
+
+	replace_file(fx.cert, first_cert, 0644);
+	replace_file(fx.key, first_key, 0600);
+	sighup_wait("event=tls_reloaded");
+	expect_subject("/CN=first");
+	round_trip(carol, "dave", dave, "both carry on");
+	round_trip(dave, "carol", carol, "both carry on");
+	rawdev_free(carol);
+	rawdev_free(dave);
+	free(first_cert);
+	free(first_key);
+}
+
+/* Handshakes in a loop until told to stop (a thread of its own). */
+struct hammer {
+	atomic_int stop;
+	int ok, failed;
+};
+
+static void *hammer_main(void *arg)
+{
+	struct hammer *hm = arg;
+
+	while (!atomic_load(&hm->stop)) {
+		struct hs h;
+
+		tls_try(TLS1_2_VERSION, TLS1_3_VERSION, NULL, NULL, &h);
+		if (h.ok && strcmp(h.subject, "/CN=first") == 0)
+			hm->ok++;
+		else
+			hm->failed++;
+	}
+	return NULL;
+}
+
+/*
+ * Reloads while workers make SSLs from the context for new connections:
+ * every handshake completes, with the certificate of the files. (The swap
+ * against the workers is what the ThreadSanitizer run of this test looks
+ * at; a context freed under a worker crashes the ASan build.)
+ */
+static void test_tls_reload_under_load(void **state)
+{
+	struct hammer hm = { .ok = 0 };
+	pthread_t t;
+
+	atomic_init(&hm.stop, 0);
+	assert_int_equal(pthread_create(&t, NULL, hammer_main, &hm), 0);
+	for (int i = 0; i < 10; i++)
+		sighup_wait("event=tls_reloaded");
+	atomic_store(&hm.stop, 1);
+	pthread_join(t, NULL);
+	if (hm.failed || !hm.ok)
+		fail_msg("%d handshakes failed, %d completed", hm.failed, hm.ok);
+	print_message("%d handshakes during 10 reloads\n", hm.ok);
+}
+
+/* @cfg without its line that starts with @key (malloc'ed). */
+static char *without_line(const char *cfg, const char *key)
+{
+	const char *p = strstr(cfg, key);
+	const char *end;
+	char *out;
+
+	assert_non_null(p);
+	end = p + strcspn(p, "\n") + 1;
+	out = malloc(strlen(cfg) + 1);
+	assert_non_null(out);
+	memcpy(out, cfg, (size_t)(p - cfg));
+	memcpy(out + (p - cfg), end, strlen(end) + 1);
+	return out;
+}
+
+static void write_config(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+
+	if (!f || fputs(text, f) < 0 || fclose(f))
+		fail_msg("cannot write '%s': %s", path, strerror(errno));
+}
+
+/* Nothing listens on 127.0.0.1:@port. */
+static void expect_port_closed(int port)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_true(fd >= 0);
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 || errno != ECONNREFUSED)
+		fail_msg("port %d: connected, or %s", port, strerror(errno));
+	close(fd);
+}
+
+/*
+ * Turning TLS on or off opens or closes a listener: a restart. A SIGHUP that
+ * takes tls_cert and tls_key away reloads the rest and says so, and the TLS
+ * port keeps serving its certificate; a daemon that started without TLS
+ * does not open the TLS port on a SIGHUP that adds them.
+ */
+static void test_tls_on_off_needs_restart(void **state)
+{
+	char *cfg = th_read_file(fx.d.config_path), *a, *b, extra[512];
+	int port = th_free_port(), tls_port = th_free_port(), admin = th_free_port();
+	int tls_reloads = th_log_count(&fx.d, "event=tls_reloaded");
+	struct th_ferryd d;
+
+	a = without_line(cfg, "tls_cert = ");
+	b = without_line(a, "tls_key = ");
+	write_config(fx.d.config_path, b);
+	sighup_wait("event=reload_done");
+	assert_int_equal(
+		th_log_count(&fx.d, "event=config_needs_restart key=gateway.tls_cert reason="), 1);
+	assert_int_equal(
+		th_log_count(&fx.d, "event=config_needs_restart key=gateway.tls_key reason="), 1);
+	assert_int_equal(th_log_count(&fx.d, "event=tls_reloaded"), tls_reloads);
+	expect_subject("/CN=first");
+	write_config(fx.d.config_path, cfg);
+	sighup_wait("event=tls_reloaded");
+	free(a);
+	free(b);
+	free(cfg);
+
+	snprintf(extra, sizeof(extra),
+		 "[gateway]\nlisten = 127.0.0.1:%d\ntls_listen = 127.0.0.1:%d\nworkers = 1\n", port,
+		 tls_port);
+	cfg = th_ferryd_config_ex(fx.conninfo, admin, TOKEN, extra);
+	th_ferryd_start(&d, cfg, admin);
+	free(cfg);
+	snprintf(extra, sizeof(extra),
+		 "[gateway]\nlisten = 127.0.0.1:%d\ntls_listen = 127.0.0.1:%d\nworkers = 1\n"
+		 "tls_cert = %s\ntls_key = %s\n",
+		 port, tls_port, fx.cert, fx.key);
+	cfg = th_ferryd_config_ex(fx.conninfo, admin, TOKEN, extra);
+	write_config(d.config_path, cfg);
+	free(cfg);
+	kill(d.pid, SIGHUP);
+	th_log_wait(&d, "event=reload_done", 1);
+	assert_int_equal(
+		th_log_count(&d, "event=config_needs_restart key=gateway.tls_cert reason="), 1);
+	assert_int_equal(th_log_count(&d, "event=tls_reloaded"), 0);
+	expect_port_closed(tls_port);
+	assert_int_equal(th_ferryd_stop(&d, SIGTERM), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_oversized_prefix), cmocka_unit_test(test_slowloris),
-		cmocka_unit_test(test_frame_flood),	 cmocka_unit_test(test_out_of_descriptors),
+		cmocka_unit_test(test_oversized_prefix),
+		cmocka_unit_test(test_slowloris),
+		cmocka_unit_test(test_frame_flood),
+		cmocka_unit_test(test_out_of_descriptors),
 		cmocka_unit_test(test_auth_failures),
+		cmocka_unit_test(test_tls_policy),
+		cmocka_unit_test(test_tls_no_renegotiation),
+		cmocka_unit_test(test_tls_reload),
+		cmocka_unit_test(test_tls_reload_under_load),
+		cmocka_unit_test(test_tls_on_off_needs_restart),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

@@ -958,6 +958,22 @@ static void test_push_app_limit(void **state)
 	free(text);
 }
 
+/* The TLS certificate and key go together, so that a SIGHUP that sets one of
+ * them only is refused whole, like a file with a typo. */
+static void test_tls_files(void **state)
+{
+	struct ferry_config *cfg;
+
+	(void)state;
+	expect_message("[gateway]\ntls_key = /k.pem\n",
+		       "[gateway]: tls_cert and tls_key go together; tls_cert is not set");
+	expect_message("[gateway]\ntls_cert = /c.pem\ntls_key = \"\"\n",
+		       "[gateway]: tls_cert and tls_key go together; tls_key is not set");
+	cfg = load_ok("[gateway]\ntls_cert = /c.pem\ntls_key = /k.pem\n");
+	assert_string_equal(cfg->gateway.tls_key, "/k.pem");
+	config_free(cfg);
+}
+
 static void test_push_credentials(void **state)
 {
 	struct ferry_config *cfg;
@@ -1338,6 +1354,7 @@ int main(void)
 		cmocka_unit_test_setup(test_push_app_keys, clear_env),
 		cmocka_unit_test_setup(test_push_app_names, clear_env),
 		cmocka_unit_test_setup(test_push_app_limit, clear_env),
+		cmocka_unit_test_setup(test_tls_files, clear_env),
 		cmocka_unit_test_setup(test_push_credentials, clear_env),
 		cmocka_unit_test_setup(test_push_env, clear_env),
 		cmocka_unit_test_setup(test_push_print_round_trip, clear_env),

@@ -751,3 +751,45 @@ int th_tcp_connect(int port)
 		fail_msg("cannot connect to port %d: %s", port, strerror(errno));
 	return fd;
 }
+
+void th_ferryd_up(struct th_ferryd *d, const char *conninfo, int admin_port, const char *token,
+		  const char *extra)
+{
+	char *cfg = th_ferryd_config_ex(conninfo, admin_port, token, extra);
+	char *path = th_write_file("ferryd.ini", cfg), *out = NULL;
+	int status = th_ferryd_cmd(path, (const char *[]){ "migrate", NULL }, &out);
+
+	unlink(path);
+	free(path);
+	if (status != 0)
+		fail_msg("ferryd migrate failed (status %d):\n%s", status, out ? out : "");
+	free(out);
+	th_ferryd_start(d, cfg, admin_port);
+	free(cfg);
+}
+
+long th_proc_status(pid_t pid, const char *field)
+{
+	char path[64], line[256];
+	size_t n = strlen(field);
+	long v = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	f = fopen(path, "r");
+	if (!f)
+		fail_msg("cannot read %s: %s", path, strerror(errno));
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, field, n))
+			v = strtol(line + n, NULL, 10);
+	fclose(f);
+	return v;
+}
+
+long long th_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}

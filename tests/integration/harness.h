@@ -74,6 +74,11 @@ char *th_ferryd_config(const char *conninfo, int admin_port, const char *token);
 char *th_ferryd_config_ex(const char *conninfo, int admin_port, const char *token,
 			  const char *extra);
 
+/* th_ferryd_config_ex(), written to a file, `ferryd migrate` on it, and
+ * th_ferryd_start(): a daemon up on a migrated database, or the test fails. */
+void th_ferryd_up(struct th_ferryd *d, const char *conninfo, int admin_port, const char *token,
+		  const char *extra);
+
 /* Register a device for @user through the admin API; *id and @secret get
  * its credentials. */
 void th_device_create(const struct th_ferryd *d, const char *token, const char *user, int64_t *id,
@@ -93,6 +98,11 @@ char *th_read_file(const char *path);
 int th_log_count(const struct th_ferryd *d, const char *needle);
 /* A plain TCP connection to 127.0.0.1:@port (blocking), or the test fails. */
 int th_tcp_connect(int port);
+/* A field of /proc/@pid/status ("VmRSS:", "Uid:") as its first number; -1
+ * if there is no such field. */
+long th_proc_status(pid_t pid, const char *field);
+/* CLOCK_MONOTONIC in milliseconds. */
+long long th_now_ms(void);
 
 /* Wait up to 10 s until @needle occurs at least @n times in the log; fails the
  * test (printing the log) otherwise. */

@@ -49,34 +49,9 @@ static struct {
 	char slow_s[64], sender_s[64];
 } fx;
 
-static long long now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* VmRSS of @pid, KiB. */
-static long rss_kib(pid_t pid)
-{
-	char path[64], line[256];
-	long v = -1;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-	f = fopen(path, "r");
-	assert_non_null(f);
-	while (fgets(line, sizeof(line), f))
-		if (!strncmp(line, "VmRSS:", 6))
-			v = strtol(line + 6, NULL, 10);
-	fclose(f);
-	return v;
-}
-
 static int setup(void **state)
 {
-	char *cfg, *path, *saved, extra[512], asan[512];
+	char *saved, extra[512], asan[512];
 
 	fx.conninfo = th_db_new("backpressure");
 	fx.port = th_free_port();
@@ -87,17 +62,13 @@ static int setup(void **state)
 		 "max_output = 16m\n\n"
 		 "[receipts]\ndelivered = off\n",
 		 fx.port, WINDOW, WRITE_TIMEOUT_MS);
-	cfg = th_ferryd_config_ex(fx.conninfo, fx.admin_port, TOKEN, extra);
-	path = th_write_file("backpressure.ini", cfg);
-	if (th_ferryd_cmd(path, (const char *[]){ "migrate", NULL }, NULL) != 0)
-		return -1;
 	/* ASan holds freed memory back (256 MB by default), which would look
 	 * like growth: this daemon keeps 1 MB. */
 	saved = getenv("ASAN_OPTIONS") ? strdup(getenv("ASAN_OPTIONS")) : NULL;
 	snprintf(asan, sizeof(asan), "%s%squarantine_size_mb=1", saved ? saved : "",
 		 saved ? ":" : "");
 	setenv("ASAN_OPTIONS", asan, 1);
-	th_ferryd_start(&fx.d, cfg, fx.admin_port);
+	th_ferryd_up(&fx.d, fx.conninfo, fx.admin_port, TOKEN, extra);
 	if (saved)
 		setenv("ASAN_OPTIONS", saved, 1);
 	else
@@ -105,9 +76,6 @@ static int setup(void **state)
 	free(saved);
 	th_device_create(&fx.d, TOKEN, "sloth", &fx.slow, fx.slow_s);
 	th_device_create(&fx.d, TOKEN, "bob", &fx.sender, fx.sender_s);
-	unlink(path);
-	free(path);
-	free(cfg);
 	return 0;
 }
 
@@ -178,21 +146,21 @@ static void test_slow_consumer(void **state)
 	int buffered, before = th_log_count(&fx.d, "event=conn_write_timeout");
 
 	fill_backlog();
-	rss0 = rss_kib(fx.d.pid);
+	rss0 = th_proc_status(fx.d.pid, "VmRSS:");
 
 	/* Connect, read WELCOME, then nothing more: a 4 KiB receive window
 	 * fills at once. PING twice a second, without reading the PONGs. */
 	d->rcvbuf = 4096;
 	pending = rawdev_login_pending(d, fx.port, fx.slow, fx.slow_s);
 	assert_int_equal(pending, BACKLOG);
-	t0 = now_ms();
-	for (int i = 0; now_ms() - t0 < 4 * WRITE_TIMEOUT_MS; i++) {
-		long rss = rss_kib(fx.d.pid);
+	t0 = th_now_ms();
+	for (int i = 0; th_now_ms() - t0 < 4 * WRITE_TIMEOUT_MS; i++) {
+		long rss = th_proc_status(fx.d.pid, "VmRSS:");
 
 		if (rss > rss_max)
 			rss_max = rss;
 		if (!closed_at && th_log_count(&fx.d, "event=conn_write_timeout") > before)
-			closed_at = now_ms();
+			closed_at = th_now_ms();
 		if (closed_at)
 			break;
 		ping.u.nonce = (uint64_t)i + 1;
@@ -273,15 +241,13 @@ static void test_handshake_admission(void **state)
 	int port = th_free_port(), admin = th_free_port(), fds[SILENT], closed = 0;
 	struct rawdev *dev = rawdev_new();
 	long long t0;
-	char extra[256], *cfg;
+	char extra[256];
 
 	snprintf(extra, sizeof(extra),
 		 "[gateway]\nlisten = 127.0.0.1:%d\ntls_listen = \"\"\nworkers = 1\n"
 		 "max_handshakes = %d\nhandshake_timeout = %d\n",
 		 port, ADMIT, HS_MS);
-	cfg = th_ferryd_config_ex(fx.conninfo, admin, TOKEN, extra);
-	th_ferryd_start(&d, cfg, admin);
-	free(cfg);
+	th_ferryd_up(&d, fx.conninfo, admin, TOKEN, extra);
 	for (int i = 0; i < SILENT; i++)
 		fds[i] = th_tcp_connect(port);
 	usleep(500 * 1000);
@@ -289,9 +255,9 @@ static void test_handshake_admission(void **state)
 	assert_int_equal(connections_now(&d), ADMIT);
 	th_log_wait(&d, "event=accept_paused", 1);
 	/* Behind 12 silent ones: admitted in the third round at the latest. */
-	t0 = now_ms();
+	t0 = th_now_ms();
 	rawdev_login(dev, port, fx.slow, fx.slow_s);
-	assert_true(now_ms() - t0 >= HS_MS / 2);
+	assert_true(th_now_ms() - t0 >= HS_MS / 2);
 	assert_int_equal(th_log_count(&d, "event=accept_paused"), 1);
 	/* Every silent connection was taken in its turn and timed out. */
 	for (int i = 0; i < SILENT; i++) {

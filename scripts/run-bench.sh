@@ -730,8 +730,8 @@ if want wake; then
 	if openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
 		-subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
 		-keyout "$tmp/push/key.pem" -out "$tmp/push/cert.pem" 2>/dev/null &&
-		openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 \
-			-out "$tmp/push/AuthKey.p8" 2>/dev/null &&
+		(umask 077 && openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 \
+			-out "$tmp/push/AuthKey.p8" 2>/dev/null) &&
 		openssl pkey -in "$tmp/push/AuthKey.p8" -pubout -out "$tmp/push/pub.pem" 2>/dev/null; then
 		: >"$tmp/push/mock.log"
 		"$top/build/bench/mock_apns" --port 0 --cert "$tmp/push/cert.pem" \

@@ -60,6 +60,8 @@ pg_createdb "$sock" "$db"
 if [ ! -s "$tokfile" ]; then
 	(umask 077 && head -c 32 /dev/urandom | base64 | tr -d '=+/\n' > "$tokfile")
 fi
+# ferryd refuses a token file that others can read; an older tree may have one.
+chmod 600 "$tokfile"
 if [ ! -f "$cfg" ]; then
 	cat > "$cfg" <<EOT
 # Development configuration written by 'make run'. Edit freely; it is kept.

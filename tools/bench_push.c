@@ -240,11 +240,15 @@ static int make_provider_key(struct env *e)
 {
 	EVP_PKEY *k = EVP_EC_gen("P-256");
 	FILE *priv = NULL, *pub = NULL;
-	int rc = -1;
+	int rc = -1, fd;
 
 	if (!k)
 		goto out;
-	priv = fopen(e->p8, "w");
+	/* Owner-only: ferry's loader refuses a key file others can read. */
+	fd = open(e->p8, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	priv = fd >= 0 ? fdopen(fd, "w") : NULL;
+	if (!priv && fd >= 0)
+		close(fd);
 	pub = fopen(e->pub, "w");
 	if (!priv || !pub || PEM_write_PrivateKey(priv, k, NULL, NULL, 0, NULL, NULL) != 1 ||
 	    PEM_write_PUBKEY(pub, k) != 1)

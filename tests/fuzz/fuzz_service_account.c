@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "push/creds.h"
@@ -37,6 +38,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	fd = memfd_create("fuzz.json", 0);
 	if (fd < 0)
 		return 0;
+	/* A memfd starts as mode 0777; the loaders take owner-only files. */
+	if (fchmod(fd, 0600)) {
+		close(fd);
+		return 0;
+	}
 	if (write(fd, data, size) != (ssize_t)size) {
 		close(fd);
 		return 0;

@@ -261,7 +261,9 @@ char *th_write_file(const char *name, const char *text)
 	static int counter;
 	char *path = xasprintf("%s/%d_%d_%s", env_or_fail("FERRY_TEST_TMPDIR"), (int)getpid(),
 			       ++counter, name);
-	FILE *f = fopen(path, "w");
+	/* Owner-only: ferryd refuses key and token files others can read. */
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
 
 	if (!f || fputs(text, f) < 0 || fclose(f))
 		fail_msg("cannot write '%s': %s", path, strerror(errno));

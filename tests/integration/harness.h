@@ -40,7 +40,8 @@ long long th_pg_int(PGconn *conn, const char *fmt, ...) __attribute__((format(pr
 /* A TCP port on 127.0.0.1 that was free a moment ago. */
 int th_free_port(void);
 
-/* Write @text to a new file in FERRY_TEST_TMPDIR; returns its malloc'ed path. */
+/* Write @text to a new file in FERRY_TEST_TMPDIR, mode 0600 (what ferryd
+ * wants of key and token files); returns its malloc'ed path. */
 char *th_write_file(const char *name, const char *text);
 
 /* A running daemon. */

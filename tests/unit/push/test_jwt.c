@@ -12,6 +12,7 @@
  * Keys are generated once per run; credential files go to a mkdtemp()
  * directory that is removed at the end.
  */
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -216,10 +217,12 @@ static char *tmp_path(const char *name)
 	return p;
 }
 
+/* Owner-only, as the loaders want credential files. */
 static char *write_file(const char *name, const void *data, size_t len)
 {
 	char *path = tmp_path(name);
-	FILE *f = fopen(path, "we");
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
 
 	assert_non_null(f);
 	assert_int_equal(fwrite(data, 1, len, f), len);

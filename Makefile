@@ -62,7 +62,8 @@ COMMON_SRCS := \
 	common/fault.c \
 	common/hist.c \
 	common/log.c \
-	common/mailbox.c
+	common/mailbox.c \
+	common/secfile.c
 
 QUEUE_SRCS := \
 	queue/device.c \
@@ -183,6 +184,7 @@ INTEGRATION_TESTS := \
 	tests/integration/test_push_api \
 	tests/integration/test_receipts \
 	tests/integration/test_metrics \
+	tests/integration/test_secrets \
 	tests/integration/test_store \
 	tests/integration/test_store_allocfail \
 	tests/integration/test_admin \
@@ -383,6 +385,7 @@ build/asan/tests/integration/test_mock_push: | $(MOCK_BINS)
 build/asan/tests/integration/test_push_senders: | $(MOCK_BINS)
 build/asan/tests/integration/test_push: | $(MOCK_BINS)
 build/asan/tests/integration/test_push_api: | $(MOCK_BINS)
+build/asan/tests/integration/test_secrets: | $(MOCK_BINS)
 build/asan/tests/integration/test_ferryctl: | build/asan/ferryctl
 
 # ---- fuzzing (clang, libFuzzer + ASan + UBSan) ---------------------------------

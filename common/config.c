@@ -46,6 +46,7 @@
 #include "common/config.h"
 #include "common/config_int.h"
 #include "common/log.h"
+#include "common/secfile.h"
 #include "common/banned.h"
 
 #define KIB 1024ULL
@@ -80,8 +81,9 @@ static const struct entry table[] = {
 	  "needs a restart." },
 	{ "gateway", "tls_key", TYPE_STRING, "", 0, 0, FIELD(gateway.tls_key),
 	  FLAG_RELOADABLE | FLAG_TOGETHER, NULL,
-	  "PEM file with the private key of `tls_cert`; a SIGHUP with a key that does not match "
-	  "the certificate keeps the old pair." },
+	  "PEM file with the private key of `tls_cert`, unencrypted. It must be accessible to its "
+	  "owner only (mode 0600 or 0400): ferryd refuses to start otherwise, and a SIGHUP with "
+	  "such a key, or one that does not match the certificate, keeps the old pair." },
 	{ "gateway", "workers", TYPE_UINT, "0", 0, 64, FIELD(gateway.workers), 0, NULL,
 	  "Worker threads, each with its own event loop and connections. 0: one per core." },
 	{ "gateway", "max_frame", TYPE_SIZE, "64k", 1 * KIB, 16 * MIB, FIELD(gateway.max_frame), 0,
@@ -221,8 +223,9 @@ static const struct entry table[] = {
 	  "APNs origin for devices registered for the sandbox (development builds)." },
 	{ "push.apns", "key_file", TYPE_STRING, "", 0, 0, APP_FIELD(apns.key_file),
 	  FLAG_APP | FLAG_RELOADABLE | FLAG_TOGETHER, NULL,
-	  "The `.p8` token-auth key from Apple. `key_file`, `key_id` and `team_id` go together "
-	  "and enable APNs for the app." },
+	  "The `.p8` token-auth key from Apple, accessible to its owner only (mode 0600 or 0400; "
+	  "refused otherwise). `key_file`, `key_id` and `team_id` go together and enable APNs for "
+	  "the app." },
 	{ "push.apns", "key_id", TYPE_APPLE_ID, "", 0, 0, APP_FIELD(apns.key_id),
 	  FLAG_APP | FLAG_RELOADABLE | FLAG_TOGETHER, NULL, "The ID of the key in `key_file`." },
 	{ "push.apns", "team_id", TYPE_APPLE_ID, "", 0, 0, APP_FIELD(apns.team_id),
@@ -231,10 +234,12 @@ static const struct entry table[] = {
 	{ "push.apns", "cert_file", TYPE_STRING, "", 0, 0, APP_FIELD(apns.cert_file),
 	  FLAG_APP | FLAG_RELOADABLE, NULL,
 	  "Certificate-based authentication instead of `key_file`: the app's APNs client "
-	  "certificate (PEM). The two exclude each other; either enables APNs for the app." },
+	  "certificate (PEM). The two exclude each other; either enables APNs for the app. When "
+	  "it holds the key too (`cert_key` empty), it must be accessible to its owner only." },
 	{ "push.apns", "cert_key", TYPE_STRING, "", 0, 0, APP_FIELD(apns.cert_key),
 	  FLAG_APP | FLAG_RELOADABLE, NULL,
-	  "The private key (PEM, unencrypted) of `cert_file`; empty: it is in `cert_file`." },
+	  "The private key (PEM, unencrypted) of `cert_file`, accessible to its owner only (mode "
+	  "0600 or 0400; refused otherwise); empty: it is in `cert_file`." },
 	{ "push.apns", "topic", TYPE_STRING, "", 0, 0, APP_FIELD(apns.topic),
 	  FLAG_APP | FLAG_RELOADABLE, NULL,
 	  "The default `apns-topic` (the app's bundle ID), for devices registered without "
@@ -244,7 +249,8 @@ static const struct entry table[] = {
 	{ "push.fcm", "service_account", TYPE_STRING, "", 0, 0, APP_FIELD(fcm.service_account),
 	  FLAG_APP | FLAG_RELOADABLE, NULL,
 	  "The Google service-account JSON file of the app's Firebase project; enables FCM for "
-	  "the app." },
+	  "the app. It holds a private key: accessible to its owner only (mode 0600 or 0400; "
+	  "refused otherwise)." },
 	{ "admin", "listen", TYPE_ADDR, "127.0.0.1:7280", 0, 0, FIELD(admin.listen), 0, NULL,
 	  "Address of the admin REST API: `host:port` or `[v6]:port`. Empty disables the admin "
 	  "API." },
@@ -254,7 +260,8 @@ static const struct entry table[] = {
 	{ "admin", "token_file", TYPE_STRING, "", 0, 0, FIELD(admin.token_file), FLAG_RELOADABLE,
 	  NULL,
 	  "File whose first line is the admin bearer token (trailing whitespace removed); "
-	  "read when `token` is empty." },
+	  "read when `token` is empty. It must be accessible to its owner only (mode 0600 or "
+	  "0400); ferryd refuses it otherwise." },
 	{ "admin", "max_body", TYPE_SIZE, "64k", 1 * KIB, 16 * MIB, FIELD(admin.max_body), 0, NULL,
 	  "Largest request body the admin API accepts." },
 	{ "admin", "threads", TYPE_UINT, "2", 1, 64, FIELD(admin.threads), 0, NULL,
@@ -763,10 +770,12 @@ static enum ferry_err apply_env(struct ferry_config *cfg, char *err, size_t errl
 
 /*
  * Read all of @path into @out (at most @cap bytes). @what names the file in
- * messages ("config file"). On failure @out is released.
+ * messages ("config file"). With @owner_only, a file its group or others can
+ * access is refused (common/secfile.h), checked on the stream that is then
+ * read. On failure @out is released.
  */
-static enum ferry_err read_file(const char *path, size_t cap, const char *what, struct buf *out,
-				char *err, size_t errlen)
+static enum ferry_err read_file(const char *path, size_t cap, const char *what, int owner_only,
+				struct buf *out, char *err, size_t errlen)
 {
 	char chunk[4096], tmp[128];
 	enum ferry_err rc = FERRY_OK;
@@ -778,6 +787,10 @@ static enum ferry_err read_file(const char *path, size_t cap, const char *what, 
 	if (!f) {
 		seterr(err, errlen, "cannot read %s '%s': %s", what, path,
 		       errno_text(errno, tmp, sizeof(tmp)));
+		return FERRY_ECONFIG;
+	}
+	if (owner_only && secfile_check(fileno(f), what, path, err, errlen)) {
+		fclose(f);
 		return FERRY_ECONFIG;
 	}
 	do {
@@ -1060,7 +1073,7 @@ static enum ferry_err load_file(struct ferry_config *cfg, const char *path, char
 	enum ferry_err rc;
 	struct buf text;
 
-	rc = read_file(path, CONFIG_MAX_FILE, "config file", &text, err, errlen);
+	rc = read_file(path, CONFIG_MAX_FILE, "config file", 0, &text, err, errlen);
 	if (rc)
 		return rc;
 	if (text.len)
@@ -1392,7 +1405,7 @@ enum ferry_err config_admin_token(const struct ferry_config *cfg, char **out, ch
 			goto nomem;
 		return FERRY_OK;
 	}
-	rc = read_file(path, CONFIG_MAX_FILE, "token file", &text, err, errlen);
+	rc = read_file(path, CONFIG_MAX_FILE, "token file", 1, &text, err, errlen);
 	if (rc)
 		return rc;
 	nl = text.len ? memchr(text.data, '\n', text.len) : NULL;

@@ -176,7 +176,8 @@ void config_diff(const struct ferry_config *old, const struct ferry_config *new,
  * Read the admin token: [admin] token, or the first line of [admin]
  * token_file (trailing whitespace removed). *out is malloc'ed, the caller
  * frees it; an empty token when neither is set. FERRY_ECONFIG with a message
- * in @err when the file cannot be read.
+ * in @err when the file cannot be read, or its group or others have access
+ * to it (common/secfile.h).
  */
 enum ferry_err config_admin_token(const struct ferry_config *cfg, char **out, char *err,
 				  size_t errlen) FERRY_WUR;

@@ -737,7 +737,8 @@ void gw_authfail_release(struct gateway *gw);
 /* ---- tls.c ---- */
 
 /* A new server context with ferry's TLS policy, @cert_file's chain and
- * @key_file's key, checked to match; NULL and @err on failure. */
+ * @key_file's key (PEM, unencrypted, accessible to its owner only), checked
+ * to match; NULL and @err, naming the file, on failure. */
 SSL_CTX *gw_tls_context(const char *cert_file, const char *key_file, char *err, size_t errlen);
 /* Log which certificate @ctx serves (subject, expiry, fingerprint). */
 void gw_tls_log_loaded(SSL_CTX *ctx);

@@ -25,18 +25,27 @@
  *
  * Connections drive OpenSSL through memory BIOs (conn.c): libuv moves the
  * ciphertext, OpenSSL never touches a socket.
+ *
+ * The key file must be accessible to its owner only, like sshd's and
+ * PostgreSQL's keys: a TLS key that others can read lets them pose as the
+ * server to every device. That holds at start and on every reload.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
 #include "common/log.h"
+#include "common/secfile.h"
 #include "gateway/gateway_int.h"
 #include "common/banned.h"
 
@@ -82,6 +91,47 @@ static int set_policy(SSL_CTX *ctx)
 	       SSL_CTX_set1_groups_list(ctx, TLS_GROUPS) == 1;
 }
 
+/* A PEM password callback that has none: an encrypted key fails to load
+ * instead of making OpenSSL prompt on the terminal. */
+static int no_passphrase(char *buf, int size, int rwflag, void *u)
+{
+	return 0;
+}
+
+/*
+ * Load the private key in @key_file into @ctx. The file must be accessible
+ * to its owner only (common/secfile.h), checked on the descriptor the key
+ * is then read from, so that the file checked is the file used.
+ */
+static int use_key_file(SSL_CTX *ctx, const char *key_file, char *err, size_t errlen)
+{
+	EVP_PKEY *key = NULL;
+	char tmp[128];
+	BIO *bio;
+	int fd, rc = -1;
+
+	fd = open(key_file, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		snprintf(err, errlen, "cannot load TLS key '%s': %s", key_file,
+			 strerror_r(errno, tmp, sizeof(tmp)));
+		return -1;
+	}
+	if (secfile_check(fd, "TLS key", key_file, err, errlen))
+		goto close_fd;
+	bio = BIO_new_fd(fd, BIO_NOCLOSE);
+	if (bio)
+		key = PEM_read_bio_PrivateKey(bio, NULL, no_passphrase, NULL);
+	BIO_free(bio);
+	if (!key || SSL_CTX_use_PrivateKey(ctx, key) != 1)
+		ssl_reason(err, errlen, "cannot load TLS key", key_file);
+	else
+		rc = 0;
+	EVP_PKEY_free(key);
+close_fd:
+	close(fd);
+	return rc;
+}
+
 SSL_CTX *gw_tls_context(const char *cert_file, const char *key_file, char *err, size_t errlen)
 {
 	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
@@ -98,10 +148,8 @@ SSL_CTX *gw_tls_context(const char *cert_file, const char *key_file, char *err, 
 		ssl_reason(err, errlen, "cannot load TLS certificate", cert_file);
 		goto fail;
 	}
-	if (SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1) {
-		ssl_reason(err, errlen, "cannot load TLS key", key_file);
+	if (use_key_file(ctx, key_file, err, errlen))
 		goto fail;
-	}
 	if (SSL_CTX_check_private_key(ctx) != 1) {
 		ssl_reason(err, errlen, "TLS key does not match the certificate", key_file);
 		goto fail;

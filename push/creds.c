@@ -13,6 +13,11 @@
  * OpenSSL's error queue is cleared after every failure here, so that a bad
  * key cannot confuse a later SSL_get_error() on the same thread.
  *
+ * Every file that holds a private key must be accessible to its owner only
+ * (common/secfile.h), checked on the descriptor that is then read. That
+ * includes the certificate file of certificate-based APNs when the key is
+ * in it; a certificate alone is public.
+ *
  * Messages: "cannot read <what> '<path>': <why>", or "<what> '<path>':
  * [field '<name>': ]<problem>"; never quoting key material.
  */
@@ -34,6 +39,7 @@
 
 #include "push/creds.h"
 #include "push/jwt.h"
+#include "common/secfile.h"
 #include "common/banned.h"
 
 #define WHAT_APNS "APNs key file"
@@ -104,6 +110,8 @@ static enum ferry_err read_secret_file(const struct subject *sub, char **out, si
 		cannot_read(err, errlen, sub, "not a regular file");
 		goto close_fd;
 	}
+	if (secfile_check(fd, sub->what, sub->path, err, errlen))
+		goto close_fd;
 	if (st.st_size > PUSH_CREDS_MAX_FILE) {
 		fail(err, errlen, sub, "larger than %d bytes", PUSH_CREDS_MAX_FILE);
 		goto close_fd;
@@ -454,6 +462,13 @@ enum ferry_err push_apns_cert_check(const char *cert_path, const char *key_path,
 	if (!f) {
 		snprintf(err, errlen, "cannot read APNs certificate key '%s': %s", kpath,
 			 strerror_r(errno, tmp, sizeof(tmp)));
+		goto out;
+	}
+	if (secfile_check(fileno(f),
+			  kpath == cert_path ? "APNs certificate (and key)"
+					     : "APNs certificate key",
+			  kpath, err, errlen)) {
+		fclose(f);
 		goto out;
 	}
 	/* No passphrase callback: an encrypted key fails here, not later. */

@@ -12,9 +12,11 @@
  * A message never contains key material: invalid JSON is reported by line
  * and column only, since the parser's own text may quote the input.
  *
- * Secrets: every buffer that held private-key text is cleansed before it is
- * freed. (The JSON parser's own scratch memory is freed by jansson without
- * cleansing; it cannot be reached from here.) Nothing here logs.
+ * Secrets: a file that holds a private key must give its group and others
+ * no access at all (common/secfile.h); a loader refuses it otherwise, with
+ * a message that says which chmod fixes it. Every buffer that held
+ * private-key text is cleansed before it is freed. (The JSON parser's own scratch memory is freed
+ * by jansson without cleansing; it cannot be reached from here.) Nothing here logs.
  */
 #ifndef FERRY_PUSH_CREDS_H
 #define FERRY_PUSH_CREDS_H
@@ -34,8 +36,9 @@
  * Load the APNs key in @path: PEM "PRIVATE KEY" (PKCS#8, unencrypted), EC
  * on P-256. On success *out is the caller's (EVP_PKEY_free). Returns
  * FERRY_ECONFIG with a message naming @path when the file cannot be read,
- * is larger than PUSH_CREDS_MAX_FILE, holds no PKCS#8 PEM key, or the key
- * is not EC P-256; FERRY_ENOMEM. *out is NULL on failure.
+ * is larger than PUSH_CREDS_MAX_FILE, has group or world access, holds no
+ * PKCS#8 PEM key, or the key is not EC P-256; FERRY_ENOMEM. *out is NULL on
+ * failure.
  */
 enum ferry_err push_apns_key_load(const char *path, EVP_PKEY **out, char *err,
 				  size_t errlen) FERRY_WUR;
@@ -43,9 +46,10 @@ enum ferry_err push_apns_key_load(const char *path, EVP_PKEY **out, char *err,
 /*
  * Check an APNs client certificate for certificate-based authentication:
  * @cert_path holds a PEM certificate, and its private key is in @key_path
- * (NULL or "": in @cert_path too), unencrypted, and matches it. Nothing is
- * kept: libcurl reads the files for each new connection. FERRY_ECONFIG with
- * a message naming the file; FERRY_ENOMEM.
+ * (NULL or "": in @cert_path too), unencrypted, owner-only, and matches it.
+ * Nothing is kept: libcurl reads the files for each new connection, so the
+ * mode is checked here, at start and on SIGHUP, not on every read.
+ * FERRY_ECONFIG with a message naming the file; FERRY_ENOMEM.
  */
 enum ferry_err push_apns_cert_check(const char *cert_path, const char *key_path, char *err,
 				    size_t errlen) FERRY_WUR;
@@ -65,7 +69,8 @@ struct push_service_account {
  * "service_account"; non-empty strings "project_id", "private_key_id",
  * "private_key" (PEM PKCS#8 RSA), "client_email", "token_uri". Other members
  * are ignored. Returns FERRY_ECONFIG with a message naming @path and the
- * field at fault, FERRY_ENOMEM; on failure @out is zeroed.
+ * field at fault (or the file's mode, if its group or others have access),
+ * FERRY_ENOMEM; on failure @out is zeroed.
  */
 enum ferry_err push_service_account_load(const char *path, struct push_service_account *out,
 					 char *err, size_t errlen) FERRY_WUR;

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -1198,6 +1199,40 @@ static void test_admin_token(void **state)
 	remove_tmp(emptyfile);
 }
 
+/* A token file its group or others may access is refused, with the fix;
+ * owner read-write or read-only is fine. */
+static void test_admin_token_file_mode(void **state)
+{
+	static const mode_t refused[] = { 0640, 0604, 0620, 0602, 0644 };
+	char *tokfile = write_tmp("tok\n");
+	char text[256], err[ERRLEN], want[512], *tok;
+	struct ferry_config *cfg;
+
+	(void)state;
+	snprintf(text, sizeof(text), "[admin]\ntoken_file = %s\n", tokfile);
+	cfg = load_ok(text);
+	for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+		assert_int_equal(chmod(tokfile, refused[i]), 0);
+		tok = (char *)&tok;
+		assert_int_equal(config_admin_token(cfg, &tok, err, sizeof(err)), FERRY_ECONFIG);
+		assert_null(tok);
+		snprintf(want, sizeof(want),
+			 "token file '%s' has group or world access (mode %04o); allow its owner "
+			 "only: chmod 600 '%s'",
+			 tokfile, (unsigned)refused[i], tokfile);
+		assert_string_equal(err, want);
+	}
+	assert_int_equal(chmod(tokfile, 0400), 0);
+	assert_int_equal(config_admin_token(cfg, &tok, err, sizeof(err)), FERRY_OK);
+	assert_string_equal(tok, "tok");
+	free(tok);
+	assert_int_equal(chmod(tokfile, 0600), 0);
+	assert_int_equal(config_admin_token(cfg, &tok, err, sizeof(err)), FERRY_OK);
+	free(tok);
+	config_free(cfg);
+	remove_tmp(tokfile);
+}
+
 /*
  * A token with a space or tab at either end could never match a Bearer
  * header (the whitespace around the token is not part of it): refused.
@@ -1360,6 +1395,7 @@ int main(void)
 		cmocka_unit_test_setup(test_push_print_round_trip, clear_env),
 		cmocka_unit_test_setup(test_push_diff, clear_env),
 		cmocka_unit_test_setup(test_admin_token, clear_env),
+		cmocka_unit_test_setup(test_admin_token_file_mode, clear_env),
 		cmocka_unit_test_setup(test_admin_token_padded, clear_env),
 		cmocka_unit_test_setup(test_example_file, clear_env),
 		cmocka_unit_test_setup(test_reference, clear_env),

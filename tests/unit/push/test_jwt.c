@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -721,6 +722,7 @@ static void test_apns_key_load(void **state)
 							       "pass", 4, NULL, NULL),
 				 1);
 		BIO_free(bio);
+		assert_int_equal(chmod(path, 0600), 0);
 		expect_apns_error(path, "the key is encrypted");
 		remove_file(path);
 	}
@@ -937,6 +939,66 @@ static void test_sa_bad(void **state)
 	free(path);
 }
 
+/*
+ * A credential file its group or others may read or write is refused, with
+ * the chmod that fixes it; owner read-write and read-only are fine. The
+ * mode is what counts, not whether this process could read the file.
+ */
+static void test_key_file_modes(void **state)
+{
+	static const mode_t refused[] = { 0640, 0604, 0620, 0602, 0644, 0660, 0610, 0601 };
+	static const mode_t accepted[] = { 0600, 0400 };
+	char *pem = key_pem(ec_key, 0), *sa_text, want[700], err[512];
+	char *p8 = write_file("AuthKey_MODE.p8", pem, strlen(pem));
+	json_t *j = sa_json();
+	struct push_service_account sa;
+	EVP_PKEY *key = NULL;
+	char *sa_path;
+
+	sa_text = json_dumps(j, 0);
+	json_decref(j);
+	sa_path = write_file("sa-mode.json", sa_text, strlen(sa_text));
+	for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+		assert_int_equal(chmod(p8, refused[i]), 0);
+		assert_int_equal(chmod(sa_path, refused[i]), 0);
+		snprintf(want, sizeof(want),
+			 "APNs key file '%s' has group or world access (mode %04o); allow its "
+			 "owner only: chmod 600 '%s'",
+			 p8, (unsigned)refused[i], p8);
+		err[0] = '\0';
+		assert_int_equal(push_apns_key_load(p8, &key, err, sizeof(err)), FERRY_ECONFIG);
+		assert_null(key);
+		assert_string_equal(err, want);
+		snprintf(want, sizeof(want), "service-account file '%s' has group or world access",
+			 sa_path);
+		expect_sa_error(sa_path, want);
+	}
+	for (size_t i = 0; i < sizeof(accepted) / sizeof(accepted[0]); i++) {
+		assert_int_equal(chmod(p8, accepted[i]), 0);
+		assert_int_equal(chmod(sa_path, accepted[i]), 0);
+		assert_int_equal(push_apns_key_load(p8, &key, err, sizeof(err)), FERRY_OK);
+		assert_int_equal(EVP_PKEY_eq(key, ec_key), 1);
+		EVP_PKEY_free(key);
+		key = NULL;
+		assert_int_equal(push_service_account_load(sa_path, &sa, err, sizeof(err)),
+				 FERRY_OK);
+		push_service_account_release(&sa);
+	}
+	remove_file(p8);
+	remove_file(sa_path);
+
+	/* The fix is quoted for a shell, whatever the name. */
+	p8 = write_file("it's.p8", pem, strlen(pem));
+	assert_int_equal(chmod(p8, 0644), 0);
+	snprintf(want, sizeof(want), "chmod 600 '%s/it'\\''s.p8'", tmpdir);
+	assert_int_equal(push_apns_key_load(p8, &key, err, sizeof(err)), FERRY_ECONFIG);
+	if (!strstr(err, want))
+		fail_msg("error '%s' does not end in \"%s\"", err, want);
+	remove_file(p8);
+	free(sa_text);
+	free(pem);
+}
+
 /* ---- the provider-token cache -------------------------------------------- */
 
 static int64_t token_iat(const char *tok)
@@ -1073,6 +1135,7 @@ int main(void)
 		cmocka_unit_test(test_rs256_errors),
 		cmocka_unit_test(test_rs256_openssl_cli),
 		cmocka_unit_test(test_apns_key_load),
+		cmocka_unit_test(test_key_file_modes),
 		cmocka_unit_test(test_sa_good),
 		cmocka_unit_test(test_sa_missing_fields),
 		cmocka_unit_test(test_sa_bad),

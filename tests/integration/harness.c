@@ -472,6 +472,17 @@ void th_ferryd_start(struct th_ferryd *d, const char *config_text, int admin_por
 	fail_msg("ferryd did not become healthy within 20 s");
 }
 
+void th_assert_lacks(const char *text, const char *needle, const char *what, const char *where)
+{
+	const char *at = strstr(text, needle), *line = at;
+
+	if (!at)
+		return;
+	while (line > text && line[-1] != '\n')
+		line--;
+	fail_msg("%s in %s: %.*s", what, where, (int)strcspn(line, "\n"), line);
+}
+
 int th_log_count(const struct th_ferryd *d, const char *needle)
 {
 	char *log = read_all(d->log_path);

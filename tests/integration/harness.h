@@ -95,6 +95,10 @@ int th_wait(pid_t pid);
 /* The whole content of a file (malloc'ed; empty if it does not exist). */
 char *th_read_file(const char *path);
 
+/* Fail the test if @needle occurs in @text, quoting the line it is on:
+ * "<what> in <where>: <line>". For secrets that must not leak. */
+void th_assert_lacks(const char *text, const char *needle, const char *what, const char *where);
+
 /* How many times @needle occurs in the daemon's log so far. */
 int th_log_count(const struct th_ferryd *d, const char *needle);
 /* A plain TCP connection to 127.0.0.1:@port (blocking), or the test fails. */

@@ -104,6 +104,7 @@ GATEWAY_SRCS := \
 	gateway/gateway.c \
 	gateway/ops.c \
 	gateway/presence.c \
+	gateway/privs.c \
 	gateway/proto.c \
 	gateway/receipt.c \
 	gateway/route.c \
@@ -432,7 +433,8 @@ FUZZ_TEST_SECONDS ?= 10
 # against a ThreadSanitizer build (the workers, the admin threads).
 TSAN_TESTS := tests/integration/test_admin tests/integration/test_gateway \
 	tests/integration/test_offline tests/integration/test_messages tests/integration/test_push \
-	tests/integration/test_push_api tests/integration/test_receipts tests/integration/test_metrics
+	tests/integration/test_push_api tests/integration/test_receipts tests/integration/test_metrics \
+	tests/integration/test_secrets
 test: deps-test
 	$(Q)$(MAKE) --no-print-directory build/asan/ferryd build/asan/ferry-client build/asan/ferryctl \
 		build/tsan/ferryd $(TEST_BINS) $(FUZZ_BINS)

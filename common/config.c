@@ -150,6 +150,18 @@ static const struct entry table[] = {
 	{ "gateway", "auth_failure_window", TYPE_UINT, "60", 1, 86400,
 	  FIELD(gateway.auth_failure_window), 0, "seconds",
 	  "The window in which failed handshakes are counted." },
+	{ "gateway", "user", TYPE_STRING, "", 0, 0, FIELD(gateway.user), 0, NULL,
+	  "Once its sockets are bound and its keys loaded, ferryd (started as root) switches to "
+	  "this user: its uid, `group` (or the user's login group), no supplementary groups; "
+	  "then it checks that it cannot become root again. Started as another user, ferryd "
+	  "refuses to start unless it runs as this user and group already. After the switch it "
+	  "must still read the config file, `tls_cert`, `tls_key`, `token_file`, `ca_file` and "
+	  "the push credential files (SIGHUP reads them again; APNs `cert_file` and `cert_key` "
+	  "are read for each new connection), so the key files must be owned by this user, and "
+	  "it must reach the PostgreSQL socket: ferryd checks both right after the switch and "
+	  "refuses to start if it cannot. Empty: no switch." },
+	{ "gateway", "group", TYPE_STRING, "", 0, 0, FIELD(gateway.group), 0, NULL,
+	  "The group to switch to with `user`. Empty: the user's login group." },
 	{ "store", "conninfo", TYPE_CONNINFO, "", 0, 0, FIELD(store.conninfo), 0, NULL,
 	  "libpq connection string (`key=value` pairs or a `postgresql://` URI). Empty: libpq "
 	  "defaults and the `PG*` environment variables." },
@@ -1136,6 +1148,11 @@ static enum ferry_err check_config(const struct ferry_config *cfg, char *err, si
 			if (rc)
 				return rc;
 		}
+	}
+	if (cfg->gateway.group[0] && !cfg->gateway.user[0]) {
+		seterr(err, errlen,
+		       "[gateway]: group is set but user is not; group applies only with user");
+		return FERRY_ECONFIG;
 	}
 	return FERRY_OK;
 }

@@ -50,6 +50,8 @@ struct ferry_config {
 		unsigned auth_failures_per_addr;   /* in a window; 0: no limit */
 		unsigned auth_failures_per_device; /* in a window; 0: no limit */
 		unsigned auth_failure_window;	   /* seconds */
+		char *user;			   /* switch to it after binding, "": stay */
+		char *group;			   /* with user; "": the user's login group */
 	} gateway;
 
 	struct {

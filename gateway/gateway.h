@@ -210,4 +210,28 @@ void gateway_tls_free(struct gateway_tls *tls);
  * workers, free everything. NULL is a no-op. */
 void gateway_stop(struct gateway *gw);
 
+/*
+ * [gateway] user and group (privs.c). gateway_privs_check() only looks: the
+ * user (and group) must exist and not be root; with @switching, this
+ * process must also be able to switch to them (run as root, or as exactly
+ * that user and group already). FERRY_ECONFIG with a message naming the
+ * key otherwise; FERRY_OK when user is empty.
+ */
+enum ferry_err gateway_privs_check(const struct ferry_config *cfg, int switching, char *err,
+				   size_t errlen) FERRY_WUR;
+
+/*
+ * Switch the whole process to [gateway] user and group (no supplementary
+ * groups), check that it cannot become root again, then that it can still
+ * open every file it reads on SIGHUP (the config file, TLS, token and push
+ * credential files). Call it once everything that needs root is done: the
+ * sockets are bound and the keys loaded. Nothing to do when user is empty
+ * or ferryd runs as that user already. FERRY_ECONFIG (a file it cannot
+ * read, or what gateway_privs_check() refuses) or FERRY_EIO (the switch
+ * failed or can be undone), with a message in @err; the process should
+ * stop then.
+ */
+enum ferry_err gateway_privs_drop(const struct ferry_config *cfg, char *err,
+				  size_t errlen) FERRY_WUR;
+
 #endif

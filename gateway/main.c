@@ -18,6 +18,10 @@
  * named in the log) and reads the TLS certificate and key again, so that a
  * renewed certificate needs no restart. The admin API runs on
  * libmicrohttpd's threads.
+ *
+ * Started as root with [gateway] user set, ferryd binds its sockets and
+ * loads its keys first, then switches to that user (gateway/privs.c) before
+ * it logs event=started.
  */
 #include <errno.h>
 #include <signal.h>
@@ -102,8 +106,10 @@ static int load_config(const char *path, struct ferry_config **cfg)
 /*
  * What `run` needs beyond a well-formed file: checked by check-config too, and
  * by run before it touches the database, so a config error is always exit 2.
+ * @running: this process is the one that will run (and may have to switch
+ * to [gateway] user); check-config may be run by anyone.
  */
-static int validate_for_run(const struct ferry_config *cfg)
+static int validate_for_run(const struct ferry_config *cfg, int running)
 {
 	char err[ERRLEN];
 	char *token = NULL;
@@ -116,6 +122,10 @@ static int validate_for_run(const struct ferry_config *cfg)
 		fprintf(stderr, "ferryd: warning: no [admin] token or token_file: the admin API "
 				"stays off\n");
 	free(token);
+	if (gateway_privs_check(cfg, running, err, sizeof(err))) {
+		fprintf(stderr, "ferryd: %s\n", err);
+		return EXIT_USAGE;
+	}
 	return EXIT_OK;
 }
 
@@ -345,6 +355,34 @@ static int start_admin(struct daemon *d)
 	return EXIT_OK;
 }
 
+/*
+ * [gateway] user: give up root now that the sockets are bound and the keys
+ * loaded. The database is asked once more as the new user, since the store
+ * reconnects as that user after an outage: a socket directory it cannot
+ * reach, or peer authentication that only let root in, fails the start
+ * rather than the first reconnect.
+ */
+static int drop_privileges(struct daemon *d)
+{
+	char err[ERRLEN];
+	enum ferry_err rc;
+
+	if (!*d->cfg->gateway.user)
+		return EXIT_OK;
+	rc = gateway_privs_drop(d->cfg, err, sizeof(err));
+	if (rc) {
+		fprintf(stderr, "ferryd: %s\n", err);
+		return exit_for(rc);
+	}
+	rc = queue_schema_check(d->cfg->store.conninfo, d->cfg->store.connect_timeout, NULL, err,
+				sizeof(err));
+	if (rc) {
+		fprintf(stderr, "ferryd: as [gateway] user '%s': %s\n", d->cfg->gateway.user, err);
+		return exit_for(rc);
+	}
+	return EXIT_OK;
+}
+
 /* No core file: one would hold the admin token, push credentials and the
  * envelopes in memory at the time. */
 static void no_core_dumps(void)
@@ -367,7 +405,7 @@ static int cmd_run(const char *path)
 	if (code)
 		return code;
 	d.boot_cfg = d.cfg;
-	code = validate_for_run(d.cfg);
+	code = validate_for_run(d.cfg, 1);
 	if (code)
 		goto out_cfg;
 	rc = queue_schema_check(d.cfg->store.conninfo, d.cfg->store.connect_timeout, NULL, err,
@@ -400,10 +438,15 @@ static int cmd_run(const char *path)
 	code = start_admin(&d);
 	if (code)
 		goto out_gateway;
+	code = drop_privileges(&d);
+	if (code)
+		goto out_admin;
 	log_info("event=started version=%s schema=%d", FERRY_VERSION, queue_schema_latest());
 	uv_run(&d.loop, UV_RUN_DEFAULT);
+out_admin:
 	admin_stop(d.admin);
-	log_info("event=stopped");
+	if (!code)
+		log_info("event=stopped");
 
 out_gateway:
 	/* The gateway waits for the store's answers to what it asked. */
@@ -453,7 +496,7 @@ static int cmd_check_config(const char *path)
 	code = load_config(path, &cfg);
 	if (code)
 		return code;
-	code = validate_for_run(cfg);
+	code = validate_for_run(cfg, 0);
 	if (!code)
 		config_print(cfg, stdout);
 	config_free(cfg);

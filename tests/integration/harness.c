@@ -429,12 +429,20 @@ static void dump_log(const struct th_ferryd *d)
 
 void th_ferryd_start(struct th_ferryd *d, const char *config_text, int admin_port)
 {
+	char *path = th_write_file("ferry.ini", config_text);
+
+	th_ferryd_start_file(d, path, admin_port);
+	free(path);
+}
+
+void th_ferryd_start_file(struct th_ferryd *d, const char *config_path, int admin_port)
+{
 	struct timespec pause = { 0, 50 * 1000 * 1000 };
 	const char *argv[5];
 	int st;
 
 	memset(d, 0, sizeof(*d));
-	d->config_path = th_write_file("ferry.ini", config_text);
+	d->config_path = xasprintf("%s", config_path);
 	d->log_path = xasprintf("%s.log", d->config_path);
 	d->admin_port = admin_port;
 	snprintf(d->admin_url, sizeof(d->admin_url), "http://127.0.0.1:%d", admin_port);

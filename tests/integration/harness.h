@@ -67,6 +67,11 @@ int th_ferryd_cmd(const char *config_path, const char *const argv_tail[], char *
  */
 void th_ferryd_start(struct th_ferryd *d, const char *config_text, int admin_port);
 
+/* The same with a config file written already (the path is copied; the
+ * file is removed by th_ferryd_stop()), for a test that sets its owner or
+ * mode first. */
+void th_ferryd_start_file(struct th_ferryd *d, const char *config_path, int admin_port);
+
 /* A standard config for @conninfo, admin on @admin_port with @token, the
  * device listener off. Returns a malloc'ed string. */
 char *th_ferryd_config(const char *conninfo, int admin_port, const char *token);

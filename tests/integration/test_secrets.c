@@ -19,10 +19,21 @@
  * (raw, base64 at any alignment, hex). test_push_api's test_no_token_in_log
  * does the same for the tokens of its direct pushes.
  *
+ * [gateway] user: started as root with user = nobody, ferryd refuses to
+ * start while it could not read its files as nobody, then runs as nobody
+ * (/proc/PID/status), serves devices and reloads; an unknown user and root
+ * are refused; not started as root, it refuses another user and keeps its
+ * own. test_user_switch needs root and says so otherwise; the others run
+ * either way.
+ *
  * The group set-up makes every file once (owner-only, as th_write_file()
  * writes them), one database and the mocks; each test sets the modes it
  * needs and starts ferryd daemons of its own.
  */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -31,6 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -924,6 +936,286 @@ static void test_no_secret_in_log_or_answers(void **state)
 	free(rec.with_secret);
 }
 
+/* ---- [gateway] user ---- */
+
+/* Every file the daemon of @cfg_path reads, for chown. */
+static void chown_all(const char *cfg_path, uid_t uid, gid_t gid)
+{
+	const char *files[] = {
+		cfg_path, fx.tls_cert,	  fx.tls_key,	 fx.k.cert,   fx.k.p8,
+		fx.sa,	  fx.client_cert, fx.client_key, fx.combined, fx.token_file
+	};
+
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
+		if (chown(files[i], uid, gid))
+			fail_msg("chown '%s': %s", files[i], strerror(errno));
+}
+
+/* A user, copied out of getpw*()'s static storage. */
+struct who {
+	char name[64];
+	uid_t uid;
+	gid_t gid;
+};
+
+static void who_named(const char *name, struct who *w)
+{
+	struct passwd *pw = getpwnam(name);
+
+	if (!pw)
+		fail_msg("no user '%s' on this system", name);
+	snprintf(w->name, sizeof(w->name), "%s", pw->pw_name);
+	w->uid = pw->pw_uid;
+	w->gid = pw->pw_gid;
+}
+
+/* Start `ferryd @cmd -c @cfg_path` as @w, output to @out_path. */
+static pid_t spawn_as(const struct who *w, const char *cmd, const char *cfg_path,
+		      const char *out_path)
+{
+	const char *ferryd = getenv("FERRY_TEST_FERRYD");
+	pid_t pid;
+
+	assert_non_null(ferryd);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int fd = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+
+		if (fd < 0 || dup2(fd, STDOUT_FILENO) < 0 || dup2(fd, STDERR_FILENO) < 0)
+			_exit(126);
+		if (geteuid() != w->uid &&
+		    (setgroups(1, &w->gid) || setgid(w->gid) || setuid(w->uid)))
+			_exit(125);
+		execl(ferryd, ferryd, cmd, "-c", cfg_path, (char *)NULL);
+		_exit(127);
+	}
+	return pid;
+}
+
+/* Wait up to 20 s for @needle in the file @path. */
+static void wait_in_file(const char *path, const char *needle, pid_t pid)
+{
+	for (int i = 0; i < 400; i++) {
+		char *text = th_read_file(path);
+		int found = strstr(text, needle) != NULL;
+
+		if (found) {
+			free(text);
+			return;
+		}
+		if (i == 399 || waitpid(pid, NULL, WNOHANG) == pid)
+			fail_msg("'%s' not in the output of ferryd within 20 s:\n%s", needle, text);
+		free(text);
+		sleep_ms(50);
+	}
+}
+
+/* A user ferryd cannot switch to: there is none of that name, or it is root. */
+static void test_user_refused(void **state)
+{
+	static const char *const users[][2] = {
+		{ "ferry-no-such-user",
+		  "[gateway] user: no user 'ferry-no-such-user' on this system" },
+		{ "root", "[gateway] user: 'root' is uid 0, so nothing would be given up" },
+	};
+	int ports[2];
+
+	(void)state;
+	set_modes(0600);
+	for (size_t i = 0; i < sizeof(users) / sizeof(users[0]); i++) {
+		char extra[128], *cfg, *path, *out = NULL;
+		int st;
+
+		snprintf(extra, sizeof(extra), "user = %s", users[i][0]);
+		free_ports(ports);
+		cfg = make_config(th_free_port(), ports, fx.token_file, extra);
+		path = th_write_file("user.ini", cfg);
+		st = th_ferryd_cmd(path, (const char *[]){ "run", NULL }, &out);
+		if (st != 2 || !strstr(out, users[i][1]))
+			fail_msg("user %s: exit %d, not 2 with \"%s\":\n%s", users[i][0], st,
+				 users[i][1], out);
+		assert_int_equal(
+			th_ferryd_cmd(path, (const char *[]){ "check-config", NULL }, NULL), 2);
+		unlink(path);
+		free(path);
+		free(cfg);
+		free(out);
+	}
+}
+
+/*
+ * Not started as root: ferryd refuses a user other than itself, and runs
+ * as itself when that is the user named. As root, the test runs these
+ * daemons as nobody; otherwise as the user it runs as.
+ */
+static void test_user_not_root(void **state)
+{
+	char extra[128], *cfg, *path, *out = th_write_file("user.out", "");
+	struct who me, other;
+	int ports[2], st;
+	pid_t pid;
+
+	(void)state;
+	if (geteuid() == 0) {
+		who_named("nobody", &me);
+		who_named("daemon", &other);
+	} else {
+		struct passwd *pw = getpwuid(geteuid());
+
+		assert_non_null(pw);
+		who_named(pw->pw_name, &me);
+		/* Any user but root (refused for another reason) and oneself. */
+		who_named(strcmp(me.name, "nobody") ? "nobody" : "daemon", &other);
+	}
+	set_modes(0600);
+	free_ports(ports);
+	snprintf(extra, sizeof(extra), "user = %s", other.name);
+	cfg = make_config(th_free_port(), ports, fx.token_file, extra);
+	path = th_write_file("notroot.ini", cfg);
+	chown_all(path, me.uid, me.gid);
+	st = th_wait(spawn_as(&me, "run", path, out));
+	free(cfg);
+	cfg = th_read_file(out);
+	if (st != 2 || !strstr(cfg, "not as root, and cannot switch to that user"))
+		fail_msg("as %s with user = %s: exit %d, not 2:\n%s", me.name, other.name, st, cfg);
+	free(cfg);
+	/* Checking the file is not running it: anyone may. */
+	assert_int_equal(th_wait(spawn_as(&me, "check-config", path, out)), 0);
+
+	snprintf(extra, sizeof(extra), "user = %s", me.name);
+	cfg = make_config(th_free_port(), ports, fx.token_file, extra);
+	chown_all(path, geteuid(), getegid());
+	unlink(path);
+	free(path);
+	path = th_write_file("self.ini", cfg);
+	chown_all(path, me.uid, me.gid);
+	pid = spawn_as(&me, "run", path, out);
+	wait_in_file(out, "event=privileges_kept user=", pid);
+	wait_in_file(out, "event=started", pid);
+	kill(pid, SIGTERM);
+	assert_int_equal(th_wait(pid), 0);
+	chown_all(path, geteuid(), getegid());
+	unlink(path);
+	unlink(out);
+	free(path);
+	free(out);
+	free(cfg);
+}
+
+/* Field @name of /proc/@pid/status ("Uid", "Gid", "Groups", "CapEff"), its
+ * values separated by single spaces. */
+static void proc_status(pid_t pid, const char *name, char *out, size_t n)
+{
+	char path[64], *text, *p, *end;
+	size_t len = strlen(name);
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	text = th_read_file(path);
+	for (p = text; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL) {
+		if (strncmp(p, name, len) == 0 && p[len] == ':')
+			break;
+	}
+	if (!p || !*p)
+		fail_msg("no %s in %s", name, path);
+	p += len + 1;
+	p += strspn(p, " \t");
+	end = p + strcspn(p, "\n");
+	while (end > p && (end[-1] == ' ' || end[-1] == '\t'))
+		end--;
+	snprintf(out, n, "%.*s", (int)(end - p), p);
+	for (char *c = out; *c; c++)
+		if (*c == '\t')
+			*c = ' ';
+	free(text);
+}
+
+/* Two devices of @user talk through @d, over TLS and plain TCP. */
+static void devices_talk(const struct th_ferryd *d, const int ports[2], const char *user)
+{
+	struct rawdev *a = rawdev_new(), *b = rawdev_new();
+	char sa[64], sb[64];
+	int64_t ia, ib;
+
+	th_device_create(d, TOKEN, user, &ia, sa);
+	th_device_create(d, TOKEN, user, &ib, sb);
+	rawdev_connect(a, ports[1], fx.tls_cert);
+	rawdev_hello(a, PROTO_VERSION, ia, sa);
+	rawdev_expect(a, PROTO_WELCOME, 5000);
+	rawdev_expect(a, PROTO_QUEUE_EMPTY, 5000);
+	rawdev_login(b, ports[0], ib, sb);
+	rawdev_send_text(a, 1, user, "as nobody");
+	rawdev_ack(b, rawdev_expect(b, PROTO_DELIVER, 10000)->u.deliver.server_id);
+	assert_int_equal(expect_ack(a, 1), PROTO_ACK_DELIVERED);
+	rawdev_free(a);
+	rawdev_free(b);
+}
+
+/*
+ * Started as root with user = nobody: the files it reads again must be
+ * readable by nobody, or it does not start. Once they are, it runs as
+ * nobody (uid, gid, groups, no capabilities), serves devices over TLS and
+ * plain TCP, and reloads on SIGHUP. Only root can start a daemon that
+ * switches users: run as anyone else, this test fails and says so.
+ */
+static void test_user_switch(void **state)
+{
+	char want[512], line[256], *cfg, *path, *out = NULL;
+	struct th_ferryd d;
+	struct who nobody;
+	int admin = th_free_port(), ports[2], st;
+
+	(void)state;
+	if (geteuid() != 0)
+		fail_msg("test_user_switch needs root: only a ferryd started as root can switch to "
+			 "[gateway] user (CI and make test run as root)");
+	who_named("nobody", &nobody);
+	set_modes(0600);
+	free_ports(ports);
+	cfg = make_config(admin, ports, fx.token_file, "user = nobody");
+	path = th_write_file("nobody.ini", cfg);
+
+	/* Everything still belongs to root: refused once switched. */
+	st = th_ferryd_cmd(path, (const char *[]){ "run", NULL }, &out);
+	snprintf(want, sizeof(want),
+		 "ferryd: as user 'nobody', ferryd cannot read '%s' (the config file): "
+		 "Permission denied",
+		 path);
+	if (st != 2 || !strstr(out, want))
+		fail_msg("files of root: exit %d, not 2 with \"%s\":\n%s", st, want, out);
+	free(out);
+
+	chown_all(path, nobody.uid, nobody.gid);
+	th_ferryd_start_file(&d, path, admin);
+	th_log_wait(&d, "event=started", 1);
+	snprintf(want, sizeof(want), "event=privileges_dropped user=nobody uid=%u gid=%u",
+		 (unsigned)nobody.uid, (unsigned)nobody.gid);
+	assert_int_equal(th_log_count(&d, want), 1);
+	snprintf(want, sizeof(want), "%u %u %u %u", (unsigned)nobody.uid, (unsigned)nobody.uid,
+		 (unsigned)nobody.uid, (unsigned)nobody.uid);
+	proc_status(d.pid, "Uid", line, sizeof(line));
+	assert_string_equal(line, want);
+	snprintf(want, sizeof(want), "%u %u %u %u", (unsigned)nobody.gid, (unsigned)nobody.gid,
+		 (unsigned)nobody.gid, (unsigned)nobody.gid);
+	proc_status(d.pid, "Gid", line, sizeof(line));
+	assert_string_equal(line, want);
+	snprintf(want, sizeof(want), "%u", (unsigned)nobody.gid);
+	proc_status(d.pid, "Groups", line, sizeof(line));
+	assert_string_equal(line, want);
+	proc_status(d.pid, "CapEff", line, sizeof(line));
+	assert_string_equal(line, "0000000000000000");
+
+	devices_talk(&d, ports, "nobody-user");
+	kill(d.pid, SIGHUP);
+	th_log_wait(&d, "event=reload_done", 1);
+	assert_int_equal(th_log_count(&d, "event=reload_failed"), 0);
+	assert_int_equal(stats_status(&d, TOKEN), 200);
+	chown_all(d.config_path, 0, 0);
+	assert_int_equal(th_ferryd_stop(&d, SIGTERM), 0);
+	free(path);
+	free(cfg);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -931,6 +1223,9 @@ int main(void)
 		cmocka_unit_test(test_accepted_at_start),
 		cmocka_unit_test(test_reload_refused),
 		cmocka_unit_test(test_no_secret_in_log_or_answers),
+		cmocka_unit_test(test_user_refused),
+		cmocka_unit_test(test_user_not_root),
+		cmocka_unit_test(test_user_switch),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

@@ -959,6 +959,23 @@ static void test_push_app_limit(void **state)
 	free(text);
 }
 
+/* [gateway] group only means something with user. */
+static void test_gateway_user_group(void **state)
+{
+	struct ferry_config *cfg;
+
+	(void)state;
+	expect_message("[gateway]\ngroup = ferry\n",
+		       "[gateway]: group is set but user is not; group applies only with user");
+	cfg = load_ok("[gateway]\nuser = ferry\n");
+	assert_string_equal(cfg->gateway.user, "ferry");
+	assert_string_equal(cfg->gateway.group, "");
+	config_free(cfg);
+	cfg = load_ok("[gateway]\nuser = ferry\ngroup = ferry-keys\n");
+	assert_string_equal(cfg->gateway.group, "ferry-keys");
+	config_free(cfg);
+}
+
 /* The TLS certificate and key go together, so that a SIGHUP that sets one of
  * them only is refused whole, like a file with a typo. */
 static void test_tls_files(void **state)
@@ -1394,6 +1411,7 @@ int main(void)
 		cmocka_unit_test_setup(test_push_env, clear_env),
 		cmocka_unit_test_setup(test_push_print_round_trip, clear_env),
 		cmocka_unit_test_setup(test_push_diff, clear_env),
+		cmocka_unit_test_setup(test_gateway_user_group, clear_env),
 		cmocka_unit_test_setup(test_admin_token, clear_env),
 		cmocka_unit_test_setup(test_admin_token_file_mode, clear_env),
 		cmocka_unit_test_setup(test_admin_token_padded, clear_env),

@@ -291,9 +291,10 @@ static void test_accepted_at_start(void **state)
 }
 
 /*
- * SIGHUP with a file that became group-readable: the reload is refused and
- * logged, and the old configuration (the old admin token) stays; once the
- * mode is fixed, the same file reloads.
+ * SIGHUP with a file that became group-readable (the .p8 key, the token
+ * file, the TLS key): the reload is refused and logged, and the old
+ * configuration (the old admin token) stays; once the mode is fixed, the
+ * same file reloads.
  */
 static void test_reload_refused(void **state)
 {
@@ -331,13 +332,23 @@ static void test_reload_refused(void **state)
 	assert_int_equal(stats_status(&d, TOKEN), 200);
 	assert_int_equal(stats_status(&d, TOKEN2), 401);
 
-	/* Both fixed: the new configuration is in. */
+	/* The token file is fixed, the TLS key (read again on SIGHUP) is not. */
 	assert_int_equal(chmod(token2, 0400), 0);
+	assert_int_equal(chmod(fx.tls_key, 0640), 0);
+	kill(d.pid, SIGHUP);
+	th_log_wait(&d, "event=reload_failed", 3);
+	refusal_text(&secret_files[4], 0640, want, sizeof(want));
+	assert_int_equal(th_log_count(&d, want), 1);
+	assert_int_equal(stats_status(&d, TOKEN), 200);
+	assert_int_equal(stats_status(&d, TOKEN2), 401);
+
+	/* All fixed: the new configuration is in. */
+	assert_int_equal(chmod(fx.tls_key, 0600), 0);
 	kill(d.pid, SIGHUP);
 	th_log_wait(&d, "event=reload_done", 1);
 	assert_int_equal(stats_status(&d, TOKEN2), 200);
 	assert_int_equal(stats_status(&d, TOKEN), 401);
-	assert_int_equal(th_log_count(&d, "event=reload_failed"), 2);
+	assert_int_equal(th_log_count(&d, "event=reload_failed"), 3);
 	assert_int_equal(th_ferryd_stop(&d, SIGTERM), 0);
 	unlink(token2);
 	free(token2);

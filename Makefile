@@ -93,6 +93,7 @@ PUSH_SRCS := \
 	push/jwt.c \
 	push/note.c \
 	push/push.c \
+	push/response.c \
 	push/wake.c
 
 GATEWAY_SRCS := \

@@ -160,6 +160,7 @@ UNIT_TESTS := \
 	tests/unit/gateway/test_proto \
 	tests/unit/push/test_jwt \
 	tests/unit/push/test_note \
+	tests/unit/push/test_response \
 	tests/unit/push/test_wake \
 	tests/unit/queue/test_receipts \
 	tests/unit/queue/test_validate

@@ -21,6 +21,12 @@
 #include "push/response_int.h"
 #include "common/banned.h"
 
+/* Copies into the senders' results are never cut a second time. */
+_Static_assert(PUSH_RESPONSE_MAX_REASON == sizeof(((struct push_apns_result *)0)->reason),
+	       "APNs reason sizes differ");
+_Static_assert(PUSH_RESPONSE_MAX_CODE == sizeof(((struct push_fcm_result *)0)->error_code),
+	       "FCM error code sizes differ");
+
 #define FCM_ERROR_TYPE "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 #define BAD_REQUEST_TYPE "type.googleapis.com/google.rpc.BadRequest"
 

@@ -45,6 +45,9 @@ static int64_t retry_after(const char *v, int64_t now)
 
 	if (!v || !v[0] || push_http_retry_after_parse(v, now, &secs) != FERRY_OK)
 		return -1;
+	/* "Retry-After: 18446744073709551615" is a valid header. */
+	if (secs > PUSH_RESPONSE_MAX_RETRY_AFTER)
+		secs = PUSH_RESPONSE_MAX_RETRY_AFTER;
 	return (int64_t)secs;
 }
 

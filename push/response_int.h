@@ -33,13 +33,21 @@
  * NUL included: the sizes of the public result fields. */
 #define PUSH_RESPONSE_MAX_REASON 64
 #define PUSH_RESPONSE_MAX_CODE 48
+/*
+ * A longer Retry-After (seconds) is taken as this one. A server may ask
+ * for a long pause, but a wake that waits holds its place in the wake
+ * table, and a number of any size must still fit the senders' delays in
+ * milliseconds (uint64_t) and retry_after_s (int64_t).
+ */
+#define PUSH_RESPONSE_MAX_RETRY_AFTER 3600
 
 /* An APNs answer. */
 struct push_apns_response {
 	enum push_apns_outcome outcome;
 	char reason[PUSH_RESPONSE_MAX_REASON]; /* "reason", "" if none */
 	int64_t timestamp_ms;		       /* 410's "timestamp"; else 0 */
-	int64_t retry_after_s;		       /* the Retry-After, -1 if none or unreadable */
+	int64_t retry_after_s; /* the Retry-After, at most PUSH_RESPONSE_MAX_RETRY_AFTER;
+				  -1 if none or unreadable */
 };
 
 /*
@@ -64,7 +72,7 @@ struct push_fcm_response {
 	char error_code[PUSH_RESPONSE_MAX_CODE]; /* the FcmError errorCode, "" if none */
 	int has_fcm_error;			 /* details[] had an FcmError */
 	int other_field;       /* a BadRequest names a field other than message.token */
-	int64_t retry_after_s; /* the Retry-After, -1 if none or unreadable */
+	int64_t retry_after_s; /* as in struct push_apns_response */
 };
 
 /*

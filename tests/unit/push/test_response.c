@@ -193,6 +193,25 @@ static void test_retry_after(void **state)
 	assert_int_equal(fcm(400, NULL, "7").retry_after_s, 7);
 }
 
+/*
+ * Longer than an hour is an hour. 9414439059158786955 (found by the fuzzer)
+ * fits a uint64_t but not an int64_t, and came out negative; larger ones
+ * overflowed the delay in milliseconds.
+ */
+static void test_retry_after_cap(void **state)
+{
+	(void)state;
+
+	assert_int_equal(apns(503, NULL, "3600").retry_after_s, 3600);
+	assert_int_equal(apns(503, NULL, "3601").retry_after_s, PUSH_RESPONSE_MAX_RETRY_AFTER);
+	assert_int_equal(apns(503, NULL, "9414439059158786955").retry_after_s,
+			 PUSH_RESPONSE_MAX_RETRY_AFTER);
+	assert_int_equal(fcm(429, NULL, "18446744073709551615").retry_after_s,
+			 PUSH_RESPONSE_MAX_RETRY_AFTER);
+	assert_int_equal(fcm(503, NULL, "Fri, 31 Dec 9999 23:59:59 GMT").retry_after_s,
+			 PUSH_RESPONSE_MAX_RETRY_AFTER);
+}
+
 /* Bodies no provider sends: the reason stays "", the status decides. */
 static void test_apns_garbage(void **state)
 {
@@ -590,6 +609,7 @@ int main(void)
 		cmocka_unit_test(test_apns_ok),
 		cmocka_unit_test(test_apns_timestamp),
 		cmocka_unit_test(test_retry_after),
+		cmocka_unit_test(test_retry_after_cap),
 		cmocka_unit_test(test_apns_garbage),
 		cmocka_unit_test(test_apns_reason_truncated),
 		cmocka_unit_test(test_fcm_documented),

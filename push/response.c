@@ -58,6 +58,26 @@ static int reason_is(const struct push_apns_response *r, const char *s)
 	return strcmp(r->reason, s) == 0;
 }
 
+/*
+ * A 410's timestamp (ms), 0 if it is none we can use. Apple sends an
+ * integer; a real is taken too, but only once it is known to fit: casting
+ * 1e300 to an integer is undefined behaviour.
+ */
+static int64_t timestamp_ms(const json_t *v)
+{
+	double d;
+
+	if (json_is_integer(v)) {
+		json_int_t t = json_integer_value(v);
+
+		return t > 0 && t <= PUSH_RESPONSE_MAX_TIMESTAMP_MS ? (int64_t)t : 0;
+	}
+	if (!json_is_real(v))
+		return 0;
+	d = json_real_value(v);
+	return d >= 1 && d <= (double)PUSH_RESPONSE_MAX_TIMESTAMP_MS ? (int64_t)d : 0;
+}
+
 /* {"reason": "...", "timestamp": ms}: either may be missing. */
 static void apns_body(const uint8_t *body, size_t len, struct push_apns_response *out)
 {
@@ -68,11 +88,7 @@ static void apns_body(const uint8_t *body, size_t len, struct push_apns_response
 	v = json_object_get(j, "reason");
 	if (json_is_string(v))
 		snprintf(out->reason, sizeof(out->reason), "%s", json_string_value(v));
-	v = json_object_get(j, "timestamp");
-	if (json_is_integer(v))
-		out->timestamp_ms = (int64_t)json_integer_value(v);
-	else if (json_is_real(v))
-		out->timestamp_ms = (int64_t)json_real_value(v);
+	out->timestamp_ms = timestamp_ms(json_object_get(j, "timestamp"));
 	json_decref(j);
 }
 

@@ -40,12 +40,19 @@
  * milliseconds (uint64_t) and retry_after_s (int64_t).
  */
 #define PUSH_RESPONSE_MAX_RETRY_AFTER 3600
+/*
+ * 9999-12-31T23:59:59.999Z. A later 410 timestamp (ms) is taken as none,
+ * and the push's own time is used: it is no date Apple means, and past
+ * the year 294276 PostgreSQL refuses it, so the token would never go.
+ */
+#define PUSH_RESPONSE_MAX_TIMESTAMP_MS 253402300799999LL
 
 /* An APNs answer. */
 struct push_apns_response {
 	enum push_apns_outcome outcome;
 	char reason[PUSH_RESPONSE_MAX_REASON]; /* "reason", "" if none */
-	int64_t timestamp_ms;		       /* 410's "timestamp"; else 0 */
+	int64_t timestamp_ms;  /* 410's "timestamp", in 1..PUSH_RESPONSE_MAX_TIMESTAMP_MS;
+				  else 0 */
 	int64_t retry_after_s; /* the Retry-After, at most PUSH_RESPONSE_MAX_RETRY_AFTER;
 				  -1 if none or unreadable */
 };

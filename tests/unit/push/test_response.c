@@ -168,6 +168,25 @@ static void test_apns_timestamp(void **state)
 	assert_int_equal(r.timestamp_ms, 0);
 }
 
+/* Timestamps no int64_t or PostgreSQL takes read as none (the push's own
+ * time is used then); 1e300 used to be cast to an integer as it came. */
+static void test_apns_timestamp_range(void **state)
+{
+	(void)state;
+
+	assert_int_equal(apns(410, "{\"timestamp\":1e300}", "").timestamp_ms, 0);
+	assert_int_equal(apns(410, "{\"timestamp\":-1e300}", "").timestamp_ms, 0);
+	assert_int_equal(apns(410, "{\"timestamp\":9.3e18}", "").timestamp_ms, 0);
+	assert_int_equal(apns(410, "{\"timestamp\":9223372036854775807}", "").timestamp_ms, 0);
+	assert_int_equal(apns(410, "{\"timestamp\":-5}", "").timestamp_ms, 0);
+	assert_int_equal(apns(410, "{\"timestamp\":0.5}", "").timestamp_ms, 0);
+	assert_int_equal(apns(410, "{\"timestamp\":253402300799999}", "").timestamp_ms,
+			 PUSH_RESPONSE_MAX_TIMESTAMP_MS);
+	assert_int_equal(apns(410, "{\"timestamp\":253402300800000}", "").timestamp_ms, 0);
+	assert_int_equal(apns(410, "{\"reason\":\"Unregistered\",\"timestamp\":1e300}", "").outcome,
+			 PUSH_APNS_TOKEN_INVALID);
+}
+
 /* Retry-After as delay-seconds and as an HTTP-date, read against NOW. */
 static void test_retry_after(void **state)
 {
@@ -608,6 +627,7 @@ int main(void)
 		cmocka_unit_test(test_apns_reasons),
 		cmocka_unit_test(test_apns_ok),
 		cmocka_unit_test(test_apns_timestamp),
+		cmocka_unit_test(test_apns_timestamp_range),
 		cmocka_unit_test(test_retry_after),
 		cmocka_unit_test(test_retry_after_cap),
 		cmocka_unit_test(test_apns_garbage),

@@ -201,10 +201,20 @@ void push_fcm_response_parse(long status, const uint8_t *body, size_t len,
 
 /* ---- the OAuth 2.0 token endpoint ---- */
 
+/* expires_in, within 0..PUSH_RESPONSE_MAX_EXPIRES_IN; 0 if not an integer. */
+static int64_t expires_in(const json_t *v)
+{
+	json_int_t e = json_is_integer(v) ? json_integer_value(v) : 0;
+
+	if (e < 0)
+		return 0;
+	return e > PUSH_RESPONSE_MAX_EXPIRES_IN ? PUSH_RESPONSE_MAX_EXPIRES_IN : (int64_t)e;
+}
+
 enum ferry_err push_token_response_parse(long status, const uint8_t *body, size_t len,
 					 struct push_token_response *out)
 {
-	json_t *j = load(body, len), *v, *exp;
+	json_t *j = load(body, len), *v;
 	enum ferry_err rc = FERRY_OK;
 
 	memset(out, 0, sizeof(*out));
@@ -212,11 +222,10 @@ enum ferry_err push_token_response_parse(long status, const uint8_t *body, size_
 	if (status == 200 && json_is_string(v) && json_string_length(v)) {
 		out->outcome = PUSH_FCM_OK;
 		out->access_token = strdup(json_string_value(v));
-		exp = json_object_get(j, "expires_in");
-		if (json_is_integer(exp))
-			out->expires_in = (int64_t)json_integer_value(exp);
+		out->expires_in = expires_in(json_object_get(j, "expires_in"));
 		if (!out->access_token) {
 			out->outcome = PUSH_FCM_RETRY;
+			out->expires_in = 0;
 			rc = FERRY_ENOMEM;
 		}
 	} else {

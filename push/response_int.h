@@ -16,8 +16,10 @@
  * (-1 if none); the sender turns that into a delay.
  *
  * Untrusted input never gets further than a capped copy: strings are
- * truncated to their buffers, and bodies that are not the expected JSON
- * leave the defaults (no reason, no error code).
+ * truncated to their buffers, bodies that are not the expected JSON leave
+ * the defaults (no reason, no error code), and numbers are kept within
+ * ranges that the senders' arithmetic and the database can take (the
+ * PUSH_RESPONSE_MAX_* below).
  */
 #ifndef FERRY_PUSH_RESPONSE_INT_H
 #define FERRY_PUSH_RESPONSE_INT_H
@@ -46,6 +48,11 @@
  * the year 294276 PostgreSQL refuses it, so the token would never go.
  */
 #define PUSH_RESPONSE_MAX_TIMESTAMP_MS 253402300799999LL
+
+/* A longer expires_in (seconds) is taken as this one: an access token is
+ * asked for again at least once a day, and now + expires_in cannot
+ * overflow. */
+#define PUSH_RESPONSE_MAX_EXPIRES_IN 86400
 
 /* An APNs answer. */
 struct push_apns_response {
@@ -94,9 +101,10 @@ void push_fcm_response_parse(long status, const uint8_t *body, size_t len, const
 
 /* The OAuth 2.0 token endpoint's answer. */
 struct push_token_response {
-	enum push_fcm_outcome outcome;	    /* OK with a token; RETRY (429, 5xx) or CONFIG */
-	char *access_token;		    /* OK: malloc'ed, NUL-terminated; else NULL */
-	int64_t expires_in;		    /* OK: seconds, 0 if absent or not an integer */
+	enum push_fcm_outcome outcome; /* OK with a token; RETRY (429, 5xx) or CONFIG */
+	char *access_token;	       /* OK: malloc'ed, NUL-terminated; else NULL */
+	int64_t expires_in;	       /* OK: seconds, 0..PUSH_RESPONSE_MAX_EXPIRES_IN; 0 if absent,
+					  not an integer or negative */
 	char error[PUSH_RESPONSE_MAX_CODE]; /* "error", "" if none */
 };
 

@@ -521,7 +521,15 @@ static void test_token_expires_in(void **state)
 		const char *v;
 		int64_t want;
 	} cases[] = {
-		{ "\"3599\"", 0 }, { "3599.5", 0 }, { "null", 0 }, { "0", 0 }, { "60", 60 },
+		{ "\"3599\"", 0 },
+		{ "3599.5", 0 },
+		{ "null", 0 },
+		{ "-5", 0 },
+		{ "0", 0 },
+		{ "60", 60 },
+		/* now + expires_in must not overflow: at most a day. */
+		{ "86401", PUSH_RESPONSE_MAX_EXPIRES_IN },
+		{ "9223372036854775807", PUSH_RESPONSE_MAX_EXPIRES_IN },
 	};
 	(void)state;
 

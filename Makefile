@@ -204,6 +204,7 @@ FUZZ_TARGETS := \
 	fuzz_admin_routes \
 	fuzz_config \
 	fuzz_proto \
+	fuzz_push_response \
 	fuzz_service_account
 
 FUZZ_SECONDS ?= 20

@@ -23,6 +23,7 @@
 #include "common/log.h"
 #include "push/apns.h"
 #include "push/jwt.h"
+#include "push/response_int.h"
 #include "common/banned.h"
 
 #define BG_PAYLOAD "{\"aps\":{\"content-available\":1}}"
@@ -293,59 +294,13 @@ static void resend(struct push_apns *a, struct item *it)
 		report_transport(a, it, rc);
 }
 
-static void parse_body(const struct push_http_req *r, struct push_apns_result *res)
+/* The delay of a RETRY: what Retry-After asked for, else the back-off. */
+static uint64_t retry_delay_ms(const struct push_apns *a, const struct item *it,
+			       const struct push_apns_response *ans)
 {
-	json_t *j, *v;
-
-	if (!r->resp_body || !r->resp_len)
-		return;
-	j = json_loadb(r->resp_body, r->resp_len, 0, NULL);
-	if (!j)
-		return;
-	v = json_object_get(j, "reason");
-	if (json_is_string(v))
-		snprintf(res->reason, sizeof(res->reason), "%s", json_string_value(v));
-	v = json_object_get(j, "timestamp");
-	if (json_is_integer(v))
-		res->timestamp_ms = (int64_t)json_integer_value(v);
-	else if (json_is_real(v))
-		res->timestamp_ms = (int64_t)json_real_value(v);
-	json_decref(j);
-}
-
-static int reason_is(const struct push_apns_result *res, const char *s)
-{
-	return strcmp(res->reason, s) == 0;
-}
-
-static void classify(struct push_apns *a, const struct item *it, const struct push_http_req *r,
-		     struct push_apns_result *res)
-{
-	uint64_t secs;
-	long st = r->status;
-
-	if (st == 200) {
-		res->outcome = PUSH_APNS_OK;
-	} else if (st == 410 || (st == 400 && (reason_is(res, "BadDeviceToken") ||
-					       reason_is(res, "DeviceTokenNotForTopic")))) {
-		res->outcome = PUSH_APNS_TOKEN_INVALID;
-	} else if (st == 429 || st >= 500 ||
-		   (st == 403 && reason_is(res, "ExpiredProviderToken"))) {
-		res->outcome = PUSH_APNS_RETRY;
-	} else if (st == 403 ||
-		   (st == 400 && (reason_is(res, "BadTopic") || reason_is(res, "TopicDisallowed") ||
-				  reason_is(res, "MissingTopic")))) {
-		res->outcome = PUSH_APNS_CONFIG;
-	} else {
-		res->outcome = PUSH_APNS_REJECTED;
-	}
-	if (res->outcome != PUSH_APNS_RETRY)
-		return;
-	if (r->retry_after[0] &&
-	    push_http_retry_after_parse(r->retry_after, (int64_t)time(NULL), &secs) == FERRY_OK)
-		res->retry_delay_ms = secs * 1000;
-	else
-		res->retry_delay_ms = backoff_ms(a, it->attempt);
+	if (ans->retry_after_s >= 0)
+		return (uint64_t)ans->retry_after_s * 1000;
+	return backoff_ms(a, it->attempt);
 }
 
 static void on_done(struct push_http_req *r)
@@ -353,6 +308,7 @@ static void on_done(struct push_http_req *r)
 	struct item *it = r->arg;
 	struct push_apns *a = it->a;
 	struct push_apns_result res = { 0 };
+	struct push_apns_response ans;
 
 	if (!a) {
 		item_free(it);
@@ -377,10 +333,14 @@ static void on_done(struct push_http_req *r)
 		pump(a);
 		return;
 	}
-	parse_body(r, &res);
+	/* A Retry-After date is the server's time: the system clock, not a->clock
+	 * (which steps the provider token's iat in the tests). */
+	push_apns_response_parse(r->status, (const uint8_t *)r->resp_body, r->resp_len,
+				 r->retry_after, (int64_t)time(NULL), &ans);
 	if (r->status != 403)
 		a->ready = 1;
-	if (r->status == 403 && reason_is(&res, "ExpiredProviderToken") && !it->resent_expired) {
+	if (r->status == 403 && strcmp(ans.reason, "ExpiredProviderToken") == 0 &&
+	    !it->resent_expired) {
 		it->resent_expired = 1;
 		it->force = 1;
 		a->st.resent_expired++;
@@ -389,12 +349,14 @@ static void on_done(struct push_http_req *r)
 		pump(a);
 		return;
 	}
+	res.outcome = ans.outcome;
 	res.rc = FERRY_OK;
 	res.status = r->status;
+	snprintf(res.reason, sizeof(res.reason), "%s", ans.reason);
+	res.timestamp_ms = ans.timestamp_ms;
 	snprintf(res.apns_id, sizeof(res.apns_id), "%s", r->apns_id);
-	classify(a, it, r, &res);
-	if (res.outcome != PUSH_APNS_TOKEN_INVALID || r->status != 410)
-		res.timestamp_ms = 0;
+	if (res.outcome == PUSH_APNS_RETRY)
+		res.retry_delay_ms = retry_delay_ms(a, it, &ans);
 	report(a, it, &res);
 	pump(a);
 }

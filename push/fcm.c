@@ -23,11 +23,10 @@
 #include "common/log.h"
 #include "push/fcm.h"
 #include "push/jwt.h"
+#include "push/response_int.h"
 #include "common/banned.h"
 
 #define GRANT_FORM "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion="
-#define FCM_ERROR_TYPE "type.googleapis.com/google.firebase.fcm.v1.FcmError"
-#define BAD_REQUEST_TYPE "type.googleapis.com/google.rpc.BadRequest"
 
 struct item {
 	struct push_http_req req;
@@ -311,15 +310,34 @@ static void resend(struct push_fcm *f, struct item *it)
 			      NULL);
 }
 
+/* The endpoint gave a token: keep it (taken from @t), then send what waited. */
+static void exchange_ok(struct push_fcm *f, struct push_token_response *t)
+{
+	struct item *it;
+
+	clear_free_str(f->access);
+	f->access = t->access_token;
+	t->access_token = NULL;
+	f->access_exp = now_s(f) + t->expires_in;
+	f->gen++;
+	log_debug("event=fcm_token_obtained expires_in=%lld", (long long)t->expires_in);
+	/* Fresh from the endpoint: used even if it expires at once. */
+	while ((it = queue_pop(f))) {
+		enum ferry_err src = submit(f, it);
+
+		if (src)
+			report_simple(f, it, PUSH_FCM_RETRY, src, 0, NULL);
+	}
+}
+
 /* The exchange ended: send the waiting pushes, or report them all. */
 static void on_exchange_done(struct push_http_req *r)
 {
 	struct exchange *x = r->arg;
 	struct push_fcm *f = x->f;
-	enum push_fcm_outcome o = PUSH_FCM_RETRY;
+	struct push_token_response t = { .outcome = PUSH_FCM_RETRY };
 	enum ferry_err rc = r->rc;
-	char code[48] = "";
-	json_t *j = NULL, *v;
+	long status = r->status;
 	struct item *it;
 
 	if (!f) {
@@ -327,124 +345,45 @@ static void on_exchange_done(struct push_http_req *r)
 		return;
 	}
 	f->exchange = NULL;
-	if (r->rc == FERRY_OK && r->resp_body)
-		j = json_loadb(r->resp_body, r->resp_len, 0, NULL);
-	if (r->rc == FERRY_OK && r->status == 200 &&
-	    json_is_string(v = json_object_get(j, "access_token")) && json_string_length(v)) {
-		json_t *exp = json_object_get(j, "expires_in");
-
-		clear_free_str(f->access);
-		f->access = strdup(json_string_value(v));
-		f->access_exp = now_s(f) + (json_is_integer(exp) ? json_integer_value(exp) : 0);
-		f->gen++;
-		log_debug("event=fcm_token_obtained expires_in=%lld",
-			  json_is_integer(exp) ? (long long)json_integer_value(exp) : 0LL);
-		if (!f->access) {
-			rc = FERRY_ENOMEM;
-			goto fail;
+	if (r->rc == FERRY_OK) {
+		rc = push_token_response_parse(r->status, (const uint8_t *)r->resp_body,
+					       r->resp_len, &t);
+		if (rc == FERRY_OK && t.outcome == PUSH_FCM_OK) {
+			exchange_free(x);
+			exchange_ok(f, &t);
+			push_token_response_release(&t);
+			return;
 		}
-		json_decref(j);
-		exchange_free(x);
-		/* Fresh from the endpoint: used even if it expires at once. */
-		while ((it = queue_pop(f))) {
-			enum ferry_err src = submit(f, it);
-
-			if (src)
-				report_simple(f, it, PUSH_FCM_RETRY, src, 0, NULL);
-		}
-		return;
 	}
 	f->st.exchange_failures++;
-	if (r->rc == FERRY_OK) {
-		v = json_object_get(j, "error");
-		if (json_is_string(v))
-			snprintf(code, sizeof(code), "%s", json_string_value(v));
-		rc = FERRY_EAUTH;
-		/* 429 and 5xx are the endpoint's trouble; anything else is ours. */
-		o = r->status == 429 || r->status >= 500 ? PUSH_FCM_RETRY : PUSH_FCM_CONFIG;
-		log_warn("event=fcm_token_refused status=%ld error=%s", r->status,
-			 code[0] ? code : "-");
-	} else {
+	if (r->rc != FERRY_OK) {
 		log_warn("event=fcm_token_unreachable reason=\"%s\"", r->errbuf);
+	} else if (rc == FERRY_OK) {
+		rc = FERRY_EAUTH;
+		log_warn("event=fcm_token_refused status=%ld error=%s", r->status,
+			 t.error[0] ? t.error : "-");
 	}
-fail:
-	json_decref(j);
-	{
-		long status = r->status;
-
-		exchange_free(x);
-		while ((it = queue_pop(f)))
-			report_simple(f, it, o, rc, status, code);
-	}
+	exchange_free(x);
+	while ((it = queue_pop(f)))
+		report_simple(f, it, t.outcome, rc, status, t.error);
+	push_token_response_release(&t);
 }
 
-/* The FcmError errorCode and whether a BadRequest names another field than
- * the token, from Google's error JSON @j. */
-static void google_error(json_t *j, char *code, size_t cap, int *has_fcm, int *other_field)
+/* The delay of a RETRY: Retry-After, else the back-off; 429 gets FCM's floor. */
+static uint64_t retry_delay_ms(const struct push_fcm *f, const struct item *it, long status,
+			       int64_t retry_after_s)
 {
-	json_t *details = json_object_get(json_object_get(j, "error"), "details"), *d;
-	size_t i, k;
+	uint64_t d, b;
 
-	*has_fcm = 0;
-	*other_field = 0;
-	json_array_foreach(details, i, d)
-	{
-		const char *type = json_string_value(json_object_get(d, "@type"));
-		json_t *fv;
-
-		if (!type)
-			continue;
-		if (strcmp(type, FCM_ERROR_TYPE) == 0) {
-			const char *c = json_string_value(json_object_get(d, "errorCode"));
-
-			*has_fcm = 1;
-			snprintf(code, cap, "%s", c ? c : "");
-		} else if (strcmp(type, BAD_REQUEST_TYPE) == 0) {
-			json_array_foreach(json_object_get(d, "fieldViolations"), k, fv)
-			{
-				const char *field = json_string_value(json_object_get(fv, "field"));
-
-				if (!field || strcmp(field, "message.token") != 0)
-					*other_field = 1;
-			}
-		}
+	d = retry_after_s >= 0 ? (uint64_t)retry_after_s * 1000 : backoff_ms(f, it->attempt);
+	if (status == 429) {
+		b = backoff_ms(f, it->attempt);
+		if (d < b)
+			d = b;
+		if (d < PUSH_FCM_QUOTA_MIN_DELAY_MS)
+			d = PUSH_FCM_QUOTA_MIN_DELAY_MS;
 	}
-}
-
-static void classify(struct push_fcm *f, struct item *it, const struct push_http_req *r,
-		     int has_fcm, int other_field, struct push_fcm_result *res)
-{
-	long st = r->status;
-	const char *c = res->error_code;
-	uint64_t secs;
-
-	if (st == 200)
-		res->outcome = PUSH_FCM_OK;
-	else if ((st == 404 && strcmp(c, "UNREGISTERED") == 0) ||
-		 (st == 403 && strcmp(c, "SENDER_ID_MISMATCH") == 0) ||
-		 (st == 400 && strcmp(c, "INVALID_ARGUMENT") == 0 && !other_field))
-		res->outcome = PUSH_FCM_TOKEN_INVALID;
-	else if (st == 429 || st >= 500 || (st == 401 && !has_fcm))
-		res->outcome = PUSH_FCM_RETRY;
-	else if (st == 401 || st == 403)
-		res->outcome = PUSH_FCM_CONFIG;
-	else
-		res->outcome = PUSH_FCM_REJECTED;
-	if (r->retry_after[0] &&
-	    push_http_retry_after_parse(r->retry_after, (int64_t)time(NULL), &secs) == FERRY_OK)
-		res->retry_after_s = (int64_t)secs;
-	if (res->outcome != PUSH_FCM_RETRY)
-		return;
-	res->retry_delay_ms = res->retry_after_s >= 0 ? (uint64_t)res->retry_after_s * 1000
-						      : backoff_ms(f, it->attempt);
-	if (st == 429) {
-		uint64_t b = backoff_ms(f, it->attempt);
-
-		if (res->retry_delay_ms < b)
-			res->retry_delay_ms = b;
-		if (res->retry_delay_ms < PUSH_FCM_QUOTA_MIN_DELAY_MS)
-			res->retry_delay_ms = PUSH_FCM_QUOTA_MIN_DELAY_MS;
-	}
+	return d;
 }
 
 static void on_send_done(struct push_http_req *r)
@@ -452,8 +391,7 @@ static void on_send_done(struct push_http_req *r)
 	struct item *it = r->arg;
 	struct push_fcm *f = it->f;
 	struct push_fcm_result res = { .retry_after_s = -1 };
-	int has_fcm = 0, other_field = 0;
-	json_t *j;
+	struct push_fcm_response ans;
 
 	if (!f) {
 		item_free(it);
@@ -473,11 +411,10 @@ static void on_send_done(struct push_http_req *r)
 		}
 		return;
 	}
-	j = r->resp_body ? json_loadb(r->resp_body, r->resp_len, 0, NULL) : NULL;
-	if (r->status != 200)
-		google_error(j, res.error_code, sizeof(res.error_code), &has_fcm, &other_field);
-	json_decref(j);
-	if (r->status == 401 && !has_fcm && !it->refreshed) {
+	/* A Retry-After date is the server's time: the system clock, not f->clock. */
+	push_fcm_response_parse(r->status, (const uint8_t *)r->resp_body, r->resp_len,
+				r->retry_after, (int64_t)time(NULL), &ans);
+	if (r->status == 401 && !ans.has_fcm_error && !it->refreshed) {
 		it->refreshed = 1;
 		f->st.refreshed_401++;
 		log_info("event=fcm_token_rejected action=refresh");
@@ -488,9 +425,13 @@ static void on_send_done(struct push_http_req *r)
 		resend(f, it);
 		return;
 	}
+	res.outcome = ans.outcome;
 	res.rc = FERRY_OK;
 	res.status = r->status;
-	classify(f, it, r, has_fcm, other_field, &res);
+	snprintf(res.error_code, sizeof(res.error_code), "%s", ans.error_code);
+	res.retry_after_s = ans.retry_after_s;
+	if (res.outcome == PUSH_FCM_RETRY)
+		res.retry_delay_ms = retry_delay_ms(f, it, r->status, ans.retry_after_s);
 	report(f, it, &res);
 }
 

@@ -112,7 +112,8 @@ struct push_fcm_result {
 				    endpoint refused; else the transport error */
 	long status;		 /* HTTP status of the send (or of the token endpoint) */
 	char error_code[48];	 /* FcmError errorCode, or the OAuth error; "" if none */
-	int64_t retry_after_s;	 /* the Retry-After answered, -1 if none */
+	int64_t retry_after_s;	 /* the Retry-After answered (at most an hour), -1 if
+				    none */
 	uint64_t retry_delay_ms; /* PUSH_FCM_RETRY: the suggested delay */
 	uint64_t latency_us;	 /* push_fcm_send() to this report */
 };

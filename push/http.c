@@ -36,6 +36,7 @@
 #include "common/buf.h"
 #include "common/log.h"
 #include "push/http.h"
+#include "push/response_int.h"
 #include "common/banned.h"
 
 struct push_http {
@@ -324,30 +325,6 @@ static size_t on_body(char *p, size_t size, size_t n, void *arg)
 	return len;
 }
 
-/* Copy the value of header line @p (@len bytes) into @dst if it is @name. */
-static int header_value(const char *p, size_t len, const char *name, char *dst, size_t dstlen)
-{
-	size_t nlen = strlen(name), end;
-
-	if (len <= nlen || p[nlen] != ':' || strncasecmp(p, name, nlen) != 0)
-		return 0;
-	p += nlen + 1;
-	len -= nlen + 1;
-	while (len && (*p == ' ' || *p == '\t')) {
-		p++;
-		len--;
-	}
-	end = len;
-	while (end && (p[end - 1] == '\r' || p[end - 1] == '\n' || p[end - 1] == ' ' ||
-		       p[end - 1] == '\t'))
-		end--;
-	if (end >= dstlen)
-		end = dstlen - 1;
-	memcpy(dst, p, end);
-	dst[end] = '\0';
-	return 1;
-}
-
 static size_t on_header(char *p, size_t size, size_t n, void *arg)
 {
 	struct xfer *x = arg;
@@ -360,8 +337,8 @@ static size_t on_header(char *p, size_t size, size_t n, void *arg)
 		r->apns_id[0] = '\0';
 		return len;
 	}
-	if (!header_value(p, len, "retry-after", r->retry_after, sizeof(r->retry_after)))
-		header_value(p, len, "apns-id", r->apns_id, sizeof(r->apns_id));
+	if (!push_http_header_value(p, len, "retry-after", r->retry_after, sizeof(r->retry_after)))
+		push_http_header_value(p, len, "apns-id", r->apns_id, sizeof(r->apns_id));
 	return len;
 }
 

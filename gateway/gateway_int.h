@@ -329,9 +329,6 @@ struct gw_conn {
 	int64_t device_id;
 	char user[QUEUE_USER_MAX + 1];
 	int read_receipts; /* the user sends read receipts */
-	/* uv_now() (low 32 bits, never 0) since when output has waited in
-	 * user space without the socket taking any; 0: none waits. */
-	uint32_t stalled_at;
 	uint64_t last_rx;
 	/* Frames that cost work without carrying envelopes (conn.c): a token
 	 * bucket in thousandths of a frame, last filled at uv_now() (low 32
@@ -341,6 +338,9 @@ struct gw_conn {
 	/* Live DELIVERs whose ack deadline passed (deliver.c): their acks may
 	 * still come, late, and are not counted in the bucket. */
 	uint32_t late_acks;
+	/* uv_now() (low 32 bits, never 0) since when output has waited in
+	 * user space without the socket taking any; 0: none waits. */
+	uint32_t stalled_at;
 	struct buf in;	      /* a partial frame; empty (no memory) between frames */
 	struct gw_cork *cork; /* output of this iteration, or NULL */
 	SSL *ssl;	      /* NULL: plain TCP */

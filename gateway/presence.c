@@ -147,9 +147,13 @@ size_t gw_presence_take_seen(struct gateway *gw, int64_t *ids, size_t max)
 	pthread_mutex_lock(&gw->presence_lock);
 	seen_compact(gw);
 	n = gw->nseen < max ? gw->nseen : max;
-	memcpy(ids, gw->seen, n * sizeof(*ids));
-	memmove(gw->seen, gw->seen + n, (gw->nseen - n) * sizeof(*ids));
-	gw->nseen -= n;
+	/* Before the first device, or after a storm, there is no array at all:
+	 * even a copy of nothing from NULL is undefined. */
+	if (n) {
+		memcpy(ids, gw->seen, n * sizeof(*ids));
+		memmove(gw->seen, gw->seen + n, (gw->nseen - n) * sizeof(*ids));
+		gw->nseen -= n;
+	}
 	if (gw->nseen == 0 && gw->seen_cap > 1024) {
 		/* A storm's worth of ids is not kept for the next one. */
 		free(gw->seen);

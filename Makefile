@@ -38,10 +38,13 @@ WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat
 BASE_CFLAGS := -std=c17 -D_GNU_SOURCE -MMD -MP -I. -Ibuild/gen $(WARN) \
 	-DFERRY_VERSION='"$(VERSION)"'
 REL_CFLAGS := -O2 -g
-# The tests' build has the crash points of common/fault.h; release builds never do.
+# The tests' builds have the test hooks (FERRY_FAULTS: the crash points of
+# common/fault.h, the push service's speed-up in push/push.c), both of
+# them, since the tests that rely on a hook run against either daemon;
+# release builds never do.
 ASAN_CFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
 	-fno-sanitize-recover=undefined -Werror -DFERRY_FAULTS
-TSAN_CFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=thread -Werror
+TSAN_CFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=thread -Werror -DFERRY_FAULTS
 CFLAGS ?=
 LDFLAGS ?=
 

@@ -341,11 +341,13 @@ static void classify(struct push_apns *a, const struct item *it, const struct pu
 	}
 	if (res->outcome != PUSH_APNS_RETRY)
 		return;
+	/* Retry-After is the least wait, not the back-off: a provider saying
+	 * "1" all through an outage would use up max_attempts in seconds. */
+	res->retry_delay_ms = backoff_ms(a, it->attempt);
 	if (r->retry_after[0] &&
-	    push_http_retry_after_parse(r->retry_after, (int64_t)time(NULL), &secs) == FERRY_OK)
+	    push_http_retry_after_parse(r->retry_after, (int64_t)time(NULL), &secs) == FERRY_OK &&
+	    secs * 1000 > res->retry_delay_ms)
 		res->retry_delay_ms = secs * 1000;
-	else
-		res->retry_delay_ms = backoff_ms(a, it->attempt);
 }
 
 static void on_done(struct push_http_req *r)

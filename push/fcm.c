@@ -435,16 +435,13 @@ static void classify(struct push_fcm *f, struct item *it, const struct push_http
 		res->retry_after_s = (int64_t)secs;
 	if (res->outcome != PUSH_FCM_RETRY)
 		return;
-	res->retry_delay_ms = res->retry_after_s >= 0 ? (uint64_t)res->retry_after_s * 1000
-						      : backoff_ms(f, it->attempt);
-	if (st == 429) {
-		uint64_t b = backoff_ms(f, it->attempt);
-
-		if (res->retry_delay_ms < b)
-			res->retry_delay_ms = b;
-		if (res->retry_delay_ms < PUSH_FCM_QUOTA_MIN_DELAY_MS)
-			res->retry_delay_ms = PUSH_FCM_QUOTA_MIN_DELAY_MS;
-	}
+	/* Retry-After is the least wait, not the back-off (Google wants both):
+	 * "1" all through an outage would use up max_attempts in seconds. */
+	res->retry_delay_ms = backoff_ms(f, it->attempt);
+	if (res->retry_after_s >= 0 && (uint64_t)res->retry_after_s * 1000 > res->retry_delay_ms)
+		res->retry_delay_ms = (uint64_t)res->retry_after_s * 1000;
+	if (st == 429 && res->retry_delay_ms < PUSH_FCM_QUOTA_MIN_DELAY_MS)
+		res->retry_delay_ms = PUSH_FCM_QUOTA_MIN_DELAY_MS;
 }
 
 static void on_send_done(struct push_http_req *r)

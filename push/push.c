@@ -218,9 +218,16 @@ static char *dup_str(const char *s)
 	return strdup(s ? s : "");
 }
 
-/* The loop time @delay_ms from now, the wait shortened in tests. */
+/*
+ * The loop time @delay_ms from now, the wait shortened in tests. Now is
+ * read afresh: the loop's cached time dates from before this iteration's
+ * callbacks (a timer's curl_multi_socket_action may read an answer that
+ * arrived after it), and a wait must not start before the answer that
+ * asked for it.
+ */
 static uint64_t after_ms(struct push_service *ps, uint64_t delay_ms)
 {
+	uv_update_time(&ps->loop);
 	return uv_now(&ps->loop) + delay_ms / ps->speedup;
 }
 

@@ -13,10 +13,13 @@
  * whose peer closed, is marked dead and freed after the loop iteration, never
  * from inside an nghttp2 callback.
  *
- * After GOAWAY the connection writes what is queued, sends close_notify,
- * half-closes the socket and reads (discarding) until the peer closes or
- * DRAIN_MS pass: closing with unread input would make the kernel reset the
- * connection and could destroy the last response before the client read it.
+ * After GOAWAY the connection answers every stream up to its last-stream-id
+ * (a client may resend only what is above it), ignores any stream above it
+ * that arrives before the GOAWAY is out, writes what is queued, sends
+ * close_notify, half-closes the socket and reads (discarding) until the peer
+ * closes or DRAIN_MS pass: closing with unread input would make the kernel
+ * reset the connection and could destroy the last response before the
+ * client read it.
  *
  * An outage, by contrast, resets on purpose (SO_LINGER 0, no close_notify):
  * that is what a client sees when a provider's front end goes away. The
@@ -75,6 +78,7 @@ struct h2srv_conn {
 	size_t out_len, out_off, out_cap;
 	int want_pollout;
 	int goaway;
+	int32_t goaway_last; /* the GOAWAY's last-stream-id */
 	uint32_t max_streams;
 	uint32_t nrequests;
 	int64_t drain_deadline;
@@ -311,6 +315,11 @@ static int on_begin_headers(nghttp2_session *sess, const nghttp2_frame *frame, v
 
 	if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
 		return 0;
+	/* Past the GOAWAY's last-stream-id (it came in the same read, before
+	 * the GOAWAY went out): ignored, as nghttp2 ignores those that come
+	 * after it; the client knows from the GOAWAY that it was not processed. */
+	if (c->goaway && frame->hd.stream_id > c->goaway_last)
+		return 0;
 	st = calloc(1, sizeof(*st));
 	if (!st || !(st->body = malloc(H2SRV_MAX_BODY + 1))) {
 		free(st);
@@ -474,8 +483,8 @@ void h2srv_conn_goaway(struct h2srv_conn *c, const char *debug)
 	if (c->goaway)
 		return;
 	c->goaway = 1;
-	nghttp2_submit_goaway(c->sess, NGHTTP2_FLAG_NONE,
-			      nghttp2_session_get_last_proc_stream_id(c->sess), NGHTTP2_NO_ERROR,
+	c->goaway_last = nghttp2_session_get_last_proc_stream_id(c->sess);
+	nghttp2_submit_goaway(c->sess, NGHTTP2_FLAG_NONE, c->goaway_last, NGHTTP2_NO_ERROR,
 			      (const uint8_t *)debug, debug ? strlen(debug) : 0);
 }
 
@@ -568,8 +577,9 @@ static void conn_flush(struct h2srv_conn *c)
 		}
 	}
 	c->want_pollout = 0;
-	if (c->goaway && !nghttp2_session_want_write(c->sess)) {
-		/* Everything up to the GOAWAY is written: close politely. */
+	if (c->goaway && !nghttp2_session_want_write(c->sess) && !c->streams) {
+		/* Every stream up to the GOAWAY's last-stream-id is answered (its
+		 * struct stream goes when it closes) and written: close politely. */
 		SSL_shutdown(c->ssl);
 		shutdown(c->fd, SHUT_WR);
 		c->state = CONN_DRAINING;

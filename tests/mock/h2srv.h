@@ -119,9 +119,10 @@ int h2srv_respond(struct h2srv_req *req, int status, const struct h2srv_hdr *hdr
 void h2srv_conn_set_max_streams(struct h2srv_conn *c, uint32_t n);
 
 /*
- * Send GOAWAY (NO_ERROR, last stream id = the last one processed, @debug as
- * its opaque data) and close the connection once what is queued has been
- * written; streams the client opens afterwards are ignored.
+ * Send GOAWAY (NO_ERROR, last stream id = the last one begun, @debug as its
+ * opaque data) and close the connection once every stream up to it has been
+ * answered and written; streams the client opens afterwards are ignored,
+ * never handled.
  */
 void h2srv_conn_goaway(struct h2srv_conn *c, const char *debug);
 

@@ -180,6 +180,7 @@ INTEGRATION_TESTS := \
 	tests/integration/test_mock_push \
 	tests/integration/test_push_senders \
 	tests/integration/test_push \
+	tests/integration/test_push_faults \
 	tests/integration/test_push_api \
 	tests/integration/test_receipts \
 	tests/integration/test_metrics \
@@ -361,6 +362,7 @@ $(MOCK_BINS): build/asan/tests/mock/%: build/asan/tests/mock/%.o \
 build/asan/tests/integration/test_mock_push: | $(MOCK_BINS)
 build/asan/tests/integration/test_push_senders: | $(MOCK_BINS)
 build/asan/tests/integration/test_push: | $(MOCK_BINS)
+build/asan/tests/integration/test_push_faults: | $(MOCK_BINS)
 build/asan/tests/integration/test_push_api: | $(MOCK_BINS)
 build/asan/tests/integration/test_ferryctl: | build/asan/ferryctl
 
@@ -408,7 +410,8 @@ FUZZ_TEST_SECONDS ?= 10
 # against a ThreadSanitizer build (the workers, the admin threads).
 TSAN_TESTS := tests/integration/test_admin tests/integration/test_gateway \
 	tests/integration/test_offline tests/integration/test_messages tests/integration/test_push \
-	tests/integration/test_push_api tests/integration/test_receipts tests/integration/test_metrics
+	tests/integration/test_push_faults tests/integration/test_push_api \
+	tests/integration/test_receipts tests/integration/test_metrics
 test: deps-test
 	$(Q)$(MAKE) --no-print-directory build/asan/ferryd build/asan/ferry-client build/asan/ferryctl \
 		build/tsan/ferryd $(TEST_BINS) $(FUZZ_BINS)

@@ -38,10 +38,13 @@ WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat
 BASE_CFLAGS := -std=c17 -D_GNU_SOURCE -MMD -MP -I. -Ibuild/gen $(WARN) \
 	-DFERRY_VERSION='"$(VERSION)"'
 REL_CFLAGS := -O2 -g
-# The tests' build has the crash points of common/fault.h; release builds never do.
+# The tests' builds have the test hooks (FERRY_FAULTS: the crash points of
+# common/fault.h, the push service's speed-up in push/push.c), both of
+# them, since the tests that rely on a hook run against either daemon;
+# release builds never do.
 ASAN_CFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
 	-fno-sanitize-recover=undefined -Werror -DFERRY_FAULTS
-TSAN_CFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=thread -Werror
+TSAN_CFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=thread -Werror -DFERRY_FAULTS
 CFLAGS ?=
 LDFLAGS ?=
 
@@ -184,6 +187,7 @@ INTEGRATION_TESTS := \
 	tests/integration/test_mock_push \
 	tests/integration/test_push_senders \
 	tests/integration/test_push \
+	tests/integration/test_push_faults \
 	tests/integration/test_push_api \
 	tests/integration/test_receipts \
 	tests/integration/test_metrics \
@@ -388,6 +392,7 @@ $(MOCK_BINS): build/asan/tests/mock/%: build/asan/tests/mock/%.o \
 build/asan/tests/integration/test_mock_push: | $(MOCK_BINS)
 build/asan/tests/integration/test_push_senders: | $(MOCK_BINS)
 build/asan/tests/integration/test_push: | $(MOCK_BINS)
+build/asan/tests/integration/test_push_faults: | $(MOCK_BINS)
 build/asan/tests/integration/test_push_api: | $(MOCK_BINS)
 build/asan/tests/integration/test_secrets: | $(MOCK_BINS)
 build/asan/tests/integration/test_ferryctl: | build/asan/ferryctl
@@ -439,8 +444,8 @@ FUZZ_TEST_SECONDS ?= 10
 # against a ThreadSanitizer build (the workers, the admin threads).
 TSAN_TESTS := tests/integration/test_admin tests/integration/test_gateway \
 	tests/integration/test_offline tests/integration/test_messages tests/integration/test_push \
-	tests/integration/test_push_api tests/integration/test_receipts tests/integration/test_metrics \
-	tests/integration/test_secrets
+	tests/integration/test_push_faults tests/integration/test_push_api \
+	tests/integration/test_receipts tests/integration/test_metrics tests/integration/test_secrets
 test: deps-test
 	$(Q)$(MAKE) --no-print-directory build/asan/ferryd build/asan/ferry-client build/asan/ferryctl \
 		build/tsan/ferryd $(TEST_BINS) $(FUZZ_BINS)

@@ -5,7 +5,7 @@
  * server has acknowledged is never lost): just before a batch's COMMIT is
  * sent, between its COMMIT returning and the requests being answered, just
  * after an ACK was handed to a connection. Built with -DFERRY_FAULTS (the
- * ASan build that `make test` runs), each FAULT_POINT(name) counts its
+ * ASan and TSan builds that `make test` runs), each FAULT_POINT(name) counts its
  * passages, and when the environment variable FERRY_FAULT is
  * "NAME:N[:DELAY_MS]" the daemon dies with SIGKILL at the Nth passage of
  * NAME (after DELAY_MS, from another thread, if given: time for what was

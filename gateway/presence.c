@@ -147,13 +147,13 @@ size_t gw_presence_take_seen(struct gateway *gw, int64_t *ids, size_t max)
 	pthread_mutex_lock(&gw->presence_lock);
 	seen_compact(gw);
 	n = gw->nseen < max ? gw->nseen : max;
-	/* Until a device is seen the array is NULL, which memcpy may not be
-	 * given even for no bytes. */
+	/* Before the first device, or after a storm, there is no array at all:
+	 * even a copy of nothing from NULL is undefined. */
 	if (n) {
 		memcpy(ids, gw->seen, n * sizeof(*ids));
 		memmove(gw->seen, gw->seen + n, (gw->nseen - n) * sizeof(*ids));
+		gw->nseen -= n;
 	}
-	gw->nseen -= n;
 	if (gw->nseen == 0 && gw->seen_cap > 1024) {
 		/* A storm's worth of ids is not kept for the next one. */
 		free(gw->seen);

@@ -294,13 +294,17 @@ static void resend(struct push_apns *a, struct item *it)
 		report_transport(a, it, rc);
 }
 
-/* The delay of a RETRY: what Retry-After asked for, else the back-off. */
+/* The delay of a RETRY: the back-off, or Retry-After (at most an hour) if longer. */
 static uint64_t retry_delay_ms(const struct push_apns *a, const struct item *it,
 			       const struct push_apns_response *ans)
 {
-	if (ans->retry_after_s >= 0)
-		return (uint64_t)ans->retry_after_s * 1000;
-	return backoff_ms(a, it->attempt);
+	/* Retry-After is the least wait, not the back-off: a provider saying
+	 * "1" all through an outage would use up max_attempts in seconds. */
+	uint64_t ms = backoff_ms(a, it->attempt);
+
+	if (ans->retry_after_s >= 0 && (uint64_t)ans->retry_after_s * 1000 > ms)
+		ms = (uint64_t)ans->retry_after_s * 1000;
+	return ms;
 }
 
 static void on_done(struct push_http_req *r)

@@ -120,8 +120,8 @@ struct push_apns_result {
 	long status;		 /* HTTP status, 0 if none */
 	char reason[64];	 /* APNs' reason string, "" if none */
 	int64_t timestamp_ms;	 /* 410: when the token stopped being valid; else 0 */
-	uint64_t retry_delay_ms; /* PUSH_APNS_RETRY: Retry-After (at most an hour), else
-				    back-off with jitter */
+	uint64_t retry_delay_ms; /* PUSH_APNS_RETRY: back-off with jitter, or Retry-After (at
+				    most an hour) if longer */
 	char apns_id[64];	 /* the apns-id answered, "" if none */
 	uint64_t latency_us;	 /* push_apns_send() to this report */
 };

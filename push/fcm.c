@@ -369,20 +369,20 @@ static void on_exchange_done(struct push_http_req *r)
 	push_token_response_release(&t);
 }
 
-/* The delay of a RETRY: Retry-After, else the back-off; 429 gets FCM's floor. */
+/* The delay of a RETRY: the back-off, or Retry-After if longer; 429 gets
+ * FCM's floor. */
 static uint64_t retry_delay_ms(const struct push_fcm *f, const struct item *it, long status,
 			       int64_t retry_after_s)
 {
-	uint64_t d, b;
+	uint64_t d;
 
-	d = retry_after_s >= 0 ? (uint64_t)retry_after_s * 1000 : backoff_ms(f, it->attempt);
-	if (status == 429) {
-		b = backoff_ms(f, it->attempt);
-		if (d < b)
-			d = b;
-		if (d < PUSH_FCM_QUOTA_MIN_DELAY_MS)
-			d = PUSH_FCM_QUOTA_MIN_DELAY_MS;
-	}
+	/* Retry-After is the least wait, not the back-off (Google wants both):
+	 * "1" all through an outage would use up max_attempts in seconds. */
+	d = backoff_ms(f, it->attempt);
+	if (retry_after_s >= 0 && (uint64_t)retry_after_s * 1000 > d)
+		d = (uint64_t)retry_after_s * 1000;
+	if (status == 429 && d < PUSH_FCM_QUOTA_MIN_DELAY_MS)
+		d = PUSH_FCM_QUOTA_MIN_DELAY_MS;
 	return d;
 }
 

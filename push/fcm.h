@@ -25,7 +25,8 @@
  *   400 INVALID_ARGUMENT naming no field but the token  TOKEN_INVALID
  *   429 (any)                                    RETRY, at least
  *                                                PUSH_FCM_QUOTA_MIN_DELAY_MS
- *   500, 503, other 5xx, transport errors        RETRY (Retry-After or back-off)
+ *   500, 503, other 5xx, transport errors        RETRY (the back-off, or
+ *                                                Retry-After if longer)
  *   401 after the one refresh                    RETRY
  *   401 with an FcmError (THIRD_PARTY_AUTH_ERROR), 403 without FcmError,
  *   token endpoint refusals (invalid_grant...)   CONFIG

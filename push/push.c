@@ -24,7 +24,14 @@
  * Counters: wake counters under @lock, per-provider counters under
  * @stats_lock (their slots live as long as the service, so a reload keeps
  * them).
+ *
+ * Waits: every delay a wake waits (back-off, Retry-After, cool-down, lookup
+ * back-off) goes through after_ms(). Test builds (FERRY_FAULTS) may divide
+ * them all by FERRY_TEST_PUSH_SPEEDUP, so that a test lives through half an
+ * hour of provider outage in seconds with the real back-off schedule; the
+ * providers' answers and token lifetimes keep the real clock.
  */
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -173,6 +180,8 @@ struct push_service {
 	int lookup_busy;
 	uint64_t lookup_backoff_ms;
 
+	uint64_t speedup; /* waits are divided by it: 1 but in tests (after_ms) */
+
 	pthread_mutex_t lock; /* the table, the wake counters, @kicked, @closed */
 	struct wake_table table;
 	struct push_stats wstats;
@@ -208,6 +217,46 @@ static char *dup_str(const char *s)
 {
 	return strdup(s ? s : "");
 }
+
+/*
+ * The loop time @delay_ms from now, the wait shortened in tests. Now is
+ * read afresh: the loop's cached time dates from before this iteration's
+ * callbacks (a timer's curl_multi_socket_action may read an answer that
+ * arrived after it), and a wait must not start before the answer that
+ * asked for it.
+ */
+static uint64_t after_ms(struct push_service *ps, uint64_t delay_ms)
+{
+	uv_update_time(&ps->loop);
+	return uv_now(&ps->loop) + delay_ms / ps->speedup;
+}
+
+#ifdef FERRY_FAULTS
+/* FERRY_TEST_PUSH_SPEEDUP=N (1 to 100000): waits N times shorter. Said in
+ * the log, so that a run with it is never mistaken for a real one. */
+static uint64_t speedup_from_env(void)
+{
+	const char *v = getenv("FERRY_TEST_PUSH_SPEEDUP");
+	unsigned long n;
+	char *end;
+
+	if (!v || !*v)
+		return 1;
+	errno = 0;
+	n = strtoul(v, &end, 10);
+	if (errno || *end || n < 1 || n > 100000) {
+		log_warn("event=push_speedup_ignored value=\"%s\"", v);
+		return 1;
+	}
+	log_warn("event=push_speedup factor=%lu reason=\"test build\"", n);
+	return n;
+}
+#else
+static uint64_t speedup_from_env(void)
+{
+	return 1;
+}
+#endif
 
 const char *push_status_name(enum push_status st)
 {
@@ -667,15 +716,14 @@ static void arm_timer(struct push_service *ps);
 
 static void wake_finish(struct push_service *ps, struct send *s, const struct outcome *o)
 {
-	uint64_t now = uv_now(&ps->loop);
-	uint64_t cool = now + s->set->min_interval_ms;
+	uint64_t cool = after_ms(ps, s->set->min_interval_ms);
 
 	pthread_mutex_lock(&ps->lock);
 	if (ps->stopping) {
 		wake_remove(&ps->table, s->w);
 	} else if (o->kind == O_RETRY && s->attempt + 1 < s->set->max_attempts) {
 		s->w->attempts = s->attempt + 1;
-		wake_retry(&ps->table, s->w, now + o->delay_ms);
+		wake_retry(&ps->table, s->w, after_ms(ps, o->delay_ms));
 	} else {
 		if (o->kind == O_RETRY)
 			ps->wstats.wakes_gave_up++;
@@ -958,7 +1006,7 @@ static void send_wake(struct push_service *ps, struct wake *w, const struct queu
 	if (!app) {
 		pthread_mutex_lock(&ps->lock);
 		ps->wstats.wakes_no_credentials++;
-		wake_cool(&ps->table, w, uv_now(&ps->loop) + ps->set->min_interval_ms);
+		wake_cool(&ps->table, w, after_ms(ps, ps->set->min_interval_ms));
 		pthread_mutex_unlock(&ps->lock);
 		log_debug("event=push_no_credentials device=%lld provider=%s app=\"%s\"",
 			  (long long)d->id, d->push_provider, d->push_app ? d->push_app : "");
@@ -967,7 +1015,7 @@ static void send_wake(struct push_service *ps, struct wake *w, const struct queu
 	s = send_new(ps, app, prov, d->push_token);
 	if (!s) {
 		pthread_mutex_lock(&ps->lock);
-		wake_retry(&ps->table, w, uv_now(&ps->loop) + LOOKUP_BACKOFF_MIN_MS);
+		wake_retry(&ps->table, w, after_ms(ps, LOOKUP_BACKOFF_MIN_MS));
 		pthread_mutex_unlock(&ps->lock);
 		return;
 	}
@@ -1012,7 +1060,6 @@ static void lookup_done(uv_work_t *req, int status)
 {
 	struct lookup *lk = req->data;
 	struct push_service *ps = lk->ps;
-	uint64_t now = uv_now(&ps->loop);
 
 	(void)status;
 	pthread_mutex_lock(&ps->lock);
@@ -1039,7 +1086,7 @@ static void lookup_done(uv_work_t *req, int status)
 		if (w->cancelled || ps->stopping) {
 			wake_remove(&ps->table, w);
 		} else if (lk->rc) {
-			wake_retry(&ps->table, w, now + ps->lookup_backoff_ms);
+			wake_retry(&ps->table, w, after_ms(ps, ps->lookup_backoff_ms));
 		} else if (!d || !d->push_token) {
 			ps->wstats.wakes_no_token++;
 			wake_remove(&ps->table, w);
@@ -1274,6 +1321,7 @@ enum ferry_err push_start(const struct ferry_config *cfg, struct queue_registry 
 		return FERRY_ENOMEM;
 	}
 	ps->reg = reg;
+	ps->speedup = speedup_from_env();
 	ps->outcomes = calloc(1, sizeof(*ps->outcomes));
 	ps->writing = calloc(1, sizeof(*ps->writing));
 	pthread_mutex_init(&ps->lock, NULL);

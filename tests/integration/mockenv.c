@@ -115,6 +115,27 @@ void th_mock_start(struct th_mock *m, const char *prog, const char *const args[]
 	snprintf(m->base, sizeof(m->base), "https://127.0.0.1:%d", m->port);
 }
 
+void th_mock_outage(struct th_mock *m, int down)
+{
+	char want[32];
+
+	if (down)
+		m->outages++;
+	snprintf(want, sizeof(want), "\n%s %u\n", down ? "down" : "up", m->outages);
+	kill(m->pid, down ? SIGUSR1 : SIGUSR2);
+	for (int i = 0; i < 1000; i++) {
+		struct timespec pause = { 0, 10 * 1000 * 1000 };
+		char *out = th_read_file(m->out);
+		int seen = out && strstr(out, want);
+
+		free(out);
+		if (seen)
+			return;
+		nanosleep(&pause, NULL);
+	}
+	fail_msg("the mock did not say '%s %u'", down ? "down" : "up", m->outages);
+}
+
 void th_mock_stop(struct th_mock *m)
 {
 	int st;

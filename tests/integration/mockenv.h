@@ -37,9 +37,10 @@ void th_push_keys_release(struct th_push_keys *k);
 struct th_mock {
 	pid_t pid;
 	int port;
-	char *log;     /* its request log */
-	char *out;     /* its stdout and stderr */
-	char base[64]; /* https://127.0.0.1:PORT */
+	char *log;	  /* its request log */
+	char *out;	  /* its stdout and stderr */
+	char base[64];	  /* https://127.0.0.1:PORT */
+	unsigned outages; /* begun with th_mock_outage() */
 };
 
 /* A self-signed certificate for localhost and 127.0.0.1, and its key, as
@@ -69,6 +70,13 @@ void th_mock_apns_start(struct th_mock *m, const struct th_push_keys *k, const c
 
 /* mock_fcm with @k, TH_SA_EMAIL and TH_PROJECT, then @more. */
 void th_mock_fcm_start(struct th_mock *m, const struct th_push_keys *k, const char *const more[]);
+
+/*
+ * Begin (@down 1: SIGUSR1) or end (0: SIGUSR2) an outage of @m, of the kind
+ * its --outage option chose, and wait until the mock says it is in force
+ * ("down N" / "up N" on its output); fails the test after 10 s.
+ */
+void th_mock_outage(struct th_mock *m, int down);
 
 /* SIGTERM it, check it exits 0, remove its files. Not started: nothing. */
 void th_mock_stop(struct th_mock *m);

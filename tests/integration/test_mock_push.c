@@ -1,8 +1,8 @@
 /*
  * test_mock_push.c - the mock push providers (tests/mock/README.md) against
- * libcurl over HTTP/2 and TLS, as the push module will use them: every rule
- * and every token behaviour the README promises, so that the push module's
- * tests can rely on them.
+ * libcurl over HTTP/2 and TLS, as the push module will use them: every rule,
+ * every token behaviour and every kind of outage the README promises, so
+ * that the push module's tests can rely on them.
  *
  * The test makes its own TLS certificate (openssl tool, as test_gateway.c),
  * an EC P-256 key pair (the APNs .p8 and its public half) and an RSA key pair
@@ -10,6 +10,7 @@
  * assertions itself, and parses every error body with jansson. No PostgreSQL.
  */
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -20,6 +21,9 @@
 #include <strings.h>
 #include <time.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <cmocka.h>
 #include <curl/curl.h>
@@ -50,6 +54,9 @@ struct fixture {
 	char *cert, *key;
 	EVP_PKEY *ec, *ec_other, *rsa, *rsa_other;
 	struct th_mock apns, apns_goaway, fcm, fcm_short;
+	/* --retry-after 120 --outage unavailable; apns_reset: --outage reset;
+	 * fcm_ra: --retry-after 120 --outage unavailable --goaway-after 3 */
+	struct th_mock apns_ra, apns_reset, fcm_ra;
 	CURL *curl; /* reused: one connection per mock while it lasts */
 };
 
@@ -226,10 +233,19 @@ static void finish(CURL *c, struct hres *r)
 	r->json = json_loads(r->body, 0, NULL);
 }
 
+static void hres_release(struct hres *r)
+{
+	free(r->body);
+	free(r->hdrs);
+	json_decref(r->json);
+	memset(r, 0, sizeof(*r));
+}
+
 /* @method @url with the header lines of the NULL-terminated @hdrs and @body
- * (NULL: none; @body_len < 0: strlen) over the fixture's reused handle. */
-static void h2(struct hres *r, const char *method, const char *url, const char *const hdrs[],
-	       const char *body, long body_len)
+ * (NULL: none; @body_len < 0: strlen) over the fixture's reused handle.
+ * Returns libcurl's code; @r is filled only when it is CURLE_OK. */
+static CURLcode h2_try(struct hres *r, const char *method, const char *url,
+		       const char *const hdrs[], const char *body, long body_len)
 {
 	struct curl_slist *hl = NULL;
 	CURLcode rc;
@@ -244,10 +260,22 @@ static void h2(struct hres *r, const char *method, const char *url, const char *
 		  r);
 	rc = curl_easy_perform(fx.curl);
 	curl_slist_free_all(hl);
+	if (rc == CURLE_OK)
+		finish(fx.curl, r);
+	else
+		hres_release(r);
+	return rc;
+}
+
+/* h2_try(), failing the test on a transport error. */
+static void h2(struct hres *r, const char *method, const char *url, const char *const hdrs[],
+	       const char *body, long body_len)
+{
+	CURLcode rc = h2_try(r, method, url, hdrs, body, body_len);
+
 	if (rc != CURLE_OK)
 		fail_msg("%s %s (body '%.80s'): %s", method, url, body ? body : "",
 			 curl_easy_strerror(rc));
-	finish(fx.curl, r);
 }
 
 /* Value of response header @name (malloc'ed) or NULL. */
@@ -271,14 +299,6 @@ static char *hres_header(const struct hres *r, const char *name)
 	return NULL;
 }
 
-static void hres_release(struct hres *r)
-{
-	free(r->body);
-	free(r->hdrs);
-	json_decref(r->json);
-	memset(r, 0, sizeof(*r));
-}
-
 /* ---- APNs ----------------------------------------------------------------------------- */
 
 /* POST /3/device/@token to @m with @jwt (NULL: no authorization) and the extra
@@ -300,6 +320,18 @@ static void apns_post_to(const struct th_mock *m, struct hres *r, const char *to
 	lines[n] = NULL;
 	snprintf(url, sizeof(url), "%s/3/device/%s", m->base, token);
 	h2(r, "POST", url, lines, body, body_len);
+}
+
+/* POST /3/device/@token to @m with @jwt; libcurl's code (@r filled if OK). */
+static CURLcode apns_post_try(const struct th_mock *m, struct hres *r, const char *token,
+			      const char *jwt)
+{
+	char url[256], auth[1024];
+	const char *hdrs[] = { auth, "apns-topic: " TOPIC, "apns-push-type: alert", NULL };
+
+	snprintf(auth, sizeof(auth), "authorization: bearer %s", jwt);
+	snprintf(url, sizeof(url), "%s/3/device/%s", m->base, token);
+	return h2_try(r, "POST", url, hdrs, BODY, -1);
 }
 
 /* Send and check the status and, for an error, the reason and content type. */
@@ -651,6 +683,259 @@ static void test_apns_goaway(void **state)
 		assert_int_equal(json_integer_value(json_object_get(l, "seq")), 1 + (long)i % 2);
 	}
 	json_decref(lines);
+	free(jwt);
+}
+
+/*
+ * GOAWAY while requests are in flight on the connection: each request
+ * reached the mock's handler exactly once, whatever libcurl then does with
+ * those the GOAWAY refused (it retries them on a new connection, or, being
+ * 7.88, sometimes gives up: the test then sends them again, as ferry's
+ * senders do). Streams above the GOAWAY's last-stream-id are never handled.
+ */
+static void test_apns_goaway_concurrent(void **state)
+{
+	enum { N = 12 };
+	char *jwt = good_jwt(), auth[1024], url[N][128], tok[N][24];
+	struct curl_slist *hl = NULL;
+	struct hres r[N];
+	CURLcode rc[N];
+	CURL *e[N];
+	CURLM *multi = curl_multi_init();
+	int running = 1;
+
+	(void)state;
+	snprintf(auth, sizeof(auth), "authorization: bearer %s", jwt);
+	hl = curl_slist_append(hl, auth);
+	hl = curl_slist_append(hl, "apns-topic: " TOPIC);
+	curl_multi_setopt(multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+	curl_multi_setopt(multi, CURLMOPT_MAX_HOST_CONNECTIONS, 1L);
+	for (int i = 0; i < N; i++) {
+		memset(&r[i], 0, sizeof(r[i]));
+		rc[i] = CURLE_FAILED_INIT; /* until its CURLMSG_DONE */
+		snprintf(tok[i], sizeof(tok[i]), "0123cc%02d", i);
+		snprintf(url[i], sizeof(url[i]), "%s/3/device/%s", fx.apns_goaway.base, tok[i]);
+		e[i] = curl_easy_init();
+		configure(e[i], "POST", url[i], hl, BODY, (long)strlen(BODY), &r[i]);
+		curl_easy_setopt(e[i], CURLOPT_PIPEWAIT, 1L);
+		curl_multi_add_handle(multi, e[i]);
+	}
+	while (running) {
+		CURLMsg *m;
+		int left;
+
+		curl_multi_perform(multi, &running);
+		while ((m = curl_multi_info_read(multi, &left)))
+			for (int i = 0; i < N; i++)
+				if (m->msg == CURLMSG_DONE && m->easy_handle == e[i])
+					rc[i] = m->data.result;
+		curl_multi_poll(multi, NULL, 0, 100, NULL);
+	}
+	for (int i = 0; i < N; i++) {
+		json_t *lines;
+
+		if (rc[i] == CURLE_OK)
+			finish(e[i], &r[i]);
+		else
+			hres_release(&r[i]);
+		curl_multi_remove_handle(multi, e[i]);
+		curl_easy_cleanup(e[i]);
+		for (int k = 0; rc[i] != CURLE_OK && k < 3; k++)
+			rc[i] = apns_post_try(&fx.apns_goaway, &r[i], tok[i], jwt);
+		assert_int_equal(rc[i], CURLE_OK);
+		assert_int_equal(r[i].status, 200);
+		hres_release(&r[i]);
+		lines = th_mock_log_where(&fx.apns_goaway, "token", tok[i]);
+		if (json_array_size(lines) != 1)
+			fail_msg("token %s handled %zu times", tok[i], json_array_size(lines));
+		json_decref(lines);
+	}
+	curl_multi_cleanup(multi);
+	curl_slist_free_all(hl);
+	free(jwt);
+}
+
+/* Counted 429s and 500s, and 4xx answers a sender must not retry; each
+ * with its hexadecimal spelling. No Retry-After: Apple documents none. */
+static void test_apns_transient_and_rejections(void **state)
+{
+	char *jwt = good_jwt(), *ra;
+	int64_t before = (int64_t)time(NULL) * 1000;
+	struct hres r;
+	json_t *line;
+
+	(void)state;
+	apns_expect("busy2-a", jwt, NULL, BODY, 429, "TooManyRequests");
+	apns_expect("busy2-a", jwt, NULL, BODY, 429, "TooManyRequests");
+	apns_expect("busy2-a", jwt, NULL, BODY, 200, NULL);
+	apns_expect("internal1-a", jwt, NULL, BODY, 500, "InternalServerError");
+	apns_expect("internal1-a", jwt, NULL, BODY, 200, NULL);
+	for (int i = 0; i < 2; i++) {
+		apns_expect("badpriority-1", jwt, NULL, BODY, 400, "BadPriority");
+		apns_expect("toolarge-1", jwt, NULL, BODY, 413, "PayloadTooLarge");
+		apns_expect("0ffbad01", jwt, NULL, BODY, 400, "BadPriority");
+		apns_expect("0ff41301", jwt, NULL, BODY, 413, "PayloadTooLarge");
+		apns_expect("0ff429a1", jwt, NULL, BODY, 429, "TooManyRequests");
+	}
+	apns_expect("0ff4292a", jwt, NULL, BODY, 429, "TooManyRequests");
+	apns_expect("0ff4292a", jwt, NULL, BODY, 429, "TooManyRequests");
+	apns_expect("0ff4292a", jwt, NULL, BODY, 200, NULL);
+	apns_expect("0ff5001a", jwt, NULL, BODY, 500, "InternalServerError");
+	apns_expect("0ff5001a", jwt, NULL, BODY, 200, NULL);
+	apns_expect("0ff5031a", jwt, NULL, BODY, 503, "ServiceUnavailable");
+	apns_expect("0ff5031a", jwt, NULL, BODY, 200, NULL);
+
+	apns_post_to(&fx.apns, &r, "busy-ra", jwt, NULL, BODY, -1);
+	assert_int_equal(r.status, 429);
+	ra = hres_header(&r, "retry-after");
+	assert_null(ra);
+	hres_release(&r);
+	line = last_log_line(&fx.apns);
+	assert_true(json_is_null(json_object_get(line, "retry_after")));
+	/* When it was answered, on the wall clock (milliseconds). */
+	assert_true(json_integer_value(json_object_get(line, "ts_ms")) >= before);
+	assert_true(json_integer_value(json_object_get(line, "ts_ms")) <=
+		    ((int64_t)time(NULL) + 1) * 1000);
+	json_decref(line);
+	free(jwt);
+}
+
+/* The status (and reason, into @reason) of POST /3/device/@token on @m;
+ * the value of its Retry-After into @ra ("" if none). */
+static long apns_status(const struct th_mock *m, const char *token, const char *jwt,
+			char reason[64], char ra[16])
+{
+	struct hres r;
+	char *v;
+	long st;
+
+	apns_post_to(m, &r, token, jwt, NULL, BODY, -1);
+	st = r.status;
+	snprintf(reason, 64, "%s",
+		 r.json ? json_string_value(json_object_get(r.json, "reason")) : "");
+	v = hres_header(&r, "retry-after");
+	snprintf(ra, 16, "%s", v ? v : "");
+	free(v);
+	hres_release(&r);
+	return st;
+}
+
+/* --retry-after S: on 429 and 503 answers only, and in the log. */
+static void test_apns_retry_after(void **state)
+{
+	char *jwt = good_jwt(), reason[64], ra[16];
+	json_t *line;
+
+	(void)state;
+	assert_int_equal(apns_status(&fx.apns_ra, "busy-1", jwt, reason, ra), 429);
+	assert_string_equal(ra, "120");
+	line = last_log_line(&fx.apns_ra);
+	assert_string_equal(json_string_value(json_object_get(line, "retry_after")), "120");
+	json_decref(line);
+	assert_int_equal(apns_status(&fx.apns_ra, "unavail1-a", jwt, reason, ra), 503);
+	assert_string_equal(ra, "120");
+	assert_int_equal(apns_status(&fx.apns_ra, "internal1-a", jwt, reason, ra), 500);
+	assert_string_equal(ra, "");
+	assert_int_equal(apns_status(&fx.apns_ra, "baddevice-1", jwt, reason, ra), 400);
+	assert_string_equal(ra, "");
+	assert_int_equal(apns_status(&fx.apns_ra, "unavail1-a", jwt, reason, ra), 200);
+	assert_string_equal(ra, "");
+	free(jwt);
+}
+
+/* POST a push to @m; libcurl's code. */
+static CURLcode apns_try(const struct th_mock *m, const char *jwt)
+{
+	static const char *const std[] = { "apns-topic: " TOPIC, "apns-push-type: alert", NULL };
+	char url[256], auth[1024];
+	const char *hdrs[] = { auth, std[0], std[1], NULL };
+	struct hres r;
+	CURLcode rc;
+
+	snprintf(auth, sizeof(auth), "authorization: bearer %s", jwt);
+	snprintf(url, sizeof(url), "%s/3/device/0123abcd", m->base);
+	rc = h2_try(&r, "POST", url, hdrs, BODY, -1);
+	hres_release(&r);
+	return rc;
+}
+
+/* What a bare TCP connection to @port meets: -1 refused; 0 accepted, then
+ * reset or closed; 1 accepted and kept open for 300 ms (a TLS server
+ * waiting for the ClientHello). */
+static int tcp_probe(int port)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET,
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+				  .sin_port = htons((uint16_t)port) };
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), res;
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	char c;
+
+	assert_true(fd >= 0);
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
+		assert_int_equal(errno, ECONNREFUSED);
+		close(fd);
+		return -1;
+	}
+	res = poll(&p, 1, 300) == 1 ? (recv(fd, &c, 1, 0) > 0) : 1;
+	close(fd);
+	return res;
+}
+
+static size_t log_lines(const struct th_mock *m)
+{
+	json_t *all = th_mock_log(m);
+	size_t n = json_array_size(all);
+
+	json_decref(all);
+	return n;
+}
+
+/*
+ * An outage of each kind (SIGUSR1 to SIGUSR2): refused connections, reset
+ * ones, answers 503 to valid requests; afterwards the same port answers as
+ * before. Refused and reset requests leave no log line.
+ */
+static void test_apns_outages(void **state)
+{
+	char *jwt = good_jwt(), reason[64], ra[16];
+	size_t lines;
+	CURLcode rc;
+
+	(void)state;
+	assert_int_equal(apns_try(&fx.apns, jwt), CURLE_OK);
+	lines = log_lines(&fx.apns);
+	assert_int_equal(tcp_probe(fx.apns.port), 1);
+	th_mock_outage(&fx.apns, 1);
+	assert_int_equal(apns_try(&fx.apns, jwt), CURLE_COULDNT_CONNECT);
+	assert_int_equal(tcp_probe(fx.apns.port), -1);
+	th_mock_outage(&fx.apns, 0);
+	assert_int_equal(tcp_probe(fx.apns.port), 1);
+	assert_int_equal(apns_status(&fx.apns, "0123abcd", jwt, reason, ra), 200);
+	assert_int_equal(log_lines(&fx.apns), lines + 1);
+
+	assert_int_equal(apns_try(&fx.apns_reset, jwt), CURLE_OK);
+	lines = log_lines(&fx.apns_reset);
+	th_mock_outage(&fx.apns_reset, 1);
+	rc = apns_try(&fx.apns_reset, jwt);
+	if (rc == CURLE_OK)
+		fail_msg("answered during a reset outage");
+	/* Accepted, then reset: libcurl may call that either way. */
+	assert_int_equal(tcp_probe(fx.apns_reset.port), 0);
+	th_mock_outage(&fx.apns_reset, 0);
+	assert_int_equal(tcp_probe(fx.apns_reset.port), 1);
+	assert_int_equal(apns_try(&fx.apns_reset, jwt), CURLE_OK);
+	assert_int_equal(log_lines(&fx.apns_reset), lines + 1);
+
+	th_mock_outage(&fx.apns_ra, 1);
+	assert_int_equal(apns_status(&fx.apns_ra, "0123abcd", jwt, reason, ra), 503);
+	assert_string_equal(reason, "ServiceUnavailable");
+	assert_string_equal(ra, "120");
+	/* The checks still come first. */
+	assert_int_equal(apns_status(&fx.apns_ra, "0123abcd", NULL, reason, ra), 403);
+	assert_string_equal(reason, "MissingProviderToken");
+	th_mock_outage(&fx.apns_ra, 0);
+	assert_int_equal(apns_status(&fx.apns_ra, "0123abcd", jwt, reason, ra), 200);
 	free(jwt);
 }
 
@@ -1013,6 +1298,122 @@ static void test_fcm_token_behaviours(void **state)
 	free(access);
 }
 
+/* A message FCM finds too big: 400 about the message, not the token. */
+static void test_fcm_rejection(void **state)
+{
+	char *access = fcm_access_token(&fx.fcm, SCOPE_FCM);
+	char *body = send_body("toobig-1", NULL);
+	json_t *v;
+	struct hres r;
+
+	(void)state;
+	for (int i = 0; i < 2; i++) {
+		fcm_send_to(&fx.fcm, &r, PROJECT, access, body);
+		check_google_error(&r, 400, "INVALID_ARGUMENT", "INVALID_ARGUMENT", 1);
+		v = json_object_get(json_object_get(r.json, "error"), "details");
+		for (size_t k = 0; k < json_array_size(v); k++) {
+			json_t *fv = json_object_get(json_array_get(v, k), "fieldViolations");
+
+			if (fv)
+				assert_string_equal(json_string_value(json_object_get(
+							    json_array_get(fv, 0), "field")),
+						    "message");
+		}
+		hres_release(&r);
+	}
+	free(body);
+	free(access);
+}
+
+/* The status of a send of a message to @token on @m; Retry-After into @ra. */
+static long fcm_status(const struct th_mock *m, const char *access, const char *token, char ra[16])
+{
+	char *body = send_body(token, NULL), *v;
+	struct hres r;
+	long st;
+
+	fcm_send_to(m, &r, PROJECT, access, body);
+	st = r.status;
+	v = hres_header(&r, "retry-after");
+	snprintf(ra, 16, "%s", v ? v : "");
+	free(v);
+	hres_release(&r);
+	free(body);
+	return st;
+}
+
+/*
+ * --retry-after 120 on 429 and 503; an outage of kind unavailable answers
+ * sends 503 while /token keeps working; --goaway-after 3 closes each
+ * connection after its third request.
+ */
+static void test_fcm_retry_after_outage_goaway(void **state)
+{
+	char *access = fcm_access_token(&fx.fcm_ra, SCOPE_FCM), *again, ra[16];
+	json_t *all, *line;
+	long maxconn = 0;
+	size_t i;
+
+	(void)state;
+	assert_int_equal(fcm_status(&fx.fcm_ra, access, "quota1-a", ra), 429);
+	assert_string_equal(ra, "120");
+	line = last_log_line(&fx.fcm_ra);
+	assert_string_equal(json_string_value(json_object_get(line, "retry_after")), "120");
+	assert_true(json_is_integer(json_object_get(line, "ts_ms")));
+	json_decref(line);
+	assert_int_equal(fcm_status(&fx.fcm_ra, access, "unavail1-a", ra), 503);
+	assert_string_equal(ra, "120");
+	assert_int_equal(fcm_status(&fx.fcm_ra, access, "internal1-a", ra), 500);
+	assert_string_equal(ra, "");
+	assert_int_equal(fcm_status(&fx.fcm_ra, access, "quota1-a", ra), 200);
+
+	th_mock_outage(&fx.fcm_ra, 1);
+	assert_int_equal(fcm_status(&fx.fcm_ra, access, "device-1", ra), 503);
+	assert_string_equal(ra, "120");
+	line = last_log_line(&fx.fcm_ra);
+	assert_string_equal(json_string_value(json_object_get(line, "error_code")), "UNAVAILABLE");
+	json_decref(line);
+	again = fcm_access_token(&fx.fcm_ra, SCOPE_FCM);
+	th_mock_outage(&fx.fcm_ra, 0);
+	assert_int_equal(fcm_status(&fx.fcm_ra, again, "device-1", ra), 200);
+
+	all = th_mock_log(&fx.fcm_ra);
+	json_array_foreach(all, i, line)
+	{
+		long c = (long)json_integer_value(json_object_get(line, "conn"));
+
+		assert_true(json_integer_value(json_object_get(line, "seq")) <= 3);
+		if (c > maxconn)
+			maxconn = c;
+	}
+	assert_true(maxconn >= (long)(json_array_size(all) + 2) / 3);
+	json_decref(all);
+	free(again);
+	free(access);
+}
+
+/* An outage of kind refuse takes the token endpoint away too. */
+static void test_fcm_outage_refuse(void **state)
+{
+	long now = (long)time(NULL);
+	char *a = sa_assertion(fx.rsa, SA_EMAIL, SCOPE_FCM, "127.0.0.1", fx.fcm.port, now,
+			       now + 3600);
+	char form[4096], url[128], *access;
+	const char *const hdrs[] = { "content-type: application/x-www-form-urlencoded", NULL };
+	struct hres r;
+
+	(void)state;
+	snprintf(form, sizeof(form), "grant_type=" GRANT "&assertion=%s", a);
+	snprintf(url, sizeof(url), "%s/token", fx.fcm.base);
+	th_mock_outage(&fx.fcm, 1);
+	assert_int_equal(h2_try(&r, "POST", url, hdrs, form, -1), CURLE_COULDNT_CONNECT);
+	th_mock_outage(&fx.fcm, 0);
+	access = fcm_access_token(&fx.fcm, SCOPE_FCM);
+	fcm_ok(access, "device-1");
+	free(access);
+	free(a);
+}
+
 /* ---- fixture ------------------------------------------------------------------------------ */
 
 static int setup(void **state)
@@ -1042,6 +1443,20 @@ static int setup(void **state)
 		      (const char *[]){ "--port", "0", "--cert", fx.cert, "--key", fx.key,
 					"--sa-pubkey", rsa_pub, "--client-email", SA_EMAIL,
 					"--project-id", PROJECT, NULL });
+	th_mock_start(&fx.apns_ra, "mock_apns",
+		      (const char *[]){ "--port", "0", "--cert", fx.cert, "--key", fx.key,
+					"--auth-key", ec_pub, "--key-id", KEY_ID, "--team-id",
+					TEAM_ID, "--retry-after", "120", "--outage", "unavailable",
+					NULL });
+	th_mock_start(&fx.apns_reset, "mock_apns",
+		      (const char *[]){ "--port", "0", "--cert", fx.cert, "--key", fx.key,
+					"--auth-key", ec_pub, "--key-id", KEY_ID, "--team-id",
+					TEAM_ID, "--outage", "reset", NULL });
+	th_mock_start(&fx.fcm_ra, "mock_fcm",
+		      (const char *[]){ "--port", "0", "--cert", fx.cert, "--key", fx.key,
+					"--sa-pubkey", rsa_pub, "--client-email", SA_EMAIL,
+					"--project-id", PROJECT, "--retry-after", "120", "--outage",
+					"unavailable", "--goaway-after", "3", NULL });
 	th_mock_start(&fx.fcm_short, "mock_fcm",
 		      (const char *[]){ "--port", "0", "--cert", fx.cert, "--key", fx.key,
 					"--sa-pubkey", rsa_pub, "--client-email", SA_EMAIL,
@@ -1063,6 +1478,9 @@ static int teardown(void **state)
 	th_mock_stop(&fx.apns_goaway);
 	th_mock_stop(&fx.fcm);
 	th_mock_stop(&fx.fcm_short);
+	th_mock_stop(&fx.apns_ra);
+	th_mock_stop(&fx.apns_reset);
+	th_mock_stop(&fx.fcm_ra);
 	EVP_PKEY_free(fx.ec);
 	EVP_PKEY_free(fx.ec_other);
 	EVP_PKEY_free(fx.rsa);
@@ -1085,10 +1503,17 @@ int main(void)
 		cmocka_unit_test(test_apns_token_behaviours),
 		cmocka_unit_test(test_apns_streams),
 		cmocka_unit_test(test_apns_goaway),
+		cmocka_unit_test(test_apns_goaway_concurrent),
+		cmocka_unit_test(test_apns_transient_and_rejections),
+		cmocka_unit_test(test_apns_retry_after),
+		cmocka_unit_test(test_apns_outages),
 		cmocka_unit_test(test_fcm_token_endpoint),
 		cmocka_unit_test(test_fcm_send_auth),
 		cmocka_unit_test(test_fcm_validation),
 		cmocka_unit_test(test_fcm_token_behaviours),
+		cmocka_unit_test(test_fcm_rejection),
+		cmocka_unit_test(test_fcm_retry_after_outage_goaway),
+		cmocka_unit_test(test_fcm_outage_refuse),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

@@ -1052,6 +1052,11 @@ static void test_fcm_token_errors(void **state)
 	assert_int_equal(r.outcome, PUSH_FCM_RETRY);
 	assert_int_equal(r.status, 503);
 	assert_int_equal(r.retry_delay_ms, 1000);
+	/* Retry-After 1 does not cut a longer back-off short (attempt 3: 8 s). */
+	r = fcm_one(f, "unavail1-b", 3);
+	assert_int_equal(r.status, 503);
+	assert_int_equal(r.retry_after_s, 1);
+	assert_in_range(r.retry_delay_ms, 4000, 8000);
 	r = fcm_one(f, "internal1-a", 2);
 	assert_int_equal(r.outcome, PUSH_FCM_RETRY);
 	assert_int_equal(r.status, 500);

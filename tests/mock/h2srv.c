@@ -13,10 +13,18 @@
  * whose peer closed, is marked dead and freed after the loop iteration, never
  * from inside an nghttp2 callback.
  *
- * After GOAWAY the connection writes what is queued, sends close_notify,
- * half-closes the socket and reads (discarding) until the peer closes or
- * DRAIN_MS pass: closing with unread input would make the kernel reset the
- * connection and could destroy the last response before the client read it.
+ * After GOAWAY the connection answers every stream up to its last-stream-id
+ * (a client may resend only what is above it), ignores any stream above it
+ * that arrives before the GOAWAY is out, writes what is queued, sends
+ * close_notify, half-closes the socket and reads (discarding) until the peer
+ * closes or DRAIN_MS pass: closing with unread input would make the kernel
+ * reset the connection and could destroy the last response before the
+ * client read it.
+ *
+ * An outage, by contrast, resets on purpose (SO_LINGER 0, no close_notify):
+ * that is what a client sees when a provider's front end goes away. The
+ * signal handlers only set flags; the loop applies them at the top of an
+ * iteration, never inside a callback.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -70,6 +78,7 @@ struct h2srv_conn {
 	size_t out_len, out_off, out_cap;
 	int want_pollout;
 	int goaway;
+	int32_t goaway_last; /* the GOAWAY's last-stream-id */
 	uint32_t max_streams;
 	uint32_t nrequests;
 	int64_t drain_deadline;
@@ -77,20 +86,28 @@ struct h2srv_conn {
 };
 
 struct h2srv {
-	int fd;
+	int fd; /* -1 during an H2SRV_OUTAGE_REFUSE outage */
 	int port;
 	SSL_CTX *ctx;
 	struct h2srv_opts opts;
 	struct h2srv_conn *conns;
 	uint64_t next_conn_id;
+	int down;	  /* an outage is in force */
+	unsigned outages; /* begun so far */
 };
 
 static volatile sig_atomic_t stop_requested;
+static volatile sig_atomic_t outage_wanted; /* SIGUSR1 sets it, SIGUSR2 clears it */
 
 static void on_signal(int sig)
 {
 	(void)sig;
 	stop_requested = 1;
+}
+
+static void on_outage_signal(int sig)
+{
+	outage_wanted = sig == SIGUSR1;
 }
 
 static int64_t now_ms(void)
@@ -116,13 +133,35 @@ static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outle
 	return SSL_TLSEXT_ERR_ALERT_FATAL;
 }
 
-struct h2srv *h2srv_new(const struct h2srv_opts *o, char *err, size_t errlen)
+/* Listen on 127.0.0.1:@port (0: a free one) and note the port; -1 with
+ * errno on failure. */
+static int listen_on(struct h2srv *s, int port)
 {
 	struct sockaddr_in sa = { .sin_family = AF_INET,
 				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
 	socklen_t salen = sizeof(sa);
+	int one = 1, e;
+
+	s->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (s->fd < 0)
+		return -1;
+	setsockopt(s->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	sa.sin_port = htons((uint16_t)port);
+	if (bind(s->fd, (struct sockaddr *)&sa, sizeof(sa)) || listen(s->fd, 128) ||
+	    getsockname(s->fd, (struct sockaddr *)&sa, &salen)) {
+		e = errno;
+		close(s->fd);
+		s->fd = -1;
+		errno = e;
+		return -1;
+	}
+	s->port = ntohs(sa.sin_port);
+	return 0;
+}
+
+struct h2srv *h2srv_new(const struct h2srv_opts *o, char *err, size_t errlen)
+{
 	struct h2srv *s = calloc(1, sizeof(*s));
-	int one = 1;
 
 	if (!s) {
 		snprintf(err, errlen, "out of memory");
@@ -156,21 +195,13 @@ struct h2srv *h2srv_new(const struct h2srv_opts *o, char *err, size_t errlen)
 		SSL_CTX_set_verify(s->ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
 	}
 	SSL_CTX_set_alpn_select_cb(s->ctx, alpn_select, NULL);
-
-	s->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (s->fd < 0)
-		goto fail_errno;
-	setsockopt(s->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	sa.sin_port = htons((uint16_t)o->port);
-	if (bind(s->fd, (struct sockaddr *)&sa, sizeof(sa)) || listen(s->fd, 128) ||
-	    getsockname(s->fd, (struct sockaddr *)&sa, &salen))
-		goto fail_errno;
-	s->port = ntohs(sa.sin_port);
+	if (listen_on(s, o->port)) {
+		snprintf(err, errlen, "cannot listen on 127.0.0.1:%d: %s", o->port,
+			 strerror(errno));
+		goto fail;
+	}
 	return s;
 
-fail_errno:
-	snprintf(err, errlen, "cannot listen on 127.0.0.1:%d: %s", o->port, strerror(errno));
-	goto fail;
 fail_ssl:
 	snprintf(err, errlen, "cannot create a TLS context");
 fail:
@@ -246,6 +277,11 @@ const char *h2srv_req_header(const struct h2srv_req *r, const char *name)
 	return NULL;
 }
 
+int h2srv_down(const struct h2srv_req *r)
+{
+	return r->conn->srv->down;
+}
+
 size_t h2srv_req_header_count(const struct h2srv_req *r, const char *name)
 {
 	size_t n = 0;
@@ -278,6 +314,11 @@ static int on_begin_headers(nghttp2_session *sess, const nghttp2_frame *frame, v
 	struct stream *st;
 
 	if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+		return 0;
+	/* Past the GOAWAY's last-stream-id (it came in the same read, before
+	 * the GOAWAY went out): ignored, as nghttp2 ignores those that come
+	 * after it; the client knows from the GOAWAY that it was not processed. */
+	if (c->goaway && frame->hd.stream_id > c->goaway_last)
 		return 0;
 	st = calloc(1, sizeof(*st));
 	if (!st || !(st->body = malloc(H2SRV_MAX_BODY + 1))) {
@@ -442,8 +483,8 @@ void h2srv_conn_goaway(struct h2srv_conn *c, const char *debug)
 	if (c->goaway)
 		return;
 	c->goaway = 1;
-	nghttp2_submit_goaway(c->sess, NGHTTP2_FLAG_NONE,
-			      nghttp2_session_get_last_proc_stream_id(c->sess), NGHTTP2_NO_ERROR,
+	c->goaway_last = nghttp2_session_get_last_proc_stream_id(c->sess);
+	nghttp2_submit_goaway(c->sess, NGHTTP2_FLAG_NONE, c->goaway_last, NGHTTP2_NO_ERROR,
 			      (const uint8_t *)debug, debug ? strlen(debug) : 0);
 }
 
@@ -536,8 +577,9 @@ static void conn_flush(struct h2srv_conn *c)
 		}
 	}
 	c->want_pollout = 0;
-	if (c->goaway && !nghttp2_session_want_write(c->sess)) {
-		/* Everything up to the GOAWAY is written: close politely. */
+	if (c->goaway && !nghttp2_session_want_write(c->sess) && !c->streams) {
+		/* Every stream up to the GOAWAY's last-stream-id is answered (its
+		 * struct stream goes when it closes) and written: close politely. */
 		SSL_shutdown(c->ssl);
 		shutdown(c->fd, SHUT_WR);
 		c->state = CONN_DRAINING;
@@ -644,6 +686,70 @@ static void conn_io(struct h2srv_conn *c)
 	}
 }
 
+/* Free the connections that are dead or done draining. */
+static void reap(struct h2srv *s)
+{
+	int64_t now = now_ms();
+
+	for (struct h2srv_conn **pp = &s->conns; *pp;) {
+		struct h2srv_conn *c = *pp;
+
+		if (c->state == CONN_DRAINING && now >= c->drain_deadline)
+			c->state = CONN_DEAD;
+		if (c->state == CONN_DEAD) {
+			*pp = c->next;
+			conn_free(c);
+		} else {
+			pp = &c->next;
+		}
+	}
+}
+
+/* Make the close of @fd a TCP reset rather than a FIN: what a client sees
+ * when the server behind the address has gone. */
+static void linger_zero(int fd)
+{
+	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+
+	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+}
+
+/*
+ * Begin or end an outage as the signals asked. Beginning: every open
+ * connection is reset (no GOAWAY, no close_notify), and for
+ * H2SRV_OUTAGE_REFUSE the listening socket closes; H2SRV_OUTAGE_ANSWER
+ * touches no connection. Ending: listen on the same port again. Then
+ * "down N" / "up N" on stdout. -1 if the port cannot be had again.
+ */
+static int outage_apply(struct h2srv *s)
+{
+	int want = outage_wanted;
+
+	if (want == s->down)
+		return 0;
+	if (want && s->opts.outage != H2SRV_OUTAGE_ANSWER) {
+		for (struct h2srv_conn *c = s->conns; c; c = c->next) {
+			linger_zero(c->fd);
+			c->state = CONN_DEAD;
+		}
+		reap(s); /* closed now, hence reset */
+	}
+	if (want && s->opts.outage == H2SRV_OUTAGE_REFUSE) {
+		close(s->fd); /* connections still in the backlog are reset too */
+		s->fd = -1;
+	}
+	if (!want && s->fd < 0 && listen_on(s, s->port)) {
+		fprintf(stderr, "h2srv: cannot listen on 127.0.0.1:%d again: %s\n", s->port,
+			strerror(errno));
+		return -1;
+	}
+	s->down = want;
+	s->outages += (unsigned)want;
+	printf("%s %u\n", want ? "down" : "up", s->outages);
+	fflush(stdout);
+	return 0;
+}
+
 static void accept_all(struct h2srv *s)
 {
 	for (;;) {
@@ -653,6 +759,11 @@ static void accept_all(struct h2srv *s)
 
 		if (fd < 0)
 			return;
+		if (s->down && s->opts.outage == H2SRV_OUTAGE_RESET) {
+			linger_zero(fd);
+			close(fd);
+			continue;
+		}
 		for (c = s->conns; c; c = c->next)
 			n++;
 		c = n < MAX_CONNS ? calloc(1, sizeof(*c)) : NULL;
@@ -684,12 +795,17 @@ int h2srv_run(struct h2srv *s)
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
+	sa.sa_handler = on_outage_signal;
+	sigaction(SIGUSR1, &sa, NULL);
+	sigaction(SIGUSR2, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
 	while (!stop_requested) {
 		size_t n = 1;
-		int64_t now;
 
+		if (outage_apply(s))
+			return -1;
+		/* poll() skips a negative descriptor: no listener while refusing. */
 		fds[0] = (struct pollfd){ .fd = s->fd, .events = POLLIN };
 		for (struct h2srv_conn *c = s->conns; c && n <= MAX_CONNS; c = c->next) {
 			short ev = POLLIN;
@@ -712,19 +828,7 @@ int h2srv_run(struct h2srv *s)
 			accept_all(s);
 
 		/* Free the dead after the iteration, never inside a callback. */
-		now = now_ms();
-		for (struct h2srv_conn **pp = &s->conns; *pp;) {
-			struct h2srv_conn *c = *pp;
-
-			if (c->state == CONN_DRAINING && now >= c->drain_deadline)
-				c->state = CONN_DEAD;
-			if (c->state == CONN_DEAD) {
-				*pp = c->next;
-				conn_free(c);
-			} else {
-				pp = &c->next;
-			}
-		}
+		reap(s);
 	}
 	return 0;
 }

@@ -85,6 +85,19 @@ int mock_parse_long(const char *s, long *out)
 	return 0;
 }
 
+int mock_parse_outage(const char *s, enum h2srv_outage *out)
+{
+	if (strcmp(s, "refuse") == 0)
+		*out = H2SRV_OUTAGE_REFUSE;
+	else if (strcmp(s, "reset") == 0)
+		*out = H2SRV_OUTAGE_RESET;
+	else if (strcmp(s, "unavailable") == 0)
+		*out = H2SRV_OUTAGE_ANSWER;
+	else
+		return -1;
+	return 0;
+}
+
 int64_t mock_now_s(void)
 {
 	return (int64_t)time(NULL);

@@ -1,7 +1,7 @@
 /*
  * mock.h - small helpers shared by the mock push providers: per-token
  * counters, token prefixes that choose a behaviour, the JSON request log,
- * number parsing, clocks.
+ * number and option parsing, clocks.
  */
 #ifndef FERRY_TESTS_MOCK_MOCK_H
 #define FERRY_TESTS_MOCK_MOCK_H
@@ -10,6 +10,8 @@
 #include <stdio.h>
 
 #include <jansson.h>
+
+#include "tests/mock/h2srv.h"
 
 /* How many requests each exact device token has had (a list: tests use few). */
 struct mock_counters {
@@ -30,6 +32,10 @@ int mock_starts_with(const char *s, const char *prefix);
 
 /* A whole decimal number (optional leading '-'), 0 on success, -1 if not. */
 int mock_parse_long(const char *s, long *out);
+
+/* --outage's argument: "refuse", "reset" or "unavailable" (answered by
+ * the mock, H2SRV_OUTAGE_ANSWER). 0 on success, -1 if none of them. */
+int mock_parse_outage(const char *s, enum h2srv_outage *out);
 
 /* Wall-clock time in seconds / milliseconds since the Epoch. */
 int64_t mock_now_s(void);

@@ -12,6 +12,12 @@
  *
  * Each connection starts with SETTINGS_MAX_CONCURRENT_STREAMS 1 and raises
  * it to 500 once a request carried a valid provider token, as APNs does.
+ *
+ * Apple documents no Retry-After for APNs, so by default none is sent;
+ * --retry-after S adds one to 429 and 503 answers (HTTP allows it there),
+ * for testing a sender that honours it. An outage (SIGUSR1 to SIGUSR2, see
+ * h2srv.h) refuses or resets connections, or with --outage unavailable
+ * answers every request that passes the checks 503 ServiceUnavailable.
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -39,6 +45,7 @@ struct apns {
 	EVP_PKEY *auth_key;
 	const char *key_id, *team_id, *topic;
 	long goaway_after; /* 0: never */
+	long retry_after;  /* seconds, on 429 and 503; 0: no Retry-After */
 	int cert_auth;	   /* --client-ca: TLS checked the client's certificate */
 	int have_unreg_ts;
 	long unreg_ts;
@@ -54,7 +61,8 @@ struct outcome {
 	json_t *jwt_iat; /* owned */
 	char jwt_kid[64];
 	int status;
-	const char *reason; /* NULL on success */
+	const char *reason;   /* NULL on success */
+	char retry_after[24]; /* the Retry-After sent, "" if none */
 };
 
 static const char *const push_types[] = { "alert",	  "background",	  "voip",    "location",
@@ -231,44 +239,66 @@ static int check_payload(const struct h2srv_req *req, struct outcome *o)
 /*
  * The word a token stands for: itself, or for a hexadecimal token (what
  * ferry's admin API accepts for APNs) "0ff" then a code: 410 unregistered,
- * 400 baddevice, 401 nottopic, 429 busy, 503N unavail<N>-, 403N expire<N>-
- * (N one decimal digit). Counting stays by the exact token.
+ * 400 baddevice, 401 nottopic, 429 busy, 429N busy<N>-, 503N unavail<N>-,
+ * 500N internal<N>-, 403N expire<N>-, 413 toolarge, bad badpriority (N one
+ * decimal digit). Counting stays by the exact token.
  */
 static const char *token_word(const char *tok, char *buf, size_t n)
 {
+	enum { NO_N, N_REQUIRED, N_OPTIONAL };
 	static const struct {
 		const char *code, *word;
+		int count;
 	} codes[] = {
-		{ "410", "unregistered" }, { "400", "baddevice" }, { "401", "nottopic" },
-		{ "429", "busy" },	   { "503", "unavail" },   { "403", "expire" },
+		{ "410", "unregistered", NO_N },  { "400", "baddevice", NO_N },
+		{ "401", "nottopic", NO_N },	  { "429", "busy", N_OPTIONAL },
+		{ "503", "unavail", N_REQUIRED }, { "500", "internal", N_REQUIRED },
+		{ "403", "expire", N_REQUIRED },  { "413", "toolarge", NO_N },
+		{ "bad", "badpriority", NO_N },
 	};
 
 	if (strncmp(tok, "0ff", 3) != 0 || strspn(tok, "0123456789abcdef") != strlen(tok))
 		return tok;
 	for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
+		int digit;
+
 		if (strncmp(tok + 3, codes[i].code, 3) != 0)
 			continue;
-		if (strcmp(codes[i].word, "unavail") == 0 || strcmp(codes[i].word, "expire") == 0) {
-			if (tok[6] < '0' || tok[6] > '9')
-				return tok;
+		digit = tok[6] >= '0' && tok[6] <= '9';
+		if (codes[i].count == N_REQUIRED && !digit)
+			return tok;
+		if (codes[i].count != NO_N && digit)
 			snprintf(buf, n, "%s%c-", codes[i].word, tok[6]);
-		} else {
+		else
 			snprintf(buf, n, "%s", codes[i].word);
-		}
 		return buf;
 	}
 	return tok;
 }
 
-/* The behaviour the device token's text chooses (after every other check). */
-static void token_behaviour(struct apns *a, struct outcome *o)
+/* 1 if @word is @prefix<N>- and this is one of @token's first N requests. */
+static int first_n(struct apns *a, const char *word, const char *prefix, const char *token)
+{
+	long n;
+
+	return mock_prefix_n(word, prefix, &n) && mock_count(&a->counters, token) <= n;
+}
+
+/*
+ * The behaviour the device token's text chooses (after every other check),
+ * or during an outage of kind unavailable, 503 whatever the token.
+ */
+static void token_behaviour(struct apns *a, const struct h2srv_req *req, struct outcome *o)
 {
 	char buf[32];
 	const char *word = token_word(o->token, buf, sizeof(buf));
 	long n;
 
 	o->status = 200;
-	if (mock_starts_with(word, "unregistered")) {
+	if (h2srv_down(req)) {
+		o->status = 503;
+		o->reason = "ServiceUnavailable";
+	} else if (mock_starts_with(word, "unregistered")) {
 		o->status = 410;
 		o->reason = "Unregistered";
 	} else if (mock_starts_with(word, "baddevice")) {
@@ -277,12 +307,22 @@ static void token_behaviour(struct apns *a, struct outcome *o)
 	} else if (mock_starts_with(word, "nottopic")) {
 		o->status = 400;
 		o->reason = "DeviceTokenNotForTopic";
-	} else if (mock_starts_with(word, "busy")) {
+	} else if (mock_prefix_n(word, "busy", &n) ? first_n(a, word, "busy", o->token)
+						   : mock_starts_with(word, "busy")) {
 		o->status = 429;
 		o->reason = "TooManyRequests";
-	} else if (mock_prefix_n(word, "unavail", &n) && mock_count(&a->counters, o->token) <= n) {
+	} else if (first_n(a, word, "unavail", o->token)) {
 		o->status = 503;
 		o->reason = "ServiceUnavailable";
+	} else if (first_n(a, word, "internal", o->token)) {
+		o->status = 500;
+		o->reason = "InternalServerError";
+	} else if (mock_starts_with(word, "badpriority")) {
+		o->status = 400;
+		o->reason = "BadPriority";
+	} else if (mock_starts_with(word, "toolarge")) {
+		o->status = 413;
+		o->reason = "PayloadTooLarge";
 	}
 }
 
@@ -334,13 +374,15 @@ static void check(struct apns *a, struct h2srv_req *req, struct outcome *o)
 		return;
 	if (check_payload(req, o))
 		return;
-	token_behaviour(a, o);
+	token_behaviour(a, req, o);
 }
 
 static void respond(struct apns *a, struct h2srv_req *req, struct outcome *o)
 {
-	struct h2srv_hdr hdrs[2] = { { "apns-id", o->apns_id },
-				     { "content-type", "application/json" } };
+	struct h2srv_hdr hdrs[3] = { { "apns-id", o->apns_id },
+				     { "content-type", "application/json" },
+				     { "retry-after", o->retry_after } };
+	size_t nh = 2;
 	json_t *body;
 	char *text = NULL;
 
@@ -348,12 +390,16 @@ static void respond(struct apns *a, struct h2srv_req *req, struct outcome *o)
 		h2srv_respond(req, o->status, hdrs, 1, NULL, 0);
 		return;
 	}
+	if (a->retry_after > 0 && (o->status == 429 || o->status == 503)) {
+		snprintf(o->retry_after, sizeof(o->retry_after), "%ld", a->retry_after);
+		nh++;
+	}
 	body = json_pack("{ss}", "reason", o->reason);
 	if (o->status == 410)
 		json_object_set_new(body, "timestamp",
 				    json_integer(a->have_unreg_ts ? a->unreg_ts : mock_now_ms()));
 	text = json_dumps(body, JSON_COMPACT);
-	h2srv_respond(req, o->status, hdrs, 2, text, text ? strlen(text) : 0);
+	h2srv_respond(req, o->status, hdrs, nh, text, text ? strlen(text) : 0);
 	free(text);
 	json_decref(body);
 }
@@ -384,6 +430,9 @@ static void log_request(struct apns *a, const struct h2srv_req *req, struct outc
 	json_object_set_new(line, "stream", json_integer(req->stream_id));
 	json_object_set_new(line, "conn", json_integer((json_int_t)req->conn_id));
 	json_object_set_new(line, "seq", json_integer(req->seq));
+	json_object_set_new(line, "retry_after",
+			    mock_json_str(o->retry_after[0] ? o->retry_after : NULL));
+	json_object_set_new(line, "ts_ms", json_integer(mock_now_ms()));
 	mock_log(a->log, line);
 }
 
@@ -411,10 +460,13 @@ static void usage(void)
 	fprintf(stderr,
 		"usage: mock_apns --port P --cert PEM --key PEM --auth-key PUB.pem --key-id KID\n"
 		"                 --team-id TEAM [--topic T] [--goaway-after N]\n"
-		"                 [--unregistered-ts MS] [--client-ca PEM] [--log FILE]\n");
+		"                 [--unregistered-ts MS] [--client-ca PEM] [--retry-after S]\n"
+		"                 [--outage refuse|reset|unavailable] [--log FILE]\n");
 }
 
-int main(int argc, char **argv)
+/* The command line into @a, @so and the paths; -1 on a usage error. */
+static int parse_args(int argc, char **argv, struct apns *a, struct h2srv_opts *so,
+		      const char **auth_path, const char **log_path)
 {
 	static const struct option longopts[] = {
 		{ "port", required_argument, NULL, 'p' },
@@ -428,65 +480,86 @@ int main(int argc, char **argv)
 		{ "unregistered-ts", required_argument, NULL, 'u' },
 		{ "log", required_argument, NULL, 'l' },
 		{ "client-ca", required_argument, NULL, 'C' },
+		{ "retry-after", required_argument, NULL, 'r' },
+		{ "outage", required_argument, NULL, 'o' },
 		{ NULL, 0, NULL, 0 },
 	};
+	long port = -1;
+	int opt;
+
+	while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		switch (opt) {
+		case 'p':
+			if (mock_parse_long(optarg, &port) || port < 0 || port > 65535)
+				return -1;
+			break;
+		case 'c':
+			so->cert_path = optarg;
+			break;
+		case 'k':
+			so->key_path = optarg;
+			break;
+		case 'a':
+			*auth_path = optarg;
+			break;
+		case 'i':
+			a->key_id = optarg;
+			break;
+		case 't':
+			a->team_id = optarg;
+			break;
+		case 'T':
+			a->topic = optarg;
+			break;
+		case 'g':
+			if (mock_parse_long(optarg, &a->goaway_after) || a->goaway_after < 0)
+				return -1;
+			break;
+		case 'u':
+			if (mock_parse_long(optarg, &a->unreg_ts))
+				return -1;
+			a->have_unreg_ts = 1;
+			break;
+		case 'l':
+			*log_path = optarg;
+			break;
+		case 'C':
+			so->client_ca_path = optarg;
+			a->cert_auth = 1;
+			break;
+		case 'r':
+			if (mock_parse_long(optarg, &a->retry_after) || a->retry_after < 0)
+				return -1;
+			break;
+		case 'o':
+			if (mock_parse_outage(optarg, &so->outage))
+				return -1;
+			break;
+		default:
+			return -1;
+		}
+	}
+	so->port = (int)port;
+	if (optind != argc || port < 0 || !so->cert_path || !so->key_path || !*auth_path ||
+	    !a->key_id || !a->team_id)
+		return -1;
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
 	struct h2srv_opts so = { .max_streams = STREAMS_BEFORE_AUTH, .handler = handle };
 	const char *auth_path = NULL, *log_path = NULL;
 	struct apns a;
 	struct h2srv *srv;
 	char err[256];
-	long port = -1;
-	int opt, rc = 1;
+	int rc = 1;
 
 	memset(&a, 0, sizeof(a));
-	while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-		switch (opt) {
-		case 'p':
-			if (mock_parse_long(optarg, &port) || port < 0 || port > 65535)
-				goto bad_usage;
-			break;
-		case 'c':
-			so.cert_path = optarg;
-			break;
-		case 'k':
-			so.key_path = optarg;
-			break;
-		case 'a':
-			auth_path = optarg;
-			break;
-		case 'i':
-			a.key_id = optarg;
-			break;
-		case 't':
-			a.team_id = optarg;
-			break;
-		case 'T':
-			a.topic = optarg;
-			break;
-		case 'g':
-			if (mock_parse_long(optarg, &a.goaway_after) || a.goaway_after < 0)
-				goto bad_usage;
-			break;
-		case 'u':
-			if (mock_parse_long(optarg, &a.unreg_ts))
-				goto bad_usage;
-			a.have_unreg_ts = 1;
-			break;
-		case 'l':
-			log_path = optarg;
-			break;
-		case 'C':
-			so.client_ca_path = optarg;
-			a.cert_auth = 1;
-			break;
-		default:
-			goto bad_usage;
-		}
+	if (parse_args(argc, argv, &a, &so, &auth_path, &log_path)) {
+		usage();
+		return 2;
 	}
-	if (optind != argc || port < 0 || !so.cert_path || !so.key_path || !auth_path ||
-	    !a.key_id || !a.team_id)
-		goto bad_usage;
-	so.port = (int)port;
 	so.ud = &a;
 
 	a.auth_key = jwt_load_public_key(auth_path);
@@ -513,8 +586,4 @@ out_key:
 	EVP_PKEY_free(a.auth_key);
 	mock_counters_release(&a.counters);
 	return rc;
-
-bad_usage:
-	usage();
-	return 2;
 }

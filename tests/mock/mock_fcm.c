@@ -14,6 +14,12 @@
  * PERMISSION_DENIED, no FcmError), the body as FCM validates it (400
  * INVALID_ARGUMENT with google.rpc.BadRequest fieldViolations), then the
  * device token's own behaviour.
+ *
+ * 429 and 503 answers carry Retry-After (--retry-after, 1 s by default), as
+ * Google says they may. An outage (SIGUSR1 to SIGUSR2, see h2srv.h) refuses
+ * or resets connections, the token endpoint's included; with --outage
+ * unavailable every send that passes the checks is answered 503 UNAVAILABLE
+ * while /token keeps answering (Google's OAuth service is another one).
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -59,6 +65,8 @@ struct fcm {
 	EVP_PKEY *sa_key;
 	const char *client_email, *project_id;
 	long token_ttl;
+	long retry_after;  /* seconds, on 429 and 503 */
+	long goaway_after; /* 0: never */
 	int port;
 	FILE *log;
 	struct mock_counters counters;
@@ -72,7 +80,7 @@ struct answer {
 	json_t *body;		/* owned */
 	const char *error;	/* "invalid_grant" or a google.rpc status, for the log */
 	const char *error_code; /* FcmError errorCode, for the log */
-	int retry_after;
+	int retry_after;	/* send Retry-After (struct fcm retry_after) */
 	int www_authenticate;
 	json_t *log; /* owned: the log line */
 };
@@ -522,6 +530,14 @@ static int check_message(struct answer *an, json_t *root, const char **token)
 	return 1;
 }
 
+/* 503 UNAVAILABLE with Retry-After: an overloaded FCM. */
+static void unavailable(struct answer *an)
+{
+	google_error(an, 503, "UNAVAILABLE", "The service is currently unavailable.", "UNAVAILABLE",
+		     NULL, NULL);
+	an->retry_after = 1;
+}
+
 /* The behaviour the device token's text chooses; 1 if it answered. */
 static int token_behaviour(struct fcm *f, const char *token, struct answer *an)
 {
@@ -543,12 +559,13 @@ static int token_behaviour(struct fcm *f, const char *token, struct answer *an)
 			     NULL, NULL);
 		an->retry_after = 1;
 	} else if (mock_prefix_n(token, "unavail", &n) && mock_count(&f->counters, token) <= n) {
-		google_error(an, 503, "UNAVAILABLE", "The service is currently unavailable.",
-			     "UNAVAILABLE", NULL, NULL);
-		an->retry_after = 1;
+		unavailable(an);
 	} else if (mock_prefix_n(token, "internal", &n) && mock_count(&f->counters, token) <= n) {
 		google_error(an, 500, "INTERNAL", "Internal error encountered.", "INTERNAL", NULL,
 			     NULL);
+	} else if (mock_starts_with(token, "toobig")) {
+		/* What a message over the size limit gets: the field is the message. */
+		bad_field(an, 1, "message", "Message is too big");
 	} else {
 		return 0;
 	}
@@ -608,7 +625,9 @@ static void handle_send(struct fcm *f, const struct h2srv_req *req, const char *
 		json_object_set_new(an->log, "topic",
 				    mock_json_str(json_string_value(json_object_get(m, "topic"))));
 		json_object_set_new(an->log, "validate_only", json_boolean(json_is_true(vo)));
-		if (!token || !token_behaviour(f, token, an)) {
+		if (h2srv_down(req)) {
+			unavailable(an);
+		} else if (!token || !token_behaviour(f, token, an)) {
 			if (json_is_true(vo))
 				snprintf(name, sizeof(name), "projects/%s/messages/fake_message_id",
 					 f->project_id);
@@ -629,7 +648,7 @@ static void handle(struct h2srv_req *req, void *ud)
 	struct answer an;
 	struct h2srv_hdr hdrs[3];
 	size_t nh = 0;
-	char *text;
+	char *text, ra[24];
 	const char *p = req->path;
 	static const char prefix[] = "/v1/projects/", suffix[] = "/messages:send";
 	size_t plen = strlen(p);
@@ -652,8 +671,9 @@ static void handle(struct h2srv_req *req, void *ud)
 	}
 
 	hdrs[nh++] = (struct h2srv_hdr){ "content-type", "application/json; charset=UTF-8" };
+	snprintf(ra, sizeof(ra), "%ld", f->retry_after);
 	if (an.retry_after)
-		hdrs[nh++] = (struct h2srv_hdr){ "retry-after", "1" };
+		hdrs[nh++] = (struct h2srv_hdr){ "retry-after", ra };
 	if (an.www_authenticate)
 		hdrs[nh++] = (struct h2srv_hdr){ "www-authenticate",
 						 "Bearer realm=\"https://accounts.google.com/\", "
@@ -667,18 +687,26 @@ static void handle(struct h2srv_req *req, void *ud)
 	json_object_set_new(an.log, "error_code", mock_json_str(an.error_code));
 	json_object_set_new(an.log, "stream", json_integer(req->stream_id));
 	json_object_set_new(an.log, "conn", json_integer((json_int_t)req->conn_id));
+	json_object_set_new(an.log, "seq", json_integer(req->seq));
+	json_object_set_new(an.log, "retry_after", mock_json_str(an.retry_after ? ra : NULL));
+	json_object_set_new(an.log, "ts_ms", json_integer(mock_now_ms()));
 	mock_log(f->log, an.log);
 	json_decref(an.body);
+	if (f->goaway_after > 0 && req->seq == (uint32_t)f->goaway_after)
+		h2srv_conn_goaway(req->conn, NULL);
 }
 
 static void usage(void)
 {
-	fprintf(stderr,
-		"usage: mock_fcm --port P --cert PEM --key PEM --sa-pubkey PUB.pem\n"
-		"                --client-email E --project-id PID [--token-ttl S] [--log FILE]\n");
+	fprintf(stderr, "usage: mock_fcm --port P --cert PEM --key PEM --sa-pubkey PUB.pem\n"
+			"                --client-email E --project-id PID [--token-ttl S]\n"
+			"                [--retry-after S] [--goaway-after N]\n"
+			"                [--outage refuse|reset|unavailable] [--log FILE]\n");
 }
 
-int main(int argc, char **argv)
+/* The command line into @f, @so and the paths; -1 on a usage error. */
+static int parse_args(int argc, char **argv, struct fcm *f, struct h2srv_opts *so,
+		      const char **sa_path, const char **log_path)
 {
 	static const struct option longopts[] = {
 		{ "port", required_argument, NULL, 'p' },
@@ -689,54 +717,81 @@ int main(int argc, char **argv)
 		{ "project-id", required_argument, NULL, 'P' },
 		{ "token-ttl", required_argument, NULL, 't' },
 		{ "log", required_argument, NULL, 'l' },
+		{ "retry-after", required_argument, NULL, 'r' },
+		{ "goaway-after", required_argument, NULL, 'g' },
+		{ "outage", required_argument, NULL, 'o' },
 		{ NULL, 0, NULL, 0 },
 	};
+	long port = -1;
+	int opt;
+
+	while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		switch (opt) {
+		case 'p':
+			if (mock_parse_long(optarg, &port) || port < 0 || port > 65535)
+				return -1;
+			break;
+		case 'c':
+			so->cert_path = optarg;
+			break;
+		case 'k':
+			so->key_path = optarg;
+			break;
+		case 's':
+			*sa_path = optarg;
+			break;
+		case 'e':
+			f->client_email = optarg;
+			break;
+		case 'P':
+			f->project_id = optarg;
+			break;
+		case 't':
+			if (mock_parse_long(optarg, &f->token_ttl) || f->token_ttl < 0)
+				return -1;
+			break;
+		case 'l':
+			*log_path = optarg;
+			break;
+		case 'r':
+			if (mock_parse_long(optarg, &f->retry_after) || f->retry_after < 0)
+				return -1;
+			break;
+		case 'g':
+			if (mock_parse_long(optarg, &f->goaway_after) || f->goaway_after < 0)
+				return -1;
+			break;
+		case 'o':
+			if (mock_parse_outage(optarg, &so->outage))
+				return -1;
+			break;
+		default:
+			return -1;
+		}
+	}
+	so->port = (int)port;
+	if (optind != argc || port < 0 || !so->cert_path || !so->key_path || !*sa_path ||
+	    !f->client_email || !f->project_id)
+		return -1;
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
 	struct h2srv_opts so = { .max_streams = 100, .handler = handle };
 	const char *sa_path = NULL, *log_path = NULL;
 	struct fcm f;
 	struct h2srv *srv;
 	char err[256];
-	long port = -1;
-	int opt, rc = 1;
+	int rc = 1;
 
 	memset(&f, 0, sizeof(f));
 	f.token_ttl = 3600;
-	while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-		switch (opt) {
-		case 'p':
-			if (mock_parse_long(optarg, &port) || port < 0 || port > 65535)
-				goto bad_usage;
-			break;
-		case 'c':
-			so.cert_path = optarg;
-			break;
-		case 'k':
-			so.key_path = optarg;
-			break;
-		case 's':
-			sa_path = optarg;
-			break;
-		case 'e':
-			f.client_email = optarg;
-			break;
-		case 'P':
-			f.project_id = optarg;
-			break;
-		case 't':
-			if (mock_parse_long(optarg, &f.token_ttl) || f.token_ttl < 0)
-				goto bad_usage;
-			break;
-		case 'l':
-			log_path = optarg;
-			break;
-		default:
-			goto bad_usage;
-		}
+	f.retry_after = 1;
+	if (parse_args(argc, argv, &f, &so, &sa_path, &log_path)) {
+		usage();
+		return 2;
 	}
-	if (optind != argc || port < 0 || !so.cert_path || !so.key_path || !sa_path ||
-	    !f.client_email || !f.project_id)
-		goto bad_usage;
-	so.port = (int)port;
 	so.ud = &f;
 
 	f.sa_key = jwt_load_public_key(sa_path);
@@ -770,8 +825,4 @@ out_key:
 		free(t);
 	}
 	return rc;
-
-bad_usage:
-	usage();
-	return 2;
 }

@@ -79,6 +79,8 @@ static void test_seen_batches(void **state)
 	int64_t ids[8];
 	size_t n;
 
+	/* No device seen yet: no array either, and nothing to take. */
+	assert_int_equal(gw_presence_take_seen(&gw, ids, 8), 0);
 	gw_presence_seen(&gw, 1);
 	gw_presence_seen(&gw, 2);
 	gw_presence_seen(&gw, 1); /* once per flush */

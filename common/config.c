@@ -213,10 +213,12 @@ static const struct entry table[] = {
 	  "At most one wake-up push per device per this many seconds while it stays away." },
 	{ "push", "max_pending", TYPE_UINT, "100000", 1, 10000000, FIELD(push.max_pending), 0, NULL,
 	  "Wake-ups waiting at once; past it the oldest pending one is dropped (counted)." },
-	{ "push", "max_attempts", TYPE_UINT, "5", 1, 100, FIELD(push.max_attempts), FLAG_RELOADABLE,
-	  NULL,
+	{ "push", "max_attempts", TYPE_UINT, "14", 1, 100, FIELD(push.max_attempts),
+	  FLAG_RELOADABLE, NULL,
 	  "Tries of one wake-up push, the first one included, when the provider fails "
-	  "transiently." },
+	  "transiently. With the back-off (1 s doubling to 15 minutes) the default rides through "
+	  "a provider outage of at least 31 minutes; fewer give up sooner, and a device whose "
+	  "wake-up gave up is woken by its next envelope." },
 	{ "push", "ttl", TYPE_UINT, "86400", 0, 2419200, FIELD(push.ttl), FLAG_RELOADABLE,
 	  "seconds",
 	  "How long the provider keeps trying to deliver a wake-up (apns-expiration, FCM android "

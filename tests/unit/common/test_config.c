@@ -741,7 +741,7 @@ static void test_push_defaults(void **state)
 	assert_string_equal(cfg->push.alert_text, "New message");
 	assert_int_equal(cfg->push.min_interval, 30);
 	assert_int_equal(cfg->push.max_pending, 100000);
-	assert_int_equal(cfg->push.max_attempts, 5);
+	assert_int_equal(cfg->push.max_attempts, 14);
 	assert_int_equal(cfg->push.ttl, 86400);
 	assert_string_equal(cfg->push.ca_file, "");
 	assert_int_equal(cfg->push.connections, 1);

@@ -111,11 +111,11 @@ static const struct entry table[] = {
 	  "devices PING well within it)." },
 	{ "gateway", "max_handshakes", TYPE_UINT, "512", 1, 100000, FIELD(gateway.max_handshakes),
 	  0, "connections",
-	  "Per worker thread, connections accepted and not yet through their handshake (TCP, "
-	  "TLS, HELLO and its check). At the limit the worker stops accepting until a quarter of "
-	  "them are done; the rest wait in the kernel's listen backlog. This paces a reconnect "
-	  "storm so that the devices already connected keep their latency. Mind "
-	  "handshake_timeout: silent connections hold their place until it passes." },
+	  "Per worker thread, HELLOs being checked at once (the secret and a database lookup, "
+	  "then the registration). At the limit the worker stops accepting connections until a "
+	  "quarter of them are done; new ones wait in the kernel's listen backlog. This paces a "
+	  "reconnect storm so that the devices already connected keep their latency. "
+	  "Connections that send nothing are not counted (handshake_timeout closes them)." },
 	{ "gateway", "write_timeout", TYPE_UINT, "30000", 1000, 3600000,
 	  FIELD(gateway.write_timeout), 0, "ms",
 	  "A connection whose output waits this long without the device reading any of it is "

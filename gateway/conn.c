@@ -500,8 +500,8 @@ void gw_conn_close(struct gw_conn *c, unsigned code, const char *text)
 
 	if (c->state == GW_CONN_CLOSING)
 		return;
-	if (c->state == GW_CONN_HANDSHAKE || c->state == GW_CONN_AUTH)
-		gw_handshake_done(c->w);
+	if (c->state == GW_CONN_AUTH)
+		gw_auth_done(c->w);
 	/* First, so that a failure while sending the ERROR cannot re-enter. */
 	c->state = GW_CONN_CLOSING;
 	if (code && !uv_is_closing((uv_handle_t *)&c->tcp))
@@ -660,8 +660,8 @@ void gw_conn_welcome(struct gw_conn *c, uint64_t pending)
 	const struct ferry_config *cfg = c->w->gw->cfg;
 	struct proto_frame f = { .type = PROTO_WELCOME };
 
-	if (c->state != GW_CONN_READY)
-		gw_handshake_done(c->w);
+	if (c->state == GW_CONN_AUTH)
+		gw_auth_done(c->w);
 	c->state = GW_CONN_READY;
 	if (!c->authed) {
 		c->authed = 1;
@@ -740,6 +740,7 @@ static void start_auth(struct gw_conn *c, const struct proto_hello *h)
 	job->secret_len = h->secret.len;
 	memcpy(job->secret, h->secret.p, h->secret.len);
 	c->state = GW_CONN_AUTH;
+	gw_auth_begin(c->w);
 	gw_conn_ref(c);
 	if (uv_queue_work(&c->w->loop, &job->req, auth_work, auth_done)) {
 		free(job);
@@ -1002,7 +1003,6 @@ void gw_conn_accept(struct gw_worker *w, int fd, int tls)
 		return;
 	}
 	c->state = GW_CONN_HANDSHAKE;
-	w->handshaking++;
 	n = atomic_fetch_add(&gw->connections, 1) + 1;
 	c->counted = 1;
 	gw_stat(w, GW_ST_CONNS, 1);

@@ -208,35 +208,38 @@ static void listeners_update(struct gw_worker *w)
 }
 
 /*
- * Admission: a worker with [gateway] max_handshakes connections in their
- * handshake accepts no more until a quarter of them are through. A
- * reconnect storm then waits in the kernel's listen backlog (and in the
- * devices' SYN retries) instead of in a threadpool queue of secret checks
- * and database lookups, where it would delay every device's traffic; the
- * log says so at most once per ACCEPT_LOG_MS.
+ * Admission: a worker with [gateway] max_handshakes HELLOs being checked
+ * (the secret's hash and a database lookup on the threadpool, then the
+ * registration) accepts no more connections until a quarter of them are
+ * through. A reconnect storm then waits in the kernel's listen backlog (and
+ * in the devices' SYN retries) instead of in a queue of checks, where it
+ * would delay every device's traffic. Connections that say nothing are not
+ * counted: they cost a descriptor and a few hundred bytes, not a check, and
+ * counting them would let a slowloris lock devices out until
+ * handshake_timeout. The log says so at most once per ACCEPT_LOG_MS.
  */
-static void admission_check(struct gw_worker *w)
+void gw_auth_begin(struct gw_worker *w)
 {
 	unsigned limit = w->gw->cfg->gateway.max_handshakes;
 	uint64_t now = uv_now(&w->loop);
 
-	if (w->hs_paused || w->handshaking < limit)
+	if (++w->authing < limit || w->hs_paused)
 		return;
 	w->hs_paused = 1;
 	listeners_update(w);
 	if (!w->hs_logged_at || now - w->hs_logged_at >= ACCEPT_LOG_MS) {
-		log_info("event=accept_paused worker=%u handshakes=%u reason=\"max_handshakes\"",
-			 w->index, w->handshaking);
+		log_info("event=accept_paused worker=%u checking=%u reason=\"max_handshakes\"",
+			 w->index, w->authing);
 		w->hs_logged_at = now;
 	}
 }
 
-void gw_handshake_done(struct gw_worker *w)
+void gw_auth_done(struct gw_worker *w)
 {
 	unsigned limit = w->gw->cfg->gateway.max_handshakes;
 
-	w->handshaking--;
-	if (w->hs_paused && w->handshaking <= limit - (limit + 3) / 4) {
+	w->authing--;
+	if (w->hs_paused && w->authing <= limit - (limit + 3) / 4) {
 		w->hs_paused = 0;
 		listeners_update(w);
 	}
@@ -317,9 +320,6 @@ static void on_listener(uv_poll_t *h, int status, int events)
 		pthread_rwlock_unlock(&w->gw->accept_lock);
 		if (cfd >= 0) {
 			gw_conn_accept(w, cfd, tls);
-			admission_check(w);
-			if (w->hs_paused)
-				return;
 			continue;
 		}
 		if (errno == EINTR || errno == ECONNABORTED)

@@ -392,10 +392,10 @@ struct gw_worker {
 	uv_timer_t accept_timer; /* accepting again after EMFILE */
 	int accept_timer_on;	 /* initialised, not yet closed */
 	int mbox_ok;
-	/* Admission (gateway.c): connections in their handshake on this
-	 * worker; accepting stops at [gateway] max_handshakes (hs_paused) and
-	 * while out of descriptors (emfile_paused). */
-	unsigned handshaking;
+	/* Admission (gateway.c): HELLOs being checked on this worker;
+	 * accepting stops at [gateway] max_handshakes (hs_paused) and while out
+	 * of descriptors (emfile_paused). */
+	unsigned authing;
 	int hs_paused, emfile_paused;
 	uint64_t hs_logged_at;	   /* uv_now() of the last event=accept_paused */
 	uint64_t accept_logged_at; /* uv_now() of the last event=accept_failed */
@@ -570,8 +570,10 @@ void gw_worker_maybe_done(struct gw_worker *w);
 
 /* A connection was accepted on socket @fd (taken: closed on failure). */
 void gw_conn_accept(struct gw_worker *w, int fd, int tls);
-/* A connection of @w left its handshake (WELCOME, or closed before it). */
-void gw_handshake_done(struct gw_worker *w);
+/* A HELLO of a connection of @w is being checked (state AUTH); its check
+ * and registration are over (WELCOME, or closed before it). */
+void gw_auth_begin(struct gw_worker *w);
+void gw_auth_done(struct gw_worker *w);
 struct gw_conn *gw_conn_find(struct gw_worker *w, uint64_t id);
 /* Queue bytes for the peer; @env (may be NULL) is referenced while they are
  * in flight instead of copying them. Closes the connection (overloaded) when

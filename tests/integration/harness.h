@@ -111,6 +111,8 @@ int th_tcp_connect(int port);
 /* A field of /proc/@pid/status ("VmRSS:", "Uid:") as its first number; -1
  * if there is no such field. */
 long th_proc_status(pid_t pid, const char *field);
+/* Descriptors @pid has open. */
+int th_fd_count(pid_t pid);
 /* CLOCK_MONOTONIC in milliseconds. */
 long long th_now_ms(void);
 

@@ -12,9 +12,10 @@
  * connection is closed. Nothing is lost: connecting again as a normal
  * device, every one of the 10,000 envelopes comes, each once, in order.
  *
- * Admission: a worker with [gateway] max_handshakes connections in their
- * handshake accepts no more until some are through; the others wait in the
- * listen backlog and are taken, in turn, as places free up.
+ * Admission: a worker with [gateway] max_handshakes HELLOs being checked
+ * accepts no more connections until some are through; the others wait in
+ * the listen backlog and are taken, in turn, as places free up. Silent
+ * connections are not counted.
  */
 #include <poll.h>
 #include <signal.h>
@@ -29,6 +30,7 @@
 
 #include <cmocka.h>
 #include <jansson.h>
+#include <libpq-fe.h>
 
 #include "tests/integration/harness.h"
 #include "tests/integration/rawdev.h"
@@ -206,8 +208,8 @@ static void test_slow_consumer(void **state)
 /* ---- admission ---- */
 
 #define ADMIT 4
-#define SILENT 12
-#define HS_MS 1500
+#define CHECKED 10
+#define SILENT 10
 
 /* connections.now of @d's /v1/stats. */
 static long connections_now(const struct th_ferryd *d)
@@ -229,47 +231,64 @@ static long connections_now(const struct th_ferryd *d)
 }
 
 /*
- * One worker that takes 4 handshakes at a time, and 12 connections that
- * never say HELLO: the daemon holds 4 of them (the kernel's backlog the
- * rest), says so once in the log, and after each handshake_timeout takes
- * the next ones; a device that connects behind them gets its WELCOME once
- * its turn comes, and the silent ones are all closed in the end.
+ * One worker that checks 4 HELLOs at a time. Connections that say nothing
+ * are not counted: 10 of them are all accepted, and a device still gets in.
+ * Then the check is held up (a test transaction locks user_settings, which
+ * the check reads): 4 HELLOs wait in it, the worker stops accepting (the
+ * log says so once), and 6 more connections stay in the kernel's backlog.
+ * Once the lock goes, every one of the 10 is welcomed in its turn.
  */
 static void test_handshake_admission(void **state)
 {
 	struct th_ferryd d;
-	int port = th_free_port(), admin = th_free_port(), fds[SILENT], closed = 0;
-	struct rawdev *dev = rawdev_new();
-	long long t0;
-	char extra[256];
+	int port = th_free_port(), admin = th_free_port(), silent[SILENT];
+	struct rawdev *dev[CHECKED], *first = rawdev_new();
+	int64_t ids[CHECKED];
+	char secrets[CHECKED][64], extra[256], user[24];
+	PGconn *pg = th_pg_connect(fx.conninfo);
 
 	snprintf(extra, sizeof(extra),
 		 "[gateway]\nlisten = 127.0.0.1:%d\ntls_listen = \"\"\nworkers = 1\n"
-		 "max_handshakes = %d\nhandshake_timeout = %d\n",
-		 port, ADMIT, HS_MS);
+		 "max_handshakes = %d\nhandshake_timeout = 30000\n",
+		 port, ADMIT);
 	th_ferryd_up(&d, fx.conninfo, admin, TOKEN, extra);
-	for (int i = 0; i < SILENT; i++)
-		fds[i] = th_tcp_connect(port);
-	usleep(500 * 1000);
-	/* Held: the limit, not the 12 that connected. */
-	assert_int_equal(connections_now(&d), ADMIT);
-	th_log_wait(&d, "event=accept_paused", 1);
-	/* Behind 12 silent ones: admitted in the third round at the latest. */
-	t0 = th_now_ms();
-	rawdev_login(dev, port, fx.slow, fx.slow_s);
-	assert_true(th_now_ms() - t0 >= HS_MS / 2);
-	assert_int_equal(th_log_count(&d, "event=accept_paused"), 1);
-	/* Every silent connection was taken in its turn and timed out. */
-	for (int i = 0; i < SILENT; i++) {
-		struct pollfd pfd = { .fd = fds[i], .events = POLLIN };
-		char c;
-
-		if (poll(&pfd, 1, 4 * HS_MS) == 1 && read(fds[i], &c, 1) >= 0)
-			closed++;
-		close(fds[i]);
+	for (int i = 0; i < CHECKED; i++) {
+		snprintf(user, sizeof(user), "storm%d", i);
+		th_device_create(&d, TOKEN, user, &ids[i], secrets[i]);
+		dev[i] = rawdev_new();
 	}
-	assert_int_equal(closed, SILENT);
-	rawdev_free(dev);
+	/* Silent connections take no place. */
+	for (int i = 0; i < SILENT; i++)
+		silent[i] = th_tcp_connect(port);
+	rawdev_login(first, port, fx.slow, fx.slow_s);
+	assert_int_equal(connections_now(&d), SILENT + 1);
+	assert_int_equal(th_log_count(&d, "event=accept_paused"), 0);
+
+	/* Checks held up: 4 HELLOs in them, then nothing more is accepted. */
+	PQclear(th_pg_exec(pg, "BEGIN"));
+	PQclear(th_pg_exec(pg, "LOCK TABLE user_settings IN ACCESS EXCLUSIVE MODE"));
+	for (int i = 0; i < ADMIT; i++) {
+		rawdev_connect(dev[i], port, NULL);
+		rawdev_hello(dev[i], PROTO_VERSION, ids[i], secrets[i]);
+	}
+	th_log_wait(&d, "event=accept_paused", 1);
+	for (int i = ADMIT; i < CHECKED; i++) {
+		rawdev_connect(dev[i], port, NULL);
+		rawdev_hello(dev[i], PROTO_VERSION, ids[i], secrets[i]);
+	}
+	usleep(500 * 1000);
+	assert_int_equal(connections_now(&d), SILENT + 1 + ADMIT);
+
+	/* The lock goes: all ten are welcomed. */
+	PQclear(th_pg_exec(pg, "ROLLBACK"));
+	for (int i = 0; i < CHECKED; i++) {
+		rawdev_expect(dev[i], PROTO_WELCOME, 10000);
+		rawdev_free(dev[i]);
+	}
+	for (int i = 0; i < SILENT; i++)
+		close(silent[i]);
+	rawdev_free(first);
+	PQfinish(pg);
 	assert_int_equal(th_ferryd_stop(&d, SIGTERM), 0);
 }
 

@@ -10,7 +10,6 @@
  * (a lowered descriptor limit, another user) start one.
  */
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -27,7 +26,6 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -135,31 +133,6 @@ static int teardown(void **state)
 
 /* ---- helpers ---- */
 
-static long long now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* A field of /proc/@pid/status ("VmRSS:", "Uid:"), as its first number. */
-static long proc_status(pid_t pid, const char *field)
-{
-	char path[64], line[256];
-	long v = -1;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-	f = fopen(path, "r");
-	assert_non_null(f);
-	while (fgets(line, sizeof(line), f))
-		if (!strncmp(line, field, strlen(field)))
-			v = strtol(line + strlen(field), NULL, 10);
-	fclose(f);
-	return v;
-}
-
 /* utime + stime of @pid, in clock ticks. */
 static long long proc_cpu_ticks(pid_t pid)
 {
@@ -182,18 +155,6 @@ static long long proc_cpu_ticks(pid_t pid)
 	return (long long)(ut + st);
 }
 
-/* A plain TCP connection to 127.0.0.1:@port. */
-static int tcp_connect(int port)
-{
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)))
-		fail_msg("cannot connect to port %d: %s", port, strerror(errno));
-	return fd;
-}
-
 /*
  * Read from @fd until it is closed or @timeout_ms passes: returns the ms it
  * took to be closed (-1: still open); the first frame read is decoded into
@@ -203,19 +164,19 @@ static long long wait_closed(int fd, int timeout_ms, unsigned *err_code)
 {
 	uint8_t buf[4096];
 	size_t len = 0;
-	long long start = now_ms();
+	long long start = th_now_ms();
 
 	*err_code = 0;
 	for (;;) {
 		struct pollfd pfd = { .fd = fd, .events = POLLIN };
-		long long left = timeout_ms - (now_ms() - start);
+		long long left = timeout_ms - (th_now_ms() - start);
 		ssize_t n;
 
 		if (left <= 0 || poll(&pfd, 1, (int)left) <= 0)
 			return -1;
 		n = read(fd, buf + len, sizeof(buf) - len);
 		if (n <= 0)
-			return now_ms() - start;
+			return th_now_ms() - start;
 		len += (size_t)n;
 		if (!*err_code) {
 			struct proto_frame f;
@@ -250,9 +211,9 @@ static void test_oversized_prefix(void **state)
 	assert_int_equal(over_len, 4);
 	/* A first round warms the daemon up (threads, pools, buffers). */
 	for (int round = 0; round < 2; round++) {
-		rss_before = proc_status(fx.d.pid, "VmRSS:");
+		rss_before = th_proc_status(fx.d.pid, "VmRSS:");
 		for (int i = 0; i < PREFIX_CONNS; i++)
-			fds[i] = tcp_connect(fx.port);
+			fds[i] = th_tcp_connect(fx.port);
 		for (int i = 0; i < PREFIX_CONNS; i++) {
 			const uint8_t *p = i % 2 ? u32max : over;
 			size_t n = i % 2 ? sizeof(u32max) : over_len;
@@ -270,7 +231,7 @@ static void test_oversized_prefix(void **state)
 			/* "at once": well within the handshake deadline */
 			assert_true(ms < HANDSHAKE_MS);
 		}
-		rss_after = proc_status(fx.d.pid, "VmRSS:");
+		rss_after = th_proc_status(fx.d.pid, "VmRSS:");
 		for (int i = 0; i < PREFIX_CONNS; i++)
 			close(fds[i]);
 	}
@@ -305,12 +266,12 @@ struct slow {
  * each is closed or past its limit. */
 static void run_slow(struct slow *s, size_t n)
 {
-	long long start = now_ms(), last_trickle = 0;
+	long long start = th_now_ms(), last_trickle = 0;
 	size_t open = n;
 	int longest = 0;
 
 	for (size_t i = 0; i < n; i++) {
-		s[i].fd = tcp_connect(s[i].port);
+		s[i].fd = th_tcp_connect(s[i].port);
 		s[i].sent = 0;
 		s[i].closed_ms = -1;
 		if (s[i].limit_ms > longest)
@@ -318,12 +279,12 @@ static void run_slow(struct slow *s, size_t n)
 		if (s[i].kind == SL_PARTIAL && write(s[i].fd, s[i].bytes, s[i].len) < 0)
 			fail_msg("%s: write: %s", s[i].what, strerror(errno));
 	}
-	while (open && now_ms() - start < longest + 1000) {
+	while (open && th_now_ms() - start < longest + 1000) {
 		struct pollfd pfd[16];
 
 		assert_true(n <= 16);
-		if (now_ms() - last_trickle >= 200) {
-			last_trickle = now_ms();
+		if (th_now_ms() - last_trickle >= 200) {
+			last_trickle = th_now_ms();
 			for (size_t i = 0; i < n; i++)
 				if (s[i].kind == SL_TRICKLE && s[i].closed_ms < 0 &&
 				    s[i].sent < s[i].len &&
@@ -342,7 +303,7 @@ static void run_slow(struct slow *s, size_t n)
 			if (s[i].closed_ms >= 0 || !pfd[i].revents)
 				continue;
 			if (read(s[i].fd, buf, sizeof(buf)) <= 0) {
-				s[i].closed_ms = now_ms() - start;
+				s[i].closed_ms = th_now_ms() - start;
 				open--;
 			}
 		}
@@ -547,22 +508,6 @@ static void test_frame_flood(void **state)
 
 #define EMFILE_CONNS 300
 
-static int count_fds(pid_t pid)
-{
-	char path[64];
-	struct dirent *e;
-	DIR *dir;
-	int n = 0;
-
-	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
-	dir = opendir(path);
-	assert_non_null(dir);
-	while ((e = readdir(dir)) != NULL)
-		n += e->d_name[0] != '.';
-	closedir(dir);
-	return n;
-}
-
 /*
  * A daemon whose open-file limit is a little above what it uses, and many
  * more connections than that: those it cannot take are closed at once, it
@@ -591,12 +536,12 @@ static void test_out_of_descriptors(void **state)
 	/* A device of its own: earlier tests may have left A1 envelopes. */
 	th_device_create(&fx.d, TOKEN, "erin", &e1, es);
 	rawdev_login(a1, port, e1, es);
-	used = count_fds(d.pid);
+	used = th_fd_count(d.pid);
 	rl.rlim_cur = rl.rlim_max = (rlim_t)used + 20;
 	if (prlimit(d.pid, RLIMIT_NOFILE, &rl, NULL))
 		fail_msg("prlimit: %s", strerror(errno));
 	for (int i = 0; i < EMFILE_CONNS; i++)
-		fds[i] = tcp_connect(port);
+		fds[i] = th_tcp_connect(port);
 	sleep(1);
 	t0 = proc_cpu_ticks(d.pid);
 	sleep(1);
@@ -644,12 +589,12 @@ static unsigned hello_result(int64_t device, const char *secret, char text[300],
 	unsigned code = 0;
 
 	rawdev_connect(d, fx.port, NULL);
-	t0 = now_ms();
+	t0 = th_now_ms();
 	rawdev_hello(d, PROTO_VERSION, device, secret);
 	if (rawdev_read(d, 5000) != 1)
 		fail_msg("no answer to HELLO");
 	if (ms)
-		*ms = now_ms() - t0;
+		*ms = th_now_ms() - t0;
 	if (d->f.type == PROTO_ERROR) {
 		code = (unsigned)d->f.u.error.code;
 		snprintf(text, 300, "%.*s", (int)d->f.u.error.text.len,
@@ -808,7 +753,7 @@ static void tls_handshake(SSL *ssl, struct hs *h)
 static int tls_connect_fd(void)
 {
 	struct timeval tv = { 5, 0 };
-	int fd = tcp_connect(fx.tls_port);
+	int fd = th_tcp_connect(fx.tls_port);
 
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	return fd;

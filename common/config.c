@@ -109,7 +109,7 @@ static const struct entry table[] = {
 	  FIELD(gateway.idle_timeout), 0, "ms",
 	  "A connection that sends nothing for this long is closed (announced in WELCOME; "
 	  "devices PING well within it)." },
-	{ "gateway", "max_handshakes", TYPE_UINT, "512", 1, 100000, FIELD(gateway.max_handshakes),
+	{ "gateway", "max_handshakes", TYPE_UINT, "2048", 1, 100000, FIELD(gateway.max_handshakes),
 	  0, "connections",
 	  "Per worker thread, HELLOs being checked at once (the secret and a database lookup, "
 	  "then the registration). At the limit the worker stops accepting connections until a "
